@@ -1,0 +1,42 @@
+"""The application factory: `create_app(settings)` builds one instance."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .broker import Broker
+from .config import Settings
+from .http import Routes, errors_as_json
+from .node import Node
+
+NODE = web.AppKey("node", Node)
+
+
+def create_app(settings: Settings) -> web.Application:
+    node = Node(settings)
+    app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_message_bytes)
+    app[NODE] = node
+    node.socketio.attach(app)
+    node.websocket.attach(app)
+    Routes(node).attach(app)
+
+    async def start(app: web.Application) -> None:
+        await node.start()
+
+    async def drain(app: web.Application) -> None:
+        await node.drain()
+
+    async def stop(app: web.Application) -> None:
+        await node.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(drain)
+    app.on_cleanup.append(stop)
+    return app
+
+
+def node_of(app: web.Application) -> Node:
+    return app[NODE]
+
+
+def broker_of(app: web.Application) -> Broker:
+    return app[NODE].broker

@@ -1,0 +1,358 @@
+"""JWT authentication: verify client tokens and mint development tokens."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import HMACAlgorithm
+from jwt.exceptions import (
+    DecodeError,
+    ExpiredSignatureError,
+    ImmatureSignatureError,
+    InvalidAudienceError,
+    InvalidIssuedAtError,
+    InvalidIssuerError,
+    InvalidKeyError,
+    InvalidSignatureError,
+    InvalidSubjectError,
+    MissingRequiredClaimError,
+    PyJWTError,
+)
+
+from .config import Settings, SettingsError
+from .errors import ClientError, ErrorCode
+from .symbols import SymbolError, normalize_symbol
+
+# Refused before decoding so a client cannot make the server parse huge input.
+MAX_TOKEN_CHARS = 8192
+ALL_SYMBOLS = "*"
+# Beyond year 9999 an `exp` is nonsense, and its milliseconds would overflow.
+_MAX_EXP = 253402300799
+
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+_SUB_MESSAGE = "token subject (sub) must be a non-empty string"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a verified token speaks for and what it may subscribe to."""
+
+    user: str
+    symbols: frozenset[str] | None = None  # None: every symbol
+    expires_at: float | None = None  # epoch seconds; None: never expires
+
+    def allows(self, symbol: str) -> bool:
+        """Whether this identity may subscribe to `symbol` (a normalized symbol)."""
+        return self.symbols is None or symbol in self.symbols
+
+    @property
+    def expires_at_ms(self) -> int | None:
+        return None if self.expires_at is None else int(self.expires_at * 1000)
+
+
+class TokenVerifier:
+    """Checks client tokens against the keys configured in Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        # Each algorithm maps to its own key and a token is checked only with
+        # the key of its algorithm: an HS256 token is never checked against the
+        # public key (algorithm confusion), and "none" has no key at all.
+        self._keys: dict[str, Any] = {}
+        if settings.jwt_secret:
+            self._keys["HS256"] = _hmac_secret(settings.jwt_secret)
+        public = _public_key(settings)
+        if public is not None:
+            algorithm, key = public
+            self._keys[algorithm] = key
+        self._audience = settings.jwt_audience or None
+        self._issuer = settings.jwt_issuer or None
+        self._leeway = settings.jwt_leeway
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a verification key is configured."""
+        return bool(self._keys)
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(sorted(self._keys))
+
+    def verify(self, token: object) -> Identity:
+        """Return the Identity of a valid token; raise ClientError(AUTH_FAILED) otherwise."""
+        if not self.enabled:
+            raise _auth_failed("authentication is not configured on this server")
+        if not isinstance(token, str):
+            raise _auth_failed("token must be a string")
+        token = token.strip()
+        if not token:
+            raise _auth_failed("token is empty")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _auth_failed(f"token is too long (over {MAX_TOKEN_CHARS} characters)")
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except PyJWTError:
+            raise _auth_failed("malformed token") from None
+        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        if key is None:
+            raise _auth_failed(
+                f"token algorithm {_shown(algorithm)} is not accepted"
+                f" (this server accepts {', '.join(self.algorithms)})"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+            )
+        except PyJWTError as exc:
+            raise _auth_failed(self._reason(exc)) from None
+        return _identity(claims)
+
+    def _reason(self, exc: PyJWTError) -> str:
+        if isinstance(exc, ExpiredSignatureError):
+            return "token expired"
+        if isinstance(exc, ImmatureSignatureError):
+            return "token not yet valid"
+        if isinstance(exc, InvalidAudienceError):
+            if self._audience is None:
+                return "wrong audience: this server accepts only tokens without an aud claim"
+            return "wrong audience"
+        if isinstance(exc, InvalidIssuerError):
+            return "wrong issuer"
+        if isinstance(exc, MissingRequiredClaimError):
+            # Only aud and iss are required, and only when configured.
+            kind = "audience" if exc.claim == "aud" else "issuer"
+            return f"wrong {kind}: token has no {exc.claim} claim"
+        if isinstance(exc, InvalidSignatureError):
+            return "invalid signature"
+        if isinstance(exc, InvalidSubjectError):
+            return _SUB_MESSAGE
+        if isinstance(exc, (DecodeError, InvalidIssuedAtError)):
+            return "malformed token"
+        return "invalid token"
+
+
+def _identity(claims: dict[str, Any]) -> Identity:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise _auth_failed(_SUB_MESSAGE)
+    return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims))
+
+
+def _expiry(claims: dict[str, Any]) -> float | None:
+    exp = claims.get("exp")
+    if exp is None:
+        return None
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not 0 <= exp <= _MAX_EXP:
+        raise _auth_failed("malformed token: exp must be a time in seconds since the epoch")
+    return float(exp)
+
+
+def _symbols_claim(claims: dict[str, Any]) -> frozenset[str] | None:
+    if "symbols" not in claims:
+        return None
+    claim = claims["symbols"]
+    if claim == ALL_SYMBOLS:
+        return None
+    if not isinstance(claim, list):
+        raise _auth_failed('invalid symbols claim: expected a list of symbols or "*"')
+    try:
+        symbols = {s if s == ALL_SYMBOLS else normalize_symbol(s) for s in claim}
+    except SymbolError as exc:
+        raise _auth_failed(f"invalid symbols claim: {exc}") from None
+    return None if ALL_SYMBOLS in symbols else frozenset(symbols)
+
+
+def _auth_failed(message: str) -> ClientError:
+    return ClientError(ErrorCode.AUTH_FAILED, message)
+
+
+def _shown(algorithm: object) -> str:
+    """The header's alg for a message, without echoing arbitrary client input."""
+    if isinstance(algorithm, str) and len(algorithm) <= 16 and algorithm.isprintable():
+        return repr(algorithm)
+    return "(missing or invalid)"
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+def _hmac_secret(secret: str) -> str:
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except InvalidKeyError:
+        raise SettingsError(
+            "JWT_SECRET: looks like an asymmetric key; put a public key in JWT_PUBLIC_KEY instead"
+        ) from None
+    return secret
+
+
+def _read_pem(name: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from None
+
+
+def _public_key(settings: Settings) -> tuple[str, Any] | None:
+    """(algorithm, key) of the configured public key, or None."""
+    if settings.jwt_public_key and settings.jwt_public_key_file:
+        raise SettingsError("JWT_PUBLIC_KEY, JWT_PUBLIC_KEY_FILE: set only one of them")
+    if settings.jwt_public_key:
+        name = "JWT_PUBLIC_KEY"
+        # A PEM squeezed onto one line of .env or the environment often
+        # carries its line breaks as a literal backslash-n.
+        pem = settings.jwt_public_key.replace("\\n", "\n").encode()
+    elif settings.jwt_public_key_file:
+        name = "JWT_PUBLIC_KEY_FILE"
+        pem = _read_pem(name, settings.jwt_public_key_file)
+    else:
+        return None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            key = x509.load_pem_x509_certificate(pem).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SettingsError(f"{name}: not a PEM public key or certificate") from None
+    return _algorithm_for(name, key), key
+
+
+def _signing_key(settings: Settings) -> tuple[str, Any]:
+    """(algorithm, key) to mint tokens with; the private key wins over the secret."""
+    name = "JWT_PRIVATE_KEY_FILE"
+    if settings.jwt_private_key_file:
+        pem = _read_pem(name, settings.jwt_private_key_file)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise SettingsError(f"{name}: not an unencrypted PEM private key") from None
+        return _algorithm_for(name, key), key
+    if settings.jwt_secret:
+        return "HS256", _hmac_secret(settings.jwt_secret)
+    raise SettingsError(
+        "no signing key: set JWT_SECRET (HS256) or JWT_PRIVATE_KEY_FILE (RS256/ES256)"
+    )
+
+
+def _algorithm_for(name: str, key: Any) -> str:
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return "RS256"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm:
+            return algorithm
+    raise SettingsError(f"{name}: expected an RSA key or an EC key on P-256, P-384 or P-521")
+
+
+# -- minting ------------------------------------------------------------------
+
+
+def mint_token(
+    settings: Settings,
+    sub: str,
+    symbols: list[str] | None = None,
+    ttl: float | None = 3600,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """Sign a token for `sub`, valid for `ttl` seconds (None: no expiry).
+
+    `symbols` limits what the token may subscribe to ("*" for all; None: no
+    claim, which also means all). `audience`/`issuer` default to the configured
+    JWT_AUDIENCE/JWT_ISSUER; pass "" to leave the claim out.
+    Raises SettingsError when no signing key is configured, ValueError for a
+    bad `sub` or symbol.
+    """
+    if not isinstance(sub, str) or not sub.strip():
+        raise ValueError("sub must be a non-empty string")
+    algorithm, key = _signing_key(settings)
+    now = time.time()
+    claims: dict[str, Any] = {"sub": sub, "iat": int(now)}
+    if ttl is not None:
+        claims["exp"] = int(now + ttl)
+    audience = settings.jwt_audience if audience is None else audience
+    if audience:
+        claims["aud"] = audience
+    issuer = settings.jwt_issuer if issuer is None else issuer
+    if issuer:
+        claims["iss"] = issuer
+    if symbols is not None:
+        claims["symbols"] = [s if s == ALL_SYMBOLS else normalize_symbol(s) for s in symbols]
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+# -- command line -------------------------------------------------------------
+
+
+def _sub_argument(raw: str) -> str:
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return raw
+
+
+def _symbols_argument(raw: str) -> list[str]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated symbols or *")
+    try:
+        return [p if p == ALL_SYMBOLS else normalize_symbol(p) for p in parts]
+    except SymbolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ttl_argument(raw: str) -> float:
+    try:
+        ttl = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    if not math.isfinite(ttl) or ttl < 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds, 0 or more")
+    return ttl
+
+
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m stockstream token`."""
+    parser.add_argument("--sub", required=True, type=_sub_argument, help="user name (the sub claim)")
+    parser.add_argument(
+        "--symbols",
+        type=_symbols_argument,
+        help="comma-separated symbols the token may subscribe to, or * (default: all)",
+    )
+    parser.add_argument(
+        "--ttl", type=_ttl_argument, default=3600.0,
+        help="seconds until the token expires; 0 for never (default: 3600)",
+    )
+    parser.add_argument("--aud", help="audience claim (default: JWT_AUDIENCE)")
+    parser.add_argument("--iss", help="issuer claim (default: JWT_ISSUER)")
+
+
+def token_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a development token signed with the configured key."""
+    try:
+        token = mint_token(
+            settings,
+            args.sub,
+            symbols=args.symbols,
+            ttl=args.ttl if args.ttl > 0 else None,
+            audience=args.aud,
+            issuer=args.iss,
+        )
+    except SettingsError as exc:
+        print(f"stockstream token: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0

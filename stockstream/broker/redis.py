@@ -1,0 +1,355 @@
+"""The Redis backend, compatible with the original `SET` + `PUBLISH stock:{SYMBOL}`.
+
+Keys per symbol: `stock:{SYM}` (latest update, and the pub/sub channel),
+`stock:{SYM}:seq` (sequence counter) and `stock:{SYM}:history` (a capped
+Stream whose entry ids are `{timestamp}-{seq}`). One pub/sub connection per
+instance carries exactly the channels of symbols with local subscribers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Iterable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..config import Settings
+from ..symbols import CHANNEL_PREFIX, channel_for
+from ..updates import InvalidUpdate, Update, encode_update, parse_update, validate_fields
+from . import BackendUnavailable, Broker, UpdateSink
+from ..backoff import Backoff
+from .malformed import MalformedLog
+
+log = logging.getLogger("stockstream.redis")
+
+# The listener stays subscribed here even with no symbols, so readiness
+# ("the listener is subscribed") means the same thing with or without clients.
+LISTENER_CHANNEL = "stockstream:listener"
+
+# Why Lua: the snapshot, the sequence number, the history entry and the publish
+# must happen together, or a reader could see one without the others.
+PUBLISH_SCRIPT = """
+if KEYS[4] then
+  local last = tonumber(redis.call('GET', KEYS[4]) or '-1')
+  if tonumber(ARGV[5]) <= last then return false end
+  redis.call('SET', KEYS[4], ARGV[5])
+end
+local seq = redis.call('INCR', KEYS[2])
+local msg = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. '}'
+redis.call('SET', KEYS[1], msg)
+if tonumber(ARGV[3]) > 0 then
+  local ms = ARGV[2]
+  local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  if newest then
+    local newest_ms = string.match(newest[1], '^(%d+)')
+    if tonumber(newest_ms) > tonumber(ms) then ms = newest_ms end
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], ms .. '-' .. seq, 'u', msg)
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[4])
+end
+redis.call('PUBLISH', KEYS[1], msg)
+return seq
+"""
+
+# How long a pub/sub connection may stay silent before it is probed, and
+# how long after a probe without answer it counts as dead.
+PROBE_AFTER = 5.0
+DEAD_AFTER = 15.0
+READ_BURST = 64
+
+
+def history_key(symbol: str) -> str:
+    return channel_for(symbol) + ":history"
+
+
+def seq_key(symbol: str) -> str:
+    return channel_for(symbol) + ":seq"
+
+
+class RedisBroker(Broker):
+    kind = "redis"
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self._url = url
+        self._settings = settings
+        # A blocking pool: a burst of subscribes waits for a connection
+        # instead of failing past the pool's cap.
+        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5.0)
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._sink: UpdateSink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._wanted: set[str] = set()
+        self._confirming: dict[str, asyncio.Future[None]] = {}
+        self._ready = False
+        self.malformed = MalformedLog(log)
+        self.reconnects = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self, sink: UpdateSink) -> None:
+        self._sink = sink
+        self._task = asyncio.create_task(self._listen_forever(), name="stockstream-redis-listener")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._close_pubsub()
+        await self._redis.aclose()
+        await self._pool.disconnect()
+
+    # -- the listener ------------------------------------------------------
+
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        waiting = []
+        new = []
+        for symbol in symbols:
+            channel = channel_for(symbol)
+            if symbol not in self._wanted:
+                self._wanted.add(symbol)
+                self._confirming[channel] = asyncio.get_running_loop().create_future()
+                new.append(channel)
+            if channel in self._confirming:
+                waiting.append(self._confirming[channel])
+        if new and self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(*new)
+            except (RedisError, OSError):
+                pass  # the listener reconnects and subscribes everything wanted
+        if waiting:
+            await asyncio.gather(*(asyncio.shield(f) for f in waiting))
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        channels = []
+        for symbol in symbols:
+            if symbol in self._wanted:
+                self._wanted.discard(symbol)
+                channel = channel_for(symbol)
+                channels.append(channel)
+                future = self._confirming.pop(channel, None)
+                if future is not None and not future.done():
+                    future.cancel()
+        if channels and self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(*channels)
+            except (RedisError, OSError):
+                pass
+
+    async def _listen_forever(self) -> None:
+        backoff = Backoff(initial=0.1, cap=5.0)
+        first = True
+        while True:
+            try:
+                await self._listen(resync=not first)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
+                if self._ready:
+                    log.warning("redis listener lost its connection: %s", exc)
+                else:
+                    log.debug("redis listener cannot connect: %s", exc)
+            first = False
+            self._set_ready(False)
+            await self._close_pubsub()
+            await asyncio.sleep(backoff.next())
+            if self._ready:
+                backoff.reset()
+
+    async def _listen(self, resync: bool) -> None:
+        # No retries inside redis-py: a silent reconnect would skip the resync.
+        client = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0))
+        self._pubsub = pubsub = client.pubsub()
+        wanted = {channel_for(s) for s in self._wanted}
+        for channel in wanted:
+            if channel not in self._confirming or self._confirming[channel].done():
+                self._confirming[channel] = asyncio.get_running_loop().create_future()
+        await pubsub.subscribe(LISTENER_CHANNEL, *wanted)
+        early: list[Update] = []
+        pending = set(wanted) | {LISTENER_CHANNEL}
+        while pending:
+            message = await self._read(pubsub)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == b"subscribe" or kind == "subscribe":
+                channel = message["channel"].decode()
+                pending.discard(channel)
+                self._confirm(channel)
+            elif kind in (b"message", "message"):
+                update = self._parse(message)
+                if update is not None:
+                    early.append(update)
+        if resync and self._sink is not None:
+            self.reconnects += 1
+            snapshots = await self.snapshots(sorted(self._wanted))
+            self._sink.on_resync(snapshots)
+            log.info("redis listener back: %d symbols resynchronised", len(snapshots))
+        self._set_ready(True)
+        for update in early:
+            self._deliver(update)
+        await self._read_forever(pubsub)
+
+    async def _read_forever(self, pubsub: Any) -> None:
+        burst = 0
+        while True:
+            message = await self._read(pubsub)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == b"message" or kind == "message":
+                update = self._parse(message)
+                if update is not None:
+                    self._deliver(update)
+                burst += 1
+                if burst >= READ_BURST:
+                    # Let the writers flush what this burst queued.
+                    burst = 0
+                    await asyncio.sleep(0)
+            elif kind == b"subscribe" or kind == "subscribe":
+                self._confirm(message["channel"].decode())
+
+    async def _read(self, pubsub: Any) -> dict[str, Any] | None:
+        message = await pubsub.get_message(timeout=PROBE_AFTER)
+        now = time.monotonic()
+        if message is not None:
+            self._last_heard = now
+            return message
+        if now - getattr(self, "_last_heard", now) > DEAD_AFTER:
+            raise ConnectionError("redis pub/sub connection stopped answering")
+        await pubsub.ping()
+        return None
+
+    def _confirm(self, channel: str) -> None:
+        future = self._confirming.pop(channel, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _parse(self, message: dict[str, Any]) -> Update | None:
+        channel = message["channel"]
+        try:
+            return parse_update(message["data"], channel[len(CHANNEL_PREFIX):].decode())
+        except (InvalidUpdate, UnicodeDecodeError) as exc:
+            self.malformed.record(channel, exc)
+            return None
+
+    def _deliver(self, update: Update) -> None:
+        if self._sink is not None and update.symbol in self._wanted:
+            self._sink.on_update(update)
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready != self._ready:
+            self._ready = ready
+            if self._sink is not None:
+                self._sink.on_state(ready)
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+                pass
+
+    # -- commands -------------------------------------------------------------
+
+    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        symbol, price, timestamp, _ = validate_fields(update)
+        body = encode_update(update)
+        horizon = max(0, int(time.time() * 1000 - self._settings.history_max_age * 1000))
+        keys = [channel_for(symbol), seq_key(symbol), history_key(symbol)]
+        args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon]
+        if dedupe is not None:
+            keys.append(f"stockstream:dedupe:{dedupe[0]}")
+            args.append(dedupe[1])
+        try:
+            seq = await self._publish_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        if seq is None:
+            return None
+        return Update(symbol, price, timestamp, int(seq), encode_update(update, int(seq)))
+
+    async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
+        if not symbols:
+            return {}
+        try:
+            values = await self._redis.mget([channel_for(s) for s in symbols])
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        result: dict[str, Update | None] = {}
+        for symbol, raw in zip(symbols, values):
+            result[symbol] = None
+            if raw is not None:
+                try:
+                    result[symbol] = parse_update(raw, symbol)
+                except InvalidUpdate as exc:
+                    self.malformed.record(channel_for(symbol).encode(), exc)
+        return result
+
+    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
+                      limit: int = 1000) -> list[Update]:
+        if limit <= 0:
+            return []
+        low = "-" if start_ms is None else f"{start_ms}-0"
+        high = "+" if end_ms is None else f"{end_ms}-{2**64 - 1}"
+        try:
+            entries = await self._redis.xrevrange(history_key(symbol), high, low, count=limit)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return self._entries(symbol, reversed(entries))
+
+    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                     limit: int = 10000) -> tuple[list[Update], bool]:
+        key = history_key(symbol)
+        try:
+            if since_seq is not None:
+                return await self._replay_seq(symbol, since_seq, limit)
+            entries = await self._redis.xrange(key, f"{(since_ms or 0) + 1}-0", "+", count=limit)
+            oldest = await self._redis.xrange(key, "-", "+", count=1)
+            seq = int(await self._redis.get(seq_key(symbol)) or 0)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        updates = self._entries(symbol, entries)
+        # Complete when nothing after the point was trimmed away: either the
+        # oldest entry is at or before the point, or nothing was ever trimmed.
+        oldest_ms = int(oldest[0][0].split(b"-")[0]) if oldest else None
+        first_seq = int(oldest[0][0].split(b"-")[1]) if oldest else seq + 1
+        reaches = first_seq == 1 or (oldest_ms is not None and oldest_ms <= (since_ms or 0))
+        return (updates, True) if reaches else ([], False)
+
+    async def _replay_seq(self, symbol: str, since_seq: int, limit: int) -> tuple[list[Update], bool]:
+        key = history_key(symbol)
+        collected: list[tuple[bytes, dict[bytes, bytes]]] = []
+        high = "+"
+        while True:
+            batch = await self._redis.xrevrange(key, high, "-", count=256)
+            for entry_id, fields in batch:
+                if int(entry_id.split(b"-")[1]) <= since_seq:
+                    return self._entries(symbol, reversed(collected))[:limit], True
+                collected.append((entry_id, fields))
+            if len(batch) < 256:
+                break
+            high = "(" + batch[-1][0].decode()
+        seq = int(await self._redis.get(seq_key(symbol)) or 0)
+        first_seq = int(collected[-1][0].split(b"-")[1]) if collected else seq + 1
+        if first_seq > since_seq + 1:
+            return [], False
+        return self._entries(symbol, reversed(collected))[:limit], True
+
+    def _entries(self, symbol: str, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[Update]:
+        updates = []
+        for _, fields in entries:
+            try:
+                updates.append(parse_update(fields[b"u"], symbol))
+            except (InvalidUpdate, KeyError) as exc:
+                self.malformed.record(history_key(symbol).encode(), exc)
+        return updates

@@ -1,0 +1,195 @@
+"""`python -m stockstream COMMAND`: serve, publish, simulate, kafka-bridge, token, bench."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, Callable
+
+from . import __version__
+from .config import Settings, SettingsError, parse_setting
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace, Settings], int]], Callable[[argparse.Namespace, Settings], int]]:
+    def register(fn: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace, Settings], int]:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _setting_type(name: str) -> Callable[[str], Any]:
+    """argparse type that parses like the environment variable does."""
+    def parse(raw: str) -> Any:
+        try:
+            return parse_setting(name, raw)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", type=_setting_type("host"), help="interface to listen on (HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=_setting_type("port"), help="port (PORT, default 5000)")
+    add_redis_argument(parser)
+    parser.add_argument("--simulate", action="store_const", const=True, default=None,
+                        help="also run the built-in price simulator (SIMULATE)")
+    parser.add_argument("--simulate-rate", type=_setting_type("simulate_rate"),
+                        help="simulated updates per second per symbol (SIMULATE_RATE)")
+    parser.add_argument("--require-auth", action="store_const", const=True, default=None,
+                        help="refuse subscribes before authentication (REQUIRE_AUTH)")
+    parser.add_argument("--log-level", type=_setting_type("log_level"), help="debug, info, warning, error (LOG_LEVEL)")
+
+
+def add_redis_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", type=_setting_type("redis_url"),
+                        help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stockstream",
+                                     description="stockstream: real-time stock price streaming over Socket.IO and WebSocket.")
+    parser.add_argument("--version", action="version", version=f"stockstream {__version__}")
+    parser.add_argument("--env-file", default=".env", help="read settings from this file first (default .env)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    add_server_arguments(sub.add_parser("serve", help="run the server (what run.py does)"))
+
+    p = sub.add_parser("publish", help="publish one price (atomically: snapshot, seq, history, publish)")
+    p.add_argument("symbol")
+    p.add_argument("price", type=float)
+    p.add_argument("--timestamp", type=int, help="ms since the epoch (default: now)")
+    p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra field passed through to clients (repeatable; numbers stay numbers)")
+    add_redis_argument(p)
+    add_kafka_producer_argument(p)
+
+    p = sub.add_parser("simulate", help="publish random-walk prices")
+    p.add_argument("--symbols", type=_setting_type("simulate_symbols"), help="comma-separated symbols")
+    p.add_argument("--rate", type=_setting_type("simulate_rate"), help="updates per second per symbol")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--seed", type=int, help="random seed, for repeatable runs")
+    add_redis_argument(p)
+    add_kafka_producer_argument(p)
+
+    from . import kafka_bridge
+    kafka_bridge.add_arguments(sub.add_parser("kafka-bridge", help="consume price updates from Kafka into Redis"))
+
+    from .auth import add_token_arguments
+    add_token_arguments(sub.add_parser("token", help="mint a development JWT with the configured key"))
+
+    from . import bench
+    bench.add_arguments(sub.add_parser("bench", help="load-test a server (or compare with the Node.js reference)"))
+    return parser
+
+
+def add_kafka_producer_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka", action="store_true", help="produce to the Kafka topic instead of Redis")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP)")
+    parser.add_argument("--topic", help="Kafka topic (KAFKA_TOPIC)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment (and .env), overridden by the command line's flags."""
+    from dotenv import load_dotenv
+    load_dotenv(args.env_file, override=False)
+    overrides = {}
+    for name in ("host", "port", "redis_url", "simulate", "simulate_rate", "require_auth", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "command", None) == "simulate":
+        if args.symbols is not None:
+            overrides["simulate_symbols"] = args.symbols
+        if args.rate is not None:
+            overrides["simulate_rate"] = args.rate
+    if getattr(args, "bootstrap", None):
+        overrides["kafka_bootstrap"] = args.bootstrap
+    if getattr(args, "topic", None):
+        overrides["kafka_topic"] = args.topic
+    return Settings.from_env(**overrides)
+
+
+@command("serve")
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .server import run
+    run(settings)
+    return 0
+
+
+def _extra_fields(pairs: list[str]) -> dict[str, Any]:
+    import orjson
+    extra: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"stockstream publish: --extra expects KEY=VALUE, got {pair!r}")
+        try:
+            extra[key] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            extra[key] = value
+    return extra
+
+
+@command("publish")
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+    from .publisher import make_update
+    update = make_update(args.symbol, args.price, args.timestamp, **_extra_fields(args.extra))
+    if args.kafka:
+        from .kafka_bridge import produce
+        asyncio.run(produce(settings, [update]))
+        print(orjson.dumps(update).decode())
+        return 0
+    from .publisher import publish
+    result = asyncio.run(publish(update.pop("symbol"), update.pop("price"), update.pop("timestamp"),
+                                 settings=settings, **update))
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+@command("simulate")
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from .simulator import simulate
+    return asyncio.run(simulate(settings, kafka=args.kafka, duration=args.duration, seed=args.seed))
+
+
+@command("kafka-bridge")
+def _kafka_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from . import kafka_bridge
+    return kafka_bridge.main(args, settings)
+
+
+@command("token")
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from .auth import token_command
+    return token_command(args, settings)
+
+
+@command("bench")
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from . import bench
+    return bench.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except SettingsError as exc:
+        print(f"stockstream: bad setting: {exc}", file=sys.stderr)
+        return 2
+    from .logs import configure_logging
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except SettingsError as exc:
+        print(f"stockstream: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as exc:
+        print(f"stockstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

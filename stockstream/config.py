@@ -1,0 +1,191 @@
+"""Settings: one frozen object, built once from the environment (and `.env`)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .symbols import SymbolError, normalize_symbol
+
+
+class SettingsError(ValueError):
+    """A setting has a value stockstream cannot use; the message names it."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a number above 0")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+    return parse
+
+
+def _symbol_list(raw: str) -> tuple[str, ...]:
+    symbols = tuple(normalize_symbol(s.strip()) for s in raw.split(",") if s.strip())
+    if not symbols:
+        raise ValueError("expected a comma-separated list of symbols")
+    return symbols
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _setting(default: Any, parse: Callable[[str], Any] = _text, doc: str = "") -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+DEFAULT_SYMBOLS = (
+    "AAPL,MSFT,GOOGL,AMZN,NVDA,META,TSLA,BRK.B,JPM,V,"
+    "JNJ,WMT,XOM,PG,MA,HD,KO,PEP,^GSPC,BTC-USD"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, named as its environment variable (lower-cased)."""
+
+    host: str = _setting("0.0.0.0", doc="Interface to listen on")
+    port: int = _setting(5000, _port, "TCP port")
+    redis_url: str = _setting("", doc="Redis URL; wins over REDIS_HOST/REDIS_PORT. Empty with both unset: embedded in-process backend")
+    redis_host: str = _setting("", doc="Redis host, as in the original design")
+    redis_port: int = _setting(6379, _port, "Redis port, used with REDIS_HOST")
+    cors_origins: tuple[str, ...] = _setting(("*",), _csv, "Allowed CORS origins, comma-separated; * for any")
+    jwt_secret: str = _setting("", doc="HS256 secret")
+    jwt_public_key: str = _setting("", doc="PEM public key for RS256/ES256 (or use JWT_PUBLIC_KEY_FILE)")
+    jwt_public_key_file: str = _setting("", doc="Path to a PEM public key")
+    jwt_private_key_file: str = _setting("", doc="Path to a PEM private key, used only by `token` to mint development tokens")
+    jwt_audience: str = _setting("", doc="Required `aud` claim, if set")
+    jwt_issuer: str = _setting("", doc="Required `iss` claim, if set")
+    jwt_leeway: float = _setting(0.0, float, "Seconds of clock skew tolerated on exp/nbf")
+    require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated")
+    max_subscriptions: int = _setting(200, _positive_int, "Symbols one connection may subscribe to")
+    max_message_bytes: int = _setting(16384, _positive_int, "Largest inbound message on either transport")
+    request_rate: float = _setting(20.0, _positive_float, "Control requests per second per connection (sustained)")
+    request_burst: int = _setting(50, _positive_int, "Control requests a connection may send at once")
+    max_connections_per_user: int = _setting(0, _non_negative_int, "Concurrent connections per authenticated user; 0 for no limit")
+    outbound_buffer_bytes: int = _setting(262144, _positive_int, "Bytes queued to one client before it counts as behind (then updates are conflated)")
+    slow_client_timeout: float = _setting(10.0, _positive_float, "Seconds a client may stay behind before it is disconnected with slow_client")
+    history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
+    history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
+    kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
+    kafka_topic: str = _setting("stock-prices", doc="Kafka topic of price updates")
+    kafka_group: str = _setting("stockstream", doc="Kafka consumer group of the bridge")
+    kafka_dead_letter_topic: str = _setting("", doc="Topic for records the bridge rejects; empty to only log them")
+    simulate: bool = _setting(False, _bool, "Run the built-in price simulator inside the server")
+    simulate_rate: float = _setting(5.0, _positive_float, "Simulated updates per second per symbol")
+    simulate_symbols: tuple[str, ...] = _setting(_symbol_list(DEFAULT_SYMBOLS), _symbol_list, "Symbols the simulator moves")
+    shutdown_timeout: float = _setting(10.0, _positive_float, "Seconds a graceful shutdown may take")
+    socketio_channel: str = _setting("socketio", doc="Redis channel the Socket.IO manager shares emits on")
+    admin_ui: bool = _setting(False, _bool, "Serve the Socket.IO Admin UI instrumentation")
+    admin_user: str = _setting("admin", doc="Admin UI user name")
+    admin_password: str = _setting("", doc="Admin UI password; required when ADMIN_UI is on")
+    log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "Log level")
+    log_format: str = _setting("text", _choice("text", "json"), "text, or json for one JSON object per line")
+    event_loop: str = _setting("auto", _choice("auto", "asyncio", "uvloop"), "Event loop; auto uses uvloop when installed")
+
+    @property
+    def backend_url(self) -> str | None:
+        """The Redis URL to use, or None for the embedded backend."""
+        if self.redis_url:
+            return self.redis_url
+        if self.redis_host:
+            return f"redis://{self.redis_host}:{self.redis_port}/0"
+        return None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from `environ` (default: os.environ), then `overrides`.
+
+        Raises SettingsError naming the first setting whose value is unusable.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = parse_setting(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        settings = dataclasses.replace(self, **changes)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.admin_ui and not self.admin_password:
+            raise SettingsError("ADMIN_PASSWORD: must be set when ADMIN_UI is on")
+        if self.jwt_public_key_file and not os.path.isfile(self.jwt_public_key_file):
+            raise SettingsError(f"JWT_PUBLIC_KEY_FILE: no such file: {self.jwt_public_key_file}")
+        url = self.backend_url
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
+
+
+def parse_setting(name: str, raw: str) -> Any:
+    """Parse one setting's text value; SettingsError names the setting."""
+    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    try:
+        return f.metadata["parse"](raw)
+    except (ValueError, SymbolError) as exc:
+        raise SettingsError(f"{name.upper()}={raw!r}: {exc}") from None
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default as text, description) for every setting."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        rows.append((f.name.upper(), str(default), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,99 @@
+"""Rooms: which local sessions want which symbol, and delivery into them.
+
+The hub is the broker's UpdateSink. It owns the per-symbol rooms of this
+instance and asks the broker to feed exactly the symbols that have a room, so
+each update reaches each local subscriber once whichever instance published it.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import TYPE_CHECKING, Iterable
+
+from .broker import Broker
+from .updates import Update
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("stockstream.hub")
+
+
+class Hub:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.rooms: dict[str, set["Session"]] = {}
+        self.sessions: set["Session"] = set()
+        self.users: collections.Counter[str] = collections.Counter()
+        self.updates_received = 0
+        self.listener_ready = False
+        # After a feed interruption, the snapshot each room was re-sent: live
+        # updates not newer than it were already covered by it.
+        self._floors: dict[str, Update] = {}
+
+    # -- UpdateSink ------------------------------------------------------------
+
+    def on_update(self, update: Update) -> None:
+        self.updates_received += 1
+        room = self.rooms.get(update.symbol)
+        if not room:
+            return
+        if self._floors:
+            floor = self._floors.get(update.symbol)
+            if floor is not None:
+                if not update.is_newer_than(floor):
+                    return
+                del self._floors[update.symbol]
+        for session in room:
+            session.deliver(update)
+
+    def on_resync(self, snapshots: dict[str, Update | None]) -> None:
+        for symbol, snapshot in snapshots.items():
+            room = self.rooms.get(symbol)
+            if snapshot is None or not room:
+                continue
+            self._floors[symbol] = snapshot
+            for session in room:
+                session.deliver(snapshot)
+
+    def on_state(self, ready: bool) -> None:
+        self.listener_ready = ready
+
+    # -- membership ----------------------------------------------------------------
+
+    def register(self, session: "Session") -> None:
+        self.sessions.add(session)
+
+    def unregister(self, session: "Session") -> None:
+        self.sessions.discard(session)
+
+    async def join(self, session: "Session", symbols: Iterable[str]) -> None:
+        """Enter rooms; returns once the broker feeds every one of them."""
+        symbols = list(symbols)
+        for symbol in symbols:
+            room = self.rooms.get(symbol)
+            if room is None:
+                room = self.rooms[symbol] = set()
+            room.add(session)
+        if symbols:
+            await self.broker.subscribe(symbols)
+
+    async def leave(self, session: "Session", symbols: Iterable[str]) -> None:
+        """Leave rooms at once; the broker stops feeding the emptied ones."""
+        emptied = []
+        for symbol in symbols:
+            room = self.rooms.get(symbol)
+            if room is None:
+                continue
+            room.discard(session)
+            if not room:
+                del self.rooms[symbol]
+                self._floors.pop(symbol, None)
+                emptied.append(symbol)
+        if emptied:
+            # Called before any await: a join racing this leave sees the same state.
+            await self.broker.unsubscribe(emptied)
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(room) for room in self.rooms.values())

@@ -1,0 +1,192 @@
+"""Per-connection outbound queues and the writer that flushes them.
+
+Everything a connection is sent goes through its Outbox, in order. Pushing is
+cheap (a dict insert); the FlushScheduler writes every outbox that has
+something pending once per event-loop turn, in one write call per connection,
+so a burst of updates costs one system call per client rather than one per
+update. A client whose socket backs up is "behind": its queued updates are
+conflated to the latest per symbol, and if it stays behind too long it is
+dropped, so memory stays bounded and nobody else waits for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Protocol, Union
+
+from .updates import Update
+
+Item = Union[Update, str]
+RECHECK_BLOCKED = 0.02
+
+
+class Sink(Protocol):
+    """A connection's way out: frames items and hands them to the socket."""
+
+    def backlog(self) -> int:
+        """Bytes written but not yet accepted by the kernel."""
+
+    def write(self, items: list[Item]) -> None:
+        """Frame and write items (updates, or message texts) in order."""
+
+
+class DeliveryStats:
+    """Counters of the delivery path, read by the metrics collector."""
+
+    __slots__ = ("deliveries", "writes", "conflated", "slow_disconnects", "delays")
+
+    def __init__(self) -> None:
+        self.deliveries = 0
+        self.writes = 0
+        self.conflated = 0
+        self.slow_disconnects = 0
+        self.delays: list[float] = []  # publish-to-send seconds, drained by the collector
+
+
+class Outbox:
+    __slots__ = ("_sink", "_scheduler", "_limit", "_slow_after", "_on_slow", "_pending", "_n",
+                 "_scheduled", "behind_since", "closed")
+
+    def __init__(self, sink: Sink, scheduler: "FlushScheduler", limit: int, slow_after: float,
+                 on_slow: Callable[[], None]) -> None:
+        self._sink = sink
+        self._scheduler = scheduler
+        self._limit = limit
+        self._slow_after = slow_after
+        self._on_slow = on_slow
+        # Insertion-ordered; updates are keyed by symbol while behind, so a
+        # newer price replaces the queued one in place (order kept per symbol).
+        self._pending: dict[object, Item] = {}
+        self._n = 0
+        self._scheduled = False
+        self.behind_since: float | None = None
+        self.closed = False
+
+    def push_update(self, update: Update) -> None:
+        if self.behind_since is None:
+            self._n += 1
+            self._pending[self._n] = update
+        else:
+            if update.symbol in self._pending:
+                self._scheduler.stats.conflated += 1
+            self._pending[update.symbol] = update
+        if not self._scheduled:
+            self._scheduled = True
+            self._scheduler.mark(self)
+
+    def push(self, text: str) -> None:
+        """Queue a message text (acks, errors, replies); never conflated."""
+        self._n += 1
+        self._pending[self._n] = text
+        if not self._scheduled:
+            self._scheduled = True
+            self._scheduler.mark(self)
+
+    def drop_symbol(self, symbol: str) -> None:
+        """Forget queued updates of a symbol (it was unsubscribed)."""
+        stale = [k for k, v in self._pending.items() if type(v) is Update and v.symbol == symbol]
+        for key in stale:
+            del self._pending[key]
+
+    def flush(self) -> bool:
+        """Write what is pending unless the socket is backed up; True if still pending."""
+        self._scheduled = False
+        if self.closed or not self._pending:
+            return False
+        if self._sink.backlog() > self._limit:
+            if self.behind_since is None:
+                self.behind_since = time.monotonic()
+                self._rekey_by_symbol()
+            elif time.monotonic() - self.behind_since > self._slow_after:
+                self._scheduler.stats.slow_disconnects += 1
+                self._pending.clear()
+                self._on_slow()
+                return False
+            return True
+        self.behind_since = None
+        items = list(self._pending.values())
+        self._pending.clear()
+        self._scheduler.written(items)
+        self._sink.write(items)
+        return False
+
+    def write_now(self, text: str) -> None:
+        """Write a last message past anything queued (before a disconnect)."""
+        self._pending.clear()
+        self._sink.write([text])
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        self.closed = True
+        self._pending.clear()
+
+    def _rekey_by_symbol(self) -> None:
+        rekeyed: dict[object, Item] = {}
+        for key, item in self._pending.items():
+            if type(item) is Update:
+                if item.symbol in rekeyed:
+                    self._scheduler.stats.conflated += 1
+                rekeyed[item.symbol] = item
+            else:
+                rekeyed[key] = item
+        self._pending = rekeyed
+
+
+class FlushScheduler:
+    """Flushes marked outboxes at the end of the current event-loop turn."""
+
+    def __init__(self) -> None:
+        self.stats = DeliveryStats()
+        self._marked: list[Outbox] = []
+        self._blocked: set[Outbox] = set()
+        self._handle: asyncio.Handle | None = None
+        self._recheck: asyncio.TimerHandle | None = None
+
+    def mark(self, outbox: Outbox) -> None:
+        self._marked.append(outbox)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def written(self, items: list[Item]) -> None:
+        stats = self.stats
+        stats.writes += 1
+        now_ms = time.time() * 1000
+        for item in items:
+            if type(item) is Update:
+                stats.deliveries += 1
+                if len(stats.delays) < 10000:
+                    stats.delays.append((now_ms - item.timestamp) / 1000)
+
+    def flush(self) -> None:
+        self._handle = None
+        marked, self._marked = self._marked, []
+        for outbox in marked:
+            if outbox.flush():
+                self._blocked.add(outbox)
+        if self._blocked and self._recheck is None:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_BLOCKED, self._flush_blocked)
+
+    def _flush_blocked(self) -> None:
+        self._recheck = None
+        blocked, self._blocked = self._blocked, set()
+        for outbox in blocked:
+            if outbox.flush():
+                self._blocked.add(outbox)
+        if self._blocked:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_BLOCKED, self._flush_blocked)
+
+    def flush_now(self) -> None:
+        """Flush everything marked, synchronously (shutdown and tests)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self.flush()
+
+    def close(self) -> None:
+        for handle in (self._handle, self._recheck):
+            if handle is not None:
+                handle.cancel()
+        self._handle = self._recheck = None
+        self._marked.clear()
+        self._blocked.clear()

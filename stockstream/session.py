@@ -1,0 +1,389 @@
+"""One Session per client connection, whichever transport carries it.
+
+The session holds the subscription set and the identity, runs the client's
+requests strictly in the order they were sent, and owns the connection's
+Outbox. Transports only translate frames to requests and replies to frames:
+the subscribe path, from request to snapshot to live updates, is in this file.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import orjson
+
+from .auth import Identity, TokenVerifier
+from .broker import BackendUnavailable, Broker
+from .config import Settings
+from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
+from .hub import Hub
+from .outbox import FlushScheduler, Outbox, Sink
+from .requests import parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .updates import Update
+
+log = logging.getLogger("stockstream.session")
+
+# How long a subscribe may wait for the backend before answering `unavailable`.
+BACKEND_TIMEOUT = 5.0
+
+
+@dataclass
+class Services:
+    """What every session shares; built once by create_app."""
+
+    settings: Settings
+    hub: Hub
+    broker: Broker
+    verifier: TokenVerifier
+    scheduler: FlushScheduler
+
+
+class Connection(Sink, Protocol):
+    """What a transport provides to its session."""
+
+    transport: str
+
+    def reply(self, request: "Request", result: dict[str, Any]) -> None:
+        """Answer a request that succeeded."""
+
+    def reply_error(self, request: "Request", error: ClientError) -> None:
+        """Answer a request that failed as a whole."""
+
+    def error_text(self, error: ClientError) -> str:
+        """The message text that tells the client about an error unprompted."""
+
+    def joined(self, symbols: list[str]) -> None:
+        """The session entered these rooms."""
+
+    async def disconnect(self) -> None:
+        """Close the connection; the transport then calls Session.closed()."""
+
+
+@dataclass
+class Request:
+    action: str
+    payload: Any
+    ack: Any = None  # the transport's reply handle (a Socket.IO ack id, a frame id)
+    refused: ClientError | None = None
+
+
+class TokenBucket:
+    """Request rate limit: `rate` per second sustained, bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class Gate:
+    """Orders the start of a symbol's stream for one client against its snapshot.
+
+    While a subscribe fetches the snapshot (or the history to replay), live
+    updates are held here. Once the first updates are known, those held that
+    are newer follow them, the rest are dropped, and until a newer live update
+    arrives the gate keeps dropping anything not newer than what was sent.
+    """
+
+    __slots__ = ("held", "floor")
+
+    def __init__(self) -> None:
+        self.held: list[Update] | None = []
+        self.floor: Update | None = None
+
+    def offer(self, update: Update) -> bool:
+        """Whether `update` may go out now; held or dropped otherwise."""
+        if self.held is not None:
+            self.held.append(update)
+            return False
+        if self.floor is not None and not update.is_newer_than(self.floor):
+            return False
+        self.floor = None
+        return True
+
+    def release(self, first: list[Update]) -> list[Update]:
+        """Open with `first` (snapshot or replay): what to send, in order."""
+        held, self.held = self.held or [], None
+        if not first:
+            return held
+        last = first[-1]
+        newer = [u for u in held if u.is_newer_than(last)]
+        self.floor = None if newer else last
+        return first + newer
+
+    @property
+    def open(self) -> bool:
+        return self.held is None and self.floor is None
+
+
+class Session:
+    def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.connection = connection
+        self.subscriptions: set[str] = set()
+        self.gates: dict[str, Gate] = {}
+        self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
+                             self.settings.slow_client_timeout, self._on_slow)
+        self.identity: Identity | None = None
+        self.closed = False
+        self._requests: collections.deque[Request] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._bucket = TokenBucket(self.settings.request_rate, self.settings.request_burst)
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        if identity is not None:
+            self._set_identity(identity)
+        services.hub.register(self)
+
+    # -- delivery (the hot path) ------------------------------------------------
+
+    def deliver(self, update: Update) -> None:
+        if self.gates:
+            gate = self.gates.get(update.symbol)
+            if gate is not None:
+                if not gate.offer(update):
+                    return
+                if gate.open:
+                    del self.gates[update.symbol]
+        self.outbox.push_update(update)
+
+    # -- requests ---------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        """Queue a request; requests run one at a time in arrival order."""
+        if self.closed:
+            return
+        if not self._bucket.take() or len(self._requests) >= self.settings.request_burst:
+            request.refused = ClientError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
+        self._requests.append(request)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run_requests())
+
+    async def _run_requests(self) -> None:
+        try:
+            while self._requests and not self.closed:
+                await self._handle(self._requests.popleft())
+        finally:
+            self._worker = None
+
+    async def _handle(self, request: Request) -> None:
+        handler = self._handlers.get(request.action)
+        after: Callable[[], None] | None = None
+        try:
+            if request.refused is not None:
+                raise request.refused
+            if handler is None:
+                raise invalid_payload(f"unknown request {str(request.action)[:40]!r}")
+            result, after = await handler(self, request.payload)
+        except ClientError as error:
+            if self.closed:
+                return
+            self.connection.reply_error(request, error)
+            if error.code is ErrorCode.AUTH_FAILED:
+                await self.close()
+            return
+        except BackendUnavailable:
+            if not self.closed:
+                self.connection.reply_error(request, ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly"))
+            return
+        except Exception:  # noqa: BLE001 - one bad request must not end the session
+            log.exception("request %r failed", request.action)
+            if not self.closed:
+                self.connection.reply_error(request, INTERNAL_ERROR)
+            return
+        if self.closed:
+            return
+        self.connection.reply(request, result)
+        if after is not None:
+            after()
+
+    async def _subscribe(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
+        if self.settings.require_auth and self.identity is None:
+            raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
+        request = parse_symbols_request(payload, self.settings.max_subscriptions)
+        valid, invalid = split_symbols(request.symbols)
+        failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+        allowed = []
+        for symbol in valid:
+            if self.identity is not None and not self.identity.allows(symbol):
+                failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
+            else:
+                allowed.append(symbol)
+        added = [s for s in allowed if s not in self.subscriptions]
+        if len(self.subscriptions) + len(added) > self.settings.max_subscriptions:
+            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                              f"at most {self.settings.max_subscriptions} symbols per connection")
+        for symbol in added:
+            self.gates[symbol] = Gate()
+            self.subscriptions.add(symbol)
+        try:
+            first, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
+        except (BackendUnavailable, asyncio.TimeoutError):
+            await self._drop(added)
+            raise BackendUnavailable("subscribe timed out") from None
+        self.connection.joined(added)
+        result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
+        if recovered is not None:
+            result["recovered"] = recovered
+
+        def open_streams() -> None:
+            for symbol in added:
+                gate = self.gates.get(symbol)
+                if gate is None:
+                    continue
+                for update in gate.release(first[symbol]):
+                    self.outbox.push_update(update)
+                if gate.open:
+                    del self.gates[symbol]
+        return result, open_streams
+
+    async def _first_updates(self, symbols: list[str], request: Any) -> tuple[dict[str, list[Update]], bool | None]:
+        """Join the rooms, then read what each stream starts with: the
+        replay after the resume point when history reaches it, else the snapshot."""
+        broker = self.services.broker
+        await self.services.hub.join(self, symbols)
+        first: dict[str, list[Update]] = {s: [] for s in symbols}
+        recovered = None
+        need_snapshot = list(symbols)
+        if request.since_ms is not None or request.since_seq is not None:
+            recovered = True
+            need_snapshot = []
+            for symbol in symbols:
+                updates, complete = await broker.replay(symbol, request.since_ms, request.since_seq)
+                if complete:
+                    first[symbol] = updates
+                else:
+                    recovered = False
+                    need_snapshot.append(symbol)
+        for symbol, snapshot in (await broker.snapshots(need_snapshot)).items():
+            if snapshot is not None:
+                first[symbol] = [snapshot]
+        return first, recovered
+
+    async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
+        request = parse_symbols_request(payload, self.settings.max_subscriptions)
+        valid, invalid = split_symbols(request.symbols)
+        removed = [s for s in valid if s in self.subscriptions]
+        await self._drop(removed)
+        failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+        return {"ok": True, "symbols": sorted(self.subscriptions), "removed": removed, "failed": failed}, None
+
+    async def _drop(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self.subscriptions.discard(symbol)
+            self.gates.pop(symbol, None)
+            self.outbox.drop_symbol(symbol)
+        await self.services.hub.leave(self, symbols)
+
+    async def _history(self, payload: Any) -> tuple[dict[str, Any], None]:
+        query = parse_history_query(payload)
+        if self.settings.require_auth and self.identity is None:
+            raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before reading history")
+        if self.identity is not None and not self.identity.allows(query.symbol):
+            raise ClientError(ErrorCode.FORBIDDEN_SYMBOL, f"not entitled to {query.symbol}", symbols=[query.symbol])
+        updates = await self.services.broker.history(query.symbol, query.start_ms, query.end_ms, query.limit)
+        return {"ok": True, "symbol": query.symbol, "updates": [orjson.Fragment(u.raw) for u in updates]}, None
+
+    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], None]:
+        identity = self.services.verifier.verify(parse_token(payload))
+        self._set_identity(identity)
+        revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
+        if revoked:
+            await self._drop(revoked)
+        result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
+        if revoked:
+            result["revoked"] = revoked
+        return result, None
+
+    async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
+        return {"ok": True}, None
+
+    _handlers = {
+        "subscribe": _subscribe,
+        "unsubscribe": _unsubscribe,
+        "history": _history,
+        "authenticate": _authenticate,
+        "ping": _ping,
+    }
+
+    # -- identity -----------------------------------------------------------------
+
+    def _set_identity(self, identity: Identity) -> None:
+        hub = self.services.hub
+        limit = self.settings.max_connections_per_user
+        previous = self.identity.user if self.identity is not None else None
+        if limit and identity.user != previous and hub.users[identity.user] >= limit:
+            raise ClientError(ErrorCode.AUTH_FAILED, f"too many connections for user {identity.user!r} (limit {limit})")
+        if previous is not None:
+            self._release_user(previous)
+        if identity.user != previous or previous is None:
+            hub.users[identity.user] += 1
+        self.identity = identity
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if identity.expires_at is not None:
+            delay = max(0.0, identity.expires_at - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _release_user(self, user: str) -> None:
+        users = self.services.hub.users
+        users[user] -= 1
+        if users[user] <= 0:
+            del users[user]
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self.close_soon(ClientError(ErrorCode.AUTH_FAILED, "token expired; authenticate again with a fresh token"))
+
+    # -- ending -------------------------------------------------------------------
+
+    def _on_slow(self) -> None:
+        self.close_soon(ClientError(ErrorCode.SLOW_CLIENT, "the connection fell too far behind the price stream"))
+
+    def close_soon(self, error: ClientError | None = None) -> None:
+        if self._closing is None and not self.closed:
+            self._closing = asyncio.create_task(self.close(error))
+
+    async def close(self, error: ClientError | None = None) -> None:
+        """Tell the client why (when there is a reason), then disconnect it."""
+        if self.closed:
+            return
+        if error is not None:
+            self.outbox.write_now(self.connection.error_text(error))
+        await self.connection.disconnect()
+        await self.closed_by_transport()
+
+    async def closed_by_transport(self) -> None:
+        """The connection is gone: leave every room and release everything."""
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._worker is not None and self._worker is not asyncio.current_task():
+            self._worker.cancel()
+        self._requests.clear()
+        hub = self.services.hub
+        hub.unregister(self)
+        if self.identity is not None:
+            self._release_user(self.identity.user)
+        symbols, self.subscriptions = list(self.subscriptions), set()
+        self.gates.clear()
+        await hub.leave(self, symbols)

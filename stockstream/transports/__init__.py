@@ -1,0 +1,1 @@
+"""The two ways clients connect: Socket.IO and the plain `/live-price` WebSocket."""

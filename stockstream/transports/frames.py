@@ -1,0 +1,41 @@
+"""Framing shared by both transports."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from ..errors import ClientError, ErrorCode
+from ..updates import ws_text_frame
+
+# A client that does not read cannot complete a closing handshake: after this
+# long its connection is cut.
+ABORT_AFTER = 2.0
+
+
+def text_frame(text: str) -> bytes:
+    return ws_text_frame(text.encode())
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def failed_by_code(failed: list[dict[str, str]]) -> list[ClientError]:
+    """Per-symbol failures grouped into one error per code, for clients without acks."""
+    groups: dict[str, list[str]] = {}
+    for entry in failed:
+        groups.setdefault(entry["code"], []).append(entry["symbol"])
+    messages = {
+        ErrorCode.INVALID_SYMBOL.value: "not valid symbols",
+        ErrorCode.FORBIDDEN_SYMBOL.value: "not entitled to these symbols",
+    }
+    return [ClientError(ErrorCode(code), messages.get(code, code), symbols=symbols)
+            for code, symbols in groups.items()]
+
+
+def abort_later(transport: asyncio.BaseTransport | None) -> None:
+    """Cut a connection that has not closed by itself in time."""
+    if transport is not None:
+        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)  # type: ignore[attr-defined]

@@ -1,0 +1,218 @@
+"""Socket.IO (Engine.IO v4 / Socket.IO v5) on aiohttp, with python-socketio.
+
+python-socketio runs the protocol: handshake, both transports and the upgrade,
+pings, namespaces, and the Redis manager that shares emits between instances.
+Two things are done differently, both for the contract and for speed:
+- events go to the connection's Session in arrival order (python-socketio
+  would run each in its own task, and its handlers cannot tell whether the
+  client asked for an ack);
+- everything the session sends leaves through the session's Outbox: on a
+  WebSocket, frames are written straight to the socket, built once per update
+  and coalesced per event-loop turn; on long-polling they join Engine.IO's queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from ..errors import ClientError
+from ..session import Request, Services, Session
+from ..updates import Update
+from .frames import abort_later, dumps, failed_by_code, text_frame
+
+log = logging.getLogger("stockstream.socketio")
+
+KNOWN_EVENTS = frozenset({"subscribe", "unsubscribe", "history", "authenticate"})
+# What one queued long-polling packet is assumed to weigh, to compare a
+# polling client's backlog with the byte limit.
+POLLING_PACKET_BYTES = 128
+
+
+class _WebSocket(eio_aiohttp.WebSocket):
+    """Engine.IO's aiohttp WebSocket without permessage-deflate (frames are
+    built once for all recipients, so they cannot be compressed per socket),
+    registering its socket so the session can write to it."""
+
+    def __init__(self, handler: Any, server: Any, sockets: dict[str, web.Request]) -> None:
+        super().__init__(handler, server)
+        self._sockets = sockets
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        eio_sid = self.handler.__self__.sid
+        self._sockets[eio_sid] = request
+        try:
+            await self.handler(self)
+        finally:
+            self._sockets.pop(eio_sid, None)
+        return self._sock
+
+
+class SocketIOServer(socketio.AsyncServer):
+    """python-socketio's server, handing events to sessions in order."""
+
+    def __init__(self, transport: "SocketIOTransport", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._transport = transport
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        session = self._transport.sessions.get(sid)
+        if session is None or not isinstance(data, list) or not data:
+            return
+        event = data[0]
+        if event not in KNOWN_EVENTS and id is None:
+            return  # unknown events without an ack are ignored
+        payload = data[1] if len(data) > 1 else None
+        session.submit(Request(event if isinstance(event, str) else repr(event), payload, id))
+
+
+class SocketIOConnection:
+    """A Socket.IO client as its session sees it."""
+
+    transport = "socketio"
+
+    def __init__(self, server: SocketIOServer, sid: str, eio_sid: str,
+                 sockets: dict[str, web.Request]) -> None:
+        self._server = server
+        self._sid = sid
+        self._eio_sid = eio_sid
+        self._sockets = sockets
+
+    # -- Sink ----------------------------------------------------------------
+
+    def _socket(self) -> tuple[Any, asyncio.Transport | None]:
+        eio_socket = self._server.eio.sockets.get(self._eio_sid)
+        request = self._sockets.get(self._eio_sid)
+        # Straight to the WebSocket once the upgrade is complete and Engine.IO's
+        # own queue is empty, so nothing overtakes what it still holds.
+        if (request is not None and eio_socket is not None and eio_socket.upgraded
+                and not eio_socket.upgrading and eio_socket.queue.empty()):
+            return eio_socket, request.transport
+        return eio_socket, None
+
+    def backlog(self) -> int:
+        eio_socket, transport = self._socket()
+        if transport is not None:
+            return transport.get_write_buffer_size()
+        return eio_socket.queue.qsize() * POLLING_PACKET_BYTES if eio_socket is not None else 0
+
+    def write(self, items: list[Update | str]) -> None:
+        eio_socket, transport = self._socket()
+        if eio_socket is None or eio_socket.closed:
+            return
+        if transport is not None:
+            if not transport.is_closing():
+                transport.write(b"".join(
+                    item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr]
+                    for item in items))
+            return
+        for item in items:
+            text = item.sio_payload if type(item) is Update else item  # type: ignore[union-attr]
+            eio_socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
+
+    # -- replies -------------------------------------------------------------
+
+    def _push(self, text: str) -> None:
+        session = self._server._transport.sessions.get(self._sid)
+        if session is not None:
+            session.outbox.push(text)
+
+    def _emit(self, event: str, payload: Any) -> None:
+        self._push("2" + dumps([event, payload]))
+
+    def reply(self, request: Request, result: dict[str, Any]) -> None:
+        if request.ack is not None:
+            self._push(f"3{request.ack}" + dumps([result]))
+        elif result.get("failed"):
+            for error in failed_by_code(result["failed"]):
+                self._emit("error", error.to_dict())
+        if request.action == "authenticate":
+            self._emit("authenticated", {"user": result["user"], "expiresAt": result["expiresAt"]})
+
+    def reply_error(self, request: Request, error: ClientError) -> None:
+        if request.ack is not None:
+            self._push(f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}]))
+        else:
+            self._emit("error", error.to_dict())
+
+    def error_text(self, error: ClientError) -> str:
+        return "2" + dumps(["error", error.to_dict()])
+
+    def joined(self, symbols: list[str]) -> None:
+        # Mirrored into python-socketio's rooms so emits from other instances
+        # or external emitters addressed to a symbol's room reach this client.
+        for symbol in symbols:
+            self._server.manager.basic_enter_room(self._sid, "/", symbol)
+
+    async def disconnect(self) -> None:
+        request = self._sockets.get(self._eio_sid)
+        await self._server.disconnect(self._sid)
+        await self._server.eio.disconnect(self._eio_sid)
+        if request is not None:
+            abort_later(request.transport)
+
+
+class SocketIOTransport:
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.services = services
+        self.sessions: dict[str, Session] = {}
+        self._sockets: dict[str, web.Request] = {}
+        manager = None
+        if settings.backend_url:
+            manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)
+        cors: Any = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+        self.server = SocketIOServer(
+            self,
+            async_mode="aiohttp",
+            client_manager=manager,
+            cors_allowed_origins=cors,
+            max_http_buffer_size=settings.max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.server.eio._async = {
+            **self.server.eio._async,
+            "websocket": functools.partial(_WebSocket, sockets=self._sockets),
+        }
+        self.server.on("connect", self._on_connect)
+        self.server.on("disconnect", self._on_disconnect)
+
+    def attach(self, app: web.Application) -> None:
+        self.server.attach(app)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        identity = None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            if token is not None:
+                identity = self.services.verifier.verify(token)
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+            connection = SocketIOConnection(self.server, sid, eio_sid, self._sockets)
+            self.sessions[sid] = Session(self.services, connection, identity)
+        except ClientError as error:
+            refused = socketio.exceptions.ConnectionRefusedError()
+            # The default would wrap the dict as {"message": ...}.
+            refused.error_args = error.to_dict()
+            raise refused from None
+        log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self.sessions.pop(sid, None)
+        if session is not None:
+            await session.closed_by_transport()
+            log.info("socket.io client disconnected sid=%s reason=%s", sid, reason)
+
+    async def shutdown(self) -> None:
+        await self.server.shutdown()

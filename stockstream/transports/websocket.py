@@ -1,0 +1,138 @@
+"""The plain WebSocket endpoint `/live-price`, as in the original README.
+
+Text frames carry JSON requests `{"action": ...}`; price updates go out as the
+bare update objects, everything else carries a `type`. Requests share the
+Session with Socket.IO, so both transports behave the same.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from ..errors import ClientError, ErrorCode, invalid_payload
+from ..session import Request, Services, Session
+from ..updates import Update
+from .frames import abort_later, dumps, text_frame
+
+log = logging.getLogger("stockstream.websocket")
+
+REPLY_TYPES = {
+    "subscribe": "subscribed",
+    "unsubscribe": "unsubscribed",
+    "authenticate": "authenticated",
+    "history": "history",
+    "ping": "pong",
+}
+POLICY_VIOLATION = 1008
+
+
+class WebSocketConnection:
+    """A `/live-price` client as its session sees it."""
+
+    transport = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self._ws = ws
+        self._request = request
+        self.session: Session | None = None
+
+    def backlog(self) -> int:
+        transport = self._request.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def write(self, items: list[Update | str]) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(b"".join(
+            item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr]
+            for item in items))
+
+    def _push(self, message: dict[str, Any], request: Request | None = None) -> None:
+        if request is not None and request.ack is not None:
+            message["id"] = request.ack
+        if self.session is not None:
+            self.session.outbox.push(dumps(message))
+
+    def reply(self, request: Request, result: dict[str, Any]) -> None:
+        self._push({"type": REPLY_TYPES[request.action], **result}, request)
+
+    def reply_error(self, request: Request, error: ClientError) -> None:
+        self._push({"type": "error", **error.to_dict()}, request)
+
+    def error_text(self, error: ClientError) -> str:
+        return dumps({"type": "error", **error.to_dict()})
+
+    def joined(self, symbols: list[str]) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        transport = self._request.transport
+        await self._ws.close(code=POLICY_VIOLATION)
+        abort_later(transport)
+
+
+def parse_frame(data: str) -> Request:
+    """A text frame as a request; an unusable one becomes a refused request."""
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Request("invalid", None, refused=invalid_payload("expected a JSON object with an action"))
+    if not isinstance(message, dict):
+        return Request("invalid", None, refused=invalid_payload("expected a JSON object with an action"))
+    ack = message.get("id")
+    if not isinstance(ack, (str, int)) or isinstance(ack, bool):
+        ack = None
+    action = message.get("action")
+    if action not in REPLY_TYPES:
+        return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
+    if action == "authenticate":
+        return Request(action, message.get("token"), ack)
+    if action == "history" or action == "ping":
+        return Request(action, message, ack)
+    return Request(action, message, ack)
+
+
+class WebSocketTransport:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.sessions: set[Session] = set()
+
+    def attach(self, app: web.Application) -> None:
+        app.router.add_get("/live-price", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        settings = self.services.settings
+        # Uncompressed: update frames are built once and shared by all clients.
+        ws = web.WebSocketResponse(compress=False, max_msg_size=settings.max_message_bytes, autoping=True)
+        await ws.prepare(request)
+        connection = WebSocketConnection(ws, request)
+        identity = None
+        token = request.query.get("token")
+        try:
+            if token is not None:
+                identity = self.services.verifier.verify(token)
+            session = Session(self.services, connection, identity)
+        except ClientError as error:
+            await ws.send_str(dumps({"type": "error", **error.to_dict()}))
+            await ws.close(code=POLICY_VIOLATION)
+            return ws
+        connection.session = session
+        self.sessions.add(session)
+        log.info("live-price client connected peer=%s user=%s", request.remote, identity.user if identity else "-")
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    session.submit(parse_frame(message.data))
+                elif message.type == WSMsgType.BINARY:
+                    session.submit(Request("invalid", None, refused=invalid_payload("binary frames are not accepted; send JSON text")))
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.sessions.discard(session)
+            await session.closed_by_transport()
+            log.info("live-price client disconnected peer=%s", request.remote)
+        return ws

@@ -1,0 +1,132 @@
+"""Price updates: validated once when they enter, then carried as raw bytes.
+
+Clients receive an update exactly as it was published, so the raw JSON is kept
+and the frames that carry it are built once per update, never per recipient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from .symbols import SYMBOL_PATTERN
+
+MAX_UPDATE_BYTES = 65536
+# The largest integer JavaScript clients read exactly.
+MAX_TIMESTAMP = 2**53 - 1
+
+
+class InvalidUpdate(ValueError):
+    """A message that is not a valid price update."""
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (server to client)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+class Update:
+    """One price update: its parsed key fields and the bytes as published."""
+
+    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "_sio_payload", "_sio_frame", "_ws_frame")
+
+    def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
+        self.symbol = symbol
+        self.price = price
+        self.timestamp = timestamp
+        self.seq = seq
+        self.raw = raw
+        self._sio_payload: str | None = None
+        self._sio_frame: bytes | None = None
+        self._ws_frame: bytes | None = None
+
+    @property
+    def sio_payload(self) -> str:
+        """The Socket.IO packet text: an EVENT `stockUpdate` carrying the update."""
+        if self._sio_payload is None:
+            self._sio_payload = '2["stockUpdate",' + self.raw.decode() + "]"
+        return self._sio_payload
+
+    @property
+    def sio_frame(self) -> bytes:
+        """The WebSocket frame of the Engine.IO message carrying `sio_payload`."""
+        if self._sio_frame is None:
+            self._sio_frame = ws_text_frame(b'42["stockUpdate",' + self.raw + b"]")
+        return self._sio_frame
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The WebSocket frame of the bare update, for `/live-price`."""
+        if self._ws_frame is None:
+            self._ws_frame = ws_text_frame(self.raw)
+        return self._ws_frame
+
+    def to_dict(self) -> dict[str, Any]:
+        return orjson.loads(self.raw)
+
+    def is_newer_than(self, other: "Update") -> bool:
+        """Whether this update comes after `other` in its symbol's stream.
+
+        The per-symbol `seq` decides when both carry one; updates of publishers
+        that add none are ordered by timestamp, and an identical one is a repeat.
+        """
+        if self.seq is not None and other.seq is not None:
+            return self.seq > other.seq
+        return self.raw != other.raw and self.timestamp >= other.timestamp
+
+    def __repr__(self) -> str:
+        return f"Update({self.symbol!r}, price={self.price!r}, ts={self.timestamp}, seq={self.seq})"
+
+
+def validate_fields(data: Any, channel_symbol: str | None = None) -> tuple[str, float, int, int | None]:
+    """Check an update object; return (symbol, price, timestamp, seq)."""
+    if not isinstance(data, dict):
+        raise InvalidUpdate("an update is a JSON object")
+    symbol = data.get("symbol")
+    if not isinstance(symbol, str):
+        raise InvalidUpdate("symbol must be a string")
+    symbol = symbol.upper()
+    if not SYMBOL_PATTERN.fullmatch(symbol):
+        raise InvalidUpdate("symbol is not valid")
+    if channel_symbol is not None and symbol != channel_symbol:
+        raise InvalidUpdate("symbol differs from the channel's")
+    price = data.get("price")
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price):
+        raise InvalidUpdate("price must be a finite number")
+    timestamp = data.get("timestamp")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise InvalidUpdate("timestamp must be a non-negative integer (ms)")
+    seq = data.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        seq = None
+    return symbol, price, timestamp, seq
+
+
+def parse_update(raw: bytes | str, channel_symbol: str | None = None) -> Update:
+    """Validate a published message; `channel_symbol` is the channel's symbol."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if len(raw) > MAX_UPDATE_BYTES:
+        raise InvalidUpdate("update too large")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidUpdate("not valid JSON") from None
+    symbol, price, timestamp, seq = validate_fields(data, channel_symbol)
+    return Update(symbol, price, timestamp, seq, raw)
+
+
+def encode_update(data: dict[str, Any], seq: int | None = None) -> bytes:
+    """The JSON of an update as this project publishes it: `seq`, when given, last."""
+    body = {k: v for k, v in data.items() if k != "seq"}
+    if seq is not None:
+        body["seq"] = seq
+    return orjson.dumps(body)
