@@ -22,29 +22,43 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if value <= 0:
         raise ValueError("expected a whole number above 0")
     return value
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if value < 0:
         raise ValueError("expected a whole number, 0 or more")
     return value
 
 
 def _port(raw: str) -> int:
-    value = int(raw)
+    value = _int(raw)
     if not 0 <= value <= 65535:
         raise ValueError("expected a port number from 0 to 65535")
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a number above 0")
     return value
@@ -100,7 +114,7 @@ class Settings:
     jwt_private_key_file: str = _setting("", doc="Path to a PEM private key, used only by `token` to mint development tokens")
     jwt_audience: str = _setting("", doc="Required `aud` claim, if set")
     jwt_issuer: str = _setting("", doc="Required `iss` claim, if set")
-    jwt_leeway: float = _setting(0.0, float, "Seconds of clock skew tolerated on exp/nbf")
+    jwt_leeway: float = _setting(0.0, _float, "Seconds of clock skew tolerated on exp/nbf")
     require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated")
     max_subscriptions: int = _setting(200, _positive_int, "Symbols one connection may subscribe to")
     max_message_bytes: int = _setting(16384, _positive_int, "Largest inbound message on either transport")

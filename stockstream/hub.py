@@ -26,6 +26,7 @@ class Hub:
         self.sessions: set["Session"] = set()
         self.users: collections.Counter[str] = collections.Counter()
         self.updates_received = 0
+        self.deliveries = 0
         self.listener_ready = False
         # After a feed interruption, the snapshot each room was re-sent: live
         # updates not newer than it were already covered by it.
@@ -44,6 +45,7 @@ class Hub:
                 if not update.is_newer_than(floor):
                     return
                 del self._floors[update.symbol]
+        self.deliveries += len(room)
         for session in room:
             session.deliver(update)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import socketio
 from aiohttp import web
@@ -91,35 +91,45 @@ class SocketIOConnection:
 
     # -- Sink ----------------------------------------------------------------
 
-    def _socket(self) -> tuple[Any, asyncio.Transport | None]:
-        eio_socket = self._server.eio.sockets.get(self._eio_sid)
+    def _direct_transport(self, eio_socket: Any) -> asyncio.Transport | None:
+        """The socket to write frames to directly: only once the upgrade is
+        complete and Engine.IO's own queue is empty, so nothing overtakes it."""
         request = self._sockets.get(self._eio_sid)
-        # Straight to the WebSocket once the upgrade is complete and Engine.IO's
-        # own queue is empty, so nothing overtakes what it still holds.
-        if (request is not None and eio_socket is not None and eio_socket.upgraded
-                and not eio_socket.upgrading and eio_socket.queue.empty()):
-            return eio_socket, request.transport
-        return eio_socket, None
+        if (request is not None and eio_socket.upgraded and not eio_socket.upgrading
+                and eio_socket.queue.empty()):
+            return request.transport
+        return None
 
     def backlog(self) -> int:
-        eio_socket, transport = self._socket()
+        eio_socket = self._server.eio.sockets.get(self._eio_sid)
+        if eio_socket is None:
+            return 0
+        transport = self._direct_transport(eio_socket)
         if transport is not None:
             return transport.get_write_buffer_size()
-        return eio_socket.queue.qsize() * POLLING_PACKET_BYTES if eio_socket is not None else 0
+        return eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
-    def write(self, items: list[Update | str]) -> None:
-        eio_socket, transport = self._socket()
+    def send(self, items: Iterable[Update | str], limit: int | None) -> bool:
+        eio_socket = self._server.eio.sockets.get(self._eio_sid)
         if eio_socket is None or eio_socket.closed:
-            return
+            return True
+        transport = self._direct_transport(eio_socket)
         if transport is not None:
-            if not transport.is_closing():
-                transport.write(b"".join(
-                    item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr]
-                    for item in items))
-            return
+            if transport.is_closing():
+                return True
+            if limit is not None and transport.get_write_buffer_size() > limit:
+                return False
+            transport.write(b"".join([
+                item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+                for item in items]))
+            return True
+        queue = eio_socket.queue
+        if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
+            return False
         for item in items:
             text = item.sio_payload if type(item) is Update else item  # type: ignore[union-attr]
-            eio_socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
+            queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
+        return True
 
     # -- replies -------------------------------------------------------------
 

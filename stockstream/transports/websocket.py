@@ -7,7 +7,7 @@ Session with Socket.IO, so both transports behave the same.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -43,13 +43,16 @@ class WebSocketConnection:
         transport = self._request.transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
-    def write(self, items: list[Update | str]) -> None:
+    def send(self, items: Iterable[Update | str], limit: int | None) -> bool:
         transport = self._request.transport
         if transport is None or transport.is_closing():
-            return
-        transport.write(b"".join(
-            item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr]
-            for item in items))
+            return True
+        if limit is not None and transport.get_write_buffer_size() > limit:
+            return False
+        transport.write(b"".join([
+            item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
+            for item in items]))
+        return True
 
     def _push(self, message: dict[str, Any], request: Request | None = None) -> None:
         if request is not None and request.ack is not None:
