@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Iterable
 
 from .broker import Broker
+from .gate import Gate
 from .updates import Update
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ class Hub:
         self.updates_received = 0
         self.deliveries = 0
         self.listener_ready = False
-        # After a feed interruption, the snapshot each room was re-sent: live
-        # updates not newer than it were already covered by it.
-        self._floors: dict[str, Update] = {}
+        # After a feed interruption, a Gate per room opened with the snapshot
+        # that was re-sent: live updates not newer than it are covered by it.
+        self._floors: dict[str, Gate] = {}
 
     # -- UpdateSink ------------------------------------------------------------
 
@@ -40,11 +41,12 @@ class Hub:
         if not room:
             return
         if self._floors:
-            floor = self._floors.get(update.symbol)
-            if floor is not None:
-                if not update.is_newer_than(floor):
+            gate = self._floors.get(update.symbol)
+            if gate is not None:
+                if not gate.offer(update):
                     return
-                del self._floors[update.symbol]
+                if gate.open:
+                    del self._floors[update.symbol]
         self.deliveries += len(room)
         for session in room:
             session.deliver(update)
@@ -54,7 +56,8 @@ class Hub:
             room = self.rooms.get(symbol)
             if snapshot is None or not room:
                 continue
-            self._floors[symbol] = snapshot
+            gate = self._floors[symbol] = Gate()
+            gate.release([snapshot])
             for session in room:
                 session.deliver(snapshot)
 

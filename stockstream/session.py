@@ -11,7 +11,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import orjson
@@ -20,6 +20,7 @@ from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
+from .gate import Gate
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .requests import parse_history_query, parse_symbols_request, parse_token, split_symbols
@@ -88,46 +89,6 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
-
-
-class Gate:
-    """Orders the start of a symbol's stream for one client against its snapshot.
-
-    While a subscribe fetches the snapshot (or the history to replay), live
-    updates are held here. Once the first updates are known, those held that
-    are newer follow them, the rest are dropped, and until a newer live update
-    arrives the gate keeps dropping anything not newer than what was sent.
-    """
-
-    __slots__ = ("held", "floor")
-
-    def __init__(self) -> None:
-        self.held: list[Update] | None = []
-        self.floor: Update | None = None
-
-    def offer(self, update: Update) -> bool:
-        """Whether `update` may go out now; held or dropped otherwise."""
-        if self.held is not None:
-            self.held.append(update)
-            return False
-        if self.floor is not None and not update.is_newer_than(self.floor):
-            return False
-        self.floor = None
-        return True
-
-    def release(self, first: list[Update]) -> list[Update]:
-        """Open with `first` (snapshot or replay): what to send, in order."""
-        held, self.held = self.held or [], None
-        if not first:
-            return held
-        last = first[-1]
-        newer = [u for u in held if u.is_newer_than(last)]
-        self.floor = None if newer else last
-        return first + newer
-
-    @property
-    def open(self) -> bool:
-        return self.held is None and self.floor is None
 
 
 class Session:
