@@ -17,6 +17,7 @@ import functools
 import logging
 from typing import Any, Iterable
 
+import engineio
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -26,6 +27,7 @@ from ..errors import ClientError
 from ..session import Request, Services, Session
 from ..updates import Update
 from .frames import abort_later, dumps, failed_by_code, text_frame
+from .queue import SlimQueue
 
 log = logging.getLogger("stockstream.socketio")
 
@@ -58,12 +60,20 @@ class _WebSocket(eio_aiohttp.WebSocket):
         return self._sock
 
 
+class _EngineIOServer(engineio.AsyncServer):
+    def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue:
+        return SlimQueue()
+
+
 class SocketIOServer(socketio.AsyncServer):
     """python-socketio's server, handing events to sessions in order."""
 
     def __init__(self, transport: "SocketIOTransport", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._transport = transport
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return _EngineIOServer
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
@@ -81,6 +91,7 @@ class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
+    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets")
 
     def __init__(self, server: SocketIOServer, sid: str, eio_sid: str,
                  sockets: dict[str, web.Request]) -> None:
