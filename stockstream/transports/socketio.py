@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, Iterable
+from typing import Any, Collection
 
 import engineio
 import socketio
@@ -91,7 +91,7 @@ class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
-    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets")
+    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets", "_direct")
 
     def __init__(self, server: SocketIOServer, sid: str, eio_sid: str,
                  sockets: dict[str, web.Request]) -> None:
@@ -99,17 +99,20 @@ class SocketIOConnection:
         self._sid = sid
         self._eio_sid = eio_sid
         self._sockets = sockets
+        self._direct: asyncio.Transport | None = None
 
     # -- Sink ----------------------------------------------------------------
 
     def _direct_transport(self, eio_socket: Any) -> asyncio.Transport | None:
-        """The socket to write frames to directly: only once the upgrade is
-        complete and Engine.IO's own queue is empty, so nothing overtakes it."""
-        request = self._sockets.get(self._eio_sid)
-        if (request is not None and eio_socket.upgraded and not eio_socket.upgrading
-                and eio_socket.queue.empty()):
-            return request.transport
-        return None
+        """The socket to write frames to directly. Only once the upgrade is
+        complete and Engine.IO's queue has been emptied of what was sent
+        through it, so nothing overtakes it; from then on, always."""
+        if self._direct is None:
+            request = self._sockets.get(self._eio_sid)
+            if (request is not None and eio_socket.upgraded and not eio_socket.upgrading
+                    and eio_socket.queue.empty()):
+                self._direct = request.transport
+        return self._direct
 
     def backlog(self) -> int:
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
@@ -120,21 +123,29 @@ class SocketIOConnection:
             return transport.get_write_buffer_size()
         return eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
-    def send(self, items: Iterable[Update | str], limit: int | None) -> bool:
-        eio_socket = self._server.eio.sockets.get(self._eio_sid)
-        if eio_socket is None or eio_socket.closed:
-            return True
-        transport = self._direct_transport(eio_socket)
-        if transport is not None:
-            if transport.is_closing():
+    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+        transport = self._direct
+        if transport is None:
+            eio_socket = self._server.eio.sockets.get(self._eio_sid)
+            if eio_socket is None or eio_socket.closed:
                 return True
-            if limit is not None and transport.get_write_buffer_size() > limit:
-                return False
+            transport = self._direct_transport(eio_socket)
+            if transport is None:
+                return self._send_polling(eio_socket.queue, items, limit)
+        if transport.is_closing():
+            return True
+        if limit is not None and transport.get_write_buffer_size() > limit:
+            return False
+        if len(items) == 1:
+            for item in items:
+                transport.write(item.sio_frame if type(item) is Update else text_frame("4" + item))  # type: ignore[union-attr,operator]
+        else:
             transport.write(b"".join([
                 item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
                 for item in items]))
-            return True
-        queue = eio_socket.queue
+        return True
+
+    def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
             return False
         for item in items:

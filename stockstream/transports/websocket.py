@@ -7,7 +7,7 @@ Session with Socket.IO, so both transports behave the same.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Collection
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -37,21 +37,26 @@ class WebSocketConnection:
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
         self._request = request
+        self._transport = request.transport
         self.session: Session | None = None
 
     def backlog(self) -> int:
-        transport = self._request.transport
+        transport = self._transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
-    def send(self, items: Iterable[Update | str], limit: int | None) -> bool:
-        transport = self._request.transport
+    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+        transport = self._transport
         if transport is None or transport.is_closing():
             return True
         if limit is not None and transport.get_write_buffer_size() > limit:
             return False
-        transport.write(b"".join([
-            item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
-            for item in items]))
+        if len(items) == 1:
+            for item in items:
+                transport.write(item.ws_frame if type(item) is Update else text_frame(item))  # type: ignore[union-attr,arg-type]
+        else:
+            transport.write(b"".join([
+                item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
+                for item in items]))
         return True
 
     def _push(self, message: dict[str, Any], request: Request | None = None) -> None:
