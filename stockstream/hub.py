@@ -32,6 +32,10 @@ class Hub:
         # After a feed interruption, a Gate per room opened with the snapshot
         # that was re-sent: live updates not newer than it are covered by it.
         self._floors: dict[str, Gate] = {}
+        # The last update delivered into each room: a client joining a room
+        # that already streams gets it as its snapshot, without a Redis read
+        # and without any race against the live updates that follow.
+        self.latest: dict[str, Update] = {}
 
     # -- UpdateSink ------------------------------------------------------------
 
@@ -47,6 +51,7 @@ class Hub:
                     return
                 if gate.open:
                     del self._floors[update.symbol]
+        self.latest[update.symbol] = update
         self.deliveries += len(room)
         for session in room:
             session.deliver(update)
@@ -58,6 +63,7 @@ class Hub:
                 continue
             gate = self._floors[symbol] = Gate()
             gate.release([snapshot])
+            self.latest[symbol] = snapshot
             for session in room:
                 session.deliver(snapshot)
 
@@ -72,16 +78,27 @@ class Hub:
     def unregister(self, session: "Session") -> None:
         self.sessions.discard(session)
 
-    async def join(self, session: "Session", symbols: Iterable[str]) -> None:
-        """Enter rooms; returns once the broker feeds every one of them."""
+    async def join(self, session: "Session", symbols: Iterable[str]) -> dict[str, Update]:
+        """Enter rooms; returns once the broker feeds every one of them, with
+        the latest update of those rooms that already streamed one."""
         symbols = list(symbols)
+        known = {}
         for symbol in symbols:
             room = self.rooms.get(symbol)
             if room is None:
                 room = self.rooms[symbol] = set()
+            elif symbol in self.latest:
+                known[symbol] = self.latest[symbol]
             room.add(session)
         if symbols:
             await self.broker.subscribe(symbols)
+        return known
+
+    def remember(self, snapshots: dict[str, Update | None]) -> None:
+        """Snapshots read from the backend, for rooms that saw no update since."""
+        for symbol, snapshot in snapshots.items():
+            if snapshot is not None and symbol in self.rooms and symbol not in self.latest:
+                self.latest[symbol] = snapshot
 
     async def leave(self, session: "Session", symbols: Iterable[str]) -> None:
         """Leave rooms at once; the broker stops feeding the emptied ones."""
@@ -94,6 +111,7 @@ class Hub:
             if not room:
                 del self.rooms[symbol]
                 self._floors.pop(symbol, None)
+                self.latest.pop(symbol, None)
                 emptied.append(symbol)
         if emptied:
             # Called before any await: a join racing this leave sees the same state.

@@ -220,10 +220,11 @@ class Session:
         return result, open_streams
 
     async def _first_updates(self, symbols: list[str], request: Any) -> tuple[dict[str, list[Update]], bool | None]:
-        """Join the rooms, then read what each stream starts with: the
-        replay after the resume point when history reaches it, else the snapshot."""
+        """Join the rooms, then find what each stream starts with: the replay
+        after the resume point when history reaches it, else the snapshot."""
         broker = self.services.broker
-        await self.services.hub.join(self, symbols)
+        hub = self.services.hub
+        known = await hub.join(self, symbols)
         first: dict[str, list[Update]] = {s: [] for s in symbols}
         recovered = None
         need_snapshot = list(symbols)
@@ -237,7 +238,11 @@ class Session:
                 else:
                     recovered = False
                     need_snapshot.append(symbol)
-        for symbol, snapshot in (await broker.snapshots(need_snapshot)).items():
+        unknown = [s for s in need_snapshot if s not in known]
+        snapshots = await broker.snapshots(unknown) if unknown else {}
+        hub.remember(snapshots)
+        for symbol in need_snapshot:
+            snapshot = known.get(symbol) or snapshots.get(symbol)
             if snapshot is not None:
                 first[symbol] = [snapshot]
         return first, recovered
