@@ -1,0 +1,37 @@
+"""Smoke test of `python -m stockstream bench`: a short latency run against a server it starts itself."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick",
+         "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=200,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(report_path.read_text())
+    (run,) = report["runs"]
+    assert run["server"] == "stockstream" and run["scenario"] == "latency"
+    assert not run.get("error"), run.get("error")
+    result = run["result"]
+    assert result["deliveries"] > 0
+    assert result["deliveries"] == result["expected"]
+    assert result["loss"] == 0
+    assert result["duplicates"] == 0
+    assert result["out_of_order"] == 0
+    assert result["latency_ms"]["p99"] is not None
+    assert "latency on stockstream" in done.stdout  # the readable table is printed too
