@@ -1,0 +1,103 @@
+"""Shared fixtures: a private Redis, server processes, in-process stacks, clients.
+
+Fixtures
+  redis_server   (session) RedisServer: .url .port .kill() .start() .restart() .client()
+  redis_url      (function) URL of redis_server after FLUSHALL (restarted if a test killed it)
+  raw_publisher  (function) RawRedisPublisher on redis_url: the original SET+PUBLISH path
+  servers        (function) ServerFactory: await servers.start(env, redis_url=...) -> ServerProcess
+  backend        (function, parametrized) "memory" | "redis"
+  stack          (function) Stack for `backend`: .url .ws_url .publish(symbol, price, **extra)
+                 .raw (Redis only) .redis_url; the server runs in the test's event loop
+  clients        (function) ClientPool: await clients.sio(url, kind="python"|"node"),
+                 await clients.ws(url), await clients.readme(url); all closed at teardown
+  node_harness   (session) installs tests/js/node_modules if missing; skips without node
+  sio_kind       (function, parametrized) "python" | "node": which Socket.IO client library
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.clients import SIO_KINDS, ClientPool
+from tests.support.inprocess import Stack, inprocess_stack
+from tests.support.node import ensure_node_modules, node_executable
+from tests.support.publishing import RawRedisPublisher
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ServerFactory
+
+BACKENDS = ("memory", "redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.ensure_running()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+async def raw_publisher(redis_url: str) -> AsyncIterator[RawRedisPublisher]:
+    publisher = RawRedisPublisher(redis_url)
+    try:
+        yield publisher
+    finally:
+        await publisher.close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerFactory]:
+    factory = ServerFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def stack(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    redis = request.getfixturevalue("redis_url") if backend == "redis" else None
+    async with inprocess_stack(backend, redis) as ready:
+        yield ready
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[ClientPool]:
+    pool = ClientPool()
+    try:
+        yield pool
+    finally:
+        await pool.close_all()
+
+
+@pytest.fixture(scope="session")
+def node_harness() -> None:
+    if node_executable() is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is not on PATH (needed for the Node.js client tests)")
+        pytest.skip("node is not on PATH")
+    ensure_node_modules()
+
+
+@pytest.fixture(params=SIO_KINDS)
+def sio_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "node":
+        request.getfixturevalue("node_harness")
+    return request.param

@@ -1,0 +1,127 @@
+// Drives the demo page in headless Chromium (playwright-core), reporting over stdout.
+//
+//   node demo_page.js URL SCREENSHOT_DIR
+//
+// stdout, one JSON object per line: {"kind": "step", "name": ..., ...} as each
+// check passes, {"kind": "wait", "for": "restart"} when the page is streaming
+// and the test may restart the server (it answers with a line on stdin), and
+// {"kind": "done"} or {"kind": "failed", "error": ...} at the end.
+"use strict";
+const path = require("path");
+const readline = require("readline");
+const { chromium } = require("playwright-core");
+
+const [url, shotDir] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const STEP_TIMEOUT = 10000;
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+const stdinLines = [];
+let stdinWaiter = null;
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (stdinWaiter) {
+    const resolve = stdinWaiter;
+    stdinWaiter = null;
+    resolve(line);
+  } else {
+    stdinLines.push(line);
+  }
+});
+function nextStdinLine() {
+  if (stdinLines.length) return Promise.resolve(stdinLines.shift());
+  return new Promise((resolve) => { stdinWaiter = resolve; });
+}
+
+async function priceOf(page, symbol) {
+  return page.locator(`tr[data-symbol="${symbol}"] .price`).textContent();
+}
+
+async function waitPriceChange(page, symbol) {
+  // A first price, then a different one: the row is live, not just a snapshot.
+  const row = `tr[data-symbol="${symbol}"]`;
+  await page.waitForSelector(`${row} .price:not(.pending)`, { timeout: STEP_TIMEOUT });
+  const first = await priceOf(page, symbol);
+  await page.waitForFunction(
+    ([selector, before]) => document.querySelector(selector).textContent !== before,
+    [`${row} .price`, first], { timeout: STEP_TIMEOUT });
+  return [first, await priceOf(page, symbol)];
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    timeout: 30000,
+  });
+  const problems = [];
+  try {
+    const page = await browser.newPage({ viewport: { width: 960, height: 640 } });
+    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+    page.on("console", (msg) => {
+      // A refused WebSocket while the server restarts is expected; nothing else is.
+      if (msg.type() === "error" && !/WebSocket connection to .* failed/.test(msg.text())) {
+        problems.push(`console error: ${msg.text()}`);
+      }
+    });
+
+    await page.goto(url, { timeout: STEP_TIMEOUT });
+    await page.waitForSelector('#status[data-state="live"]', { timeout: STEP_TIMEOUT });
+    const defaults = await page.locator("#quotes tr").evaluateAll((rows) => rows.map((r) => r.dataset.symbol));
+    out({ kind: "step", name: "live", defaults });
+    for (const symbol of defaults) {
+      await page.waitForSelector(`tr[data-symbol="${symbol}"] .price:not(.pending)`, { timeout: STEP_TIMEOUT });
+    }
+    out({ kind: "step", name: "defaults-priced" });
+
+    // Lower case on purpose: the page normalizes like the server does.
+    await page.fill("#symbol-input", "tsla");
+    await page.press("#symbol-input", "Enter");
+    const [first, second] = await waitPriceChange(page, "TSLA");
+    out({ kind: "step", name: "added-and-changed", symbol: "TSLA", first, second });
+
+    const removed = defaults[1];
+    await page.click(`tr[data-symbol="${removed}"] button.remove`);
+    await page.waitForSelector(`tr[data-symbol="${removed}"]`, { state: "detached", timeout: STEP_TIMEOUT });
+    out({ kind: "step", name: "removed", symbol: removed });
+
+    await page.fill("#symbol-input", "not a symbol!");
+    await page.press("#symbol-input", "Enter");
+    await page.waitForFunction(() => document.getElementById("form-message").textContent.includes("not a valid symbol"),
+      null, { timeout: STEP_TIMEOUT });
+    out({ kind: "step", name: "rejected-invalid" });
+
+    const sparkPoints = await page.locator('tr[data-symbol="TSLA"] polyline').getAttribute("points");
+    const cells = await page.locator('tr[data-symbol="TSLA"] td').allTextContents();
+    out({ kind: "step", name: "row", cells, sparkPoints });
+    await page.screenshot({ path: path.join(shotDir, "demo-page.png"), fullPage: true });
+    out({ kind: "step", name: "screenshot" });
+
+    // The test restarts the server: the page shows it and comes back by itself.
+    out({ kind: "wait", for: "restart" });
+    await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: STEP_TIMEOUT });
+    const shownWhileDown = await page.locator("#status").textContent();
+    out({ kind: "step", name: "reconnecting", status: shownWhileDown });
+    await nextStdinLine();
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 2 * STEP_TIMEOUT });
+    const [again, later] = await waitPriceChange(page, "TSLA");
+    const symbolsAfter = await page.locator("#quotes tr").evaluateAll((rows) => rows.map((r) => r.dataset.symbol));
+    out({ kind: "step", name: "resumed", first: again, second: later, symbols: symbolsAfter });
+    await page.screenshot({ path: path.join(shotDir, "demo-page-after-restart.png"), fullPage: true });
+
+    if (problems.length) throw new Error(problems.join("; "));
+    out({ kind: "done" });
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    out({ kind: "failed", error: String(err && err.stack || err) });
+    process.exit(1);
+  });

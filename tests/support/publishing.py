@@ -1,0 +1,60 @@
+"""Publishing price updates the way third-party publishers do: straight into Redis."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .waiting import now_ms
+
+
+def make_update(symbol: str, price: float, **extra: Any) -> dict[str, Any]:
+    """An update as the original design's sendPriceUpdate() builds it, plus extra fields."""
+    update: dict[str, Any] = {"symbol": symbol, "price": price, "timestamp": now_ms()}
+    update.update(extra)
+    return update
+
+
+def channel_of(symbol: str) -> str:
+    return "stock:" + symbol.upper()
+
+
+class RawRedisPublisher:
+    """The original publisher: `SET stock:X json` then `PUBLISH stock:X json` (two commands)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = aioredis.from_url(redis_url, socket_timeout=5)
+
+    async def publish(self, symbol: str, price: float, **extra: Any) -> dict[str, Any]:
+        update = make_update(symbol, price, **extra)
+        await self.set_and_publish(update)
+        return update
+
+    async def set_and_publish(self, update: dict[str, Any] | str | bytes,
+                              symbol: str | None = None) -> None:
+        """SET + PUBLISH of one message; `symbol` names the channel (default: the update's)."""
+        payload = _payload(update)
+        key = channel_of(symbol or update["symbol"])  # type: ignore[index]
+        await self.redis.set(key, payload)
+        await self.redis.publish(key, payload)
+
+    async def publish_only(self, symbol: str, payload: dict[str, Any] | str | bytes) -> int:
+        """PUBLISH without SET (e.g. a malformed message); returns the receiver count."""
+        return await self.redis.publish(channel_of(symbol), _payload(payload))
+
+    async def store_only(self, update: dict[str, Any] | str | bytes, symbol: str | None = None) -> None:
+        """SET the snapshot key only."""
+        key = channel_of(symbol or update["symbol"])  # type: ignore[index]
+        await self.redis.set(key, _payload(update))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _payload(update: dict[str, Any] | str | bytes) -> bytes:
+    if isinstance(update, bytes):
+        return update
+    if isinstance(update, str):
+        return update.encode()
+    return json.dumps(update, separators=(",", ":")).encode()
