@@ -5,7 +5,9 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import Settings
+from .demo import DemoPage
 from .http import Routes, errors_as_json
+from .metrics import MetricsRoute, build_registry
 from .node import Node
 
 NODE = web.AppKey("node", Node)
@@ -18,6 +20,8 @@ def create_app(settings: Settings) -> web.Application:
     node.socketio.attach(app)
     node.websocket.attach(app)
     Routes(node).attach(app)
+    MetricsRoute(build_registry(node)).attach(app)
+    DemoPage().attach(app)
 
     async def start(app: web.Application) -> None:
         await node.start()

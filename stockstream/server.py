@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 
 from aiohttp import web
 
@@ -11,6 +13,11 @@ from .app import create_app, node_of
 from .config import Settings
 
 log = logging.getLogger("stockstream")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Closing needs a moment even when draining used the whole budget.
+MIN_CLEANUP = 0.5
+WATCHDOG_GRACE = 1.0
 
 
 def install_event_loop(choice: str) -> str:
@@ -28,32 +35,64 @@ def install_event_loop(choice: str) -> str:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully within the timeout."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully within SHUTDOWN_TIMEOUT.
+
+    The budget is split: half for telling clients and letting their queues
+    drain (while /readyz answers 503 and the listener still feeds them), the
+    rest for closing what remains, the Redis connections last.
+    """
+    budget = settings.shutdown_timeout
     app = create_app(settings)
     node = node_of(app)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout / 2)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    log.info("stockstream serving on http://%s:%d", settings.host, settings.port)
-    stop = asyncio.Event()
+    # Requests still running once the listening socket is closed get an
+    # eighth of the budget to finish, and as long again once cancelled.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=budget / 8)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = asyncio.Event()
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, _on_signal, sig, stop, budget)
+    shutdown_began: float | None = None
     try:
-        await stop.wait()
-        log.info("shutting down")
-        # Not ready first, so load balancers stop sending new clients, then
-        # tell every client while the listener still serves.
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
         try:
-            await asyncio.wait_for(node.drain(), settings.shutdown_timeout / 2)
-        except asyncio.TimeoutError:
-            log.warning("clients did not drain in time")
+            await site.start()
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        log.info("stockstream serving on http://%s:%d", settings.host, settings.port)
+        await stop.wait()
+        shutdown_began = loop.time()
+        await node.drain(budget / 2)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await asyncio.wait_for(runner.cleanup(), settings.shutdown_timeout)
+        began = loop.time() if shutdown_began is None else shutdown_began
+        try:
+            await asyncio.wait_for(runner.cleanup(), max(MIN_CLEANUP, began + budget - loop.time()))
+        except asyncio.TimeoutError:
+            log.warning("shutdown did not finish within SHUTDOWN_TIMEOUT=%.1fs; exiting anyway", budget)
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event, budget: float) -> None:
+    if not stop.is_set():
+        log.info("%s received: shutting down within %.1fs", sig.name, budget)
+        stop.set()
+        # Drain and clean-up are each bounded; the watchdog bounds the rest
+        # (a library that ignores cancellation, say), so the process always ends.
+        watchdog = threading.Timer(budget + WATCHDOG_GRACE, _force_exit, args=(budget,))
+        watchdog.daemon = True
+        watchdog.start()
+    else:
+        # The shutdown is bounded anyway; a second signal does not cut it short.
+        log.info("%s received again: shutdown already under way", sig.name)
+
+
+def _force_exit(budget: float) -> None:
+    log.error("still running %.1fs after SHUTDOWN_TIMEOUT=%.1fs; forcing exit", WATCHDOG_GRACE, budget)
+    logging.shutdown()
+    os._exit(1)
 
 
 def run(settings: Settings) -> None:

@@ -1,0 +1,132 @@
+"""Redis going away mid-stream and coming back (contract §3 guarantees, §5 /readyz, §8 publish).
+
+The server keeps its clients through the outage and answers /readyz 503; once
+Redis is back every subscribed client gets a fresh snapshot of each of its
+symbols before live updates resume, and /readyz answers 200 again.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import pytest
+
+from tests.support.publishing import RawRedisPublisher, make_update
+from tests.support.redis_server import RedisServer
+from tests.support.servers import server_environment
+from tests.support.waiting import eventually, free_port
+
+pytestmark = pytest.mark.slow
+
+# The listener's backoff is capped at 5 s; it reconnects within about that once Redis is back.
+RECOVERY = 15.0
+
+
+@pytest.fixture
+def outage_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, since the test kills it; SAVE + restart keeps its data."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def status_of(http: aiohttp.ClientSession, url: str) -> int | None:
+    try:
+        async with http.get(url) as resp:
+            return resp.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return None
+
+
+async def answers(http: aiohttp.ClientSession, url: str, status: int) -> bool:
+    return await status_of(http, url) == status
+
+
+async def metric(http: aiohttp.ClientSession, base: str, name: str) -> float | None:
+    async with http.get(base + "/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def index_of(items: list[Any], pred) -> int:
+    return next(i for i, item in enumerate(items) if pred(item))
+
+
+async def test_clients_ride_out_a_redis_outage_and_get_fresh_snapshots(servers, outage_redis, clients) -> None:
+    server = await servers.start(redis_url=outage_redis.url)
+    sio = await clients.sio(server.url)
+    assert (await sio.subscribe(["AAPL", "MSFT"]))["ok"] is True
+    ws = await clients.ws(server.url)
+    assert (await ws.subscribe("AAPL"))["ok"] is True
+
+    raw = RawRedisPublisher(outage_redis.url)
+    try:
+        before = await raw.publish("AAPL", 189.5, n=1)
+        await raw.publish("MSFT", 415.0, n=1)
+        await sio.expect_update(lambda u: u.get("n") == 1 and u["symbol"] == "MSFT")
+        await ws.expect_update(lambda u: u.get("n") == 1)
+        # A snapshot no client has seen: what Redis holds when it comes back.
+        fresh = make_update("AAPL", 190.25, note="fresh")
+        fresh["timestamp"] = before["timestamp"] + 1
+        await raw.store_only(fresh)
+    finally:
+        await raw.close()
+    saver = outage_redis.client()
+    try:
+        saver.save()
+    finally:
+        saver.close()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        outage_redis.kill()
+        await eventually(lambda: answers(http, server.url + "/readyz", 503), 10.0,
+                         "/readyz to answer 503 while Redis is down")
+        assert await status_of(http, server.url + "/healthz") == 200
+        assert await metric(http, server.url, "stockstream_broker_listener_up") == 0
+        assert sio.connected and ws.is_open, "a client was dropped because Redis went away"
+        snapshots_before = len(sio.updates), len(ws.updates)
+
+        outage_redis.start()
+        await eventually(lambda: answers(http, server.url + "/readyz", 200), RECOVERY,
+                         "/readyz to answer 200 once Redis is back")
+        assert await metric(http, server.url, "stockstream_broker_reconnects_total") >= 1
+        assert await metric(http, server.url, "stockstream_broker_listener_up") == 1
+
+    # Fresh snapshots of every subscribed symbol, then live updates again.
+    await sio.expect_update(lambda u: u.get("note") == "fresh", timeout=RECOVERY)
+    await sio.expect_update(lambda u: u["symbol"] == "MSFT" and u.get("n") == 1)
+    await ws.expect_update(lambda u: u.get("note") == "fresh", timeout=RECOVERY)
+    raw = RawRedisPublisher(outage_redis.url)
+    try:
+        live = make_update("AAPL", 191.0, n=2)
+        live["timestamp"] = fresh["timestamp"] + 1
+        await raw.set_and_publish(live)
+    finally:
+        await raw.close()
+    for client in (sio, ws):
+        await client.expect_update(lambda u: u.get("n") == 2)
+        received = client.updates.items
+        assert index_of(received, lambda u: u.get("note") == "fresh") < index_of(received, lambda u: u.get("n") == 2)
+    assert sio.connected and ws.is_open
+    assert len(sio.updates) > snapshots_before[0] and len(ws.updates) > snapshots_before[1]
+
+
+def test_publish_command_reports_an_unreachable_redis_in_one_line(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = subprocess.run([sys.executable, "-m", "stockstream", "publish", "AAPL", "189.45", "--redis-url", url],
+                            env=server_environment(), cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line of error, got:\n{result.stderr}"
+    assert "redis" in lines[0].lower() and "Traceback" not in result.stderr
+    assert result.stdout == ""
