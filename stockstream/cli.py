@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable
 
 from . import __version__
+from .broker import BackendUnavailable
 from .config import Settings, SettingsError, parse_setting
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"stockstream: bad setting: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, BackendUnavailable) as exc:
         print(f"stockstream {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

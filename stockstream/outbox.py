@@ -37,9 +37,10 @@ class Sink(Protocol):
 class DeliveryStats:
     """Counters of the delivery path, read by the metrics collector."""
 
-    __slots__ = ("writes", "conflated", "slow_disconnects", "delays")
+    __slots__ = ("writes", "conflated", "dropped", "slow_disconnects", "delays")
 
     def __init__(self) -> None:
+        self.dropped = 0  # queued messages discarded because their client went away
         self.writes = 0
         self.conflated = 0
         self.slow_disconnects = 0
@@ -107,21 +108,29 @@ class Outbox:
             self._rekey_by_symbol()
         elif time.monotonic() - self.behind_since > self._slow_after:
             self._scheduler.stats.slow_disconnects += 1
-            pending.clear()
             self._on_slow()
             return False
         return True
 
-    def write_now(self, text: str) -> None:
-        """Write a last message past anything queued (before a disconnect)."""
+    def flush_final(self, last: str | None = None, *, drop_pending: bool = False) -> None:
+        """Before a disconnect: write what is queued (or drop it), then `last`,
+        past the backlog limit."""
+        if drop_pending:
+            self._scheduler.stats.dropped += len(self._pending)
+            self._pending.clear()
+        if last is not None:
+            self._n += 1
+            self._pending[self._n] = last
+        if self._pending and not self.closed:
+            self._sink.send(self._pending.values(), None)
         self._pending.clear()
-        self._sink.send((text,), None)
 
     def pending(self) -> int:
         return len(self._pending)
 
     def close(self) -> None:
         self.closed = True
+        self._scheduler.stats.dropped += len(self._pending)
         self._pending.clear()
 
     def _rekey_by_symbol(self) -> None:

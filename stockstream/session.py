@@ -59,8 +59,9 @@ class Connection(Sink, Protocol):
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
 
-    async def disconnect(self) -> None:
-        """Close the connection; the transport then calls Session.closed()."""
+    async def disconnect(self, going_away: bool = False) -> None:
+        """Close the connection; the transport then calls Session.closed_by_transport().
+        `going_away`: the server is shutting down, the client may reconnect."""
 
 
 @dataclass
@@ -332,13 +333,18 @@ class Session:
         if self._closing is None and not self.closed:
             self._closing = asyncio.create_task(self.close(error))
 
-    async def close(self, error: ClientError | None = None) -> None:
-        """Tell the client why (when there is a reason), then disconnect it."""
+    async def close(self, error: ClientError | None = None, *, going_away: bool = False) -> None:
+        """Send what is queued and why (when there is a reason), then disconnect.
+
+        A slow client's queue is dropped instead: it could not take it.
+        `going_away` (a shutdown) lets clients reconnect by themselves.
+        """
         if self.closed:
             return
-        if error is not None:
-            self.outbox.write_now(self.connection.error_text(error))
-        await self.connection.disconnect()
+        slow = error is not None and error.code is ErrorCode.SLOW_CLIENT
+        self.outbox.flush_final(self.connection.error_text(error) if error is not None else None,
+                                drop_pending=slow)
+        await self.connection.disconnect(going_away)
         await self.closed_by_transport()
 
     async def closed_by_transport(self) -> None:

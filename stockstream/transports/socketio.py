@@ -76,7 +76,9 @@ class SocketIOServer(socketio.AsyncServer):
         return _EngineIOServer
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if (namespace or "/") != "/":
+            return await super()._handle_event(eio_sid, namespace, id, data)  # e.g. the Admin UI's
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
         session = self._transport.sessions.get(sid)
         if session is None or not isinstance(data, list) or not data:
             return
@@ -187,10 +189,17 @@ class SocketIOConnection:
         for symbol in symbols:
             self._server.manager.basic_enter_room(self._sid, "/", symbol)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, going_away: bool = False) -> None:
         request = self._sockets.get(self._eio_sid)
-        await self._server.disconnect(self._sid)
-        await self._server.eio.disconnect(self._eio_sid)
+        eio_socket = self._server.eio.sockets.get(self._eio_sid)
+        if not going_away:
+            # A Socket.IO DISCONNECT tells clients not to reconnect; without
+            # it (a shutdown) they reconnect, through the load balancer.
+            await self._server.disconnect(self._sid)
+        if eio_socket is not None:
+            # Not waiting for the queue: a long-polling client may never come
+            # back for it.
+            await eio_socket.close(wait=False, reason=self._server.eio.reason.SERVER_DISCONNECT)
         if request is not None:
             abort_later(request.transport)
 

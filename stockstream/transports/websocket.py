@@ -27,6 +27,7 @@ REPLY_TYPES = {
     "ping": "pong",
 }
 POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
 
 
 class WebSocketConnection:
@@ -77,10 +78,9 @@ class WebSocketConnection:
     def joined(self, symbols: list[str]) -> None:
         pass
 
-    async def disconnect(self) -> None:
-        transport = self._request.transport
-        await self._ws.close(code=POLICY_VIOLATION)
-        abort_later(transport)
+    async def disconnect(self, going_away: bool = False) -> None:
+        await self._ws.close(code=GOING_AWAY if going_away else POLICY_VIOLATION)
+        abort_later(self._transport)
 
 
 def parse_frame(data: str) -> Request:
