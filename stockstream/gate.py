@@ -37,12 +37,17 @@ class Gate:
         self.floor = None
         return True
 
-    def release(self, first: list[Update]) -> list[Update]:
-        """Open with `first` (snapshot or replay): what to send, in order."""
+    def release(self, first: list[Update], point: Update | None = None) -> list[Update]:
+        """Open with `first` (snapshot or replay): what to send, in order.
+
+        `point` stands for the last update a resuming client already has
+        (see resume_point): with nothing to replay after it, held or in-flight
+        updates not newer than it are dropped all the same.
+        """
         held, self.held = self.held or [], None
-        if not first:
+        last = first[-1] if first else point
+        if last is None:
             return held
-        last = first[-1]
         newer = [u for u in held if u.is_newer_than(last)]
         if not newer:
             self.floor = last
@@ -52,3 +57,13 @@ class Gate:
     @property
     def open(self) -> bool:
         return self.held is None and self.floor is None
+
+
+def resume_point(symbol: str, since_ms: int | None, since_seq: int | None) -> Update | None:
+    """A stand-in for the last update a client resuming from `since_seq` (or
+    `since_ms`) has: Update.is_newer_than compares by seq, else by timestamp."""
+    if since_seq is not None:
+        return Update(symbol, 0.0, 0, since_seq, b"")
+    if since_ms is not None:
+        return Update(symbol, 0.0, since_ms + 1, None, b"")
+    return None

@@ -19,7 +19,7 @@ from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
-from .gate import Gate
+from .gate import Gate, resume_point
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .requests import parse_history_query, parse_symbols_request, parse_token, split_symbols
@@ -214,7 +214,7 @@ class Session:
                 gate = self.gates.get(symbol)
                 if gate is None:
                     continue
-                for update in gate.release(first[symbol]):
+                for update in gate.release(first[symbol], resume_point(symbol, request.since_ms, request.since_seq)):
                     self.outbox.push_update(update)
                 if gate.open:
                     del self.gates[symbol]

@@ -24,6 +24,8 @@ class MemoryBroker(Broker):
         self._latest: dict[str, Update] = {}
         self._seq: collections.Counter[str] = collections.Counter()
         self._history: dict[str, collections.deque[Update]] = {}
+        # Per symbol: the newest timestamp and seq that history no longer holds.
+        self._lost: dict[str, tuple[int, int]] = {}
         self._offsets: dict[str, int] = {}
 
     @property
@@ -63,16 +65,18 @@ class MemoryBroker(Broker):
         return stored
 
     def _record(self, update: Update) -> None:
-        limit = self._settings.history_max_entries
-        if not limit:
-            return
         entries = self._history.get(update.symbol)
         if entries is None:
-            entries = self._history[update.symbol] = collections.deque(maxlen=limit)
+            entries = self._history[update.symbol] = collections.deque()
         entries.append(update)
         horizon = time.time() * 1000 - self._settings.history_max_age * 1000
-        while entries and entries[0].timestamp < horizon:
-            entries.popleft()
+        while entries and (len(entries) > self._settings.history_max_entries or entries[0].timestamp < horizon):
+            self._forget(entries.popleft())
+
+    def _forget(self, update: Update) -> None:
+        """Remember how far history has lost updates, for replay's completeness."""
+        lost_ms, lost_seq = self._lost.get(update.symbol, (-1, 0))
+        self._lost[update.symbol] = (max(lost_ms, update.timestamp), max(lost_seq, update.seq or 0))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
         return {s: self._latest.get(s) for s in symbols}
@@ -82,19 +86,21 @@ class MemoryBroker(Broker):
         entries = self._history.get(symbol, ())
         matched = [u for u in entries
                    if (start_ms is None or u.timestamp >= start_ms) and (end_ms is None or u.timestamp <= end_ms)]
-        return matched[-limit:] if limit else []
+        return matched[-limit:] if limit > 0 else []
 
     async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                      limit: int = 10000) -> tuple[list[Update], bool]:
-        entries = list(self._history.get(symbol, ()))
+        # Complete when no update after the point was ever dropped from history.
+        entries = self._history.get(symbol, ())
+        lost_ms, lost_seq = self._lost.get(symbol, (-1, 0))
         if since_seq is not None:
-            first_seq = entries[0].seq if entries else self._seq[symbol] + 1
-            reaches = since_seq + 1 >= first_seq
+            if since_seq > self._seq[symbol]:
+                return [], False  # a point this history never had
+            complete = lost_seq <= since_seq
             updates = [u for u in entries if u.seq is not None and u.seq > since_seq]
         else:
-            trimmed = len(entries) < self._seq[symbol]
-            reaches = not trimmed or (bool(entries) and entries[0].timestamp <= (since_ms or 0))
+            complete = lost_ms <= (since_ms or 0)
             updates = [u for u in entries if u.timestamp > (since_ms or 0)]
-        if not reaches:
+        if not complete or len(updates) > limit:
             return [], False
-        return updates[:limit], True
+        return updates, True

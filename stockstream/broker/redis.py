@@ -15,14 +15,15 @@ from typing import Any, Iterable
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings
 from ..symbols import CHANNEL_PREFIX, channel_for
-from ..updates import InvalidUpdate, Update, encode_update, parse_update, validate_fields
+from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse_update, validate_fields
 from . import BackendUnavailable, Broker, UpdateSink
 from ..backoff import Backoff
 from .malformed import MalformedLog
+from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
 
@@ -42,13 +43,18 @@ local seq = redis.call('INCR', KEYS[2])
 local msg = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. '}'
 redis.call('SET', KEYS[1], msg)
 if tonumber(ARGV[3]) > 0 then
-  local ms = ARGV[2]
+  -- Entry ids must grow: a publisher clock running behind, or an entry the
+  -- recorder added in the same millisecond, moves this one to a later id
+  -- (an XADD error here would leave the snapshot written but nothing published).
+  local ms = tonumber(ARGV[2])
   local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
   if newest then
-    local newest_ms = string.match(newest[1], '^(%d+)')
-    if tonumber(newest_ms) > tonumber(ms) then ms = newest_ms end
+    local newest_ms, newest_n = string.match(newest[1], '^(%d+)-(%d+)$')
+    newest_ms = tonumber(newest_ms)
+    if newest_ms > ms then ms = newest_ms end
+    if ms == newest_ms and tonumber(newest_n) >= seq then ms = ms + 1 end
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], ms .. '-' .. seq, 'u', msg)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', ms, seq), 'u', msg)
   redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[4])
 end
 redis.call('PUBLISH', KEYS[1], msg)
@@ -61,6 +67,12 @@ PROBE_AFTER = 5.0
 DEAD_AFTER = 15.0
 READ_BURST = 64
 
+# Stream ids hold 64-bit milliseconds; query bounds beyond are clamped.
+MAX_STREAM_MS = 2**64 - 1
+# A resume by seq reads history backwards in chunks growing up to the maximum.
+REPLAY_FIRST_CHUNK = 64
+REPLAY_MAX_CHUNK = 4096
+
 
 def history_key(symbol: str) -> str:
     return channel_for(symbol) + ":history"
@@ -68,6 +80,39 @@ def history_key(symbol: str) -> str:
 
 def seq_key(symbol: str) -> str:
     return channel_for(symbol) + ":seq"
+
+
+def _raised(reply: Any) -> Any:
+    """A reply of a pipeline run with raise_on_error=False, raising its error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _stream_info(reply: Any) -> dict[str, Any] | None:
+    """XINFO STREAM's reply; None when the stream does not exist."""
+    if isinstance(reply, ResponseError) and "no such key" in str(reply).lower():
+        return None
+    return _raised(reply)
+
+
+def _id_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _never_trimmed(info: dict[str, Any], symbol: str) -> bool:
+    """Whether the stream still holds every entry ever added to it, and those
+    began with the symbol's first update (history was not switched on later)."""
+    if info["entries-added"] != info["length"]:
+        return False
+    first = info["first-entry"]
+    if first is None:
+        return True
+    try:
+        seq = parse_update(first[1][b"u"], symbol).seq
+    except (InvalidUpdate, KeyError):
+        return False
+    return seq is None or seq == 1
 
 
 class RedisBroker(Broker):
@@ -89,6 +134,8 @@ class RedisBroker(Broker):
         self._ready = False
         self.malformed = MalformedLog(log)
         self.reconnects = 0
+        # Serving instances also keep the history of third-party publishers.
+        self.recorder: HistoryRecorder | None = None
 
     @property
     def ready(self) -> bool:
@@ -97,8 +144,14 @@ class RedisBroker(Broker):
     async def start(self, sink: UpdateSink) -> None:
         self._sink = sink
         self._task = asyncio.create_task(self._listen_forever(), name="stockstream-redis-listener")
+        if self._settings.history_max_entries:
+            self.recorder = HistoryRecorder(self._url, self._settings, history_key)
+            self.recorder.start()
 
     async def close(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.close()
+            self.recorder = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -285,65 +338,113 @@ class RedisBroker(Broker):
             values = await self._redis.mget([channel_for(s) for s in symbols])
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
-        result: dict[str, Update | None] = {}
-        for symbol, raw in zip(symbols, values):
-            result[symbol] = None
-            if raw is not None:
-                try:
-                    result[symbol] = parse_update(raw, symbol)
-                except InvalidUpdate as exc:
-                    self.malformed.record(channel_for(symbol).encode(), exc)
-        return result
+        return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
 
     async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                       limit: int = 1000) -> list[Update]:
-        if limit <= 0:
+        if limit <= 0 or (start_ms is not None and start_ms > MAX_STREAM_MS):
             return []
         low = "-" if start_ms is None else f"{start_ms}-0"
-        high = "+" if end_ms is None else f"{end_ms}-{2**64 - 1}"
+        high = "+" if end_ms is None else f"{min(end_ms, MAX_STREAM_MS)}-{MAX_STREAM_MS}"
         try:
             entries = await self._redis.xrevrange(history_key(symbol), high, low, count=limit)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return self._entries(symbol, reversed(entries))
 
+    # -- replay -----------------------------------------------------------------
+    #
+    # A replay is complete when nothing stored after the resume point is gone:
+    # an entry at or before the point is still in the stream (trimming only
+    # removes the oldest entries), or the stream never lost an entry. The
+    # latest snapshot must also be the stream's newest entry (or lie at or
+    # before the point): a third-party update the recorder has not appended
+    # (yet) makes the history incomplete, and the snapshot is sent instead.
+
     async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                      limit: int = 10000) -> tuple[list[Update], bool]:
-        key = history_key(symbol)
         try:
             if since_seq is not None:
-                return await self._replay_seq(symbol, since_seq, limit)
-            entries = await self._redis.xrange(key, f"{(since_ms or 0) + 1}-0", "+", count=limit)
-            oldest = await self._redis.xrange(key, "-", "+", count=1)
-            seq = int(await self._redis.get(seq_key(symbol)) or 0)
+                return await self._replay_after_seq(symbol, since_seq, limit)
+            return await self._replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP), limit)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
-        updates = self._entries(symbol, entries)
-        # Complete when nothing after the point was trimmed away: either the
-        # oldest entry is at or before the point, or nothing was ever trimmed.
-        oldest_ms = int(oldest[0][0].split(b"-")[0]) if oldest else None
-        first_seq = int(oldest[0][0].split(b"-")[1]) if oldest else seq + 1
-        reaches = first_seq == 1 or (oldest_ms is not None and oldest_ms <= (since_ms or 0))
-        return (updates, True) if reaches else ([], False)
 
-    async def _replay_seq(self, symbol: str, since_seq: int, limit: int) -> tuple[list[Update], bool]:
+    async def _replay_after_ms(self, symbol: str, since_ms: int, limit: int) -> tuple[list[Update], bool]:
         key = history_key(symbol)
-        collected: list[tuple[bytes, dict[bytes, bytes]]] = []
-        high = "+"
-        while True:
-            batch = await self._redis.xrevrange(key, high, "-", count=256)
-            for entry_id, fields in batch:
-                if int(entry_id.split(b"-")[1]) <= since_seq:
-                    return self._entries(symbol, reversed(collected))[:limit], True
-                collected.append((entry_id, fields))
-            if len(batch) < 256:
-                break
-            high = "(" + batch[-1][0].decode()
-        seq = int(await self._redis.get(seq_key(symbol)) or 0)
-        first_seq = int(collected[-1][0].split(b"-")[1]) if collected else seq + 1
-        if first_seq > since_seq + 1:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(key)
+            pipe.get(channel_for(symbol))
+            pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
+            info, raw_snapshot, entries = await pipe.execute(raise_on_error=False)
+        info = _stream_info(info)
+        snapshot = self._snapshot(symbol, _raised(raw_snapshot))
+        entries = _raised(entries)
+        # Nothing was published after the point when the latest update is not.
+        at_point = snapshot is None or snapshot.timestamp <= since_ms
+        if info is None:
+            return [], at_point
+        if len(entries) > limit:
             return [], False
-        return self._entries(symbol, reversed(collected))[:limit], True
+        first, last = info["first-entry"], info["last-entry"]
+        reaches = at_point or (first is not None and _id_ms(first[0]) <= since_ms) or _never_trimmed(info, symbol)
+        tail = at_point or (last is not None and last[1].get(b"u") == snapshot.raw)
+        if not (reaches and tail):
+            return [], False
+        return [u for u in self._entries(symbol, entries) if u.timestamp > since_ms], True
+
+    async def _replay_after_seq(self, symbol: str, since_seq: int, limit: int) -> tuple[list[Update], bool]:
+        # Entry ids carry the time, not the seq: read back from the newest entry
+        # in growing chunks until an entry at or before `since_seq`.
+        key = history_key(symbol)
+        collected: list[Update] = []
+        high, count = "+", REPLAY_FIRST_CHUNK
+        while True:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xinfo_stream(key)
+                pipe.xrevrange(key, high, "-", count=count)
+                if high == "+":
+                    pipe.get(channel_for(symbol))
+                    pipe.get(seq_key(symbol))
+                replies = await pipe.execute(raise_on_error=False)
+            info, batch = _stream_info(replies[0]), _raised(replies[1])
+            if high == "+":
+                snapshot = self._snapshot(symbol, _raised(replies[2]))
+                current = int(_raised(replies[3]) or 0)
+                at_point = snapshot is not None and snapshot.seq is not None and snapshot.seq <= since_seq
+                if since_seq > current:
+                    return [], False  # a point this history never had (e.g. another Redis)
+                if info is None or at_point:
+                    return [], snapshot is None or at_point
+                if snapshot is not None and (not batch or batch[0][1].get(b"u") != snapshot.raw):
+                    return [], False
+            for update in self._entries(symbol, batch):
+                if update.seq is not None and update.seq <= since_seq:
+                    collected.reverse()
+                    return collected, True
+                collected.append(update)
+                if len(collected) > limit:
+                    return [], False
+            if len(batch) < count:
+                break
+            high, count = "(" + batch[-1][0].decode(), min(count * 4, REPLAY_MAX_CHUNK)
+        # The start of the stream, and no entry at or before the point: complete
+        # only if nothing was ever trimmed and the seqs continue from the point.
+        sequenced = [u.seq for u in collected if u.seq is not None]
+        continues = min(sequenced) <= since_seq + 1 if sequenced else current <= since_seq
+        if info is None or not _never_trimmed(info, symbol) or not continues:
+            return [], False
+        collected.reverse()
+        return collected, True
+
+    def _snapshot(self, symbol: str, raw: bytes | None) -> Update | None:
+        if raw is None:
+            return None
+        try:
+            return parse_update(raw, symbol)
+        except InvalidUpdate as exc:
+            self.malformed.record(channel_for(symbol).encode(), exc)
+            return None
 
     def _entries(self, symbol: str, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[Update]:
         updates = []

@@ -23,7 +23,7 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from ..errors import ClientError
+from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
 from .frames import abort_later, dumps, failed_by_code, text_frame
@@ -83,10 +83,12 @@ class SocketIOServer(socketio.AsyncServer):
         if session is None or not isinstance(data, list) or not data:
             return
         event = data[0]
-        if event not in KNOWN_EVENTS and id is None:
-            return  # unknown events without an ack are ignored
         payload = data[1] if len(data) > 1 else None
-        session.submit(Request(event if isinstance(event, str) else repr(event), payload, id))
+        if event in KNOWN_EVENTS:
+            session.submit(Request(event, payload, id))
+        elif id is not None:  # unknown events without an ack are ignored
+            name = str(event)[:40]
+            session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
 class SocketIOConnection:

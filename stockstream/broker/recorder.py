@@ -1,0 +1,239 @@
+"""History for third-party publishers: their updates recorded by one elected instance.
+
+A publisher that does the original `SET` + `PUBLISH stock:X` bypasses the
+atomic publish, so its updates reach clients but not the symbol's history
+stream. The instance holding a Redis lock pattern-subscribes to every price
+channel and appends the updates that carry no `seq` (the project's own
+publisher adds one, and has already stored those) to the history stream.
+
+Why a single elected recorder rather than every instance recording and
+deduplicating: a pattern subscription carries the traffic of every symbol, and
+only one instance should pay for that.
+
+Why it never records an update twice: every tenure holds a fresh random token,
+and the append script refuses to write unless the lock still holds that token
+(fencing). A new leader subscribes only after taking the lock, so it sees only
+updates published after the previous tenure ended; the previous leader, even if
+it stalled past its lease and still has old messages buffered, can no longer
+write them. The price of that guarantee is a short window without recording
+during a failover: up to the lock's lease after a crash, about one standby poll
+after a clean shutdown (the lock is released at once).
+
+Recorded entries get the id `{max(timestamp, newest entry's ms)}-*`, so ids
+keep growing. They are appended as they arrive: when one symbol has both kinds
+of publishers, history holds them in recording order, which may put a
+third-party update a moment after an atomic one published just after it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..backoff import Backoff
+from ..config import Settings
+from ..symbols import CHANNEL_PREFIX
+from ..updates import InvalidUpdate, parse_update
+
+log = logging.getLogger("stockstream.recorder")
+
+LOCK_KEY = "stockstream:recorder"
+PATTERN = CHANNEL_PREFIX + "*"
+# The lease bounds the failover window after a crash; renewing four times per
+# lease rides out a few missed renewals. Standbys poll the lock, which bounds
+# the window after a clean stop (the leader then releases it at once).
+LOCK_TTL_MS = 2000
+RENEW_EVERY = 0.5
+STANDBY_POLL = 0.25
+# A stop does not wait longer than this for Redis to take the lock back.
+RELEASE_TIMEOUT = 1.0
+# Messages appended per round trip when they arrive in bursts.
+BATCH = 256
+# A silent subscription is probed after PROBE_AFTER seconds and counts as
+# dead after DEAD_AFTER without any answer (as the listener does).
+PROBE_AFTER = 5.0
+DEAD_AFTER = 15.0
+
+# Returns 1 when appended, -1 when this tenure no longer holds the lock.
+APPEND_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local ms = tonumber(ARGV[3])
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if newest then
+  local newest_ms = tonumber(string.match(newest[1], '^(%d+)'))
+  if newest_ms > ms then ms = newest_ms end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d', ms) .. '-*', 'u', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[5])
+return 1
+"""
+
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LostLock(Exception):
+    """This tenure's lock expired or was taken over."""
+
+
+class HistoryRecorder:
+    """Elects itself (or waits) and, while leading, records third-party updates."""
+
+    def __init__(self, url: str, settings: Settings, history_key: Callable[[str], str]) -> None:
+        self._settings = settings
+        self._history_key = history_key
+        # No retries inside redis-py: a reconnect would hide a gap in the subscription.
+        self._redis = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        self._append = self._redis.register_script(APPEND_SCRIPT)
+        self._renew = self._redis.register_script(RENEW_SCRIPT)
+        self._release = self._redis.register_script(RELEASE_SCRIPT)
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self.leading = False
+        self.recorded = 0
+        self.tenures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="stockstream-history-recorder")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._redis.aclose()
+
+    async def _run(self) -> None:
+        backoff = Backoff(initial=0.2, cap=5.0)
+        while True:
+            try:
+                token = secrets.token_hex(16)
+                if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+                    await self._lead(token)
+                self._failing = False
+                backoff.reset()
+                await asyncio.sleep(STANDBY_POLL)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the recorder must outlive any failure
+                # One warning per outage; the retries of the same outage go to debug.
+                (log.debug if self._failing else log.warning)("history recorder: %s", exc)
+                self._failing = True
+                await asyncio.sleep(backoff.next())
+
+    async def _lead(self, token: str) -> None:
+        """One tenure: record until the lock is lost, then let it go."""
+        self.leading = True
+        self.tenures += 1
+        log.info("recording third-party updates into history on this instance")
+        pubsub = self._redis.pubsub()
+        keeper = asyncio.create_task(self._keep_lock(token))
+        try:
+            await pubsub.psubscribe(PATTERN)
+            heard = time.monotonic()
+            while not keeper.done():
+                messages, answered = await _read_burst(pubsub)
+                now = time.monotonic()
+                if answered:
+                    heard = now
+                elif now - heard > DEAD_AFTER:
+                    raise ConnectionError("the recorder's subscription stopped answering")
+                elif now - heard > PROBE_AFTER:
+                    await pubsub.ping()
+                if messages:
+                    await self._record(token, messages)
+            keeper.result()
+        except LostLock:
+            log.info("no longer recording history: the lock moved to another instance")
+        finally:
+            self.leading = False
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            await _close_quietly(pubsub)
+            await asyncio.shield(self._let_go(token))
+
+    async def _keep_lock(self, token: str) -> None:
+        held_until = time.monotonic() + LOCK_TTL_MS / 1000
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                renewed = await self._renew(keys=[LOCK_KEY], args=[token, LOCK_TTL_MS])
+            except Exception as exc:  # noqa: BLE001 - retried until the lease runs out
+                if time.monotonic() >= held_until:
+                    raise LostLock() from exc
+                continue
+            if not renewed:
+                raise LostLock()
+            held_until = time.monotonic() + LOCK_TTL_MS / 1000
+
+    async def _record(self, token: str, messages: list[dict[str, Any]]) -> None:
+        settings = self._settings
+        horizon = max(0, int(time.time() * 1000 - settings.history_max_age * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for message in messages:
+                symbol = message["channel"][len(CHANNEL_PREFIX):].decode(errors="replace")
+                try:
+                    update = parse_update(message["data"], symbol)
+                except InvalidUpdate:
+                    continue  # the listeners count and log malformed messages
+                if update.seq is not None:
+                    continue  # published atomically, already in history
+                await self._append(keys=[LOCK_KEY, self._history_key(update.symbol)],
+                                   args=[token, update.raw, update.timestamp,
+                                         settings.history_max_entries, horizon], client=pipe)
+                count += 1
+            if not count:
+                return
+            results = await pipe.execute()
+        self.recorded += sum(1 for r in results if r == 1)
+        if any(r == -1 for r in results):
+            raise LostLock()
+
+    async def _let_go(self, token: str) -> None:
+        """Release the lock at once so a standby takes over without waiting for the lease."""
+        try:
+            await asyncio.wait_for(self._release(keys=[LOCK_KEY], args=[token]), RELEASE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the lease expires on its own
+            log.debug("history recorder could not release its lock: %s", exc)
+
+
+async def _read_burst(pubsub: Any) -> tuple[list[dict[str, Any]], bool]:
+    """The price messages waiting (at most BATCH), after waiting up to a second
+    for the first; and whether the connection said anything at all."""
+    messages: list[dict[str, Any]] = []
+    answered = False
+    message = await pubsub.get_message(timeout=1.0)
+    while message is not None:
+        answered = True
+        if message["type"] in (b"pmessage", "pmessage"):
+            messages.append(message)
+            if len(messages) >= BATCH:
+                break
+        message = await pubsub.get_message(timeout=0)
+    return messages, answered
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        pass
+
