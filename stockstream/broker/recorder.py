@@ -189,6 +189,8 @@ class HistoryRecorder:
         async with self._redis.pipeline(transaction=False) as pipe:
             count = 0
             for message in messages:
+                if b'"seq":' in message["data"]:
+                    continue  # published atomically, already in history: skip the parse
                 symbol = message["channel"][len(CHANNEL_PREFIX):].decode(errors="replace")
                 try:
                     update = parse_update(message["data"], symbol)
