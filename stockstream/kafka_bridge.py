@@ -37,7 +37,7 @@ from .broker import BackendUnavailable, create_broker
 from .broker.malformed import MalformedLog
 from .config import Settings
 from .publisher import Publisher
-from .updates import MAX_UPDATE_BYTES, InvalidUpdate
+from .updates import InvalidUpdate, load_message
 
 log = logging.getLogger("stockstream.kafka")
 
@@ -123,12 +123,7 @@ def decode_record(value: bytes | None) -> dict[str, Any]:
     """A record's value as an update object; the publisher checks its fields."""
     if value is None:
         raise InvalidUpdate("record has no value")
-    if len(value) > MAX_UPDATE_BYTES:
-        raise InvalidUpdate("update too large")
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise InvalidUpdate("not valid JSON") from None
+    data = load_message(value)
     if not isinstance(data, dict):
         raise InvalidUpdate("an update is a JSON object")
     return data

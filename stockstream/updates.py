@@ -110,17 +110,21 @@ def validate_fields(data: Any, channel_symbol: str | None = None) -> tuple[str, 
     return symbol, price, timestamp, seq
 
 
+def load_message(raw: bytes) -> Any:
+    """A message's JSON value, within the size limit."""
+    if len(raw) > MAX_UPDATE_BYTES:
+        raise InvalidUpdate("update too large")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidUpdate("not valid JSON") from None
+
+
 def parse_update(raw: bytes | str, channel_symbol: str | None = None) -> Update:
     """Validate a published message; `channel_symbol` is the channel's symbol."""
     if isinstance(raw, str):
         raw = raw.encode()
-    if len(raw) > MAX_UPDATE_BYTES:
-        raise InvalidUpdate("update too large")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidUpdate("not valid JSON") from None
-    symbol, price, timestamp, seq = validate_fields(data, channel_symbol)
+    symbol, price, timestamp, seq = validate_fields(load_message(raw), channel_symbol)
     return Update(symbol, price, timestamp, seq, raw)
 
 

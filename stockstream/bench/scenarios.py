@@ -365,15 +365,23 @@ def _failed_connect(connection: dict[str, Any]) -> Optional[str]:
     return None
 
 
-async def _steady(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
+async def _connect_and_warm_up(ctx: RunContext, sc: Scenario) -> tuple[list[str], dict[str, Any], Optional[int], list[dict[str, Any]]]:
+    """Connect the scenario's clients, read the server's RSS, run the warm-up window."""
     symbols = symbol_names(sc.symbols)
     connection = await connect_clients(ctx, assign_symbols(sc.clients, symbols, sc.symbols_per_client))
-    if error := _failed_connect(connection):
-        return {"connection": connection, "windows": [], "result": {}, "error": error}
+    if _failed_connect(connection):
+        return symbols, connection, None, []
     rss = ctx.server.rss_bytes() if ctx.server else None
     windows = []
     if sc.warmup > 0:
         windows.append({**await measure_window(ctx, "warmup", symbols, sc.rate, sc.warmup), "warmup": True})
+    return symbols, connection, rss, windows
+
+
+async def _steady(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
+    symbols, connection, rss, windows = await _connect_and_warm_up(ctx, sc)
+    if error := _failed_connect(connection):
+        return {"connection": connection, "windows": [], "result": {}, "error": error}
     measured = await measure_window(ctx, sc.name, symbols, sc.rate, sc.duration)
     windows.append(measured)
     result = {k: v for k, v in measured.items() if k != "label"}
@@ -400,14 +408,9 @@ def _step_failure(window: dict[str, Any], max_p99_ms: float) -> Optional[str]:
 
 
 async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
-    symbols = symbol_names(sc.symbols)
-    connection = await connect_clients(ctx, assign_symbols(sc.clients, symbols, sc.symbols_per_client))
+    symbols, connection, rss, windows = await _connect_and_warm_up(ctx, sc)
     if error := _failed_connect(connection):
         return {"connection": connection, "windows": [], "result": {}, "error": error}
-    rss = ctx.server.rss_bytes() if ctx.server else None
-    windows = []
-    if sc.warmup > 0:
-        windows.append({**await measure_window(ctx, "warmup", symbols, sc.rate, sc.warmup), "warmup": True})
     best: Optional[dict[str, Any]] = None
     limited_by = f"the last of {sc.steps} steps passed"
 
