@@ -103,7 +103,12 @@ class NodeCollector:
                                       "Messages on stock:* channels dropped as not valid updates",
                                       value=malformed.count)
 
-        yield from _optional_counters(stats)
+        yield CounterMetricFamily("stockstream_delivery_updates",
+                                  "Price updates handed to local subscribers (one per update and client)",
+                                  value=hub.deliveries)
+        yield CounterMetricFamily("stockstream_delivery_dropped",
+                                  "Queued messages discarded unsent (connection closed or dropped as too slow)",
+                                  value=stats.dropped)
         yield CounterMetricFamily("stockstream_delivery_writes",
                                   "Socket writes; one carries every message pending for a connection",
                                   value=stats.writes)
@@ -114,28 +119,12 @@ class NodeCollector:
                                   "Clients disconnected with slow_client after staying behind too long",
                                   value=stats.slow_disconnects)
 
-        # The scheduler appends a sample per delivered update; taking the list
+        # The scheduler appends a sample every few writes; taking the list
         # here keeps the delivery path to one append.
         samples, stats.delays = stats.delays, []
         self._delays.observe_all(samples)
         yield self._delays.family("stockstream_delivery_delay_seconds",
                                   "Seconds from an update's timestamp to its write to a client (sampled)")
-
-
-# Delivery counters that cost the hot path something; exported when the
-# delivery path keeps them.
-OPTIONAL_DELIVERY_COUNTERS = (
-    ("deliveries", "stockstream_delivery_updates", "Price updates written to clients"),
-    ("dropped", "stockstream_delivery_dropped",
-     "Queued messages discarded unsent (connection closed or dropped as too slow)"),
-)
-
-
-def _optional_counters(stats: object) -> Iterator[Metric]:
-    for attribute, name, documentation in OPTIONAL_DELIVERY_COUNTERS:
-        value = getattr(stats, attribute, None)
-        if value is not None:
-            yield CounterMetricFamily(name, documentation, value=value)
 
 
 def build_registry(node: "Node") -> CollectorRegistry:
