@@ -32,10 +32,10 @@ class Hub:
         # After a feed interruption, a Gate per room opened with the snapshot
         # that was re-sent: live updates not newer than it are covered by it.
         self._floors: dict[str, Gate] = {}
-        # The last update delivered into each room: a client joining a room
-        # that already streams gets it as its snapshot, without a Redis read
-        # and without any race against the live updates that follow.
-        self.latest: dict[str, Update] = {}
+        # The last update delivered into each room (None: the room knows there
+        # is no price yet): a client joining a room gets it as its snapshot,
+        # without a Redis read and without any race against the live updates.
+        self.latest: dict[str, Update | None] = {}
 
     # -- UpdateSink ------------------------------------------------------------
 
@@ -59,11 +59,13 @@ class Hub:
     def on_resync(self, snapshots: dict[str, Update | None]) -> None:
         for symbol, snapshot in snapshots.items():
             room = self.rooms.get(symbol)
-            if snapshot is None or not room:
+            if not room:
+                continue
+            self.latest[symbol] = snapshot
+            if snapshot is None:
                 continue
             gate = self._floors[symbol] = Gate()
             gate.release([snapshot])
-            self.latest[symbol] = snapshot
             for session in room:
                 session.deliver(snapshot)
 
@@ -78,7 +80,7 @@ class Hub:
     def unregister(self, session: "Session") -> None:
         self.sessions.discard(session)
 
-    async def join(self, session: "Session", symbols: Iterable[str]) -> dict[str, Update]:
+    async def join(self, session: "Session", symbols: Iterable[str]) -> dict[str, Update | None]:
         """Enter rooms; returns once the broker feeds every one of them, with
         the latest update of those rooms that already streamed one."""
         symbols = list(symbols)
@@ -97,7 +99,7 @@ class Hub:
     def remember(self, snapshots: dict[str, Update | None]) -> None:
         """Snapshots read from the backend, for rooms that saw no update since."""
         for symbol, snapshot in snapshots.items():
-            if snapshot is not None and symbol in self.rooms and symbol not in self.latest:
+            if symbol in self.rooms and symbol not in self.latest:
                 self.latest[symbol] = snapshot
 
     async def leave(self, session: "Session", symbols: Iterable[str]) -> None:

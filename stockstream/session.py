@@ -243,7 +243,7 @@ class Session:
         snapshots = await broker.snapshots(unknown) if unknown else {}
         hub.remember(snapshots)
         for symbol in need_snapshot:
-            snapshot = known.get(symbol) or snapshots.get(symbol)
+            snapshot = known[symbol] if symbol in known else snapshots.get(symbol)
             if snapshot is not None:
                 first[symbol] = [snapshot]
         return first, recovered
