@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import orjson
@@ -39,3 +40,19 @@ def abort_later(transport: asyncio.BaseTransport | None) -> None:
     """Cut a connection that has not closed by itself in time."""
     if transport is not None:
         asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)  # type: ignore[attr-defined]
+
+
+def bound_send_buffer(transport: asyncio.BaseTransport | None, outbound_bytes: int) -> None:
+    """Keep the kernel's send buffer within the connection's outbound budget.
+
+    Linux grows a socket's send buffer to megabytes for a client that stops
+    reading; the bytes would sit there unseen, so the client would count as
+    behind (conflated, then dropped) only long after. The kernel doubles the
+    value set, so half the budget is asked for.
+    """
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, outbound_bytes // 2))
+        except OSError:
+            pass  # not a TCP socket (a Unix socket, say): nothing to bound

@@ -26,7 +26,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
-from .frames import abort_later, dumps, failed_by_code, text_frame
+from .frames import abort_later, bound_send_buffer, dumps, failed_by_code, text_frame
 from .queue import SlimQueue
 
 log = logging.getLogger("stockstream.socketio")
@@ -42,21 +42,28 @@ class _WebSocket(eio_aiohttp.WebSocket):
     built once for all recipients, so they cannot be compressed per socket),
     registering its socket so the session can write to it."""
 
-    def __init__(self, handler: Any, server: Any, sockets: dict[str, web.Request]) -> None:
+    def __init__(self, handler: Any, server: Any, sockets: dict[str, web.Request], send_buffer: int) -> None:
         super().__init__(handler, server)
         self._sockets = sockets
+        self._send_buffer = send_buffer
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request = environ["aiohttp.request"]
         self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         await self._sock.prepare(request)
+        bound_send_buffer(request.transport, self._send_buffer)
         self.environ = environ
-        eio_sid = self.handler.__self__.sid
-        self._sockets[eio_sid] = request
+        eio_socket = self.handler.__self__
+        self._sockets[eio_socket.sid] = request
         try:
             await self.handler(self)
+        except ValueError:
+            # A frame that is not an Engine.IO packet: a protocol violation.
+            log.info("closing engine.io connection %s: malformed packet", eio_socket.sid)
+            await eio_socket.close(wait=False, abort=True)
+            eio_socket.queue.put_nowait(None)  # lets Engine.IO's writer task end
         finally:
-            self._sockets.pop(eio_sid, None)
+            self._sockets.pop(eio_socket.sid, None)
         return self._sock
 
 
@@ -74,6 +81,14 @@ class SocketIOServer(socketio.AsyncServer):
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return _EngineIOServer
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError:
+            # Not a Socket.IO packet: a protocol violation, not a server error.
+            log.info("closing engine.io connection %s: malformed Socket.IO packet", eio_sid)
+            await self.eio.disconnect(eio_sid)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
         if (namespace or "/") != "/":
@@ -227,7 +242,8 @@ class SocketIOTransport:
         )
         self.server.eio._async = {
             **self.server.eio._async,
-            "websocket": functools.partial(_WebSocket, sockets=self._sockets),
+            "websocket": functools.partial(_WebSocket, sockets=self._sockets,
+                                           send_buffer=settings.outbound_buffer_bytes),
         }
         self.server.on("connect", self._on_connect)
         self.server.on("disconnect", self._on_disconnect)

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 from ..errors import ClientError, ErrorCode, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
-from .frames import abort_later, dumps, text_frame
+from .frames import abort_later, bound_send_buffer, dumps, text_frame
 
 log = logging.getLogger("stockstream.websocket")
 
@@ -95,7 +95,7 @@ def parse_frame(data: str) -> Request:
     if not isinstance(ack, (str, int)) or isinstance(ack, bool):
         ack = None
     action = message.get("action")
-    if action not in REPLY_TYPES:
+    if not isinstance(action, str) or action not in REPLY_TYPES:
         return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
     if action == "authenticate":
         return Request(action, message.get("token"), ack)
@@ -117,6 +117,7 @@ class WebSocketTransport:
         # Uncompressed: update frames are built once and shared by all clients.
         ws = web.WebSocketResponse(compress=False, max_msg_size=settings.max_message_bytes, autoping=True)
         await ws.prepare(request)
+        bound_send_buffer(request.transport, settings.outbound_buffer_bytes)
         connection = WebSocketConnection(ws, request)
         identity = None
         token = request.query.get("token")
