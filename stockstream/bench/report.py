@@ -12,12 +12,20 @@ from typing import Any, Callable, Optional
 # The figures the comparison is about: (scenario, label, how to read it from a run's result, better).
 HEADLINES: list[tuple[str, str, Callable[[dict[str, Any]], Optional[float]], str]] = [
     ("fanout", "fanout: highest sustained deliveries/s", lambda r: r.get("max_deliveries_per_s"), "higher"),
+    # What one server core would carry at that step's cost: comparable even
+    # when the load generator, not the server, set the highest rate.
+    ("fanout", "fanout: deliveries per server CPU-second", lambda r: _per_cpu_second(r), "higher"),
     ("spread", "spread: server CPU µs per delivery", lambda r: r.get("server_cpu_us_per_delivery"), "lower"),
     ("latency", "latency: p99 ms", lambda r: (r.get("latency_ms") or {}).get("p99"), "lower"),
     ("idle", "idle: server RSS bytes per connection", lambda r: r.get("server_rss_per_connection_bytes"), "lower"),
     ("connect", "connect: connections/s", lambda r: r.get("connects_per_s"), "higher"),
     ("connect", "connect: subscribes/s", lambda r: r.get("subscribes_per_s"), "higher"),
 ]
+
+
+def _per_cpu_second(result: dict[str, Any]) -> Optional[float]:
+    per_delivery = result.get("server_cpu_us_per_delivery")
+    return 1e6 / per_delivery if per_delivery else None
 
 
 # Other processes using this much of the server's core(s) make a run's figures suspect.

@@ -430,7 +430,9 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
     for number in range(1, sc.steps + 1):
         window, failure = await step(number, rate)
         if failure is not None:
-            limited_by, failed_rate = failure, rate
+            failed_rate = rate
+            limited_by = failure + (" with the load generator saturated (the server may go higher)"
+                                    if window["client"]["saturated"] else "")
             break
         best = window
         if window["client"]["saturated"]:
