@@ -103,21 +103,20 @@ class NodeCollector:
                                       "Messages on stock:* channels dropped as not valid updates",
                                       value=malformed.count)
 
-        yield CounterMetricFamily("stockstream_delivery_updates",
-                                  "Price updates handed to local subscribers (one per update and client)",
-                                  value=hub.deliveries)
-        yield CounterMetricFamily("stockstream_delivery_dropped",
-                                  "Queued messages discarded unsent (connection closed or dropped as too slow)",
-                                  value=stats.dropped)
-        yield CounterMetricFamily("stockstream_delivery_writes",
-                                  "Socket writes; one carries every message pending for a connection",
-                                  value=stats.writes)
-        yield CounterMetricFamily("stockstream_delivery_conflated",
-                                  "Queued updates replaced by a newer price of the same symbol for a client behind",
-                                  value=stats.conflated)
-        yield CounterMetricFamily("stockstream_delivery_slow_disconnects",
-                                  "Clients disconnected with slow_client after staying behind too long",
-                                  value=stats.slow_disconnects)
+        delivery_counters = (
+            ("stockstream_delivery_updates",
+             "Price updates handed to local subscribers (one per update and client)", hub.deliveries),
+            ("stockstream_delivery_dropped",
+             "Queued messages discarded unsent (connection closed or dropped as too slow)", stats.dropped),
+            ("stockstream_delivery_writes",
+             "Socket writes; one carries every message pending for a connection", stats.writes),
+            ("stockstream_delivery_conflated",
+             "Queued updates replaced by a newer price of the same symbol for a client behind", stats.conflated),
+            ("stockstream_delivery_slow_disconnects",
+             "Clients disconnected with slow_client after staying behind too long", stats.slow_disconnects),
+        )
+        for name, documentation, value in delivery_counters:
+            yield CounterMetricFamily(name, documentation, value=value)
 
         # The scheduler appends a sample every few writes; taking the list
         # here keeps the delivery path to one append.

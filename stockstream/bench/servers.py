@@ -176,13 +176,17 @@ def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--redis-url", redis_url]
-    proc = spawn("stockstream", argv, log_dir, cpus, env)
+    return _ready(spawn("stockstream", argv, log_dir, cpus, env), port), port
+
+
+def _ready(proc: ManagedProcess, port: int) -> ManagedProcess:
+    """Wait until the server answers /readyz; stop it if it never does."""
     try:
         wait_http_ready(proc, f"http://127.0.0.1:{port}/readyz")
     except BaseException:
         proc.stop()
         raise
-    return proc, port
+    return proc
 
 
 def reference_cache_dir() -> Path:
@@ -231,13 +235,7 @@ def start_reference(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
     directory = ensure_reference(log=log)
     port = free_port()
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", REDIS_URL=redis_url, NODE_ENV="production")
-    proc = spawn("node-reference", ["node", "server.js"], log_dir, cpus, env, cwd=directory)
-    try:
-        wait_http_ready(proc, f"http://127.0.0.1:{port}/readyz")
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, port
+    return _ready(spawn("node-reference", ["node", "server.js"], log_dir, cpus, env, cwd=directory), port), port
 
 
 @dataclass
