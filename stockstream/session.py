@@ -22,13 +22,15 @@ from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gate, resume_point
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
-from .requests import parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .ratelimit import TokenBucket
+from .requests import SymbolsRequest, parse_history_query, parse_symbols_request, parse_token, split_symbols
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")
 
 # How long a subscribe may wait for the backend before answering `unavailable`.
 BACKEND_TIMEOUT = 5.0
+BACKEND_DOWN = ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly")
 
 
 @dataclass
@@ -70,27 +72,6 @@ class Request:
     payload: Any
     ack: Any = None  # the transport's reply handle (a Socket.IO ack id, a frame id)
     refused: ClientError | None = None
-
-
-class TokenBucket:
-    """Request rate limit: `rate` per second sustained, bursts of `burst`."""
-
-    __slots__ = ("_rate", "_burst", "_tokens", "_at")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 class Session:
@@ -167,7 +148,7 @@ class Session:
             return
         except BackendUnavailable:
             if not self.closed:
-                self.connection.reply_error(request, ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly"))
+                self.connection.reply_error(request, BACKEND_DOWN)
             return
         except Exception:  # noqa: BLE001 - one bad request must not end the session
             log.exception("request %r failed", request.action)
@@ -220,7 +201,8 @@ class Session:
                     del self.gates[symbol]
         return result, open_streams
 
-    async def _first_updates(self, symbols: list[str], request: Any) -> tuple[dict[str, list[Update]], bool | None]:
+    async def _first_updates(self, symbols: list[str], request: SymbolsRequest
+                             ) -> tuple[dict[str, list[Update]], bool | None]:
         """Join the rooms, then find what each stream starts with: the replay
         after the resume point when history reaches it, else the snapshot."""
         broker = self.services.broker

@@ -8,7 +8,7 @@ Two things are done differently, both for the contract and for speed:
   client asked for an ack);
 - everything the session sends leaves through the session's Outbox: on a
   WebSocket, frames are written straight to the socket, built once per update
-  and coalesced per event-loop turn; on long-polling they join Engine.IO's queue.
+  and coalesced per flush; on long-polling they join Engine.IO's queue.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
-    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets", "_direct")
+    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets", "_direct", "session")
 
     def __init__(self, server: SocketIOServer, sid: str, eio_sid: str,
                  sockets: dict[str, web.Request]) -> None:
@@ -119,6 +119,7 @@ class SocketIOConnection:
         self._eio_sid = eio_sid
         self._sockets = sockets
         self._direct: asyncio.Transport | None = None
+        self.session: Session | None = None
 
     # -- Sink ----------------------------------------------------------------
 
@@ -175,9 +176,8 @@ class SocketIOConnection:
     # -- replies -------------------------------------------------------------
 
     def _push(self, text: str) -> None:
-        session = self._server._transport.sessions.get(self._sid)
-        if session is not None:
-            session.outbox.push(text)
+        if self.session is not None:
+            self.session.outbox.push(text)
 
     def _emit(self, event: str, payload: Any) -> None:
         self._push("2" + dumps([event, payload]))
@@ -259,7 +259,7 @@ class SocketIOTransport:
                 identity = self.services.verifier.verify(token)
             eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
             connection = SocketIOConnection(self.server, sid, eio_sid, self._sockets)
-            self.sessions[sid] = Session(self.services, connection, identity)
+            connection.session = self.sessions[sid] = Session(self.services, connection, identity)
         except ClientError as error:
             refused = socketio.exceptions.ConnectionRefusedError()
             # The default would wrap the dict as {"message": ...}.

@@ -88,7 +88,7 @@ def parse_frame(data: str) -> Request:
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return Request("invalid", None, refused=invalid_payload("expected a JSON object with an action"))
+        message = None
     if not isinstance(message, dict):
         return Request("invalid", None, refused=invalid_payload("expected a JSON object with an action"))
     ack = message.get("id")
@@ -97,11 +97,10 @@ def parse_frame(data: str) -> Request:
     action = message.get("action")
     if not isinstance(action, str) or action not in REPLY_TYPES:
         return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
-    if action == "authenticate":
-        return Request(action, message.get("token"), ack)
-    if action == "history" or action == "ping":
-        return Request(action, message, ack)
-    return Request(action, message, ack)
+    # The frame itself is the payload (symbol/symbols/since, history's fields),
+    # except for authenticate, whose payload is the token.
+    payload = message.get("token") if action == "authenticate" else message
+    return Request(action, payload, ack)
 
 
 class WebSocketTransport:
