@@ -61,6 +61,9 @@ class Connection(Sink, Protocol):
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
 
+    def left(self, symbols: list[str]) -> None:
+        """The session left these rooms."""
+
     async def disconnect(self, going_away: bool = False) -> None:
         """Close the connection; the transport then calls Session.closed_by_transport().
         `going_away`: the server is shutting down, the client may reconnect."""
@@ -243,6 +246,8 @@ class Session:
             self.subscriptions.discard(symbol)
             self.gates.pop(symbol, None)
             self.outbox.drop_symbol(symbol)
+        if not self.closed:
+            self.connection.left(symbols)
         await self.services.hub.leave(self, symbols)
 
     async def _history(self, payload: Any) -> tuple[dict[str, Any], None]:

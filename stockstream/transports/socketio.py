@@ -206,6 +206,10 @@ class SocketIOConnection:
         for symbol in symbols:
             self._server.manager.basic_enter_room(self._sid, "/", symbol)
 
+    def left(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self._server.manager.basic_leave_room(self._sid, "/", symbol)
+
     async def disconnect(self, going_away: bool = False) -> None:
         request = self._sockets.get(self._eio_sid)
         eio_socket = self._server.eio.sockets.get(self._eio_sid)

@@ -76,6 +76,9 @@ class WebSocketConnection:
         return dumps({"type": "error", **error.to_dict()})
 
     def joined(self, symbols: list[str]) -> None:
+        pass  # plain WebSocket clients are not in python-socketio's rooms
+
+    def left(self, symbols: list[str]) -> None:
         pass
 
     async def disconnect(self, going_away: bool = False) -> None:
