@@ -130,3 +130,29 @@ def test_publish_command_reports_an_unreachable_redis_in_one_line(tmp_path: Path
     assert len(lines) == 1, f"expected one line of error, got:\n{result.stderr}"
     assert "redis" in lines[0].lower() and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+async def test_requests_during_an_outage_answer_unavailable_and_change_nothing(
+        servers, outage_redis, clients) -> None:
+    server = await servers.start(redis_url=outage_redis.url)
+    sio = await clients.sio(server.url)
+    assert (await sio.subscribe("AAPL"))["ok"] is True
+    async with aiohttp.ClientSession() as http:
+        outage_redis.kill()
+        await eventually(lambda: answers(http, server.url + "/readyz", 503), timeout=RECOVERY,
+                         what="/readyz to notice the outage")
+        ack = await sio.call("subscribe", ["MSFT", "TSLA"], timeout=15)
+        assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+        assert ack["error"]["message"]
+        async with http.get(server.url + "/api/quotes/AAPL") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "unavailable"
+        # The subscription set is as it was: only AAPL.
+        ack = await sio.call("unsubscribe", ["MSFT", "TSLA"], timeout=15)
+        assert ack["ok"] is True and ack["symbols"] == ["AAPL"] and ack["removed"] == []
+
+        outage_redis.start()
+        await eventually(lambda: answers(http, server.url + "/readyz", 200), timeout=RECOVERY,
+                         what="/readyz to recover")
+        ack = await sio.call("subscribe", ["MSFT"], timeout=15)
+        assert ack["ok"] is True and ack["symbols"] == ["AAPL", "MSFT"]
