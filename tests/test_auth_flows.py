@@ -14,7 +14,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import jwt
 import pytest
@@ -22,6 +22,7 @@ import socketio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.support.acks import before_close, sio_ack
 from tests.support.clients import ClientPool
 from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.protocol import assert_error_ack, assert_error_object, assert_subscribe_ack
@@ -32,7 +33,6 @@ SECRET = "auth-flows-secret-that-is-longer-than-32-bytes"
 OTHER_SECRET = "some-other-secret-that-is-longer-than-32-bytes"
 AUDIENCE = "stockstream-tests"
 USER = "alice"
-T = TypeVar("T")
 
 
 # -- signing keys ---------------------------------------------------------------------
@@ -145,43 +145,6 @@ async def expect_subscribed(client: Any, symbol: str = "AAPL") -> None:
     if client.kind == "ws":
         assert reply.get("type") == "subscribed", reply
     assert_subscribe_ack(reply, [symbol], [symbol])
-
-
-async def before_close(waiter: Awaitable[T], closed: asyncio.Event, what: str,
-                       grace: float = 0.5) -> T:
-    """What `waiter` yields, which must come before (or right with) the connection's
-    close: a connection that closes without it fails at once, not after a timeout."""
-    task = asyncio.ensure_future(waiter)
-    closing = asyncio.ensure_future(closed.wait())
-    try:
-        done, _ = await asyncio.wait({task, closing}, timeout=PROMPT,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task not in done and closing in done:
-            done, _ = await asyncio.wait({task}, timeout=grace)
-        if task in done:
-            return task.result()
-        if closed.is_set():
-            raise AssertionError(f"the connection was closed without {what}")
-        raise AssertionError(f"no {what} within {PROMPT}s")
-    finally:
-        task.cancel()
-        closing.cancel()
-
-
-def sio_ack(client: Any, event: str, payload: Any) -> asyncio.Future:
-    """Emit with an ack callback; the future gets the ack's first argument."""
-    answered = asyncio.get_running_loop().create_future()
-
-    def on_ack(*args: Any) -> None:
-        if not answered.done():
-            answered.set_result(args[0] if args else None)
-    return asyncio.ensure_future(_emit_then(client, event, payload, on_ack, answered))
-
-
-async def _emit_then(client: Any, event: str, payload: Any, on_ack: Any,
-                     answered: asyncio.Future) -> Any:
-    await client.sio.emit(event, payload, callback=on_ack)
-    return await answered
 
 
 async def expect_sio_refused(client: Any, case: str) -> None:

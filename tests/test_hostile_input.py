@@ -29,8 +29,8 @@ from tests.support.protocol import SYMBOL_RE, assert_subscribe_ack
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerFactory, ServerProcess
 from tests.support.waiting import PROMPT, canonical, now_ms
-from tests.test_auth_flows import before_close, sio_ack
-from tests.test_slow_client import RawWebSocket
+from tests.support.acks import before_close, sio_ack
+from tests.support.raw_ws import RawWebSocket
 
 CATALOGUE = {"invalid_payload", "invalid_symbol", "auth_required", "auth_failed",
              "forbidden_symbol", "too_many_subscriptions", "rate_limited", "slow_client",

@@ -22,7 +22,7 @@ from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.protocol import (assert_error_ack, assert_error_object, assert_subscribe_ack,
                                     assert_unsubscribe_ack)
 from tests.support.waiting import PROMPT, eventually
-from tests.test_auth_flows import before_close, sio_ack
+from tests.support.acks import before_close, sio_ack
 
 SECRET = "limits-secret-that-is-longer-than-32-bytes"
 TRANSPORTS = ["socketio", "websocket"]

@@ -12,7 +12,7 @@ from typing import Any, Collection
 import orjson
 from aiohttp import WSMsgType, web
 
-from ..errors import ClientError, ErrorCode, invalid_payload
+from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
 from .frames import abort_later, bound_send_buffer, dumps, text_frame
