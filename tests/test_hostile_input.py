@@ -439,17 +439,27 @@ SIO_PACKETS = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=30)
-@given(packet=SIO_PACKETS)
-async def test_raw_socketio_packets(target: ServerProcess, packet: str) -> None:
-    """Packets no Socket.IO library would send: the server may drop the connection,
-    but answers only with contract errors and stays up."""
+async def socketio_connection(target: ServerProcess) -> RawWebSocket:
+    """A raw Engine.IO WebSocket, connected to the Socket.IO namespace `/`."""
     ws = await RawWebSocket.open(target.host, target.port, "/socket.io/?EIO=4&transport=websocket",
                                  rcvbuf=None)
     try:
         assert (await ws.next_text()).startswith("0{")
         await ws.send_text("40")
         assert (await ws.next_text()).startswith("40")
+    except BaseException:
+        ws.close()
+        raise
+    return ws
+
+
+@settings(FUZZ, max_examples=30)
+@given(packet=SIO_PACKETS)
+async def test_raw_socketio_packets(target: ServerProcess, packet: str) -> None:
+    """Packets no Socket.IO library would send: the server may drop the connection,
+    but answers only with contract errors and stays up."""
+    ws = await socketio_connection(target)
+    try:
         await ws.send_text(packet)
         await ws.send_text('429999["unsubscribe","' + PROBE + '"]')
         # Until the probe is answered, the server closes, or (a namespace the packet
@@ -640,12 +650,8 @@ async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerPro
     connection, but not an ERROR with a stack trace in the server's log per frame
     (which any client could repeat at will)."""
     logged_before = len(target.output().splitlines())
-    ws = await RawWebSocket.open(target.host, target.port, "/socket.io/?EIO=4&transport=websocket",
-                                 rcvbuf=None)
+    ws = await socketio_connection(target)
     try:
-        assert (await ws.next_text()).startswith("0{")
-        await ws.send_text("40")
-        assert (await ws.next_text()).startswith("40")
         await ws.send_frame(packet.encode(), opcode=0x1)
         await ws.drain(timeout=0.5)
     finally:
@@ -671,12 +677,8 @@ async def test_very_deep_nesting(target: ServerProcess, clients: ClientPool) -> 
     check_error(reply, {"invalid_payload"})
     assert (await ws.request({"action": "ping"})).get("type") == "pong"
 
-    raw = await RawWebSocket.open(target.host, target.port, "/socket.io/?EIO=4&transport=websocket",
-                                  rcvbuf=None)
+    raw = await socketio_connection(target)
     try:
-        assert (await raw.next_text()).startswith("0{")
-        await raw.send_text("40")
-        assert (await raw.next_text()).startswith("40")
         await raw.send_text('421["subscribe",' + NESTED + "]")
         frames = await raw.drain(timeout=1.0)
         for opcode, payload in frames:
