@@ -44,6 +44,9 @@ class SlimQueue:
         return self._items.pop(0)
 
     async def get(self) -> Any:
+        # An item stays in the list until its consumer runs and takes it
+        # (never handed over at put time): the Socket.IO transport reads
+        # empty() to know that nothing sent through Engine.IO is still unwritten.
         while not self._items:
             getter = asyncio.get_running_loop().create_future()
             if self._getters is None:
