@@ -35,3 +35,29 @@ def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
     assert result["out_of_order"] == 0
     assert result["latency_ms"]["p99"] is not None
     assert "latency on stockstream" in done.stdout  # the readable table is printed too
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
+    """`--compare` installs the Node.js reference on first use (into a cache this
+    test keeps private), runs both servers and prints the ratios."""
+    report_path = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+               STOCKSTREAM_BENCH_CACHE=str(tmp_path / "reference"))
+    done = subprocess.run(
+        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick", "--compare",
+         "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(report_path.read_text())
+    runs = {run["server"]: run for run in report["runs"]}
+    assert set(runs) == {"stockstream", "node"}
+    for run in runs.values():
+        assert not run.get("error"), run.get("error")
+        result = run["result"]
+        assert result["deliveries"] == result["expected"] > 0
+        assert result["loss"] == result["duplicates"] == result["out_of_order"] == 0
+    assert "latency: p99 ms" in report["summary"]["ratios"]
+    assert "stockstream/node" in done.stdout
