@@ -26,6 +26,7 @@ from stockstream.config import Settings
 from stockstream.kafka_bridge import ERROR_HEADER, SOURCE_HEADER, UpdateProducer
 from stockstream.publisher import make_update
 from tests.support.inprocess import Stack, inprocess_stack
+from tests.support.processes import stop_process
 from tests.support.servers import server_environment
 from tests.support.waiting import eventually, free_port
 
@@ -84,12 +85,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for_port(port, proc, log)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 async def create_topics(bootstrap: str, *names: str, partitions: int = 1) -> None:

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.inprocess import atomic_publisher
+from tests.support.processes import stop_process
 from tests.support.waiting import eventually, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
@@ -142,13 +143,7 @@ async def nginx_factory(nginx_executable: str, tmp_path: Path) -> AsyncIterator[
         yield start
     finally:
         for nginx in started:
-            if nginx.proc.poll() is None:
-                nginx.proc.terminate()
-                try:
-                    nginx.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    nginx.proc.kill()
-                    nginx.proc.wait(timeout=10)
+            stop_process(nginx.proc)
 
 
 async def connections_on(server) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -132,6 +132,7 @@ class RedisBroker(Broker):
         self._wanted: set[str] = set()
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
+        self._last_heard = 0.0
         self.malformed = MalformedLog(log)
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
@@ -225,22 +226,16 @@ class RedisBroker(Broker):
         for channel in wanted:
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
+        self._last_heard = time.monotonic()
         await pubsub.subscribe(LISTENER_CHANNEL, *wanted)
+        # Updates that arrive before every channel is confirmed wait until the
+        # resync's snapshots went out, so none can overtake its snapshot.
         early: list[Update] = []
         pending = set(wanted) | {LISTENER_CHANNEL}
         while pending:
             message = await self._read(pubsub)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == b"subscribe" or kind == "subscribe":
-                channel = message["channel"].decode()
-                pending.discard(channel)
-                self._confirm(channel)
-            elif kind in (b"message", "message"):
-                update = self._parse(message)
-                if update is not None:
-                    early.append(update)
+            if message is not None:
+                self._route(message, early.append, pending)
         if resync and self._sink is not None:
             self.reconnects += 1
             snapshots = await self.snapshots(sorted(self._wanted))
@@ -255,20 +250,28 @@ class RedisBroker(Broker):
         burst = 0
         while True:
             message = await self._read(pubsub)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == b"message" or kind == "message":
-                update = self._parse(message)
-                if update is not None:
-                    self._deliver(update)
+            if message is not None and self._route(message, self._deliver):
                 burst += 1
                 if burst >= READ_BURST:
                     # Let the writers flush what this burst queued.
                     burst = 0
                     await asyncio.sleep(0)
-            elif kind == b"subscribe" or kind == "subscribe":
-                self._confirm(message["channel"].decode())
+
+    def _route(self, message: dict[str, Any], on_update: Callable[[Update], None],
+               awaiting: set[str] | None = None) -> bool:
+        """Handle one pub/sub message; True when it was a published message."""
+        kind = message["type"]
+        if kind == "message":
+            update = self._parse(message)
+            if update is not None:
+                on_update(update)
+            return True
+        if kind == "subscribe":
+            channel = message["channel"].decode()
+            self._confirm(channel)
+            if awaiting is not None:
+                awaiting.discard(channel)
+        return False
 
     async def _read(self, pubsub: Any) -> dict[str, Any] | None:
         message = await pubsub.get_message(timeout=PROBE_AFTER)
@@ -276,7 +279,7 @@ class RedisBroker(Broker):
         if message is not None:
             self._last_heard = now
             return message
-        if now - getattr(self, "_last_heard", now) > DEAD_AFTER:
+        if now - self._last_heard > DEAD_AFTER:
             raise ConnectionError("redis pub/sub connection stopped answering")
         await pubsub.ping()
         return None

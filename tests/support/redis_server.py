@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from .processes import stop_process
 from .waiting import free_port
 
 
@@ -74,13 +75,7 @@ class RedisServer:
         """Stop politely (SIGTERM), falling back to SIGKILL."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self, timeout: float = 10.0) -> None:
