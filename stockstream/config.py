@@ -123,6 +123,8 @@ class Settings:
     max_connections_per_user: int = _setting(0, _non_negative_int, "Concurrent connections per authenticated user; 0 for no limit")
     outbound_buffer_bytes: int = _setting(262144, _positive_int, "Bytes queued to one client before it counts as behind (then updates are conflated)")
     slow_client_timeout: float = _setting(10.0, _positive_float, "Seconds a client may stay behind before it is disconnected with slow_client")
+    ping_interval: int = _setting(25, _positive_int, "Whole seconds between Socket.IO heartbeats (below the load balancer's idle timeout)")
+    ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
     kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")

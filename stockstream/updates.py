@@ -23,13 +23,18 @@ class InvalidUpdate(ValueError):
 
 def ws_text_frame(payload: bytes) -> bytes:
     """One unmasked, uncompressed WebSocket text frame (server to client)."""
+    return ws_frame(payload, 0x81)
+
+
+def ws_frame(payload: bytes, first_byte: int) -> bytes:
+    """One unmasked, uncompressed, final WebSocket frame; `first_byte` is FIN | opcode."""
     n = len(payload)
     if n < 126:
-        header = bytes((0x81, n))
+        header = bytes((first_byte, n))
     elif n < 65536:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        header = bytes((first_byte, 126)) + n.to_bytes(2, "big")
     else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        header = bytes((first_byte, 127)) + n.to_bytes(8, "big")
     return header + payload
 
 

@@ -35,6 +35,9 @@ async def test_external_emitter_reaches_room_members_on_every_instance(servers: 
         assert await asyncio.wait_for(news["b"].get(), 10) == {"headline": "second"}
         for name in ("a", "b", "c"):
             assert await asyncio.wait_for(news[name].get(), 10) == {"headline": "to all"}
+        # Binary payloads travel as WebSocket binary frames (Socket.IO attachments).
+        await emitter.emit("news", {"chart": b"\x89PNG\x00\xff"}, room="MSFT", namespace="/")
+        assert await asyncio.wait_for(news["c"].get(), 10) == {"chart": b"\x89PNG\x00\xff"}
     finally:
         for client in sockets:
             await client.disconnect()

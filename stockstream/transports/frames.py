@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from ..errors import ClientError, ErrorCode
-from ..updates import ws_text_frame
+from ..updates import ws_frame, ws_text_frame
 
 # A client that does not read cannot complete a closing handshake: after this
 # long its connection is cut.
@@ -17,6 +17,10 @@ ABORT_AFTER = 2.0
 
 def text_frame(text: str) -> bytes:
     return ws_text_frame(text.encode())
+
+
+def binary_frame(data: bytes) -> bytes:
+    return ws_frame(data, 0x82)
 
 
 def dumps(value: Any) -> str:

@@ -4,21 +4,33 @@ Each Engine.IO socket owns a queue that is empty nearly all the time. An
 asyncio.Queue carries four deques and an Event (about 2.5 KB); this keeps one
 list and creates futures only while someone waits, which matters at tens of
 thousands of idle connections. It implements what Engine.IO calls.
+
+Once a socket is on a WebSocket, nothing waits on its queue: packets are handed
+to the socket's writer as they are put (`attach`), in the order they were put.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 
 class SlimQueue:
-    __slots__ = ("_items", "_getters", "_unfinished", "_joined")
+    __slots__ = ("_items", "_getters", "_unfinished", "_joined", "_sink")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self._joined: asyncio.Future[None] | None = None
+        self._sink: Callable[[Any], None] | None = None
+
+    def attach(self, sink: Callable[[Any], None]) -> None:
+        """Hand what is queued, then every item put from now on, to `sink`."""
+        items, self._items = self._items, []
+        for item in items:
+            sink(item)
+            self.task_done()
+        self._sink = sink
 
     def qsize(self) -> int:
         return len(self._items)
@@ -27,6 +39,9 @@ class SlimQueue:
         return not self._items
 
     def put_nowait(self, item: Any) -> None:
+        if self._sink is not None:
+            self._sink(item)
+            return
         self._items.append(item)
         self._unfinished += 1
         if self._getters:

@@ -1,7 +1,8 @@
 """Socket.IO (Engine.IO v4 / Socket.IO v5) on aiohttp, with python-socketio.
 
 python-socketio runs the protocol: handshake, both transports and the upgrade,
-pings, namespaces, and the Redis manager that shares emits between instances.
+pings, namespaces, and the Redis manager that shares emits between instances
+(its WebSockets are served by `.eio`, which holds less per connection).
 Two things are done differently, both for the contract and for speed:
 - events go to the connection's Session in arrival order (python-socketio
   would run each in its own task, and its handlers cannot tell whether the
@@ -13,7 +14,6 @@ Two things are done differently, both for the contract and for speed:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Any, Collection
 
@@ -21,13 +21,12 @@ import engineio
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
-from .frames import abort_later, bound_send_buffer, dumps, failed_by_code, text_frame
-from .queue import SlimQueue
+from .eio import EngineIOServer
+from .frames import dumps, failed_by_code, text_frame
 
 log = logging.getLogger("stockstream.socketio")
 
@@ -35,41 +34,6 @@ KNOWN_EVENTS = frozenset({"subscribe", "unsubscribe", "history", "authenticate"}
 # What one queued long-polling packet is assumed to weigh, to compare a
 # polling client's backlog with the byte limit.
 POLLING_PACKET_BYTES = 128
-
-
-class _WebSocket(eio_aiohttp.WebSocket):
-    """Engine.IO's aiohttp WebSocket without permessage-deflate (frames are
-    built once for all recipients, so they cannot be compressed per socket),
-    registering its socket so the session can write to it."""
-
-    def __init__(self, handler: Any, server: Any, sockets: dict[str, web.Request], send_buffer: int) -> None:
-        super().__init__(handler, server)
-        self._sockets = sockets
-        self._send_buffer = send_buffer
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-        await self._sock.prepare(request)
-        bound_send_buffer(request.transport, self._send_buffer)
-        self.environ = environ
-        eio_socket = self.handler.__self__
-        self._sockets[eio_socket.sid] = request
-        try:
-            await self.handler(self)
-        except ValueError:
-            # A frame that is not an Engine.IO packet: a protocol violation.
-            log.info("closing engine.io connection %s: malformed packet", eio_socket.sid)
-            await eio_socket.close(wait=False, abort=True)
-            eio_socket.queue.put_nowait(None)  # lets Engine.IO's writer task end
-        finally:
-            self._sockets.pop(eio_socket.sid, None)
-        return self._sock
-
-
-class _EngineIOServer(engineio.AsyncServer):
-    def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue:
-        return SlimQueue()
 
 
 class SocketIOServer(socketio.AsyncServer):
@@ -80,7 +44,7 @@ class SocketIOServer(socketio.AsyncServer):
         self._transport = transport
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
-        return _EngineIOServer
+        return EngineIOServer
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
@@ -110,48 +74,41 @@ class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
-    __slots__ = ("_server", "_sid", "_eio_sid", "_sockets", "_direct", "session")
+    __slots__ = ("_server", "_sid", "_eio_sid", "_direct", "session")
 
-    def __init__(self, server: SocketIOServer, sid: str, eio_sid: str,
-                 sockets: dict[str, web.Request]) -> None:
+    def __init__(self, server: SocketIOServer, sid: str, eio_sid: str) -> None:
         self._server = server
         self._sid = sid
         self._eio_sid = eio_sid
-        self._sockets = sockets
         self._direct: asyncio.Transport | None = None
         self.session: Session | None = None
 
     # -- Sink ----------------------------------------------------------------
 
-    def _direct_transport(self, eio_socket: Any) -> asyncio.Transport | None:
-        """The socket to write frames to directly. Only once the upgrade is
-        complete and Engine.IO's queue has been emptied of what was sent
-        through it, so nothing overtakes it; from then on, always."""
+    def _direct_transport(self) -> asyncio.Transport | None:
+        """The socket to write frames to directly: registered once the
+        WebSocket is the Engine.IO socket's transport and what was queued
+        before has been written, so nothing overtakes it; from then on, always."""
         if self._direct is None:
-            request = self._sockets.get(self._eio_sid)
-            if (request is not None and eio_socket.upgraded and not eio_socket.upgrading
-                    and eio_socket.queue.empty()):
+            request = self._server.eio.websockets.get(self._eio_sid)
+            if request is not None:
                 self._direct = request.transport
         return self._direct
 
     def backlog(self) -> int:
-        eio_socket = self._server.eio.sockets.get(self._eio_sid)
-        if eio_socket is None:
-            return 0
-        transport = self._direct_transport(eio_socket)
+        transport = self._direct_transport()
         if transport is not None:
             return transport.get_write_buffer_size()
-        return eio_socket.queue.qsize() * POLLING_PACKET_BYTES
+        eio_socket = self._server.eio.sockets.get(self._eio_sid)
+        return 0 if eio_socket is None else eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
     def send(self, items: Collection[Update | str], limit: int | None) -> bool:
-        transport = self._direct
+        transport = self._direct or self._direct_transport()
         if transport is None:
             eio_socket = self._server.eio.sockets.get(self._eio_sid)
             if eio_socket is None or eio_socket.closed:
                 return True
-            transport = self._direct_transport(eio_socket)
-            if transport is None:
-                return self._send_polling(eio_socket.queue, items, limit)
+            return self._send_polling(eio_socket.queue, items, limit)
         if transport.is_closing():
             return True
         if limit is not None and transport.get_write_buffer_size() > limit:
@@ -211,7 +168,6 @@ class SocketIOConnection:
             self._server.manager.basic_leave_room(self._sid, "/", symbol)
 
     async def disconnect(self, going_away: bool = False) -> None:
-        request = self._sockets.get(self._eio_sid)
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
         if not going_away:
             # A Socket.IO DISCONNECT tells clients not to reconnect; without
@@ -219,10 +175,8 @@ class SocketIOConnection:
             await self._server.disconnect(self._sid)
         if eio_socket is not None:
             # Not waiting for the queue: a long-polling client may never come
-            # back for it.
+            # back for it. A WebSocket is cut if it does not close in time.
             await eio_socket.close(wait=False, reason=self._server.eio.reason.SERVER_DISCONNECT)
-        if request is not None:
-            abort_later(request.transport)
 
 
 class SocketIOTransport:
@@ -230,7 +184,6 @@ class SocketIOTransport:
         settings = services.settings
         self.services = services
         self.sessions: dict[str, Session] = {}
-        self._sockets: dict[str, web.Request] = {}
         manager = None
         if settings.backend_url:
             manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)
@@ -241,14 +194,12 @@ class SocketIOTransport:
             client_manager=manager,
             cors_allowed_origins=cors,
             max_http_buffer_size=settings.max_message_bytes,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             logger=False,
             engineio_logger=False,
+            send_buffer=settings.outbound_buffer_bytes,
         )
-        self.server.eio._async = {
-            **self.server.eio._async,
-            "websocket": functools.partial(_WebSocket, sockets=self._sockets,
-                                           send_buffer=settings.outbound_buffer_bytes),
-        }
         self.server.on("connect", self._on_connect)
         self.server.on("disconnect", self._on_disconnect)
 
@@ -262,7 +213,7 @@ class SocketIOTransport:
             if token is not None:
                 identity = self.services.verifier.verify(token)
             eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
-            connection = SocketIOConnection(self.server, sid, eio_sid, self._sockets)
+            connection = SocketIOConnection(self.server, sid, eio_sid)
             connection.session = self.sessions[sid] = Session(self.services, connection, identity)
         except ClientError as error:
             refused = socketio.exceptions.ConnectionRefusedError()

@@ -1,0 +1,161 @@
+"""Engine.IO under Socket.IO, with less held per connection than engineio's own.
+
+engineio serves each WebSocket with three tasks besides aiohttp's handler: a
+reader wrapped in `wait_for`, a writer waiting on the socket's queue, and a
+ping task asleep for the ping interval; with their futures and timers that is
+about a quarter of an idle connection's memory. Here a connection is its aiohttp
+handler alone: it reads, packets queued for the socket are written as they are
+queued, and the next ping is a timer. The protocol stays engineio's: handshake,
+long-polling, the upgrade, packets, ping timeouts and closing.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any
+
+import engineio
+from aiohttp import WSMsgType, web
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+from .frames import abort_later, binary_frame, bound_send_buffer, text_frame
+from .queue import SlimQueue
+
+log = logging.getLogger("stockstream.socketio")
+
+
+class EngineIOServer(engineio.AsyncServer):
+    """engineio's server with WebSockets served by WebSocketDriver.
+
+    `websockets` maps the id of each Engine.IO socket whose transport is a
+    WebSocket to its request; `send_buffer` bounds their kernel send buffers.
+    """
+
+    def __init__(self, *, send_buffer: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.websockets: dict[str, web.Request] = {}
+        self._async = {**self._async, "websocket": functools.partial(
+            WebSocketDriver, websockets=self.websockets, send_buffer=send_buffer)}
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue:
+        return SlimQueue()
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "disconnect":
+            # Whatever closed the socket (the client, the server, a missed
+            # pong), its WebSocket gets a moment to close by itself, then is
+            # cut: Engine.IO itself leaves it open.
+            request = self.websockets.get(args[0])
+            if request is not None:
+                abort_later(request.transport)
+        return await super()._trigger_event(event, *args, **kwargs)
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(target, "__func__", None) is AsyncSocket._send_ping:
+            # Asked for after every pong: a timer, not a task asleep for the
+            # ping interval on every connection.
+            asyncio.get_running_loop().call_later(self.ping_interval, _ping, target.__self__)
+            return None
+        return super().start_background_task(target, *args, **kwargs)
+
+
+def _ping(socket: AsyncSocket) -> None:
+    if not socket.closing and not socket.closed:
+        socket.last_ping = time.time()
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+def _write_packet(transport: asyncio.Transport, pkt: eio_packet.Packet | None) -> None:
+    if pkt is None or transport.is_closing():
+        return
+    data = pkt.encode()
+    transport.write(binary_frame(data) if isinstance(data, bytes) else text_frame(data))
+
+
+class WebSocketDriver:
+    """Serves one Engine.IO socket over an aiohttp WebSocket, without
+    permessage-deflate (frames are built once for all recipients, so they
+    cannot be compressed per socket), and registers the connection once it is
+    the socket's transport so its session can write frames straight to it."""
+
+    def __init__(self, handler: Any, server: engineio.AsyncServer,
+                 websockets: dict[str, web.Request], send_buffer: int) -> None:
+        # engineio hands over its socket's bound WebSocket handler (a partial of
+        # it when the Admin UI instruments it); the socket is all that is used.
+        self._socket: AsyncSocket = handler.__self__ if hasattr(handler, "__self__") else handler.args[0]
+        self._server = server
+        self._websockets = websockets
+        self._send_buffer = send_buffer
+        self._upgrade_timeout = server.ping_interval + server.ping_timeout
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.Request = environ["aiohttp.request"]
+        socket = self._socket
+        ws = web.WebSocketResponse(max_msg_size=self._server.max_http_buffer_size, compress=False)
+        await ws.prepare(request)
+        bound_send_buffer(request.transport, self._send_buffer)
+        try:
+            if not await self._open(ws):
+                return ws
+            socket.queue.attach(functools.partial(_write_packet, request.transport))
+            self._websockets[socket.sid] = request
+            await self._serve(ws)
+        except ValueError:
+            # A frame that is not an Engine.IO packet: a protocol violation.
+            log.info("closing engine.io connection %s: malformed packet", socket.sid)
+        finally:
+            self._websockets.pop(socket.sid, None)
+        await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
+        await ws.close()
+        return ws
+
+    async def _open(self, ws: web.WebSocketResponse) -> bool:
+        """Make this WebSocket the socket's transport: at once for a new
+        socket; for one on long-polling, after the probe and the upgrade packet."""
+        socket = self._socket
+        if not socket.connected:
+            socket.connected = socket.upgraded = True
+            return True
+        socket.upgrading = True  # Engine.IO holds long-polling replies meanwhile
+        try:
+            probe = await self._receive(ws, self._upgrade_timeout)
+            if probe is None or probe.packet_type != eio_packet.PING or probe.data != "probe":
+                log.info("%s: failed websocket upgrade: no probe", socket.sid)
+                return False
+            await ws.send_str(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
+            upgrade = await self._receive(ws, self._upgrade_timeout)
+            if upgrade is None or upgrade.packet_type != eio_packet.UPGRADE:
+                log.info("%s: failed websocket upgrade: no upgrade packet", socket.sid)
+                return False
+            socket.upgraded = True
+            return True
+        finally:
+            socket.upgrading = False
+
+    async def _serve(self, ws: web.WebSocketResponse) -> None:
+        # No read timeout (a timer per connection): a client that stops
+        # answering pings is closed by Engine.IO's ping check, and its
+        # connection then cut (see EngineIOServer._trigger_event).
+        socket = self._socket
+        while (pkt := await self._receive(ws)) is not None:
+            try:
+                await socket.receive(pkt)
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                return
+
+    async def _receive(self, ws: web.WebSocketResponse, timeout: float | None = None) -> eio_packet.Packet | None:
+        """The next packet; None once the connection closed, a frame was over
+        the size limit, or `timeout` passed."""
+        try:
+            message = await ws.receive(timeout)
+        except asyncio.TimeoutError:
+            return None
+        if message.type is not WSMsgType.TEXT and message.type is not WSMsgType.BINARY:
+            return None
+        return eio_packet.Packet(encoded_packet=message.data)
