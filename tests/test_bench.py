@@ -38,6 +38,28 @@ def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_clients_spread_over_several_instances_get_everything_once(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick", "--instances", "2",
+         "--no-pin", "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=200,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = json.loads(report_path.read_text())["runs"]
+    assert not run.get("error"), run.get("error")
+    assert run["instances"] == 2 and len(set(run["target"]["pids"])) == 2
+    assert sorted(run["connection"]["by_port"].values()) == [10, 10]
+    result = run["result"]
+    # Each instance delivers to its own clients only: every client got every update once.
+    assert result["deliveries"] == result["expected"] > 0
+    assert result["loss"] == result["duplicates"] == result["out_of_order"] == 0
+    assert "latency on 2 x stockstream" in done.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
     """`--compare` installs the Node.js reference on first use (into a cache this

@@ -29,6 +29,7 @@ EPILOG = "scenarios:\n" + "".join(f"  {s.name:<8} {s.description}\n" for s in FU
 examples:
   python -m stockstream bench --scenario latency --quick
   python -m stockstream bench --compare --rounds 3 --json bench.json
+  python -m stockstream bench --scenario fanout --instances 3 --server-cpus 0-2 --client-cpus 3-7
   python -m stockstream bench --url http://prod-host:5000 --redis-url redis://prod-redis:6379/0 --scenario spread
 """
 
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--redis-url", help="the Redis the server reads (required with --url); "
                                             "default: a private redis-server on a free port")
     target.add_argument("--token", default="", help="JWT to authenticate the clients with")
+    target.add_argument("--instances", type=int, default=1, metavar="N",
+                        help="servers started here side by side on the one Redis, clients spread over them "
+                             "(each pinned to its own server core: give --server-cpus one core per instance)")
     target.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the stockstream server started here (repeatable)")
 
@@ -120,7 +124,8 @@ def _target(url: str, transport: str, token: str) -> Target:
     return Target(parts.hostname, parts.port or (443 if tls else 80), transport, tls, token)
 
 
-def _pinning(args: argparse.Namespace, starts_servers: bool) -> tuple[Optional[list[int]], Optional[list[int]]]:
+def _pinning(args: argparse.Namespace, starts_servers: bool,
+             instances: int = 1) -> tuple[Optional[list[int]], Optional[list[int]]]:
     usable = usable_cpus()
     if args.no_pin:
         return None, None
@@ -134,7 +139,8 @@ def _pinning(args: argparse.Namespace, starts_servers: bool) -> tuple[Optional[l
     if server is None and client is None:
         if len(usable) < 2:
             return None, None  # one core: pinning would only make both sides wait for each other
-        server, client = usable[:1], usable[1:]
+        server_cores = max(1, min(instances, len(usable) - 1))
+        server, client = usable[:server_cores], usable[server_cores:]
     elif server is None:
         server = [c for c in usable if c not in client] or usable[:1]
     elif client is None:
@@ -152,6 +158,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
             raise UsageError("--compare starts both servers itself; it cannot be combined with --url")
         if not args.redis_url:
             raise UsageError("--url needs --redis-url: the benchmark publishes through the Redis your server reads")
+        if args.instances != 1:
+            raise UsageError("--instances starts servers here; it cannot be combined with --url")
         target = _target(args.url, args.transport, args.token)
         servers = ["external"]
     else:
@@ -166,7 +174,9 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         if not sep or not key:
             raise UsageError(f"--server-env needs KEY=VALUE, not {item!r}")
         server_env[key] = value
-    server_cpus, client_cpus = _pinning(args, starts_servers=target is None)
+    if args.instances < 1:
+        raise UsageError("--instances must be 1 or more")
+    server_cpus, client_cpus = _pinning(args, starts_servers=target is None, instances=args.instances)
     if args.refine < 0:
         raise UsageError("--refine must be 0 or more")
     if args.workers is not None and args.workers < 1:
@@ -181,7 +191,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(scenarios=scenarios, servers=servers, rounds=args.rounds, transport=args.transport,
                        workers=workers, options=options, target=target, server_pid=args.server_pid,
                        redis_url=args.redis_url, token=args.token, server_cpus=server_cpus,
-                       client_cpus=client_cpus, server_env=server_env)
+                       client_cpus=client_cpus, server_env=server_env, instances=args.instances)
 
 
 def raise_fd_limit(needed: int) -> Optional[str]:
@@ -221,13 +231,17 @@ def main(args: argparse.Namespace) -> int:
         progress.log(warning)
     if config.server_cpus is None and config.target is None and not args.no_pin:
         progress.log("note: fewer than 2 usable cores: server and load generator share them")
+    if config.server_cpus is not None and len(config.server_cpus) < config.instances:
+        progress.log(f"note: {config.instances} instances on {len(config.server_cpus)} server core(s): "
+                     "they share cores, so this does not measure scaling")
     if "node" in config.servers and (shutil.which("node") is None or shutil.which("npm") is None):
         print("stockstream bench: error: --compare needs node and npm on PATH", file=sys.stderr)
         return 2
     report: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
-        "config": {"servers": config.servers, "rounds": config.rounds, "transport": config.transport,
+        "config": {"servers": config.servers, "instances": config.instances, "rounds": config.rounds,
+                   "transport": config.transport,
                    "workers": config.workers, "server_cpus": config.server_cpus,
                    "client_cpus": config.client_cpus, "quick": args.quick,
                    "options": dataclasses.asdict(config.options)},
@@ -242,7 +256,8 @@ def main(args: argparse.Namespace) -> int:
         for round_no in range(1, config.rounds + 1):
             for scenario in config.scenarios:
                 for kind in config.servers:
-                    progress.log(f"-- {scenario.name} on {kind}, round {round_no}/{config.rounds}: "
+                    on = f"{config.instances} x {kind}" if config.instances > 1 else kind
+                    progress.log(f"-- {scenario.name} on {on}, round {round_no}/{config.rounds}: "
                                  f"{describe(scenario)}")
                     record = run_one(config, kind, scenario, round_no, progress)
                     report["runs"].append(record)

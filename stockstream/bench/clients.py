@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import quote
@@ -37,6 +38,17 @@ class Target:
     transport: str = "socketio"
     tls: bool = False
     token: str = ""
+    more_ports: tuple[int, ...] = ()  # further instances on the same host: clients are spread over all
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.more_ports)
+
+    def for_client(self, index: int) -> "Target":
+        """Where the `index`-th client connects: the instances in turn."""
+        if not self.more_ports:
+            return self
+        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=())
 
     @property
     def host_header(self) -> str:

@@ -81,7 +81,9 @@ def _client(result: dict[str, Any]) -> str:
 
 
 def format_run(record: dict[str, Any]) -> str:
-    head = f"== {record['scenario']} on {record['server']} (round {record['round']}) =="
+    instances = record.get("instances", 1)
+    on = f"{instances} x {record['server']}" if instances > 1 else record["server"]
+    head = f"== {record['scenario']} on {on} (round {record['round']}) =="
     if record.get("error"):
         return head + "\n  error: " + record["error"]
     result = record.get("result") or {}
@@ -89,6 +91,9 @@ def format_run(record: dict[str, Any]) -> str:
     rows = [["connections", f"{_fmt(conn.get('connected'))} of {_fmt(conn.get('requested'))}"
              + (f" in {_fmt(conn.get('elapsed_s'), 2)}s ({_fmt(conn.get('per_s'))}/s)" if conn.get("per_s") else "")
              + (f", {_fmt(conn.get('failed'))} failed" if conn.get("failed") else "")]]
+    by_port = conn.get("by_port") or {}
+    if len(by_port) > 1:
+        rows.append(["connections per instance", " / ".join(_fmt(n) for _, n in sorted(by_port.items()))])
     scenario = record["scenario"]
     if scenario in ("fanout", "spread", "latency"):
         if scenario == "fanout":

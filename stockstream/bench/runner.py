@@ -43,11 +43,19 @@ class BenchConfig:
     server_cpus: Optional[list[int]] = None  # None: no pinning
     client_cpus: Optional[list[int]] = None
     server_env: dict[str, str] = field(default_factory=dict)
+    instances: int = 1  # servers started side by side on one Redis
+
+    def instance_cpus(self, index: int) -> Optional[list[int]]:
+        """One instance takes all the server cores; several take one each, in turn."""
+        if not self.server_cpus or self.instances == 1:
+            return self.server_cpus
+        return [self.server_cpus[index % len(self.server_cpus)]]
 
 
 def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, progress: Progress) -> dict[str, Any]:
     run_id = secrets.token_hex(4)
-    record: dict[str, Any] = {"server": kind, "scenario": scenario.name, "round": round_no, "run_id": run_id,
+    record: dict[str, Any] = {"server": kind, "instances": config.instances if kind != "external" else 1,
+                              "scenario": scenario.name, "round": round_no, "run_id": run_id,
                               "transport": config.transport, "settings": dataclasses.asdict(scenario)}
     log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-"))
     keep_logs = False
@@ -58,26 +66,34 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 redis_proc, redis_url = start_redis(log_dir, config.client_cpus)
                 stack.callback(redis_proc.stop)
                 redis_pid = redis_proc.pid
-            server: Optional[ManagedProcess] = None
+            servers: list[ManagedProcess] = []
             if kind == "external":
                 assert config.target is not None
-                target, server_pid = config.target, config.server_pid
+                target = config.target
+                server_pids = [config.server_pid] if config.server_pid else []
             else:
-                if kind == "stockstream":
-                    server, port = start_stockstream(log_dir, redis_url, config.server_cpus, config.server_env)
-                else:
-                    server, port = start_reference(log_dir, redis_url, config.server_cpus, log=progress.log)
-                stack.callback(server.stop)
-                server_pid = server.pid
-                target = Target("127.0.0.1", port, config.transport, token=config.token)
-            record["target"] = {"host": target.host, "port": target.port, "pid": server_pid}
+                ports = []
+                for index in range(config.instances):
+                    if kind == "stockstream":
+                        server, port = start_stockstream(log_dir, redis_url, config.instance_cpus(index),
+                                                         config.server_env, name=f"stockstream-{index + 1}")
+                    else:
+                        server, port = start_reference(log_dir, redis_url, config.instance_cpus(index),
+                                                       log=progress.log, name=f"node-reference-{index + 1}")
+                    stack.callback(server.stop)
+                    servers.append(server)
+                    ports.append(port)
+                server_pids = [server.pid for server in servers]
+                target = Target("127.0.0.1", ports[0], config.transport, token=config.token,
+                                more_ports=tuple(ports[1:]))
+            record["target"] = {"host": target.host, "ports": list(target.ports), "pids": server_pids}
             worker_cpus = [{c} for c in config.client_cpus] if config.client_cpus else []
             pool = WorkerPool(config.workers, worker_cpus, run_id)
             stack.callback(pool.stop)
             client_pids = [os.getpid()] + pool.pids + ([redis_pid] if redis_pid else [])
             ctx = RunContext(
                 target=target, pool=pool, publisher=Publisher(redis_url, run_id),
-                server=ProcessMeter([server_pid]) if server_pid else None,
+                server=ProcessMeter(server_pids) if server_pids else None,
                 client=ProcessMeter(client_pids, children=False),
                 client_cores=len(config.client_cpus) if config.client_cpus else max(1, len(os.sched_getaffinity(0))),
                 options=config.options, progress=progress,
@@ -87,8 +103,9 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 record.update(_run_async(_drive(ctx, scenario)))
             except Exception as exc:  # a worker, Redis or the server failed: report it, go on with the next run
                 record["error"] = f"{exc.__class__.__name__}: {exc}"
-            if server is not None and not server.alive():
-                record["error"] = f"the server exited during the run:\n{server.log_tail()}"
+            for server in servers:
+                if not server.alive():
+                    record["error"] = f"{server.name} exited during the run:\n{server.log_tail()}"
             if record.get("error"):
                 keep_logs = True
     except BenchSetupError as exc:

@@ -229,6 +229,7 @@ async def connect_clients(ctx: RunContext, assignments: list[list[str]], subscri
         "connected": connected,
         "failed": sum(p["failed"] for p in parts),
         "errors": _sum_dicts([p["errors"] for p in parts]),
+        "by_port": _sum_dicts([p["by_port"] for p in parts]),
         "elapsed_s": round(elapsed, 3),
         "per_s": round(connected / elapsed, 1) if elapsed > 0 else None,
         "connect_ms": latency_summary_ms(connect_hist, _hist_max(connect_hist)),

@@ -167,7 +167,7 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
 
 
 def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
-                      extra_env: Mapping[str, str]) -> tuple[ManagedProcess, int]:
+                      extra_env: Mapping[str, str], name: str = "stockstream") -> tuple[ManagedProcess, int]:
     port = free_port()
     env = dict(os.environ)
     # Quiet by default: per-connection log lines would cost the server CPU the Node reference does not spend.
@@ -176,7 +176,7 @@ def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--redis-url", redis_url]
-    return _ready(spawn("stockstream", argv, log_dir, cpus, env), port), port
+    return _ready(spawn(name, argv, log_dir, cpus, env), port), port
 
 
 def _ready(proc: ManagedProcess, port: int) -> ManagedProcess:
@@ -231,11 +231,12 @@ def ensure_reference(cache_dir: Optional[Path] = None, log: Optional[Callable[[s
 
 
 def start_reference(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
-                    log: Optional[Callable[[str], None]] = None) -> tuple[ManagedProcess, int]:
+                    log: Optional[Callable[[str], None]] = None,
+                    name: str = "node-reference") -> tuple[ManagedProcess, int]:
     directory = ensure_reference(log=log)
     port = free_port()
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", REDIS_URL=redis_url, NODE_ENV="production")
-    return _ready(spawn("node-reference", ["node", "server.js"], log_dir, cpus, env, cwd=directory), port), port
+    return _ready(spawn(name, ["node", "server.js"], log_dir, cpus, env, cwd=directory), port), port
 
 
 @dataclass

@@ -105,18 +105,21 @@ class _Worker:
         semaphore = asyncio.Semaphore(arg["concurrency"])
         connect_hist, subscribe_hist = new_histogram(), new_histogram()
         errors: Counter[str] = Counter()
+        by_port: Counter[str] = Counter()
         started = time.perf_counter()
         finished_at = [started]
         failed = [0]
 
         async def one(index: int, symbols: list[str]) -> None:
+            client_target = target.for_client(index)
             if rate > 0:  # ramp up instead of a thundering herd
                 await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
             for attempt in range(attempts):
                 async with semaphore:
-                    result = await open_client(self.receiver, target, symbols, timeout, subscribe)
+                    result = await open_client(self.receiver, client_target, symbols, timeout, subscribe)
                 if result.client is not None:
                     self.receiver.clients.append(result.client)
+                    by_port[str(client_target.port)] += 1
                     connect_hist[bucket_of(result.connect_us)] += 1
                     if subscribe:
                         subscribe_hist[bucket_of(result.subscribe_us)] += 1
@@ -134,6 +137,7 @@ class _Worker:
             "connected": len(clients) - failed[0],
             "failed": failed[0],
             "errors": dict(errors.most_common(5)),
+            "by_port": dict(by_port),
             "connect_hist": connect_hist,
             "subscribe_hist": subscribe_hist,
             "elapsed_s": finished_at[0] - started,
