@@ -12,18 +12,24 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_bench(tmp_path: Path, *args: str, timeout: float = 200,
+              **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """`python -m stockstream bench ARGS --quiet` from a scratch folder: its output and JSON report."""
+    report_path = tmp_path / "report.json"
+    environ = dict(os.environ, **env,
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "stockstream", "bench", *args, "--quiet", "--json", str(report_path)],
+        cwd=tmp_path, env=environ, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done, json.loads(report_path.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run(
-        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick",
-         "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=200,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(report_path.read_text())
+    done, report = run_bench(tmp_path, "--scenario", "latency", "--quick", "--clients", "20", "--duration", "1")
     (run,) = report["runs"]
     assert run["server"] == "stockstream" and run["scenario"] == "latency"
     assert not run.get("error"), run.get("error")
@@ -40,15 +46,9 @@ def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_clients_spread_over_several_instances_get_everything_once(tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run(
-        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick", "--instances", "2",
-         "--no-pin", "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=200,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (run,) = json.loads(report_path.read_text())["runs"]
+    done, report = run_bench(tmp_path, "--scenario", "latency", "--quick", "--instances", "2", "--no-pin",
+                             "--clients", "20", "--duration", "1")
+    (run,) = report["runs"]
     assert not run.get("error"), run.get("error")
     assert run["instances"] == 2 and len(set(run["target"]["pids"])) == 2
     assert sorted(run["connection"]["by_port"].values()) == [10, 10]
@@ -64,16 +64,8 @@ def test_clients_spread_over_several_instances_get_everything_once(tmp_path: Pat
 def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
     """`--compare` installs the Node.js reference on first use (into a cache this
     test keeps private), runs both servers and prints the ratios."""
-    report_path = tmp_path / "report.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-               STOCKSTREAM_BENCH_CACHE=str(tmp_path / "reference"))
-    done = subprocess.run(
-        [sys.executable, "-m", "stockstream", "bench", "--scenario", "latency", "--quick", "--compare",
-         "--clients", "20", "--duration", "1", "--quiet", "--json", str(report_path)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=400,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(report_path.read_text())
+    done, report = run_bench(tmp_path, "--scenario", "latency", "--quick", "--compare", "--clients", "20",
+                             "--duration", "1", timeout=400, STOCKSTREAM_BENCH_CACHE=str(tmp_path / "reference"))
     runs = {run["server"]: run for run in report["runs"]}
     assert set(runs) == {"stockstream", "node"}
     for run in runs.values():
