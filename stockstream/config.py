@@ -64,6 +64,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = _float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a number of 0 or more")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -122,6 +129,7 @@ class Settings:
     request_burst: int = _setting(50, _positive_int, "Control requests a connection may send at once")
     max_connections_per_user: int = _setting(0, _non_negative_int, "Concurrent connections per authenticated user; 0 for no limit")
     outbound_buffer_bytes: int = _setting(262144, _positive_int, "Bytes queued to one client before it counts as behind (then updates are conflated)")
+    write_delay: float = _setting(0.0, _non_negative_float, "Seconds updates may wait so several share one write to a client (0: at once); trades latency for CPU")
     slow_client_timeout: float = _setting(10.0, _positive_float, "Seconds a client may stay behind before it is disconnected with slow_client")
     ping_interval: int = _setting(25, _positive_int, "Whole seconds between Socket.IO heartbeats (below the load balancer's idle timeout)")
     ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")

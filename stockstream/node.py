@@ -36,7 +36,7 @@ class Node:
         self.settings = settings
         self.broker = create_broker(settings)
         self.hub = Hub(self.broker)
-        self.scheduler = FlushScheduler()
+        self.scheduler = FlushScheduler(self.settings.write_delay)
         self.services = Services(settings, self.hub, self.broker, TokenVerifier(settings), self.scheduler)
         self.publisher = Publisher(self.broker)
         self.socketio = SocketIOTransport(self.services)

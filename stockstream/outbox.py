@@ -154,9 +154,12 @@ class FlushScheduler:
     next: writing then takes at most about half the time, and whatever arrives
     meanwhile goes out together, one write per client for several updates.
     Light load flushes at once (a flush of a few clients takes microseconds).
+    A `write_delay` makes every pause at least that long: fewer writes for
+    clients of many symbols, each update up to that much later.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, write_delay: float = 0.0) -> None:
+        self._write_delay = write_delay
         self.stats = DeliveryStats()
         self._marked: list[Outbox] = []
         self._blocked: set[Outbox] = set()
@@ -193,7 +196,7 @@ class FlushScheduler:
             if outbox.flush():
                 self._blocked.add(outbox)
         finished = loop.time()
-        self._next_flush = finished + min(MAX_FLUSH_PAUSE, finished - started)
+        self._next_flush = finished + max(self._write_delay, min(MAX_FLUSH_PAUSE, finished - started))
         if self._blocked and self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(RECHECK_BLOCKED, self._flush_blocked)
 
