@@ -9,6 +9,7 @@ upgrade that goes wrong closes the WebSocket and leaves long-polling working.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import AsyncIterator
@@ -170,9 +171,25 @@ class PollingClient:
                 return packet
 
 
-async def upgrade_attempt(stack: Stack, sid: str) -> RawWebSocket:
-    return await RawWebSocket.open("127.0.0.1", stack.port,
-                                   f"/socket.io/?EIO=4&transport=websocket&sid={sid}", rcvbuf=None)
+@contextlib.asynccontextmanager
+async def long_polling(stack: Stack) -> AsyncIterator[PollingClient]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        polling = PollingClient(http, stack.url)
+        await polling.open()
+        try:
+            yield polling
+        finally:
+            await polling.close()
+
+
+@contextlib.asynccontextmanager
+async def upgrade_attempt(stack: Stack, sid: str) -> AsyncIterator[RawWebSocket]:
+    ws = await RawWebSocket.open("127.0.0.1", stack.port,
+                                 f"/socket.io/?EIO=4&transport=websocket&sid={sid}", rcvbuf=None)
+    try:
+        yield ws
+    finally:
+        ws.close()
 
 
 def server_closed(ws: RawWebSocket, frames: list[tuple[int, bytes]]) -> bool:
@@ -181,41 +198,24 @@ def server_closed(ws: RawWebSocket, frames: list[tuple[int, bytes]]) -> bool:
 
 
 async def test_wrong_probe_closes_the_websocket_and_polling_goes_on(fast_heartbeats: Stack) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        polling = PollingClient(http, fast_heartbeats.url)
-        await polling.open()
-        try:
-            ws = await upgrade_attempt(fast_heartbeats, polling.sid)
-            try:
-                await ws.send_text("2nope")
-                frames = await ws.drain(timeout=5)
-                assert server_closed(ws, frames), f"the failed upgrade's WebSocket was not closed: {frames!r}"
-            finally:
-                ws.close()
-            await asyncio.sleep(SEVERAL_HEARTBEATS)  # heartbeats go on by long-polling
-            await polling.post('421["subscribe","AAPL"]')
-            ack = json.loads((await polling.expect("431"))[3:])[0]
-            assert_subscribe_ack(ack, ["AAPL"], ["AAPL"])
-            published = await fast_heartbeats.publish("AAPL", 12.5)
-            update = json.loads((await polling.expect('42["stockUpdate"'))[2:])[1]
-            assert_same_json(update, published)
-        finally:
-            await polling.close()
+    async with long_polling(fast_heartbeats) as polling:
+        async with upgrade_attempt(fast_heartbeats, polling.sid) as ws:
+            await ws.send_text("2nope")
+            frames = await ws.drain(timeout=5)
+            assert server_closed(ws, frames), f"the failed upgrade's WebSocket was not closed: {frames!r}"
+        await asyncio.sleep(SEVERAL_HEARTBEATS)  # heartbeats go on by long-polling
+        await polling.post('421["subscribe","AAPL"]')
+        ack = json.loads((await polling.expect("431"))[3:])[0]
+        assert_subscribe_ack(ack, ["AAPL"], ["AAPL"])
+        published = await fast_heartbeats.publish("AAPL", 12.5)
+        update = json.loads((await polling.expect('42["stockUpdate"'))[2:])[1]
+        assert_same_json(update, published)
 
 
 async def test_upgrade_left_unfinished_is_closed(fast_heartbeats: Stack) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        polling = PollingClient(http, fast_heartbeats.url)
-        await polling.open()
-        try:
-            ws = await upgrade_attempt(fast_heartbeats, polling.sid)
-            try:
-                await ws.send_text("2probe")
-                assert await ws.next_text() == "3probe"
-                # ... and never the upgrade packet: given up after the ping interval and timeout.
-                frames = await ws.drain(timeout=INTERVAL + TIMEOUT + 5)
-                assert server_closed(ws, frames), f"the unfinished upgrade's WebSocket is still open: {frames!r}"
-            finally:
-                ws.close()
-        finally:
-            await polling.close()
+    async with long_polling(fast_heartbeats) as polling, upgrade_attempt(fast_heartbeats, polling.sid) as ws:
+        await ws.send_text("2probe")
+        assert await ws.next_text() == "3probe"
+        # ... and never the upgrade packet: given up after the ping interval and timeout.
+        frames = await ws.drain(timeout=INTERVAL + TIMEOUT + 5)
+        assert server_closed(ws, frames), f"the unfinished upgrade's WebSocket is still open: {frames!r}"
