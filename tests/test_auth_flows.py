@@ -176,13 +176,31 @@ SIO_EVENT_FORMS = {
 }
 
 
-@pytest.mark.parametrize("key_type", KEY_TYPES)
-@pytest.mark.parametrize("case", list(TOKENS))
+@pytest.fixture(params=KEY_TYPES)
+def key_type(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=list(TOKENS))
+def case(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def auth_server(auth_servers: dict[str, Any], key_type: str) -> Any:
+    """The server verifying tokens of `key_type`."""
+    return auth_servers[key_type]
+
+
+@pytest.fixture
+def token(signers: dict[str, Signer], key_type: str, case: str) -> str:
+    """A `case` token signed with the `key_type` key."""
+    return TOKENS[case](signers[key_type])
+
+
 @pytest.mark.parametrize("form", list(SIO_EVENT_FORMS))
-async def test_authenticate_event_with_ack(auth_servers, signers, clients, key_type, case, form):
-    server = auth_servers[key_type]
-    token = TOKENS[case](signers[key_type])
-    client = await clients.sio(server.url)
+async def test_authenticate_event_with_ack(auth_server, token, clients, case, form):
+    client = await clients.sio(auth_server.url)
     ack = await before_close(sio_ack(client, "authenticate", SIO_EVENT_FORMS[form](token)),
                              client.disconnected, f"the authenticate ack ({case} token)")
     if case == "valid":
@@ -199,13 +217,9 @@ async def test_authenticate_event_with_ack(auth_servers, signers, clients, key_t
         await expect_sio_refused(client, case)
 
 
-@pytest.mark.parametrize("key_type", KEY_TYPES)
-@pytest.mark.parametrize("case", list(TOKENS))
 @pytest.mark.parametrize("form", list(SIO_EVENT_FORMS))
-async def test_authenticate_event_without_ack(auth_servers, signers, clients, key_type, case, form):
-    server = auth_servers[key_type]
-    token = TOKENS[case](signers[key_type])
-    client = await clients.sio(server.url)
+async def test_authenticate_event_without_ack(auth_server, token, clients, case, form):
+    client = await clients.sio(auth_server.url)
     await client.emit("authenticate", SIO_EVENT_FORMS[form](token))
     if case == "valid":
         event = await client.timeline.next(lambda e: e[:2] == ("event", "authenticated"))
@@ -220,12 +234,8 @@ async def test_authenticate_event_without_ack(auth_servers, signers, clients, ke
         await expect_sio_refused(client, case)
 
 
-@pytest.mark.parametrize("key_type", KEY_TYPES)
-@pytest.mark.parametrize("case", list(TOKENS))
-async def test_socketio_handshake_token(auth_servers, signers, clients, key_type, case):
-    server = auth_servers[key_type]
-    token = TOKENS[case](signers[key_type])
-    client = await clients.sio(server.url, auth={"token": token}, connect=False)
+async def test_socketio_handshake_token(auth_server, token, clients, case):
+    client = await clients.sio(auth_server.url, auth={"token": token}, connect=False)
     if case == "valid":
         await client.connect()
         await expect_subscribed(client)
@@ -239,24 +249,16 @@ async def test_socketio_handshake_token(auth_servers, signers, clients, key_type
     assert not client.connected
 
 
-@pytest.mark.parametrize("key_type", KEY_TYPES)
-@pytest.mark.parametrize("case", list(TOKENS))
-async def test_live_price_query_token(auth_servers, signers, clients, key_type, case):
-    server = auth_servers[key_type]
-    token = TOKENS[case](signers[key_type])
-    client = await clients.ws(f"{server.ws_url}?token={token}")
+async def test_live_price_query_token(auth_server, token, clients, case):
+    client = await clients.ws(f"{auth_server.ws_url}?token={token}")
     if case == "valid":
         await expect_subscribed(client)
     else:
         await expect_ws_refused(client, case)
 
 
-@pytest.mark.parametrize("key_type", KEY_TYPES)
-@pytest.mark.parametrize("case", list(TOKENS))
-async def test_live_price_authenticate_frame(auth_servers, signers, clients, key_type, case):
-    server = auth_servers[key_type]
-    token = TOKENS[case](signers[key_type])
-    client = await clients.ws(server.ws_url)
+async def test_live_price_authenticate_frame(auth_server, token, clients, case):
+    client = await clients.ws(auth_server.ws_url)
     await client.send({"action": "authenticate", "token": token})
     if case == "valid":
         reply = await client.next_reply()

@@ -20,7 +20,7 @@ import pytest
 from tests.support.clients import ClientPool
 from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.protocol import assert_subscribe_ack
-from tests.support.raw_ws import RawWebSocket
+from tests.support.raw_ws import RawWebSocket, open_socketio
 from tests.support.waiting import assert_same_json, eventually
 
 INTERVAL = 1  # Engine.IO announces whole seconds
@@ -43,17 +43,8 @@ def connection_count(stack: Stack) -> int:
     return len(node_of(stack.app).hub.sessions)
 
 
-async def raw_engineio(stack: Stack) -> tuple[RawWebSocket, dict]:
-    ws = await RawWebSocket.open("127.0.0.1", stack.port, "/socket.io/?EIO=4&transport=websocket", rcvbuf=None)
-    opened = await ws.next_text()
-    assert opened.startswith("0{"), opened
-    await ws.send_text("40")
-    assert (await ws.next_text()).startswith("40")
-    return ws, json.loads(opened[1:])
-
-
 async def test_open_packet_announces_the_configured_heartbeat(fast_heartbeats: Stack) -> None:
-    ws, handshake = await raw_engineio(fast_heartbeats)
+    ws, handshake = await open_socketio("127.0.0.1", fast_heartbeats.port)
     try:
         assert handshake["pingInterval"] == INTERVAL * 1000
         assert handshake["pingTimeout"] == TIMEOUT * 1000
@@ -62,7 +53,7 @@ async def test_open_packet_announces_the_configured_heartbeat(fast_heartbeats: S
 
 
 async def test_client_that_stops_answering_pings_is_closed(fast_heartbeats: Stack) -> None:
-    ws, _ = await raw_engineio(fast_heartbeats)
+    ws, _ = await open_socketio("127.0.0.1", fast_heartbeats.port)
     try:
         await eventually(lambda: connection_count(fast_heartbeats) == 1, 5, "the session to exist")
         # Reads everything, answers nothing.
@@ -76,7 +67,7 @@ async def test_client_that_stops_answering_pings_is_closed(fast_heartbeats: Stac
 
 
 async def test_raw_client_answering_pings_stays_connected(fast_heartbeats: Stack) -> None:
-    ws, _ = await raw_engineio(fast_heartbeats)
+    ws, _ = await open_socketio("127.0.0.1", fast_heartbeats.port)
     try:
         pings = 0
         deadline = time.monotonic() + SEVERAL_HEARTBEATS

@@ -30,7 +30,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerFactory, ServerProcess
 from tests.support.waiting import PROMPT, canonical, now_ms
 from tests.support.acks import before_close, sio_ack
-from tests.support.raw_ws import RawWebSocket
+from tests.support.raw_ws import RawWebSocket, open_socketio
 
 CATALOGUE = {"invalid_payload", "invalid_symbol", "auth_required", "auth_failed",
              "forbidden_symbol", "too_many_subscriptions", "rate_limited", "slow_client",
@@ -441,15 +441,7 @@ SIO_PACKETS = st.one_of(
 
 async def socketio_connection(target: ServerProcess) -> RawWebSocket:
     """A raw Engine.IO WebSocket, connected to the Socket.IO namespace `/`."""
-    ws = await RawWebSocket.open(target.host, target.port, "/socket.io/?EIO=4&transport=websocket",
-                                 rcvbuf=None)
-    try:
-        assert (await ws.next_text()).startswith("0{")
-        await ws.send_text("40")
-        assert (await ws.next_text()).startswith("40")
-    except BaseException:
-        ws.close()
-        raise
+    ws, _ = await open_socketio(target.host, target.port)
     return ws
 
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.raw_ws import RawWebSocket
+from tests.support.raw_ws import SLOW_RCVBUF, RawWebSocket, open_socketio
 from tests.support.servers import ServerFactory, ServerProcess
 from tests.support.waiting import PROMPT, eventually, now_ms
 
@@ -44,12 +44,7 @@ async def raw_live_price(server: ServerProcess, symbols: list[str]) -> RawWebSoc
 async def raw_socketio(server: ServerProcess, symbols: list[str]) -> RawWebSocket:
     """A Socket.IO client straight on the websocket transport (Engine.IO v4),
     subscribed to `symbols` with an ack, which it waited for."""
-    ws = await RawWebSocket.open(server.host, server.port, "/socket.io/?EIO=4&transport=websocket")
-    opened = await ws.next_text()
-    assert opened.startswith("0{"), opened
-    await ws.send_text("40")
-    while not (await ws.next_text()).startswith("40"):
-        pass
+    ws, _ = await open_socketio(server.host, server.port, rcvbuf=SLOW_RCVBUF)
     await ws.send_text("421" + json.dumps(["subscribe", symbols]))
     while True:
         text = await ws.next_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import struct
@@ -128,3 +129,19 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+async def open_socketio(host: str, port: int, rcvbuf: int | None = None) -> tuple[RawWebSocket, dict]:
+    """A raw Engine.IO WebSocket joined to the Socket.IO namespace `/`, and
+    the Engine.IO handshake (sid, pingInterval, pingTimeout, ...)."""
+    ws = await RawWebSocket.open(host, port, "/socket.io/?EIO=4&transport=websocket", rcvbuf=rcvbuf)
+    try:
+        opened = await ws.next_text()
+        assert opened.startswith("0{"), opened
+        await ws.send_text("40")
+        while not (await ws.next_text()).startswith("40"):
+            pass
+    except BaseException:
+        ws.close()
+        raise
+    return ws, json.loads(opened[1:])
