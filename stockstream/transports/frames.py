@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, Callable, Collection
 
 import orjson
 
 from ..errors import ClientError, ErrorCode
-from ..updates import ws_frame, ws_text_frame
+from ..updates import Update, ws_frame, ws_text_frame
 
 # A client that does not read cannot complete a closing handshake: after this
 # long its connection is cut.
@@ -21,6 +21,23 @@ def text_frame(text: str) -> bytes:
 
 def binary_frame(data: bytes) -> bytes:
     return ws_frame(data, 0x82)
+
+
+def write_items(transport: asyncio.Transport, items: Collection[Update | str], limit: int | None,
+                frame_of: Callable[[Update | str], bytes]) -> bool:
+    """A connection's pending items in one write, unless more than `limit`
+    bytes already wait to be sent: then nothing, and False. A closing
+    connection takes (and drops) everything."""
+    if transport.is_closing():
+        return True
+    if limit is not None and transport.get_write_buffer_size() > limit:
+        return False
+    if len(items) == 1:
+        for item in items:
+            transport.write(frame_of(item))
+    else:
+        transport.write(b"".join([frame_of(item) for item in items]))
+    return True
 
 
 def dumps(value: Any) -> str:

@@ -26,7 +26,7 @@ from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
-from .frames import dumps, failed_by_code, text_frame
+from .frames import dumps, failed_by_code, text_frame, write_items
 
 log = logging.getLogger("stockstream.socketio")
 
@@ -70,6 +70,11 @@ class SocketIOServer(socketio.AsyncServer):
             session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
+def _socketio_frame(item: Update | str) -> bytes:
+    # An update's frame is built once for all its recipients; other messages are Socket.IO packet texts.
+    return item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+
+
 class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
@@ -109,18 +114,7 @@ class SocketIOConnection:
             if eio_socket is None or eio_socket.closed:
                 return True
             return self._send_polling(eio_socket.queue, items, limit)
-        if transport.is_closing():
-            return True
-        if limit is not None and transport.get_write_buffer_size() > limit:
-            return False
-        if len(items) == 1:
-            for item in items:
-                transport.write(item.sio_frame if type(item) is Update else text_frame("4" + item))  # type: ignore[union-attr,operator]
-        else:
-            transport.write(b"".join([
-                item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
-                for item in items]))
-        return True
+        return write_items(transport, items, limit, _socketio_frame)
 
     def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 from ..errors import ClientError, invalid_payload
 from ..session import Request, Services, Session
 from ..updates import Update
-from .frames import abort_later, bound_send_buffer, dumps, text_frame
+from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_items
 
 log = logging.getLogger("stockstream.websocket")
 
@@ -28,6 +28,11 @@ REPLY_TYPES = {
 }
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+
+
+def _live_price_frame(item: Update | str) -> bytes:
+    # An update goes out as published, its frame built once for all its recipients.
+    return item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
 
 
 class WebSocketConnection:
@@ -47,18 +52,7 @@ class WebSocketConnection:
 
     def send(self, items: Collection[Update | str], limit: int | None) -> bool:
         transport = self._transport
-        if transport is None or transport.is_closing():
-            return True
-        if limit is not None and transport.get_write_buffer_size() > limit:
-            return False
-        if len(items) == 1:
-            for item in items:
-                transport.write(item.ws_frame if type(item) is Update else text_frame(item))  # type: ignore[union-attr,arg-type]
-        else:
-            transport.write(b"".join([
-                item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
-                for item in items]))
-        return True
+        return True if transport is None else write_items(transport, items, limit, _live_price_frame)
 
     def _push(self, message: dict[str, Any], request: Request | None = None) -> None:
         if request is not None and request.ack is not None:
