@@ -27,6 +27,9 @@ class Hub:
         self.sessions: set["Session"] = set()
         self.users: collections.Counter[str] = collections.Counter()
         self.updates_received = 0
+        # The position of the last update received: every update the broker
+        # feeds is numbered in arrival order, across all symbols.
+        self.position = 0
         self.deliveries = 0
         self.listener_ready = False
         # After a feed interruption, a Gate per room opened with the snapshot
@@ -41,6 +44,8 @@ class Hub:
 
     def on_update(self, update: Update) -> None:
         self.updates_received += 1
+        self.position += 1
+        update.pos = self.position
         room = self.rooms.get(update.symbol)
         if not room:
             return

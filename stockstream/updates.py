@@ -41,7 +41,7 @@ def ws_frame(payload: bytes, first_byte: int) -> bytes:
 class Update:
     """One price update: its parsed key fields and the bytes as published."""
 
-    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "_sio_payload", "_sio_frame", "_ws_frame")
+    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "_sio_payload", "_sio_frame", "_ws_frame")
 
     def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
         self.symbol = symbol
@@ -49,6 +49,9 @@ class Update:
         self.timestamp = timestamp
         self.seq = seq
         self.raw = raw
+        # Where this update stands in the order this instance received its
+        # updates (all symbols, from 1; 0 = not received live): see Hub.position.
+        self.pos = 0
         self._sio_payload: str | None = None
         self._sio_frame: bytes | None = None
         self._ws_frame: bytes | None = None
