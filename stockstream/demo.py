@@ -1,7 +1,9 @@
-"""The live demo page at `GET /`: a quotes board on the plain `/live-price` WebSocket.
+"""The live demo page at `GET /`: a quotes board and a candlestick chart, live
+from the plain `/live-price` WebSocket and seeded from the `/api` routes.
 
-Everything it needs ships in `stockstream/static/` (no CDN), so the page works
-on a machine without internet access, e.g. with `python run.py --simulate`.
+Everything it needs ships in `stockstream/static/` (no CDN; the chart library
+is vendored in `static/vendor/` with its licence), so the page works on a
+machine without internet access, e.g. with `python run.py --simulate`.
 """
 from __future__ import annotations
 
@@ -25,13 +27,15 @@ SECURITY_HEADERS = {
 class DemoPage:
     def __init__(self, static_dir: Path = STATIC_DIR) -> None:
         self._static_dir = static_dir
-        # Only the files shipped with the page are served: no path from a
-        # request ever reaches the file system.
-        self._files = {p.name: p for p in static_dir.iterdir() if p.is_file()}
+        # Only the files shipped with the page are served, by their path under
+        # static/ (e.g. "vendor/x.js"): no path from a request ever reaches the
+        # file system.
+        self._files = {p.relative_to(static_dir).as_posix(): p
+                       for p in sorted(static_dir.rglob("*")) if p.is_file()}
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
-        app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/static/{name:.+}", self.static)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self._files["index.html"], headers=SECURITY_HEADERS)
