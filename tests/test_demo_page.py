@@ -8,12 +8,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.inprocess import inprocess_stack
+from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.node import JS_DIR, NodeProcess
+from tests.support.waiting import now_ms
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SIMULATED = ("--simulate", "--simulate-rate", "10")
+VENDORED = ("/static/vendor/lightweight-charts.standalone.production.js",
+            "/static/vendor/lightweight-charts.LICENSE.txt", "/static/vendor/lightweight-charts.NOTICE.txt")
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
 
 
 @pytest.fixture
@@ -37,14 +42,21 @@ async def test_page_and_its_files_are_served_with_a_strict_policy() -> None:
             page = await resp.text()
             policy = resp.headers["Content-Security-Policy"]
         assert "default-src 'self'" in policy
-        # Everything the page loads comes from the server itself: no CDN.
-        for asset in ("/static/app.js", "/static/style.css", "/static/favicon.svg"):
+        # Everything the page loads comes from the server itself: no CDN. The only
+        # absolute address is the link to TradingView the chart library's licence asks for.
+        for asset in ("/static/app.js", "/static/chart.js", "/static/style.css", "/static/favicon.svg", *VENDORED):
             assert asset in page
             async with http.get(stack.url + asset) as resp:
                 assert resp.status == 200, asset
                 assert resp.headers["Content-Security-Policy"] == policy
-        assert "http://" not in page and "https://" not in page
-        for missing in ("/static/nope.js", "/static/..%2fdemo.py", "/static/%2e%2e/app.py"):
+                body = await resp.read()
+            if asset.endswith(".js") and "vendor/" in asset:
+                assert b"Lightweight Charts" in body and b"Apache License 2.0" in body
+        assert "http://" not in page
+        assert page.count("https://") == 1 and '<a href="https://www.tradingview.com/"' in page
+        assert "<script src=\"http" not in page and "<link rel=\"stylesheet\" href=\"http" not in page
+        for missing in ("/static/nope.js", "/static/..%2fdemo.py", "/static/%2e%2e/app.py",
+                        "/static/vendor/..%2f..%2fdemo.py", "/static/vendor/", "/static/vendor"):
             async with http.get(stack.url + missing) as resp:
                 assert resp.status == 404, missing
                 body = await resp.json()
@@ -53,12 +65,12 @@ async def test_page_and_its_files_are_served_with_a_strict_policy() -> None:
 
 async def expect_line(browser: NodeProcess, kind: str, name: str | None = None,
                       timeout: float = 30.0) -> dict[str, Any]:
-    """The browser script's next report of `kind` (and step `name`); fails at once on a failure."""
+    """The browser script's report of `kind` (and step or wait `name`); fails at once on a failure."""
     def find(lines: list[Any]) -> Any:
         for line in lines:
             if line.get("kind") == "failed":
                 raise AssertionError(f"in the browser: {line.get('error')}\nstderr: {browser.stderr_text[-2000:]}")
-            if line.get("kind") == kind and (name is None or line.get("name") == name):
+            if line.get("kind") == kind and (name is None or name in (line.get("name"), line.get("for"))):
                 return line
         if browser.exited.is_set():
             raise AssertionError(f"browser script exited; output: {lines[-5:]!r}\n"
@@ -100,3 +112,117 @@ async def test_quotes_board_streams_adds_removes_and_reconnects(servers, chromiu
         await expect_line(browser, "done")
     finally:
         await browser.stop()
+
+
+def chart_candles(server_candles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The server's candles as the chart holds them (time in seconds)."""
+    return [{"time": c["start"] // 1000, "open": c["open"], "high": c["high"], "low": c["low"], "close": c["close"]}
+            for c in server_candles]
+
+
+async def server_candles(stack: Stack, symbol: str, interval: str, start: int, end: int) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        url = f"{stack.url}/api/candles/{symbol}?interval={interval}&from={max(0, start)}&to={end}"
+        async with http.get(url) as resp:
+            assert resp.status == 200, await resp.text()
+            return (await resp.json())["candles"]
+
+
+async def test_chart_seeded_board_day_change_no_data_and_phone_layout(chromium, playwright) -> None:
+    """The board starts from the server's history (sparklines, the day's change
+    from its first UTC price, its low and high) and says "no data yet" for a
+    symbol without a price; a clicked symbol opens a candlestick chart seeded
+    with the server's candles whose current candle moves with published prices
+    and whose next one starts at the bucket boundary, with volume bars; and at
+    390 px every control is reachable without sideways scrolling."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with inprocess_stack("memory", history_max_age=7 * 86400.0) as stack:
+        now = now_ms()
+        midnight = now - now % DAY_MS
+        minute = now - now % MINUTE_MS
+        # Yesterday's last price is neither the day's open nor its high.
+        await stack.publish("AAPL", 250.0, timestamp=midnight - 1000, volume=7)
+        await stack.publish("AAPL", 100.0, timestamp=midnight, volume=5)
+        published = [101.0 + i for i in range(10)]
+        for i, price in enumerate(published):
+            newest = await stack.publish("AAPL", price, timestamp=min(now, minute + i), volume=100)
+        await stack.publish("MSFT", 400.0, volume=10)
+        await stack.publish("MSFT", 401.5, volume=10)
+        await stack.publish("OLD", 12.5, timestamp=midnight - 5000)
+
+        browser = NodeProcess("demo_chart.js", stack.url + "/?symbols=AAPL,MSFT,OLD,ZZZZ", str(ARTIFACTS),
+                              name="demo-chart")
+        await browser.start()
+        try:
+            seeded = await expect_line(browser, "step", "seeded", timeout=45)
+            aapl = seeded["aapl"]
+            assert seeded["aaplState"]["points"] == [250.0, 100.0, *published], seeded
+            assert aapl["sparkPoints"] == 12, aapl
+            assert aapl["last"] == "110.00"
+            assert aapl["change"] == "+10.00 (+10.00%)", aapl  # from 100.00, the day's first price
+            assert aapl["range"] == "100.00 – 110.00", aapl
+            assert seeded["zzzz"]["state"] == "empty" and seeded["zzzz"]["last"] == "no data yet", seeded
+            # Last priced yesterday: its price shows, but no change or range for today.
+            assert seeded["old"]["last"] == "12.50" and seeded["old"]["change"] == seeded["old"]["range"] == "", seeded
+
+            cut = newest["timestamp"]
+            chart = (await expect_line(browser, "step", "chart-seeded"))["chart"]
+            expected = await server_candles(stack, "AAPL", "1m", cut - 300 * MINUTE_MS, cut)
+            assert chart["interval"] == "1m" and chart["candles"] == chart_candles(expected), chart
+            assert [v["value"] for v in chart["volume"]] == [c["volume"] for c in expected]
+            before = chart["candles"][-1]
+            assert before["time"] == minute // 1000 and before["close"] == 110.0
+
+            await expect_line(browser, "wait", "publish-same-bucket")
+            await stack.publish("AAPL", 112.5, timestamp=cut + 1, volume=50)
+            await browser.send({"price": 112.5})
+            moved = (await expect_line(browser, "step", "candle-moved"))["chart"]
+            assert len(moved["candles"]) == len(chart["candles"])
+            assert moved["candles"][-1] == {**before, "high": 112.5, "close": 112.5}
+            assert moved["volume"][-1]["value"] == expected[-1]["volume"] + 50
+
+            await expect_line(browser, "wait", "publish-next-bucket")
+            next_ts = minute + MINUTE_MS + 5
+            await stack.publish("AAPL", 108.25, timestamp=next_ts, volume=30)
+            await browser.send({"bucket": (minute + MINUTE_MS) // 1000})
+            started = (await expect_line(browser, "step", "candle-started"))["chart"]
+            assert started["candles"][:-1] == moved["candles"]
+            assert started["candles"][-1] == {"time": (minute + MINUTE_MS) // 1000, "open": 108.25,
+                                              "high": 108.25, "low": 108.25, "close": 108.25}
+            assert started["volume"][-1]["value"] == 30
+
+            seconds = await expect_line(browser, "step", "interval-1s")
+            assert seconds["pressed"] == "true"
+            expected = await server_candles(stack, "AAPL", "1s", next_ts - 300_000, next_ts)
+            assert seconds["chart"]["candles"] == chart_candles(expected), seconds
+            await expect_line(browser, "wait", "publish-next-second")
+            tick_ts = next_ts + 1000
+            await stack.publish("AAPL", 109.0, timestamp=tick_ts, volume=10)
+            await browser.send({"bucket": (tick_ts - tick_ts % 1000) // 1000})
+            ticked = await expect_line(browser, "step", "second-candle")
+            assert ticked["chart"]["candles"][:-1] == chart_candles(expected)
+            assert ticked["chart"]["candles"][-1]["close"] == 109.0
+            assert ticked["quote"].split() == ["109.00", "+9.00", "(+9.00%)"], ticked["quote"]
+
+            phone = await expect_line(browser, "step", "phone")
+            assert phone["scrollWidth"] <= 390, phone
+            assert phone["controls"] >= 14 and phone["unreachable"] == [], phone
+
+            no_data = await expect_line(browser, "step", "no-data-chart")
+            assert "No data yet for ZZZZ" in no_data["message"] and no_data["onTop"] is True, no_data
+            assert no_data["chart"]["candles"] == [], no_data
+            await expect_line(browser, "wait", "publish-first-price")
+            first = await stack.publish("ZZZZ", 42.5, volume=3)
+            await browser.send({"price": 42.5})
+            started = await expect_line(browser, "step", "first-price")
+            bucket = first["timestamp"] - first["timestamp"] % 1000
+            assert started["chart"]["candles"] == [{"time": bucket // 1000, "open": 42.5, "high": 42.5,
+                                                    "low": 42.5, "close": 42.5}], started
+            assert started["chart"]["volume"][-1]["value"] == 3
+            assert started["zzzz"]["state"] == "live" and started["zzzz"]["last"] == "42.50", started
+            assert started["messageHidden"] is True
+            await expect_line(browser, "done")
+        finally:
+            await browser.stop()
+        for shot in ("demo-chart-desktop.png", "demo-chart-phone.png", "demo-chart-phone-no-data.png"):
+            assert (ARTIFACTS / shot).stat().st_size > 0, shot

@@ -8,32 +8,10 @@
 // {"kind": "done"} or {"kind": "failed", "error": ...} at the end.
 "use strict";
 const path = require("path");
-const readline = require("readline");
-const { chromium } = require("playwright-core");
+const { out, nextStdinLine, launch, watchProblems, run } = require("./browser");
 
 const [url, shotDir] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const STEP_TIMEOUT = 10000;
-
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
-
-const stdinLines = [];
-let stdinWaiter = null;
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  if (stdinWaiter) {
-    const resolve = stdinWaiter;
-    stdinWaiter = null;
-    resolve(line);
-  } else {
-    stdinLines.push(line);
-  }
-});
-function nextStdinLine() {
-  if (stdinLines.length) return Promise.resolve(stdinLines.shift());
-  return new Promise((resolve) => { stdinWaiter = resolve; });
-}
 
 async function priceOf(page, symbol) {
   return page.locator(`tr[data-symbol="${symbol}"] .price`).textContent();
@@ -51,22 +29,11 @@ async function waitPriceChange(page, symbol) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    timeout: 30000,
-  });
-  const problems = [];
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 960, height: 640 } });
-    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-    page.on("console", (msg) => {
-      // A refused WebSocket while the server restarts is expected; nothing else is.
-      if (msg.type() === "error" && !/WebSocket connection to .* failed/.test(msg.text())) {
-        problems.push(`console error: ${msg.text()}`);
-      }
-    });
+    // A refused WebSocket, or a refused request, while the server restarts is expected; nothing else is.
+    const problems = watchProblems(page, /WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_REFUSED/);
 
     await page.goto(url, { timeout: STEP_TIMEOUT });
     await page.waitForSelector('#status[data-state="live"]', { timeout: STEP_TIMEOUT });
@@ -119,9 +86,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    out({ kind: "failed", error: String(err && err.stack || err) });
-    process.exit(1);
-  });
+run(main);
