@@ -128,7 +128,8 @@ async def server_candles(stack: Stack, symbol: str, interval: str, start: int, e
             return (await resp.json())["candles"]
 
 
-async def test_chart_seeded_board_day_change_no_data_and_phone_layout(chromium, playwright) -> None:
+async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: str, request: pytest.FixtureRequest,
+                                                                      chromium, playwright) -> None:
     """The board starts from the server's history (sparklines, the day's change
     from its first UTC price, its low and high) and says "no data yet" for a
     symbol without a price; a clicked symbol opens a candlestick chart seeded
@@ -136,7 +137,9 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(chromium, 
     and whose next one starts at the bucket boundary, with volume bars; and at
     390 px every control is reachable without sideways scrolling."""
     ARTIFACTS.mkdir(exist_ok=True)
-    async with inprocess_stack("memory", history_max_age=7 * 86400.0) as stack:
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    # Yesterday's prices must still be in history whatever the time of day.
+    async with inprocess_stack(backend, redis_url, history_max_age=7 * 86400.0) as stack:
         now = now_ms()
         midnight = now - now % DAY_MS
         minute = now - now % MINUTE_MS
