@@ -109,6 +109,14 @@ async def test_quotes_board_streams_adds_removes_and_reconnects(servers, chromiu
         await browser.send("restarted")
         resumed = await expect_line(browser, "step", "resumed")
         assert "TSLA" in resumed["symbols"] and removed["symbol"] not in resumed["symbols"]
+        # The restarted (embedded) backend numbers TSLA's updates from 1 again: the
+        # page follows the new stream rather than waiting for it to pass the old numbers.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{restarted.url}/api/quotes/TSLA") as resp:
+                newest_seq = (await resp.json())["seq"]
+        latest = resumed["row"]["latest"]
+        assert latest["seq"] <= newest_seq, (latest, newest_seq)
+        assert resumed["row"]["points"][-1] == latest["price"], resumed["row"]
         await expect_line(browser, "done")
     finally:
         await browser.stop()

@@ -6,8 +6,12 @@
 // the defaults. Updates only change state; the table is redrawn at most once
 // per animation frame, so a burst of prices costs one repaint.
 //
+// The stream is in publish order, so each update it brings is the newest.
 // Where an HTTP answer and the stream overlap, they are reconciled by position
-// (`seq` when both carry one, else the timestamp), never by arrival time.
+// (`seq` when both carry one, else the timestamp) among the updates that came
+// after the request was sent; earlier ones are in the answer. (Comparing
+// positions across a reconnect would be wrong: a restarted backend starts
+// `seq` again from 1.)
 "use strict";
 
 (() => {
@@ -32,7 +36,8 @@
 
   // symbol -> {symbol, state, latest, previous, points, day, updates, el}
   //   state: "loading" (asked), "empty" (the server has no price), "live"
-  //   latest: the newest update held {price, timestamp, seq}; points: the sparkline's updates
+  //   latest: the newest update held {price, timestamp, seq, arrival}; points: the sparkline's
+  //   updates; updates: how many the stream brought (`arrival` numbers them; 0 for history)
   //   day: {start, open, high, low, partial} of the UTC day of the newest price
   const rows = new Map();
   const dirty = new Set();
@@ -80,8 +85,13 @@
 
   // -- positions in a symbol's stream ---------------------------------------------
 
-  function positionOf(update) {
-    return { price: update.price, timestamp: update.timestamp, seq: Number.isInteger(update.seq) ? update.seq : null };
+  function positionOf(update, arrival) {
+    const seq = Number.isInteger(update.seq) ? update.seq : null;
+    return { price: update.price, timestamp: update.timestamp, seq, arrival };
+  }
+
+  function sameUpdate(a, b) {
+    return b !== undefined && b !== null && a.seq === b.seq && a.timestamp === b.timestamp && a.price === b.price;
   }
 
   // Whether `a` comes after `b` in the symbol's stream.
@@ -118,12 +128,13 @@
   // the page then shows more than what it happened to see since it opened.
   function seed(row) {
     const symbol = encodeURIComponent(row.symbol);
+    const askedAt = row.updates;
     getJson(`/api/history/${symbol}?limit=${SPARK_POINTS}`).then(({ status: code, body }) => {
       if (rows.get(row.symbol) !== row) return;
       if (code === 404) {
         if (row.latest === null) row.state = "empty";
       } else if (code === 200 && Array.isArray(body.updates)) {
-        seedHistory(row, body.updates.filter(isPrice).map(positionOf));
+        seedHistory(row, body.updates.filter(isPrice).map((u) => positionOf(u, 0)), askedAt);
       }
       markDirty(row);
     }).catch(() => { /* offline: the stream fills the row when it is back */ });
@@ -140,18 +151,19 @@
     return update && typeof update.price === "number" && Number.isFinite(update.timestamp);
   }
 
-  function seedHistory(row, history) {
+  // `askedAt`: how many updates the stream had brought when history was asked for.
+  function seedHistory(row, history, askedAt) {
     if (!history.length) return;
     const newest = history[history.length - 1];
-    // The stream's updates that history does not hold yet stay, after it.
-    const later = row.points.filter((p) => isAfter(p, newest));
+    // The stream's updates since the request that history does not hold stay, after it.
+    const later = row.points.filter((p) => p.arrival > askedAt && isAfter(p, newest));
     row.points = history.concat(later).slice(-SPARK_POINTS);
-    if (row.latest === null || isAfter(newest, row.latest)) {
-      row.previous = row.latest;
+    if (row.latest === null) {
       row.latest = newest;
       applyToDay(row, newest);
     }
     row.state = "live";
+    chart.priced(row.symbol);
   }
 
   function seedDay(row, candle, partial) {
@@ -265,16 +277,13 @@
   function onUpdate(update) {
     const row = rows.get(String(update.symbol).toUpperCase());
     if (!row || !isPrice(update)) return;
-    const position = positionOf(update);
-    row.state = "live";
     row.updates += 1;
+    const position = positionOf(update, row.updates);
+    row.state = "live";
+    row.previous = row.latest;
+    row.latest = position;
     // The subscribe snapshot repeats what history already gave: keep it once.
-    if (row.latest === null || !isAfter(row.latest, position)) {
-      row.previous = row.latest;
-      row.latest = position;
-    }
-    const newestPoint = row.points[row.points.length - 1];
-    if (isAfter(position, newestPoint)) {
+    if (!sameUpdate(position, row.points[row.points.length - 1])) {
       row.points.push(position);
       if (row.points.length > SPARK_POINTS) row.points.shift();
     }

@@ -61,7 +61,7 @@ window.stockstreamChart = (() => {
         },
         grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
         rightPriceScale: { borderColor: COLORS.grid },
-        timeScale: { borderColor: COLORS.grid, timeVisible: true, secondsVisible: false },
+        timeScale: { borderColor: COLORS.grid, timeVisible: true, secondsVisible: false, barSpacing: 8, rightOffset: 4 },
         crosshair: { mode: LightweightCharts.CrosshairMode.Normal },
       });
       candleSeries = chart.addSeries(LightweightCharts.CandlestickSeries, {
@@ -209,6 +209,11 @@ window.stockstreamChart = (() => {
       else seed();  // the first price of a symbol that had none: start from it
     }
 
+    // The page learnt a price of `name` from elsewhere than the stream (its history).
+    function priced(name) {
+      if (name === symbol && !seeded && cut === null) seed();
+    }
+
     elements.close.addEventListener("click", close);
     for (const button of elements.intervals) {
       button.addEventListener("click", () => chooseInterval(button.dataset.interval));
@@ -219,6 +224,7 @@ window.stockstreamChart = (() => {
       close,
       chooseInterval,
       onUpdate,
+      priced,
       // After a reconnect the stream may have a gap: start again from the server's candles.
       reseed() { if (symbol !== null) seed(); },
       get symbol() { return symbol; },

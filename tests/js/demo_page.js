@@ -76,7 +76,8 @@ async function main() {
     await page.waitForSelector('#status[data-state="live"]', { timeout: 2 * STEP_TIMEOUT });
     const [again, later] = await waitPriceChange(page, "TSLA");
     const symbolsAfter = await page.locator("#quotes tr").evaluateAll((rows) => rows.map((r) => r.dataset.symbol));
-    out({ kind: "step", name: "resumed", first: again, second: later, symbols: symbolsAfter });
+    const row = await page.evaluate(() => window.stockstreamDemo.row("TSLA"));
+    out({ kind: "step", name: "resumed", first: again, second: later, symbols: symbolsAfter, row });
     await page.screenshot({ path: path.join(shotDir, "demo-page-after-restart.png"), fullPage: true });
 
     if (problems.length) throw new Error(problems.join("; "));
