@@ -117,6 +117,7 @@ async def test_quotes_board_streams_adds_removes_and_reconnects(servers, chromiu
         latest = resumed["row"]["latest"]
         assert latest["seq"] <= newest_seq, (latest, newest_seq)
         assert resumed["row"]["points"][-1] == latest["price"], resumed["row"]
+        assert resumed["chart"]["symbol"] == "TSLA" and resumed["chart"]["candles"], resumed["chart"]
         await expect_line(browser, "done")
     finally:
         await browser.stop()

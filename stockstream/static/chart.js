@@ -48,6 +48,7 @@ window.stockstreamChart = (() => {
     let cut = null;          // updates stamped at or before this are in the seed
     let pending = [];        // live updates that came while the seed was loading
     let last = null;         // the newest candle: {time, open, high, low, close, volume}
+    let stale = false;       // the stream had a gap: seed again from its next update
 
     function ensureChart() {
       if (chart) return;
@@ -88,6 +89,7 @@ window.stockstreamChart = (() => {
 
     function reset() {
       generation += 1;
+      stale = false;
       seeded = false;
       cut = null;
       pending = [];
@@ -204,7 +206,8 @@ window.stockstreamChart = (() => {
 
     function onUpdate(update) {
       if (symbol === null || update.symbol !== symbol) return;
-      if (seeded) apply(update);
+      if (stale) seed();  // the page holds this update now: the seed reaches up to it
+      else if (seeded) apply(update);
       else if (cut !== null) pending.push(update);
       else seed();  // the first price of a symbol that had none: start from it
     }
@@ -225,8 +228,10 @@ window.stockstreamChart = (() => {
       chooseInterval,
       onUpdate,
       priced,
-      // After a reconnect the stream may have a gap: start again from the server's candles.
-      reseed() { if (symbol !== null) seed(); },
+      // After a reconnect the stream has a gap: the chart keeps what it shows and
+      // is seeded again from the server's candles when the new stream's first
+      // update (the subscribe snapshot) arrives, up to that update.
+      reseed() { if (symbol !== null) stale = true; },
       get symbol() { return symbol; },
       get interval() { return interval; },
       setQuote(text, className) {

@@ -28,6 +28,18 @@ async function waitPriceChange(page, symbol) {
   return [first, await priceOf(page, symbol)];
 }
 
+// Waits until the chart of `symbol` is seeded and its newest candle closes at the row's latest price.
+async function waitChartFollows(page, symbol) {
+  await page.waitForFunction((s) => {
+    const chart = window.stockstreamDemo.chart();
+    const row = window.stockstreamDemo.row(s);
+    const last = chart.candles[chart.candles.length - 1];
+    return chart.symbol === s && chart.seeded && last !== undefined && row.latest !== null
+      && last.close === row.latest.price;
+  }, symbol, { timeout: STEP_TIMEOUT });
+  return page.evaluate(() => window.stockstreamDemo.chart());
+}
+
 async function main() {
   const browser = await launch();
   try {
@@ -67,6 +79,10 @@ async function main() {
     await page.screenshot({ path: path.join(shotDir, "demo-page.png"), fullPage: true });
     out({ kind: "step", name: "screenshot" });
 
+    // TSLA's chart stays open across the restart.
+    await page.click('tr[data-symbol="TSLA"] button.open-chart');
+    await waitChartFollows(page, "TSLA");
+
     // The test restarts the server: the page shows it and comes back by itself.
     out({ kind: "wait", for: "restart" });
     await page.waitForSelector('#status[data-state="reconnecting"]', { timeout: STEP_TIMEOUT });
@@ -77,7 +93,8 @@ async function main() {
     const [again, later] = await waitPriceChange(page, "TSLA");
     const symbolsAfter = await page.locator("#quotes tr").evaluateAll((rows) => rows.map((r) => r.dataset.symbol));
     const row = await page.evaluate(() => window.stockstreamDemo.row("TSLA"));
-    out({ kind: "step", name: "resumed", first: again, second: later, symbols: symbolsAfter, row });
+    const chart = await waitChartFollows(page, "TSLA");
+    out({ kind: "step", name: "resumed", first: again, second: later, symbols: symbolsAfter, row, chart });
     await page.screenshot({ path: path.join(shotDir, "demo-page-after-restart.png"), fullPage: true });
 
     if (problems.length) throw new Error(problems.join("; "));
