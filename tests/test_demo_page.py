@@ -158,8 +158,9 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
         published = [101.0 + i for i in range(10)]
         for i, price in enumerate(published):
             newest = await stack.publish("AAPL", price, timestamp=min(now, minute + i), volume=100)
-        await stack.publish("MSFT", 400.0, volume=10)
-        await stack.publish("MSFT", 401.5, volume=10)
+        # Wide numbers, for the layout at narrower widths.
+        await stack.publish("MSFT", 67215.0, volume=10)
+        await stack.publish("MSFT", 67627.61, volume=10)
         await stack.publish("OLD", 12.5, timestamp=midnight - 5000)
 
         browser = NodeProcess("demo_chart.js", stack.url + "/?symbols=AAPL,MSFT,OLD,ZZZZ", str(ARTIFACTS),
@@ -216,6 +217,8 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             assert ticked["chart"]["candles"][-1]["close"] == 109.0
             assert ticked["quote"].split() == ["109.00", "+9.00", "(+9.00%)"], ticked["quote"]
 
+            widths = (await expect_line(browser, "step", "widths"))["widths"]
+            assert all(int(width) >= scroll for width, scroll in widths.items()), widths
             phone = await expect_line(browser, "step", "phone")
             assert phone["scrollWidth"] <= 390, phone
             assert phone["controls"] >= 14 and phone["unreachable"] == [], phone

@@ -125,6 +125,15 @@ async function main() {
     out({ kind: "step", name: "second-candle", chart: secondCandle, quote: await page.textContent("#chart-quote") });
     await page.screenshot({ path: path.join(shotDir, "demo-chart-desktop.png"), fullPage: true });
 
+    // -- narrower screens: nothing scrolls sideways ------------------------------------
+    const widths = {};
+    for (const width of [1024, 800, 700, 500]) {
+      await page.setViewportSize({ width, height: 900 });
+      await nextFrame(page);
+      widths[width] = await page.evaluate(() => document.documentElement.scrollWidth);
+    }
+    out({ kind: "step", name: "widths", widths });
+
     // -- a phone: one column, every control reachable, no sideways scrolling ---------
     await page.setViewportSize(PHONE);
     await nextFrame(page);
