@@ -1,4 +1,4 @@
-"""The plain WebSocket endpoint /live-price (contract §4), including the original README client."""
+"""The plain WebSocket endpoint /live-price, including the original README client."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Redis going away mid-stream and coming back (contract §3 guarantees, §5 /readyz, §8 publish).
+"""Redis going away mid-stream and coming back.
 
 The server keeps its clients through the outage and answers /readyz 503; once
 Redis is back every subscribed client gets a fresh snapshot of each of its
