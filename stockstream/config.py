@@ -99,6 +99,9 @@ def _setting(default: Any, parse: Callable[[str], Any] = _text, doc: str = "") -
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
 
+# The shortest HS256 secret accepted: as long as the hash, as RFC 7518 requires.
+MIN_HS256_SECRET_BYTES = 32
+
 DEFAULT_SYMBOLS = (
     "AAPL,MSFT,GOOGL,AMZN,NVDA,META,TSLA,BRK.B,JPM,V,"
     "JNJ,WMT,XOM,PG,MA,HD,KO,PEP,^GSPC,BTC-USD"
@@ -115,14 +118,14 @@ class Settings:
     redis_host: str = _setting("", doc="Redis host, as in the original design")
     redis_port: int = _setting(6379, _port, "Redis port, used with REDIS_HOST")
     cors_origins: tuple[str, ...] = _setting(("*",), _csv, "Allowed CORS origins, comma-separated; * for any")
-    jwt_secret: str = _setting("", doc="HS256 secret")
+    jwt_secret: str = _setting("", doc="HS256 secret, at least 32 bytes")
     jwt_public_key: str = _setting("", doc="PEM public key for RS256/ES256 (or use JWT_PUBLIC_KEY_FILE)")
     jwt_public_key_file: str = _setting("", doc="Path to a PEM public key")
     jwt_private_key_file: str = _setting("", doc="Path to a PEM private key, used only by `token` to mint development tokens")
     jwt_audience: str = _setting("", doc="Required `aud` claim, if set")
     jwt_issuer: str = _setting("", doc="Required `iss` claim, if set")
-    jwt_leeway: float = _setting(0.0, _float, "Seconds of clock skew tolerated on exp/nbf")
-    require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated")
+    jwt_leeway: float = _setting(0.0, _non_negative_float, "Seconds of clock skew tolerated on exp/nbf")
+    require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated (needs a JWT key)")
     max_subscriptions: int = _setting(200, _positive_int, "Symbols one connection may subscribe to")
     max_message_bytes: int = _setting(16384, _positive_int, "Largest inbound message on either transport")
     request_rate: float = _setting(20.0, _positive_float, "Control requests per second per connection (sustained)")
@@ -184,13 +187,39 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Combinations that cannot work; SettingsError names the settings involved."""
         if self.admin_ui and not self.admin_password:
             raise SettingsError("ADMIN_PASSWORD: must be set when ADMIN_UI is on")
         if self.jwt_public_key_file and not os.path.isfile(self.jwt_public_key_file):
             raise SettingsError(f"JWT_PUBLIC_KEY_FILE: no such file: {self.jwt_public_key_file}")
+        self._check_jwt()
         url = self.backend_url
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
+
+    @property
+    def has_verification_key(self) -> bool:
+        """Whether tokens can be verified: a secret or a public key is configured."""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwt_public_key_file)
+
+    def _check_jwt(self) -> None:
+        if not self.jwt_leeway >= 0:
+            raise SettingsError(f"JWT_LEEWAY={self.jwt_leeway!r}: expected a number of 0 or more")
+        secret_bytes = len(self.jwt_secret.encode())
+        # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (256 bits);
+        # a shorter one can be brute-forced from any token the server issued or accepted.
+        if self.jwt_secret and secret_bytes < MIN_HS256_SECRET_BYTES:
+            raise SettingsError(
+                f"JWT_SECRET: {secret_bytes} bytes is too short for HS256, use at least"
+                f" {MIN_HS256_SECRET_BYTES} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if self.require_auth and not self.has_verification_key:
+            raise SettingsError("REQUIRE_AUTH: needs a key to verify tokens:"
+                                " set JWT_SECRET (HS256) or JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE (RS256/ES256)")
+        if not (self.has_verification_key or self.jwt_private_key_file):
+            for name, value in (("JWT_AUDIENCE", self.jwt_audience), ("JWT_ISSUER", self.jwt_issuer)):
+                if value:
+                    raise SettingsError(f"{name}: has no effect without a JWT key:"
+                                        " set JWT_SECRET or JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE")
 
 
 def parse_setting(name: str, raw: str) -> Any:
