@@ -5,6 +5,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .symbols import SymbolError, normalize_symbol
 
@@ -229,6 +230,24 @@ def parse_setting(name: str, raw: str) -> Any:
         return f.metadata["parse"](raw)
     except (ValueError, SymbolError) as exc:
         raise SettingsError(f"{name.upper()}={raw!r}: {exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """A URL as it may be logged: its password (in the user part or a
+    `password=` query parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        # Without a colon the whole user part may be the secret.
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else item
+        for item in parts.query.split("&") if item
+        for name in [item.partition("=")[0]]
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

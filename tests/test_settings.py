@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stockstream.config import Settings, SettingsError, describe_settings
+from stockstream.config import Settings, SettingsError, describe_settings, redact_url
 from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,3 +137,14 @@ def test_dotenv_is_read_and_flags_win(tmp_path: Path) -> None:
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=30)
     assert result.stdout.split() == ["6002", "7"], result.stderr
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
+    ("rediss://app:s3cret@redis/0", "rediss://app:***@redis/0"),
+    ("redis://s3cret@redis/0", "redis://***@redis/0"),
+    ("unix:///run/redis.sock?db=0&password=s3cret", "unix:///run/redis.sock?db=0&password=***"),
+])
+def test_redis_urls_are_logged_without_their_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
