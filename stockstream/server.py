@@ -59,7 +59,9 @@ async def serve(settings: Settings) -> None:
             await site.start()
         except OSError as exc:
             raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-        log.info("stockstream serving on http://%s:%d", settings.host, settings.port)
+        port = _bound_port(runner, settings.port)
+        log.info("stockstream serving on %s (listening on %s)",
+                 public_url(settings.host, port), _listen_address(settings.host, port))
         await stop.wait()
         shutdown_began = loop.time()
         await node.drain(budget / 2)
@@ -73,6 +75,33 @@ async def serve(settings: Settings) -> None:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+# A server bound to every interface is opened, on this machine, through localhost.
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def public_url(host: str, port: int, tls: bool = False) -> str:
+    """The URL a person can open to reach a server listening on host:port."""
+    scheme = "https" if tls else "http"
+    if host in WILDCARD_HOSTS:
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    default_port = 443 if tls else 80
+    return f"{scheme}://{host}" + ("" if port == default_port else f":{port}")
+
+
+def _listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    """The port actually listened on (PORT=0 lets the system choose one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event, budget: float) -> None:
