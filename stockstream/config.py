@@ -151,6 +151,8 @@ class Settings:
     admin_ui: bool = _setting(False, _bool, "Serve the Socket.IO Admin UI instrumentation")
     admin_user: str = _setting("admin", doc="Admin UI user name")
     admin_password: str = _setting("", doc="Admin UI password; required when ADMIN_UI is on")
+    tls_cert_file: str = _setting("", doc="PEM certificate (chain: the server's first) to serve HTTPS and wss:// directly; needs TLS_KEY_FILE")
+    tls_key_file: str = _setting("", doc="Unencrypted PEM private key of TLS_CERT_FILE")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "Log level")
     log_format: str = _setting("text", _choice("text", "json"), "text, or json for one JSON object per line")
     event_loop: str = _setting("auto", _choice("auto", "asyncio", "uvloop"), "Event loop; auto uses uvloop when installed")
@@ -194,6 +196,10 @@ class Settings:
         if self.jwt_public_key_file and not os.path.isfile(self.jwt_public_key_file):
             raise SettingsError(f"JWT_PUBLIC_KEY_FILE: no such file: {self.jwt_public_key_file}")
         self._check_jwt()
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (("TLS_CERT_FILE", "TLS_KEY_FILE") if self.tls_cert_file
+                              else ("TLS_KEY_FILE", "TLS_CERT_FILE"))
+            raise SettingsError(f"{missing}: must be set as well when {given} is (HTTPS needs both)")
         url = self.backend_url
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app, node_of
 from .config import Settings
+from .tls import server_ssl_context
 
 log = logging.getLogger("stockstream")
 
@@ -42,6 +43,8 @@ async def serve(settings: Settings) -> None:
     rest for closing what remains, the Redis connections last.
     """
     budget = settings.shutdown_timeout
+    # A certificate that cannot be used stops start-up before anything runs.
+    ssl_context = server_ssl_context(settings)
     app = create_app(settings)
     node = node_of(app)
     # Requests still running once the listening socket is closed get an
@@ -54,14 +57,14 @@ async def serve(settings: Settings) -> None:
     shutdown_began: float | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
             raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
         port = _bound_port(runner, settings.port)
         log.info("stockstream serving on %s (listening on %s)",
-                 public_url(settings.host, port), _listen_address(settings.host, port))
+                 public_url(settings.host, port, tls=ssl_context is not None), _listen_address(settings.host, port))
         await stop.wait()
         shutdown_began = loop.time()
         await node.drain(budget / 2)
