@@ -238,6 +238,15 @@ def parse_setting(name: str, raw: str) -> Any:
         raise SettingsError(f"{name.upper()}={raw!r}: {exc}") from None
 
 
+def read_setting_file(name: str, path: str) -> bytes:
+    """The contents of the file a setting names; SettingsError names the setting."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
 def redact_url(url: str) -> str:
     """A URL as it may be logged: its password (in the user part or a
     `password=` query parameter) replaced by ***."""

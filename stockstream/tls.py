@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, read_setting_file
 
 log = logging.getLogger("stockstream")
 
@@ -42,16 +42,8 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _read(name: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
-
-
 def _certificate(path: str) -> x509.Certificate:
-    pem = _read("TLS_CERT_FILE", path)
+    pem = read_setting_file("TLS_CERT_FILE", path)
     try:
         # The file may hold the whole chain; the server's own certificate comes first.
         return x509.load_pem_x509_certificates(pem)[0]
@@ -60,7 +52,7 @@ def _certificate(path: str) -> x509.Certificate:
 
 
 def _private_key(path: str) -> PrivateKeyTypes:
-    pem = _read("TLS_KEY_FILE", path)
+    pem = read_setting_file("TLS_KEY_FILE", path)
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except TypeError:
