@@ -87,16 +87,18 @@ WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 def public_url(host: str, port: int, tls: bool = False) -> str:
     """The URL a person can open to reach a server listening on host:port."""
     scheme = "https" if tls else "http"
-    if host in WILDCARD_HOSTS:
-        host = "localhost"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # an IPv6 address
+    host = "localhost" if host in WILDCARD_HOSTS else _bracketed(host)
     default_port = 443 if tls else 80
     return f"{scheme}://{host}" + ("" if port == default_port else f":{port}")
 
 
 def _listen_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    return f"{_bracketed(host)}:{port}"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs and host:port write it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:
