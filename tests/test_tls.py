@@ -102,10 +102,12 @@ async def https_ready(url: str, context: ssl.SSLContext) -> bool:
 
 
 async def test_server_speaks_https_and_wss_to_clients_that_verify_it(
-        servers, redis_url: str, clients, certificates: Certificates, monkeypatch: pytest.MonkeyPatch) -> None:
-    """/healthz over https, the original README's WebSocket client over wss:// under Node, and
-    python-socketio over https (upgraded to wss), all verifying the certificate against the
-    test CA; a client that does not trust the CA is refused."""
+        servers, redis_url: str, clients, node_harness, certificates: Certificates,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """/healthz over https, the original README's WebSocket client over wss:// under Node,
+    socket.io-client under Node and python-socketio over https (upgraded to wss), all
+    verifying the certificate against the test CA; a client that does not trust the CA
+    is refused."""
     server = servers.launch({"LOG_LEVEL": "info", "TLS_CERT_FILE": str(certificates.cert),
                              "TLS_KEY_FILE": str(certificates.key)}, redis_url=redis_url)
     base = f"https://127.0.0.1:{server.port}"
@@ -124,6 +126,8 @@ async def test_server_speaks_https_and_wss_to_clients_that_verify_it(
     await readme.wait_for_log(lambda args: args == ["Connected to WebSocket server"], what="the wss:// connection")
     await readme.wait_for_log(lambda args: len(args) == 2 and isinstance(args[1], dict)
                               and args[1].get("type") == "subscribed", what="the subscribe reply")
+    node_sio = await clients.sio(base, kind="node")
+    assert (await node_sio.subscribe(["AAPL"]))["ok"] is True
 
     updates: Inbox[Any] = Inbox("python-socketio over https")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
@@ -145,6 +149,8 @@ async def test_server_speaks_https_and_wss_to_clients_that_verify_it(
             assert received == update
             await readme.wait_for_log(lambda args: len(args) == 2 and isinstance(args[1], dict)
                                       and args[1].get("note") == "over tls", what="the update over wss")
+            await node_sio.expect_update(lambda u: u.get("note") == "over tls")
+            assert node_sio.transport == "websocket"
         finally:
             await sio.disconnect()
 
@@ -157,7 +163,7 @@ def readme_nginx_tls_block() -> str:
 
 
 async def test_readme_nginx_block_terminates_tls_in_front_of_an_instance(
-        servers, redis_url: str, clients, certificates: Certificates, monkeypatch: pytest.MonkeyPatch,
+        servers, redis_url: str, clients, node_harness, certificates: Certificates, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     """The alternative to TLS in the server: the README's nginx TLS block, as written, in front
     of a plain-HTTP instance; the README's WebSocket client reaches it over wss://."""
