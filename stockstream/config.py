@@ -203,6 +203,11 @@ class Settings:
         url = self.backend_url
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
+        if url:
+            try:
+                urlsplit(url).port
+            except ValueError as exc:  # the message quotes the port only, never the password
+                raise SettingsError(f"REDIS_URL: {exc}") from None
 
     @property
     def has_verification_key(self) -> bool:

@@ -37,7 +37,8 @@ def test_redis_url_wins_over_host_and_port() -> None:
 @pytest.mark.parametrize("name, value", [
     ("PORT", "abc"), ("PORT", "70000"), ("MAX_SUBSCRIPTIONS", "0"), ("REQUEST_RATE", "-1"),
     ("REQUIRE_AUTH", "perhaps"), ("LOG_LEVEL", "loud"), ("SIMULATE_SYMBOLS", "not a symbol!"),
-    ("REDIS_URL", "http://x"), ("JWT_LEEWAY", "-1"), ("JWT_LEEWAY", "nan"),
+    ("REDIS_URL", "http://x"), ("REDIS_URL", "redis://:pw@host:abc/0"), ("REDIS_URL", "redis://host:99999/0"),
+    ("JWT_LEEWAY", "-1"), ("JWT_LEEWAY", "nan"),
 ])
 def test_bad_value_names_the_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
