@@ -28,7 +28,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, read_setting_file
 from .errors import ClientError, ErrorCode
 from .symbols import SymbolError, normalize_symbol
 
@@ -199,14 +199,6 @@ def _hmac_secret(secret: str) -> str:
     return secret
 
 
-def _read_pem(name: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from None
-
-
 def _public_key(settings: Settings) -> tuple[str, Any] | None:
     """(algorithm, key) of the configured public key, or None."""
     if settings.jwt_public_key and settings.jwt_public_key_file:
@@ -218,7 +210,7 @@ def _public_key(settings: Settings) -> tuple[str, Any] | None:
         pem = settings.jwt_public_key.replace("\\n", "\n").encode()
     elif settings.jwt_public_key_file:
         name = "JWT_PUBLIC_KEY_FILE"
-        pem = _read_pem(name, settings.jwt_public_key_file)
+        pem = read_setting_file(name, settings.jwt_public_key_file)
     else:
         return None
     try:
@@ -235,7 +227,7 @@ def _signing_key(settings: Settings) -> tuple[str, Any]:
     """(algorithm, key) to mint tokens with; the private key wins over the secret."""
     name = "JWT_PRIVATE_KEY_FILE"
     if settings.jwt_private_key_file:
-        pem = _read_pem(name, settings.jwt_private_key_file)
+        pem = read_setting_file(name, settings.jwt_private_key_file)
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
