@@ -7,6 +7,7 @@ from .broker import Broker
 from .config import Settings
 from .demo import DemoPage
 from .http import Routes, errors_as_json
+from .http_publish import PublishRoute
 from .metrics import MetricsRoute, build_registry
 from .node import Node
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings) -> web.Application:
     node.socketio.attach(app)
     node.websocket.attach(app)
     Routes(node).attach(app)
+    PublishRoute(node).attach(app)
     MetricsRoute(build_registry(node)).attach(app)
     DemoPage().attach(app)
 
