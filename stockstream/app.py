@@ -5,6 +5,7 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import Settings
+from .cors import allow_api_cors
 from .demo import DemoPage
 from .http import Routes, errors_as_json
 from .http_publish import PublishRoute
@@ -24,6 +25,7 @@ def create_app(settings: Settings) -> web.Application:
     PublishRoute(node).attach(app)
     MetricsRoute(build_registry(node)).attach(app)
     DemoPage().attach(app)
+    allow_api_cors(app, settings.cors_origins)
 
     async def start(app: web.Application) -> None:
         await node.start()
