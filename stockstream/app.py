@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .api_docs import DOCUMENT_PATHS, ApiDocs
 from .broker import Broker
 from .config import Settings
 from .cors import allow_api_cors
@@ -25,7 +26,8 @@ def create_app(settings: Settings) -> web.Application:
     PublishRoute(node).attach(app)
     MetricsRoute(build_registry(node)).attach(app)
     DemoPage().attach(app)
-    allow_api_cors(app, settings.cors_origins)
+    ApiDocs().attach(app)
+    allow_api_cors(app, settings.cors_origins, DOCUMENT_PATHS)
 
     async def start(app: web.Application) -> None:
         await node.start()

@@ -43,6 +43,9 @@ HTTP_STATUS = {
     ErrorCode.INTERNAL: 500,
 }
 
+# Codes only HTTP answers carry; the streaming transports use the others.
+HTTP_ONLY_CODES = frozenset({ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN})
+
 
 class ClientError(Exception):
     """An error meant for the client: a code, a human message, extra fields."""

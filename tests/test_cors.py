@@ -48,6 +48,10 @@ async def test_listed_origins_are_answered_and_others_are_not() -> None:
         status, headers, _ = await preflight(stack.url + "/api/history/CRS", ALLOWED, method="GET")
         assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
 
+        status, headers, _ = await request("GET", stack.url + "/openapi.json", ALLOWED)
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED, \
+            "API documents can be read by tools on an allowed origin"
+
         status, headers, body = await preflight(stack.url + "/api/publish", STRANGER)
         assert status == 403 and "Access-Control-Allow-Origin" not in headers
         assert b'"code":"forbidden"' in body
