@@ -278,7 +278,9 @@ def openapi_document() -> dict[str, Any]:
         PUBLISH_PATH: {"post": {
             "summary": "Publish one update or a list of updates",
             "description": "Needs a token whose `publish` claim is true, \"*\" or a list of symbols. Every update "
-                           "is checked before any is published; a refused request publishes nothing.",
+                           "is checked before any is published; a refused request publishes nothing. A backend "
+                           "failure in the middle of a list answers 503 with `published` in the error: the "
+                           "updates that went out before it.",
             "operationId": "publish",
             "security": [{"bearer": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PublishRequest")}}},

@@ -13,12 +13,13 @@ import orjson
 from aiohttp import web
 
 from .auth import Identity
+from .broker import BackendUnavailable
 from .errors import ClientError, ErrorCode, invalid_payload
 from .http import bearer_token, json_response
 from .node import Node
 from .publisher import checked_update
 from .symbols import SymbolError
-from .updates import InvalidUpdate
+from .updates import InvalidUpdate, Update
 
 PUBLISH_PATH = "/api/publish"
 
@@ -97,5 +98,14 @@ class PublishRoute:
         if refused:
             raise ClientError(ErrorCode.FORBIDDEN, f"this token may not publish {', '.join(refused)}"
                               " (its publish claim)", symbols=refused)
-        published = [await self.node.publisher.publish_checked(u) for u in updates]
+        published: list[Update] = []
+        try:
+            for update in updates:
+                published.append(await self.node.publisher.publish_checked(update))
+        except BackendUnavailable:
+            if not published:
+                raise
+            # Each update is atomic on its own: say which ones went out before the failure.
+            raise ClientError(ErrorCode.UNAVAILABLE, "the price backend became unavailable during the request",
+                              published=[orjson.Fragment(u.raw) for u in published]) from None
         return json_response({"published": [orjson.Fragment(u.raw) for u in published]})

@@ -12,6 +12,8 @@ import jwt
 import pytest
 
 from stockstream.auth import TokenVerifier, mint_token
+from stockstream.app import node_of
+from stockstream.broker import BackendUnavailable
 from stockstream.cli import main as cli_main
 from stockstream.config import Settings
 from tests.support.inprocess import Stack, inprocess_stack
@@ -176,6 +178,32 @@ async def test_publishing_while_redis_is_down_answers_unavailable(pstack: Stack,
     redis_server.kill()
     got, answer = await post(pstack.url, {"symbol": "OUT", "price": 1.0}, bearer=token())
     assert got == 503 and answer["error"]["code"] == "unavailable", answer
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_a_backend_failure_mid_list_says_what_was_published(pstack: Stack) -> None:
+    """When the backend fails after some updates of a list went out, the 503 error
+    lists exactly those in `published`, so the publisher can resend the rest."""
+    broker = node_of(pstack.app).publisher.broker
+    real_publish = broker.publish
+    calls = 0
+
+    async def failing_on_the_third(update: dict, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise BackendUnavailable("backend lost")
+        return await real_publish(update, **kwargs)
+
+    broker.publish = failing_on_the_third
+    batch = [{"symbol": "MID", "price": float(i)} for i in range(5)]
+    got, answer = await post(pstack.url, batch, bearer=token())
+    assert got == 503 and answer["error"]["code"] == "unavailable", answer
+    assert [u["price"] for u in answer["error"]["published"]] == [0.0, 1.0]
+    assert answer["error"]["published"] == await stored(pstack, "MID")
+    calls = 10
+    got, answer = await post(pstack.url, batch[:1], bearer=token())
+    assert got == 200 and answer["published"][0]["seq"] == 3
 
 
 # -- concurrency ------------------------------------------------------------------------------
