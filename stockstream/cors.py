@@ -32,3 +32,15 @@ def allow_api_cors(app: web.Application, origins: tuple[str, ...], documents: It
     for route in list(app.router.routes()):
         if served_cross_origin(route.resource.canonical, documents):
             cors.add(route)
+    app.on_response_prepare.append(_vary_on_origin)
+
+
+async def _vary_on_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp-cors (0.8.1) echoes the request's origin without `Vary: Origin`; a
+    shared cache must not hand one origin's answer to another."""
+    if "Origin" in request.headers and "Access-Control-Allow-Origin" in response.headers:
+        vary = response.headers.get("Vary")
+        if vary is None:
+            response.headers["Vary"] = "Origin"
+        elif "origin" not in vary.lower():
+            response.headers["Vary"] = f"{vary}, Origin"

@@ -42,6 +42,7 @@ async def test_listed_origins_are_answered_and_others_are_not() -> None:
 
         status, headers, _ = await request("GET", stack.url + "/api/quotes/CRS", ALLOWED)
         assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
+        assert "Origin" in headers.get("Vary", ""), "caches must keep each origin's answer apart"
         status, headers, body = await request("GET", stack.url + "/api/quotes/NONE", ALLOWED)
         assert status == 404 and headers["Access-Control-Allow-Origin"] == ALLOWED, \
             "a browser must be able to read error bodies too"
