@@ -78,3 +78,15 @@ async def test_any_origin_with_the_default_star() -> None:
             assert status == 200 and headers["Access-Control-Allow-Origin"] in ("*", origin)
         status, headers, _ = await request("GET", stack.url + "/api/candles/STR?interval=1m", STRANGER)
         assert status == 200 and headers["Access-Control-Allow-Origin"] in ("*", STRANGER)
+
+
+async def test_preflights_need_no_token_when_auth_is_required() -> None:
+    """Browsers send preflights without credentials: with REQUIRE_AUTH=true they are
+    still answered, while the request itself needs its token."""
+    async with inprocess_stack("memory", cors_origins=(ALLOWED,), require_auth=True,
+                               jwt_secret="cors-tests-secret-of-at-least-32-bytes") as stack:
+        status, headers, _ = await preflight(stack.url + "/api/quotes/AUT", ALLOWED, method="GET")
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
+        status, headers, body = await request("GET", stack.url + "/api/quotes/AUT", ALLOWED)
+        assert status == 401 and b"auth_required" in body
+        assert headers["Access-Control-Allow-Origin"] == ALLOWED

@@ -90,6 +90,21 @@ async def test_posted_updates_reach_socketio_and_live_price_subscribers(pstack: 
     assert (await pstack.broker.snapshots(["HTQ"]))["HTQ"].to_dict() == published[2]
 
 
+async def test_posted_on_one_instance_reaches_subscribers_of_another(redis_url: str, clients: Any) -> None:
+    """Two instances on one Redis: what is POSTed to one reaches a subscriber of the
+    other, once and in order."""
+    async with inprocess_stack("redis", redis_url, jwt_secret=SECRET) as first, \
+            inprocess_stack("redis", redis_url, jwt_secret=SECRET) as second:
+        sio = await clients.sio(second.url)
+        await sio.subscribe("XIN")
+        batch = [{"symbol": "XIN", "price": 100 + i} for i in range(20)]
+        status, body = await post(first.url, batch, bearer=token(["XIN"]))
+        assert status == 200
+        await sio.updates.wait_count(20)
+        assert sio.updates.items == body["published"]
+        assert [u["seq"] for u in sio.updates.items] == list(range(1, 21))
+
+
 # -- refusals: nothing of a refused request is published ---------------------------------------
 
 async def test_publishing_needs_a_valid_token_with_the_publish_right(pstack: Stack) -> None:
