@@ -18,7 +18,7 @@ from stockstream.app import create_app
 from stockstream.auth import mint_token
 from stockstream.errors import ErrorCode
 from tests.support.inprocess import Stack, inprocess_stack, settings_for
-from tests.support.node import JS_DIR, ensure_node_modules
+from tests.support.node import JS_DIR
 from tests.support.waiting import now_ms
 
 SECRET = "api-docs-tests-secret-of-at-least-32-bytes"
@@ -38,8 +38,8 @@ async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
 
 
 def asyncapi_meta_schema() -> dict[str, Any]:
-    """The official AsyncAPI 3.0.0 JSON Schema, from the npm package @asyncapi/specs."""
-    ensure_node_modules()
+    """The official AsyncAPI 3.0.0 JSON Schema, from the npm package @asyncapi/specs
+    (installed with tests/js by the node_harness fixture)."""
     return json.loads((JS_DIR / "node_modules/@asyncapi/specs/schemas/3.0.0.json").read_text())
 
 
@@ -84,7 +84,7 @@ async def test_openapi_document_is_valid_openapi_3_1(docs_stack: Stack) -> None:
         openapi_spec_validator.validate(broken)
 
 
-async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack) -> None:
+async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack, node_harness: None) -> None:
     """GET /asyncapi.json validates against the official AsyncAPI 3.0.0 JSON Schema and
     names the host the client asked for."""
     status, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
