@@ -16,6 +16,7 @@ from stockstream.app import node_of
 from stockstream.broker import BackendUnavailable
 from stockstream.cli import main as cli_main
 from stockstream.config import Settings
+from stockstream.errors import ClientError
 from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.waiting import now_ms
 
@@ -288,3 +289,27 @@ def test_token_command_refuses_a_bad_publish_list(capsys: pytest.CaptureFixture[
         cli_main(["--env-file", str(tmp_path / "none.env"), "token", "--sub", "x", "--publish", "bad symbol"])
     assert exit_info.value.code == 2
     assert "--publish" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("claim, allowed, refused", [
+    (True, ["AAPL", "TSLA"], []),
+    ("*", ["AAPL", "TSLA"], []),
+    (["aapl", "*"], ["AAPL", "TSLA"], []),
+    (["aapl", "brk.b"], ["AAPL", "BRK.B"], ["TSLA"]),
+    (False, [], ["AAPL"]),
+    ([], [], ["AAPL"]),
+])
+def test_publish_claim_grants_what_it_names(claim: Any, allowed: list[str], refused: list[str]) -> None:
+    """The publish claim: true or "*" (alone or in a list) for every symbol, a list for
+    those symbols (case-insensitive), false or an empty list for none."""
+    identity = TokenVerifier(SETTINGS).verify(jwt.encode({"sub": "feed", "publish": claim}, SECRET))
+    assert [s for s in allowed + refused if identity.may_publish(s)] == allowed
+
+
+@pytest.mark.parametrize("claim", [5, "AAPL", {"AAPL": True}, ["bad symbol"], [7], None])
+def test_a_malformed_publish_claim_fails_authentication(claim: Any) -> None:
+    """A publish claim that is not true/false, "*" or a list of symbols makes the token invalid."""
+    forged = jwt.encode({"sub": "feed", "publish": claim}, SECRET)
+    with pytest.raises(ClientError) as refused:
+        TokenVerifier(SETTINGS).verify(forged)
+    assert refused.value.code.value == "auth_failed" and "publish claim" in refused.value.message
