@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .api_docs import DOCUMENT_PATHS, ApiDocs
 from .broker import Broker
 from .config import Settings
+from .cors import allow_api_cors
 from .demo import DemoPage
 from .http import Routes, errors_as_json
+from .http_publish import PublishRoute
 from .metrics import MetricsRoute, build_registry
 from .node import Node
 
@@ -20,8 +23,11 @@ def create_app(settings: Settings) -> web.Application:
     node.socketio.attach(app)
     node.websocket.attach(app)
     Routes(node).attach(app)
+    PublishRoute(node).attach(app)
     MetricsRoute(build_registry(node)).attach(app)
     DemoPage().attach(app)
+    ApiDocs().attach(app)
+    allow_api_cors(app, settings.cors_origins, DOCUMENT_PATHS)
 
     async def start(app: web.Application) -> None:
         await node.start()

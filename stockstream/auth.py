@@ -28,7 +28,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, read_setting_file
 from .errors import ClientError, ErrorCode
 from .symbols import SymbolError, normalize_symbol
 
@@ -49,10 +49,15 @@ class Identity:
     user: str
     symbols: frozenset[str] | None = None  # None: every symbol
     expires_at: float | None = None  # epoch seconds; None: never expires
+    publishes: frozenset[str] | None = frozenset()  # None: every symbol; empty: none
 
     def allows(self, symbol: str) -> bool:
         """Whether this identity may subscribe to `symbol` (a normalized symbol)."""
         return self.symbols is None or symbol in self.symbols
+
+    def may_publish(self, symbol: str) -> bool:
+        """Whether this identity may publish prices of `symbol` (a normalized symbol)."""
+        return self.publishes is None or symbol in self.publishes
 
     @property
     def expires_at_ms(self) -> int | None:
@@ -148,7 +153,8 @@ def _identity(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise _auth_failed(_SUB_MESSAGE)
-    return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims))
+    return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims),
+                    publishes=_publish_claim(claims))
 
 
 def _expiry(claims: dict[str, Any]) -> float | None:
@@ -163,15 +169,29 @@ def _expiry(claims: dict[str, Any]) -> float | None:
 def _symbols_claim(claims: dict[str, Any]) -> frozenset[str] | None:
     if "symbols" not in claims:
         return None
-    claim = claims["symbols"]
+    return _symbol_set("symbols", claims["symbols"])
+
+
+def _publish_claim(claims: dict[str, Any]) -> frozenset[str] | None:
+    """`publish`: true or "*" for every symbol, a list of symbols, absent or false for none."""
+    claim = claims.get("publish", False)
+    if claim is False:
+        return frozenset()
+    if claim is True:
+        return None
+    return _symbol_set("publish", claim)
+
+
+def _symbol_set(name: str, claim: Any) -> frozenset[str] | None:
+    """A claim holding "*" or a list of symbols (which may contain "*"); None means every symbol."""
     if claim == ALL_SYMBOLS:
         return None
     if not isinstance(claim, list):
-        raise _auth_failed('invalid symbols claim: expected a list of symbols or "*"')
+        raise _auth_failed(f'invalid {name} claim: expected a list of symbols or "*"')
     try:
         symbols = {s if s == ALL_SYMBOLS else normalize_symbol(s) for s in claim}
     except SymbolError as exc:
-        raise _auth_failed(f"invalid symbols claim: {exc}") from None
+        raise _auth_failed(f"invalid {name} claim: {exc}") from None
     return None if ALL_SYMBOLS in symbols else frozenset(symbols)
 
 
@@ -199,14 +219,6 @@ def _hmac_secret(secret: str) -> str:
     return secret
 
 
-def _read_pem(name: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from None
-
-
 def _public_key(settings: Settings) -> tuple[str, Any] | None:
     """(algorithm, key) of the configured public key, or None."""
     if settings.jwt_public_key and settings.jwt_public_key_file:
@@ -218,7 +230,7 @@ def _public_key(settings: Settings) -> tuple[str, Any] | None:
         pem = settings.jwt_public_key.replace("\\n", "\n").encode()
     elif settings.jwt_public_key_file:
         name = "JWT_PUBLIC_KEY_FILE"
-        pem = _read_pem(name, settings.jwt_public_key_file)
+        pem = read_setting_file(name, settings.jwt_public_key_file)
     else:
         return None
     try:
@@ -235,7 +247,7 @@ def _signing_key(settings: Settings) -> tuple[str, Any]:
     """(algorithm, key) to mint tokens with; the private key wins over the secret."""
     name = "JWT_PRIVATE_KEY_FILE"
     if settings.jwt_private_key_file:
-        pem = _read_pem(name, settings.jwt_private_key_file)
+        pem = read_setting_file(name, settings.jwt_private_key_file)
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -268,11 +280,14 @@ def mint_token(
     ttl: float | None = 3600,
     audience: str | None = None,
     issuer: str | None = None,
+    publish: bool | list[str] | None = None,
 ) -> str:
     """Sign a token for `sub`, valid for `ttl` seconds (None: no expiry).
 
     `symbols` limits what the token may subscribe to ("*" for all; None: no
-    claim, which also means all). `audience`/`issuer` default to the configured
+    claim, which also means all). `publish` lets it publish prices over HTTP:
+    True (or ["*"]) for every symbol, a list for those symbols; None: no claim,
+    no publishing. `audience`/`issuer` default to the configured
     JWT_AUDIENCE/JWT_ISSUER; pass "" to leave the claim out.
     Raises SettingsError when no signing key is configured, ValueError for a
     bad `sub` or symbol.
@@ -291,8 +306,16 @@ def mint_token(
     if issuer:
         claims["iss"] = issuer
     if symbols is not None:
-        claims["symbols"] = [s if s == ALL_SYMBOLS else normalize_symbol(s) for s in symbols]
+        claims["symbols"] = _claim_symbols(symbols)
+    if publish is True or publish == [ALL_SYMBOLS]:
+        claims["publish"] = True
+    elif publish:
+        claims["publish"] = _claim_symbols(publish)
     return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _claim_symbols(symbols: list[str]) -> list[str]:
+    return [s if s == ALL_SYMBOLS else normalize_symbol(s) for s in symbols]
 
 
 # -- command line -------------------------------------------------------------
@@ -336,6 +359,11 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         "--ttl", type=_ttl_argument, default=3600.0,
         help="seconds until the token expires; 0 for never (default: 3600)",
     )
+    parser.add_argument(
+        "--publish", nargs="?", const=True, type=_symbols_argument, metavar="SYMBOLS",
+        help="let the token publish prices (POST /api/publish): alone or * for every symbol,"
+             " or comma-separated symbols (default: no publishing)",
+    )
     parser.add_argument("--aud", help="audience claim (default: JWT_AUDIENCE)")
     parser.add_argument("--iss", help="issuer claim (default: JWT_ISSUER)")
 
@@ -350,6 +378,7 @@ def token_command(args: argparse.Namespace, settings: Settings) -> int:
             ttl=args.ttl if args.ttl > 0 else None,
             audience=args.aud,
             issuer=args.iss,
+            publish=args.publish,
         )
     except SettingsError as exc:
         print(f"stockstream token: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any, Callable
 
@@ -48,8 +49,13 @@ def add_redis_argument(parser: argparse.ArgumentParser) -> None:
                         help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
 
 
+def _prog() -> str:
+    """How the user ran us: the installed `stockstream` command or `python -m stockstream`."""
+    return "stockstream" if sys.argv and os.path.basename(sys.argv[0]) == "stockstream" else "python -m stockstream"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stockstream",
+    parser = argparse.ArgumentParser(prog=_prog(),
                                      description="stockstream: real-time stock price streaming over Socket.IO and WebSocket.")
     parser.add_argument("--version", action="version", version=f"stockstream {__version__}")
     parser.add_argument("--env-file", default=".env", help="read settings from this file first (default .env)")

@@ -5,6 +5,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .symbols import SymbolError, normalize_symbol
 
@@ -99,6 +100,9 @@ def _setting(default: Any, parse: Callable[[str], Any] = _text, doc: str = "") -
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
 
+# The shortest HS256 secret accepted: as long as the hash, as RFC 7518 requires.
+MIN_HS256_SECRET_BYTES = 32
+
 DEFAULT_SYMBOLS = (
     "AAPL,MSFT,GOOGL,AMZN,NVDA,META,TSLA,BRK.B,JPM,V,"
     "JNJ,WMT,XOM,PG,MA,HD,KO,PEP,^GSPC,BTC-USD"
@@ -115,14 +119,14 @@ class Settings:
     redis_host: str = _setting("", doc="Redis host, as in the original design")
     redis_port: int = _setting(6379, _port, "Redis port, used with REDIS_HOST")
     cors_origins: tuple[str, ...] = _setting(("*",), _csv, "Allowed CORS origins, comma-separated; * for any")
-    jwt_secret: str = _setting("", doc="HS256 secret")
+    jwt_secret: str = _setting("", doc="HS256 secret, at least 32 bytes")
     jwt_public_key: str = _setting("", doc="PEM public key for RS256/ES256 (or use JWT_PUBLIC_KEY_FILE)")
     jwt_public_key_file: str = _setting("", doc="Path to a PEM public key")
     jwt_private_key_file: str = _setting("", doc="Path to a PEM private key, used only by `token` to mint development tokens")
     jwt_audience: str = _setting("", doc="Required `aud` claim, if set")
     jwt_issuer: str = _setting("", doc="Required `iss` claim, if set")
-    jwt_leeway: float = _setting(0.0, _float, "Seconds of clock skew tolerated on exp/nbf")
-    require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated")
+    jwt_leeway: float = _setting(0.0, _non_negative_float, "Seconds of clock skew tolerated on exp/nbf")
+    require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated (needs a JWT key)")
     max_subscriptions: int = _setting(200, _positive_int, "Symbols one connection may subscribe to")
     max_message_bytes: int = _setting(16384, _positive_int, "Largest inbound message on either transport")
     request_rate: float = _setting(20.0, _positive_float, "Control requests per second per connection (sustained)")
@@ -147,6 +151,8 @@ class Settings:
     admin_ui: bool = _setting(False, _bool, "Serve the Socket.IO Admin UI instrumentation")
     admin_user: str = _setting("admin", doc="Admin UI user name")
     admin_password: str = _setting("", doc="Admin UI password; required when ADMIN_UI is on")
+    tls_cert_file: str = _setting("", doc="PEM certificate (chain: the server's first) to serve HTTPS and wss:// directly; needs TLS_KEY_FILE")
+    tls_key_file: str = _setting("", doc="Unencrypted PEM private key of TLS_CERT_FILE")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "Log level")
     log_format: str = _setting("text", _choice("text", "json"), "text, or json for one JSON object per line")
     event_loop: str = _setting("auto", _choice("auto", "asyncio", "uvloop"), "Event loop; auto uses uvloop when installed")
@@ -184,13 +190,48 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Combinations that cannot work; SettingsError names the settings involved."""
         if self.admin_ui and not self.admin_password:
             raise SettingsError("ADMIN_PASSWORD: must be set when ADMIN_UI is on")
         if self.jwt_public_key_file and not os.path.isfile(self.jwt_public_key_file):
             raise SettingsError(f"JWT_PUBLIC_KEY_FILE: no such file: {self.jwt_public_key_file}")
+        self._check_jwt()
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (("TLS_CERT_FILE", "TLS_KEY_FILE") if self.tls_cert_file
+                              else ("TLS_KEY_FILE", "TLS_CERT_FILE"))
+            raise SettingsError(f"{missing}: must be set as well when {given} is (HTTPS needs both)")
         url = self.backend_url
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
+        if url:
+            try:
+                urlsplit(url).port
+            except ValueError as exc:  # the message quotes the port only, never the password
+                raise SettingsError(f"REDIS_URL: {exc}") from None
+
+    @property
+    def has_verification_key(self) -> bool:
+        """Whether tokens can be verified: a secret or a public key is configured."""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwt_public_key_file)
+
+    def _check_jwt(self) -> None:
+        if not self.jwt_leeway >= 0:
+            raise SettingsError(f"JWT_LEEWAY={self.jwt_leeway!r}: expected a number of 0 or more")
+        secret_bytes = len(self.jwt_secret.encode())
+        # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (256 bits);
+        # a shorter one can be brute-forced from any token the server issued or accepted.
+        if self.jwt_secret and secret_bytes < MIN_HS256_SECRET_BYTES:
+            raise SettingsError(
+                f"JWT_SECRET: {secret_bytes} bytes is too short for HS256, use at least"
+                f" {MIN_HS256_SECRET_BYTES} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if self.require_auth and not self.has_verification_key:
+            raise SettingsError("REQUIRE_AUTH: needs a key to verify tokens:"
+                                " set JWT_SECRET (HS256) or JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE (RS256/ES256)")
+        if not (self.has_verification_key or self.jwt_private_key_file):
+            for name, value in (("JWT_AUDIENCE", self.jwt_audience), ("JWT_ISSUER", self.jwt_issuer)):
+                if value:
+                    raise SettingsError(f"{name}: has no effect without a JWT key:"
+                                        " set JWT_SECRET or JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE")
 
 
 def parse_setting(name: str, raw: str) -> Any:
@@ -200,6 +241,33 @@ def parse_setting(name: str, raw: str) -> Any:
         return f.metadata["parse"](raw)
     except (ValueError, SymbolError) as exc:
         raise SettingsError(f"{name.upper()}={raw!r}: {exc}") from None
+
+
+def read_setting_file(name: str, path: str) -> bytes:
+    """The contents of the file a setting names; SettingsError names the setting."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """A URL as it may be logged: its password (in the user part or a
+    `password=` query parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        # Without a colon the whole user part may be the secret.
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else item
+        for item in parts.query.split("&") if item
+        for name in [item.partition("=")[0]]
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

@@ -22,6 +22,7 @@ class ErrorCode(str, enum.Enum):
     SERVER_SHUTDOWN = "server_shutdown"
     UNAVAILABLE = "unavailable"
     NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"
 
 
@@ -38,8 +39,12 @@ HTTP_STATUS = {
     ErrorCode.SERVER_SHUTDOWN: 503,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.INTERNAL: 500,
 }
+
+# Codes only HTTP answers carry; the streaming transports use the others.
+HTTP_ONLY_CODES = frozenset({ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN})
 
 
 class ClientError(Exception):

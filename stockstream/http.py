@@ -39,7 +39,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = ErrorCode.NOT_FOUND if exc.status == 404 else ErrorCode.INVALID_PAYLOAD
+        code = {404: ErrorCode.NOT_FOUND, 403: ErrorCode.FORBIDDEN}.get(exc.status, ErrorCode.INVALID_PAYLOAD)
         return json_response({"error": {"code": code.value, "message": exc.reason}}, exc.status)
     except Exception:  # noqa: BLE001 - a bug answers 500 in the catalogue's shape, logged here
         if request.headers.get("Upgrade"):
@@ -55,13 +55,18 @@ def _symbol(text: str) -> str:
         raise ClientError(ErrorCode.INVALID_SYMBOL, str(exc), symbols=[text[:64]]) from None
 
 
-def _token(request: web.Request) -> str | None:
-    """`Authorization: Bearer <jwt>`, or `?token=` as on /live-price."""
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer <jwt>` header."""
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.query.get("token") or None
+    return None
+
+
+def _token(request: web.Request) -> str | None:
+    """`Authorization: Bearer <jwt>`, or `?token=` as on /live-price."""
+    return bearer_token(request) or request.query.get("token") or None
 
 
 def _int_param(request: web.Request, name: str) -> int | None:

@@ -9,7 +9,7 @@ import socketio
 
 from .auth import TokenVerifier
 from .broker import create_broker
-from .config import Settings
+from .config import Settings, redact_url
 from .errors import ClientError, ErrorCode
 from .hub import Hub
 from .outbox import FlushScheduler
@@ -56,7 +56,7 @@ class Node:
         if self.broker.kind == "memory":
             log.info("no Redis configured: using the embedded in-process backend (one instance only)")
         else:
-            log.info("using Redis backend at %s", _redact(self.settings.backend_url or ""))
+            log.info("using Redis backend at %s", redact_url(self.settings.backend_url or ""))
         if self.admin_ui is not None:
             log.info("Socket.IO Admin UI enabled (read-only) on namespace %s for user %r",
                      ADMIN_NAMESPACE, self.settings.admin_user)
@@ -153,11 +153,3 @@ async def close_socketio_manager(manager: Any) -> None:
                 await connection.aclose()
             except Exception:  # noqa: BLE001 - a connection Redis already dropped may fail to close
                 pass
-
-
-def _redact(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

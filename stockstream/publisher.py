@@ -12,7 +12,7 @@ from typing import Any
 from .broker import Broker, create_broker
 from .config import Settings
 from .symbols import normalize_symbol
-from .updates import Update, validate_fields
+from .updates import InvalidUpdate, Update, validate_fields
 
 
 def now_ms() -> int:
@@ -21,13 +21,24 @@ def now_ms() -> int:
 
 def make_update(symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> dict[str, Any]:
     """A checked update object; raises ValueError (SymbolError, InvalidUpdate) if not valid."""
-    update = {**extra, "symbol": normalize_symbol(symbol), "price": price,
-              "timestamp": now_ms() if timestamp is None else timestamp}
+    fields = {**extra, "symbol": symbol, "price": price}
+    if timestamp is not None:
+        fields["timestamp"] = timestamp
+    return checked_update(fields)
+
+
+def checked_update(data: Any) -> dict[str, Any]:
+    """A validated copy of an update object: symbol uppercased, `timestamp` the
+    current time when absent. Raises ValueError (SymbolError, InvalidUpdate) if not valid."""
+    if not isinstance(data, dict):
+        raise InvalidUpdate("an update is a JSON object")
+    rest = dict(data)
     # symbol, price, timestamp first: the order clients see, as in the original.
-    ordered = {"symbol": update.pop("symbol"), "price": update.pop("price"), "timestamp": update.pop("timestamp")}
-    ordered.update(update)
-    validate_fields(ordered)
-    return ordered
+    update = {"symbol": normalize_symbol(rest.pop("symbol", None)), "price": rest.pop("price", None),
+              "timestamp": rest.pop("timestamp") if "timestamp" in rest else now_ms()}
+    update.update(rest)
+    validate_fields(update)
+    return update
 
 
 class Publisher:
@@ -36,9 +47,14 @@ class Publisher:
 
     async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> dict[str, Any]:
         """Publish one price; returns the update as clients receive it (with `seq`)."""
-        update = await self.broker.publish(make_update(symbol, price, timestamp, **extra))
-        assert update is not None
-        return update.to_dict()
+        stored = await self.publish_checked(make_update(symbol, price, timestamp, **extra))
+        return stored.to_dict()
+
+    async def publish_checked(self, update: dict[str, Any]) -> Update:
+        """Publish an update that `checked_update` returned."""
+        stored = await self.broker.publish(update)
+        assert stored is not None  # only a dedupe key makes the broker skip one
+        return stored
 
     async def publish_update(self, update: dict[str, Any], dedupe: tuple[str, int] | None = None) -> Update | None:
         """Publish an update object as received (e.g. from Kafka); None if deduplicated."""

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app, node_of
 from .config import Settings
+from .tls import server_ssl_context
 
 log = logging.getLogger("stockstream")
 
@@ -42,6 +43,8 @@ async def serve(settings: Settings) -> None:
     rest for closing what remains, the Redis connections last.
     """
     budget = settings.shutdown_timeout
+    # A certificate that cannot be used stops start-up before anything runs.
+    ssl_context = server_ssl_context(settings)
     app = create_app(settings)
     node = node_of(app)
     # Requests still running once the listening socket is closed get an
@@ -54,12 +57,14 @@ async def serve(settings: Settings) -> None:
     shutdown_began: float | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
             raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-        log.info("stockstream serving on http://%s:%d", settings.host, settings.port)
+        port = _bound_port(runner, settings.port)
+        log.info("stockstream serving on %s (listening on %s)",
+                 public_url(settings.host, port, tls=ssl_context is not None), _listen_address(settings.host, port))
         await stop.wait()
         shutdown_began = loop.time()
         await node.drain(budget / 2)
@@ -73,6 +78,35 @@ async def serve(settings: Settings) -> None:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+# A server bound to every interface is opened, on this machine, through localhost.
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def public_url(host: str, port: int, tls: bool = False) -> str:
+    """The URL a person can open to reach a server listening on host:port."""
+    scheme = "https" if tls else "http"
+    host = "localhost" if host in WILDCARD_HOSTS else _bracketed(host)
+    default_port = 443 if tls else 80
+    return f"{scheme}://{host}" + ("" if port == default_port else f":{port}")
+
+
+def _listen_address(host: str, port: int) -> str:
+    return f"{_bracketed(host)}:{port}"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs and host:port write it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    """The port actually listened on (PORT=0 lets the system choose one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event, budget: float) -> None:

@@ -180,6 +180,9 @@ class Session:
         if len(self.subscriptions) + len(added) > self.settings.max_subscriptions:
             raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} symbols per connection")
+        if added and not self.services.broker.ready:
+            # The listener is down, so waiting for the backend would only delay the answer.
+            raise BackendUnavailable("backend not ready")
         for symbol in added:
             self.gates[symbol] = Gate()
             self.subscriptions.add(symbol)

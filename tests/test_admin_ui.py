@@ -13,6 +13,8 @@ from tests.support.waiting import Inbox
 ADMIN = {"username": "ops", "password": "s3cret-for-tests"}
 ADMIN_ENV = {"ADMIN_UI": "true", "ADMIN_USER": ADMIN["username"], "ADMIN_PASSWORD": ADMIN["password"],
              "SIMULATE_SYMBOLS": "AAPL,MSFT", "SIMULATE_RATE": "20"}
+# The server answered and refused the namespace (not: the server could not be reached).
+REFUSED = "namespaces failed to connect: /admin"
 
 
 class AdminClient:
@@ -47,7 +49,7 @@ async def admin_client() -> AsyncIterator[AdminClient]:
 
 async def test_admin_namespace_is_off_by_default(admin_client: AdminClient) -> None:
     async with inprocess_stack("memory") as stack:
-        with pytest.raises(socketio.exceptions.ConnectionError):
+        with pytest.raises(socketio.exceptions.ConnectionError, match=REFUSED):
             await admin_client.connect(stack.url, ADMIN)
 
 
@@ -57,7 +59,7 @@ async def test_admin_ui_needs_credentials_and_leaves_streaming_intact(servers, c
 
     intruder = AdminClient()
     try:
-        with pytest.raises(socketio.exceptions.ConnectionError):
+        with pytest.raises(socketio.exceptions.ConnectionError, match=REFUSED):
             await intruder.connect(server.url, {"username": ADMIN["username"], "password": "wrong"})
     finally:
         await intruder.close()

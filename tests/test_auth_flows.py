@@ -1,4 +1,4 @@
-"""JWT authentication end to end, on Socket.IO and /live-price (contract §3, §4, §6).
+"""JWT authentication end to end, on Socket.IO and /live-price.
 
 Every way a client can present a token (the `authenticate` event as a string or
 {token}, with or without an ack; the Socket.IO handshake `auth: {token}`;

@@ -1,4 +1,4 @@
-"""The live demo page at `/` (contract §5), served by stockstream and run in headless Chromium."""
+"""The live demo page at `/`, served by stockstream and run in headless Chromium."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""History (contract §3 `history`, §5 quotes/history/candles): retention, queries,
+"""History: retention, queries,
 candles, and the recording of third-party publishers' updates."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile input, generated with Hypothesis (contract §1, §3, §4).
+"""Hostile input, generated with Hypothesis.
 
 Whatever a client sends (any JSON, deep nesting, huge strings, odd unicode, at
 every event, with and without an ack; any frame on /live-price) and whatever
@@ -503,7 +503,7 @@ CHANNELS = st.one_of(st.just(FUZZ_SYMBOL), st.just(FUZZ_SYMBOL.lower()),
 
 
 def contract_valid(raw: bytes, channel_symbol: str) -> tuple[bool, bool]:
-    """(valid per contract §1, certainly so). Limits of representation the contract
+    """(valid as an update, certainly so). Limits of representation the contract
     leaves open (numbers beyond 64 bits, timestamps beyond 2**53, lone surrogates,
     messages over 64 KiB) make a message "uncertain": it may or may not be delivered."""
     try:
@@ -611,7 +611,7 @@ async def test_edge_requests(target: ServerProcess, clients: ClientPool, transpo
 
 
 async def test_ping_is_not_a_socketio_event(target: ServerProcess, clients: ClientPool) -> None:
-    """Contract §3: unknown events are ignored, or answered invalid_payload with an ack.
+    """Unknown events are ignored, or answered invalid_payload with an ack.
     `ping` is a /live-price action, not a Socket.IO event."""
     client = await clients.sio(target.url, transports=["websocket"])
     ack = await client.call("ping")
@@ -626,7 +626,7 @@ LOGGED_ERROR = re.compile(r" (ERROR|CRITICAL) [\w.]+:")
 @pytest.mark.parametrize("action", [[], {}, ["subscribe"], {"subscribe": 1}])
 async def test_live_price_action_that_is_not_a_string(target: ServerProcess, clients: ClientPool,
                                                       action: Any) -> None:
-    """Contract §4: text that is not a JSON object with a known action answers
+    """Text that is not a JSON object with a known action answers
     invalid_payload and the socket stays open."""
     ws = await clients.ws(target.url)
     reply = await before_close(ws.request({"action": action, "symbol": "AAPL"}), ws.closed,

@@ -1,4 +1,4 @@
-"""Per-connection limits and the errors they answer with (contract §3, §4, §6).
+"""Per-connection limits and the errors they answer with.
 
 MAX_SUBSCRIPTIONS -> too_many_subscriptions, MAX_MESSAGE_BYTES -> the connection
 is closed (1009 on /live-price), REQUEST_RATE/REQUEST_BURST -> rate_limited,

@@ -1,4 +1,4 @@
-"""The Redis listener under malformed input, and the subscribe/snapshot race (contract §1, §3)."""
+"""The Redis listener under malformed input, and the subscribe/snapshot race."""
 from __future__ import annotations
 
 import asyncio

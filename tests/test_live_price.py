@@ -1,4 +1,4 @@
-"""The plain WebSocket endpoint /live-price (contract §4), including the original README client."""
+"""The plain WebSocket endpoint /live-price, including the original README client."""
 from __future__ import annotations
 
 import json
@@ -97,7 +97,7 @@ async def test_ping_pong_and_id_echo(stack, clients):
     reply = await ws.request({"action": "ping"})
     assert reply.get("type") == "pong", reply
     reply = await ws.request({"action": "ping", "id": 7})
-    assert reply == {"type": "pong", "id": 7} or (reply.get("type") == "pong" and reply["id"] == 7)
+    assert reply == {"type": "pong", "ok": True, "id": 7}, reply
     reply = await ws.request({"action": "subscribe", "symbol": "AAPL", "id": "req-1"})
     assert reply.get("type") == "subscribed" and reply.get("id") == "req-1", reply
     reply = await ws.request({"action": "unsubscribe", "symbols": ["AAPL"], "id": 2})

@@ -1,4 +1,4 @@
-"""GET /metrics (contract §5): Prometheus text, fixed cardinality, read from the core's own counters."""
+"""GET /metrics: Prometheus text, fixed cardinality, read from the core's own counters."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Several server instances on one Redis (contract §3 guarantees across instances)."""
+"""Several server instances on one Redis."""
 from __future__ import annotations
 
 import asyncio

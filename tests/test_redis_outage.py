@@ -1,4 +1,4 @@
-"""Redis going away mid-stream and coming back (contract §3 guarantees, §5 /readyz, §8 publish).
+"""Redis going away mid-stream and coming back.
 
 The server keeps its clients through the outage and answers /readyz 503; once
 Redis is back every subscribed client gets a fresh snapshot of each of its
@@ -156,3 +156,79 @@ async def test_requests_during_an_outage_answer_unavailable_and_change_nothing(
                          what="/readyz to recover")
         ack = await sio.call("subscribe", ["MSFT"], timeout=15)
         assert ack["ok"] is True and ack["symbols"] == ["AAPL", "MSFT"]
+
+
+PASSWORD = "outage-test-password"
+# A subscribe during an outage must not wait for the backend: generous for a loaded
+# machine, and far below the 5 s a subscribe may otherwise wait for Redis.
+PROMPT_ANSWER = 1.0
+
+
+async def test_server_started_while_redis_is_down_serves_not_ready_until_it_answers(
+        servers, clients, tmp_path: Path) -> None:
+    """An unreachable Redis at start-up is an outage, not a bad setting: the server
+    serves, /readyz answers 503 with a reason, one log line names REDIS_URL (password
+    redacted), subscribes answer `unavailable` at once and change nothing; once Redis
+    answers, the server is ready and subscribes work."""
+    redis = RedisServer(tmp_path / "redis")  # not started: nothing listens on its port yet
+    url = f"redis://:{PASSWORD}@127.0.0.1:{redis.port}/0"
+    try:
+        server = servers.launch({"LOG_LEVEL": "info"}, redis_url=url)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            await eventually(lambda: answers(http, server.url + "/readyz", 503), 20.0,
+                             "the server to serve /readyz (503) without Redis")
+            async with http.get(server.url + "/readyz") as resp:
+                assert (await resp.json())["reason"]
+            assert await status_of(http, server.url + "/healthz") == 200
+            assert server.running
+            await eventually(lambda: "REDIS_URL" in server.output(), 10.0, "the log line naming REDIS_URL")
+
+            sio = await clients.sio(server.url)
+            ws = await clients.ws(server.url)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            ack = await sio.call("subscribe", ["AAPL", "MSFT"], timeout=10)
+            sio_took = loop.time() - began
+            assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+            began = loop.time()
+            reply = await ws.subscribe("AAPL", timeout=10)
+            ws_took = loop.time() - began
+            assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+            assert sio_took < PROMPT_ANSWER and ws_took < PROMPT_ANSWER, (sio_took, ws_took)
+            ack = await sio.call("unsubscribe", ["AAPL", "MSFT"], timeout=10)
+            assert ack["ok"] is True and ack["symbols"] == [] and ack["removed"] == []
+
+            redis.start()
+            redis.client().config_set("requirepass", PASSWORD)
+            raw = RawRedisPublisher(url)
+            try:
+                stored = await raw.publish("AAPL", 189.5, note="stored")
+                await eventually(lambda: answers(http, server.url + "/readyz", 200), RECOVERY,
+                                 "/readyz to answer 200 once Redis answers")
+                ack = await sio.call("subscribe", ["AAPL", "MSFT"], timeout=10)
+                assert ack["ok"] is True and ack["symbols"] == ["AAPL", "MSFT"], ack
+                reply = await ws.subscribe("AAPL", timeout=10)
+                assert reply["type"] == "subscribed" and reply["symbols"] == ["AAPL"], reply
+                for client in (sio, ws):
+                    await client.expect_update(lambda u: u.get("note") == "stored")
+                live = make_update("AAPL", 190.0, note="live")
+                live["timestamp"] = stored["timestamp"] + 1
+                await raw.set_and_publish(live)
+                for client in (sio, ws):
+                    await client.expect_update(lambda u: u.get("note") == "live")
+            finally:
+                await raw.close()
+
+        log = server.output()
+        named = [line for line in log.splitlines() if "REDIS_URL" in line]
+        assert len(named) == 1, f"expected one line naming REDIS_URL:\n{log}"
+        assert f"redis://:***@127.0.0.1:{redis.port}/0" in named[0], named[0]
+        assert PASSWORD not in log, "the Redis password was logged"
+        assert "Traceback" not in log, log
+        # python-socketio's Redis manager retries on its own, with a doubling delay:
+        # a handful of lines over the outage, not one per attempt of ours.
+        manager_lines = [line for line in log.splitlines() if "Cannot receive from redis" in line]
+        assert len(manager_lines) <= 6, "\n".join(manager_lines)
+        assert server.running
+    finally:
+        redis.stop()

@@ -1,4 +1,4 @@
-"""Resuming a stream (contract §3 `subscribe` with `since` / `sinceSeq`): the stored
+"""Resuming a stream: the stored
 updates after the point, oldest first, then live, with no gap and no repeat at the
 boundary, while the symbol is being published; `recovered: false` and the snapshot
 when history no longer reaches the point."""

@@ -1,4 +1,4 @@
-"""Graceful shutdown (contract §3 server_shutdown, §5 /readyz) and the operator's logs.
+"""Graceful shutdown (server_shutdown, /readyz) and the operator's logs.
 
 A real process gets a real signal: /readyz turns 503 while clients are told
 and drained, every client receives `server_shutdown`, and the process exits 0

@@ -1,4 +1,4 @@
-"""Slow consumers (contract §3 "Slow consumers", §4 "Same ... limits").
+"""Slow consumers on both transports.
 
 A client that stops reading must not delay the others nor grow the server's
 memory: it is conflated while briefly behind and, once behind for longer than

@@ -1,4 +1,4 @@
-"""Socket.IO clients (python-socketio and stock socket.io-client@4): contract §1-§3.
+"""Socket.IO clients (python-socketio and stock socket.io-client@4): connecting, subscribing, streaming.
 
 Every test runs on both backends (embedded memory and Redis); most with both client
 libraries using their default transports (long-polling first, then upgrade).

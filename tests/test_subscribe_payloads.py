@@ -1,4 +1,4 @@
-"""Subscribe/unsubscribe request validation and ack semantics (contract §2-§3).
+"""Subscribe/unsubscribe request validation and ack semantics.
 
 Protocol logic is the same on every backend, so these run on the embedded one.
 """

@@ -35,6 +35,8 @@ from typing import Any, Callable
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..backoff import Backoff
 from ..config import Settings
@@ -106,6 +108,8 @@ class HistoryRecorder:
         self._release = self._redis.register_script(RELEASE_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        # Until Redis first answers, an unreachable Redis is the listener's to report.
+        self._reached = False
         self.leading = False
         self.recorded = 0
         self.tenures = 0
@@ -125,7 +129,9 @@ class HistoryRecorder:
         while True:
             try:
                 token = secrets.token_hex(16)
-                if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+                acquired = await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS)
+                self._reached = True
+                if acquired:
                     await self._lead(token)
                 self._failing = False
                 backoff.reset()
@@ -134,7 +140,8 @@ class HistoryRecorder:
                 raise
             except Exception as exc:  # noqa: BLE001 - the recorder must outlive any failure
                 # One warning per outage; the retries of the same outage go to debug.
-                (log.debug if self._failing else log.warning)("history recorder: %s", exc)
+                unreached = not self._reached and isinstance(exc, (RedisConnectionError, RedisTimeoutError))
+                (log.debug if self._failing or unreached else log.warning)("history recorder: %s", exc)
                 self._failing = True
                 await asyncio.sleep(backoff.next())
 

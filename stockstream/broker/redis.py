@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from ..config import Settings
+from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, channel_for
 from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse_update, validate_fields
 from . import BackendUnavailable, Broker, UpdateSink
@@ -66,6 +66,9 @@ return seq
 PROBE_AFTER = 5.0
 DEAD_AFTER = 15.0
 READ_BURST = 64
+# A Redis host that drops packets would otherwise hold a connect for the
+# operating system's TCP timeout (minutes); a REDIS_URL option wins over this.
+CONNECT_TIMEOUT = 5.0
 
 # Stream ids hold 64-bit milliseconds; query bounds beyond are clamped.
 MAX_STREAM_MS = 2**64 - 1
@@ -123,7 +126,8 @@ class RedisBroker(Broker):
         self._settings = settings
         # A blocking pool: a burst of subscribes waits for a connection
         # instead of failing past the pool's cap.
-        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5.0)
+        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5.0,
+                                                              socket_connect_timeout=CONNECT_TIMEOUT)
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
         self._sink: UpdateSink | None = None
@@ -209,6 +213,11 @@ class RedisBroker(Broker):
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 if self._ready:
                     log.warning("redis listener lost its connection: %s", exc)
+                elif first:
+                    # Not a bad setting: Redis may just not be up yet. One line says
+                    # where it is looked for; the retries of this outage go to debug.
+                    log.warning("cannot reach Redis at REDIS_URL=%s (%s): serving, but not ready"
+                                " until it answers; retrying in the background", redact_url(self._url), exc)
                 else:
                     log.debug("redis listener cannot connect: %s", exc)
             first = False
@@ -220,7 +229,8 @@ class RedisBroker(Broker):
 
     async def _listen(self, resync: bool) -> None:
         # No retries inside redis-py: a silent reconnect would skip the resync.
-        client = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0))
+        client = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0),
+                                         socket_connect_timeout=CONNECT_TIMEOUT)
         self._pubsub = pubsub = client.pubsub()
         wanted = {channel_for(s) for s in self._wanted}
         for channel in wanted:

@@ -15,7 +15,7 @@ from .sio import AckTimeout, SioClientBase
 from .waiting import PROMPT, Inbox, JsParsed
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
-REQUIRED_MODULES = ("socket.io-client", "ws", "playwright-core")
+REQUIRED_MODULES = ("socket.io-client", "ws", "playwright-core", "@asyncapi/specs")
 
 
 def node_executable() -> str | None:
