@@ -78,7 +78,8 @@ def test_pip_install_gives_the_stockstream_command_and_its_files(tmp_path: Path)
     located = run([str(python), "-c", "import stockstream; print(stockstream.__file__)"], tmp_path, env)
     package = Path(located.stdout.strip()).parent
     assert package.is_relative_to(venv), f"imported from {package}, not the installed copy"
-    for name in ("index.html", "app.js", "style.css", "favicon.svg"):
+    for name in ("index.html", "app.js", "chart.js", "style.css", "favicon.svg",
+                 "vendor/lightweight-charts.standalone.production.js", "vendor/lightweight-charts.LICENSE.txt"):
         assert (package / "static" / name).read_bytes() == (REPO_ROOT / "stockstream/static" / name).read_bytes()
     reference = package / "bench" / "reference"
     for name in ("server.js", "package.json", "package-lock.json"):
