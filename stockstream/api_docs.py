@@ -291,7 +291,10 @@ def openapi_document() -> dict[str, Any]:
         "/": _get("The live demo page", _page("text/html", "the page"), operationId="demoPage"),
         "/static/{name}": _get("The demo page's files", _page("application/octet-stream", "the file"),
                                _errors([ErrorCode.NOT_FOUND]),
-                               [_param("name", "path", {"type": "string"}, "file name")], operationId="demoFile"),
+                               [_param("name", "path", {"type": "string"},
+                                       "the file's path under the page's folder, e.g. app.js or "
+                                       "vendor/lightweight-charts.standalone.production.js")],
+                               operationId="demoFile"),
         "/live-price": _get("The plain WebSocket endpoint (see /asyncapi.json)",
                             _page("text/plain", "not a WebSocket request"),
                             {"101": {"description": "switched to the WebSocket protocol"}},
