@@ -189,10 +189,15 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             await expect_line(browser, "wait", "publish-same-bucket")
             await stack.publish("AAPL", 112.5, timestamp=cut + 1, volume=50)
             await browser.send({"price": 112.5})
-            moved = (await expect_line(browser, "step", "candle-moved"))["chart"]
+            moved_step = await expect_line(browser, "step", "candle-moved")
+            moved = moved_step["chart"]
             assert len(moved["candles"]) == len(chart["candles"])
             assert moved["candles"][-1] == {**before, "high": 112.5, "close": 112.5}
             assert moved["volume"][-1]["value"] == expected[-1]["volume"] + 50
+            # The legend reads out the newest candle.
+            assert moved_step["legend"].split() == [
+                "O", f"{before['open']:.2f}", "H", "112.50", "L", f"{before['low']:.2f}", "C", "112.50",
+                "V", f"{expected[-1]['volume'] + 50:,}"], moved_step["legend"]
 
             await expect_line(browser, "wait", "publish-next-bucket")
             next_ts = minute + MINUTE_MS + 5

@@ -427,11 +427,18 @@
       ? "from the oldest price the server still holds for today" : "from the day's first price (UTC)";
     el.range.textContent = change
       ? `${formatNumber(day.low, decimalsFor(day.low))} – ${formatNumber(day.high, decimalsFor(day.high))}` : "";
-    el.time.textContent = new Date(latest.timestamp).toLocaleTimeString();
+    el.time.textContent = updatedText(latest.timestamp);
     renderSpark(row, change ? change.direction : "");
     if (chart.symbol === row.symbol) {
       chart.setQuote(`${el.price.textContent}  ${change ? change.text : ""}`, change ? change.direction : "");
     }
+  }
+
+  // The time of day, with the date when it is not today.
+  function updatedText(timestamp) {
+    const when = new Date(timestamp);
+    if (when.toDateString() === new Date().toDateString()) return when.toLocaleTimeString();
+    return when.toLocaleString(undefined, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
   }
 
   function renderSpark(row, direction) {
@@ -461,6 +468,7 @@
       panel: document.getElementById("chart-panel"),
       chart: document.getElementById("chart"),
       message: document.getElementById("chart-message"),
+      legend: document.getElementById("chart-legend"),
       symbol: document.getElementById("chart-symbol"),
       quote: document.getElementById("chart-quote"),
       close: document.getElementById("chart-close"),

@@ -32,7 +32,7 @@ window.stockstreamChart = (() => {
   }
 
   /**
-   * elements: {panel, chart, message, symbol, quote, close, intervals: [buttons]}
+   * elements: {panel, chart, message, legend, symbol, quote, close, intervals: [buttons]}
    * getJson(path) -> Promise of {status, body}
    * latest(symbol) -> the newest update the page holds for it, or null
    * onClose() -> called when the user closes the panel
@@ -49,6 +49,8 @@ window.stockstreamChart = (() => {
     let pending = [];        // live updates that came while the seed was loading
     let last = null;         // the newest candle: {time, open, high, low, close, volume}
     let stale = false;       // the stream had a gap: seed again from its next update
+    let hovered = null;      // the candle under the crosshair, shown in the legend instead of the newest
+    let precision = 2;
 
     function ensureChart() {
       if (chart) return;
@@ -74,7 +76,25 @@ window.stockstreamChart = (() => {
         priceFormat: { type: "volume" }, priceScaleId: "", lastValueVisible: false, priceLineVisible: false,
       });
       volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
-      candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
+      candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.12, bottom: 0.25 } });
+      chart.subscribeCrosshairMove((param) => {
+        const candle = param.time !== undefined ? param.seriesData.get(candleSeries) : undefined;
+        const bar = param.time !== undefined ? param.seriesData.get(volumeSeries) : undefined;
+        hovered = candle ? { ...candle, volume: bar ? bar.value : undefined } : null;
+        renderLegend();
+      });
+    }
+
+    // Open, high, low, close (and volume) of the hovered candle, else of the newest.
+    function renderLegend() {
+      const candle = hovered || last;
+      if (!candle) {
+        elements.legend.textContent = "";
+        return;
+      }
+      const f = (v) => v.toLocaleString(undefined, { minimumFractionDigits: precision, maximumFractionDigits: precision });
+      const volume = candle.volume !== undefined ? `  V ${candle.volume.toLocaleString()}` : "";
+      elements.legend.textContent = `O ${f(candle.open)}  H ${f(candle.high)}  L ${f(candle.low)}  C ${f(candle.close)}${volume}`;
     }
 
     function showMessage(text) {
@@ -94,8 +114,10 @@ window.stockstreamChart = (() => {
       cut = null;
       pending = [];
       last = null;
+      hovered = null;
       candleSeries.setData([]);
       volumeSeries.setData([]);
+      renderLegend();
     }
 
     async function fetchCandles(sym, intervalName, from, to) {
@@ -137,8 +159,8 @@ window.stockstreamChart = (() => {
       const data = candles.map(candleOf);
       const volumes = candles.filter((c) => c.volume !== undefined)
         .map((c) => volumeBar(c.start / 1000, c, c.volume));
-      candleSeries.applyOptions({ priceFormat: { type: "price", precision: precisionFor(newest.price),
-        minMove: 10 ** -precisionFor(newest.price) } });
+      precision = precisionFor(newest.price);
+      candleSeries.applyOptions({ priceFormat: { type: "price", precision, minMove: 10 ** -precision } });
       candleSeries.setData(data);
       volumeSeries.setData(volumes);
       if (candles.length) {
@@ -149,6 +171,7 @@ window.stockstreamChart = (() => {
       showMessage(data.length ? "" : `No stored prices for ${symbol} in this range yet.`);
       for (const update of pending) apply(update);
       pending = [];
+      renderLegend();
       chart.timeScale().scrollToRealTime();
     }
 
@@ -172,6 +195,7 @@ window.stockstreamChart = (() => {
       candleSeries.update({ time: last.time, open: last.open, high: last.high, low: last.low, close: last.close });
       if (last.volume !== undefined) volumeSeries.update(volumeBar(last.time, last, last.volume));
       showMessage("");
+      renderLegend();
     }
 
     function renderHead() {

@@ -103,13 +103,15 @@ async function main() {
     // -- the chart: seeded from /api/candles, then moved by live prices --------------
     await page.click('tr[data-symbol="AAPL"] button.open-chart');
     await page.waitForSelector("#chart-panel:not([hidden]) canvas", { timeout: STEP_TIMEOUT });
+    // Off the chart: with the crosshair on a candle, the legend would show that one.
+    await page.mouse.move(1, 1);
     const seeded = await waitForCandle(page, {}, "seeded 1m candles");
     const expanded = await page.getAttribute('tr[data-symbol="AAPL"] button.open-chart', "aria-expanded");
     out({ kind: "step", name: "chart-seeded", chart: seeded, expanded });
 
     const same = await ask("publish-same-bucket", { last: seeded.candles[seeded.candles.length - 1] });
     const moved = await waitForCandle(page, { close: same.price }, "the current candle moves");
-    out({ kind: "step", name: "candle-moved", chart: moved });
+    out({ kind: "step", name: "candle-moved", chart: moved, legend: await page.textContent("#chart-legend") });
 
     const next = await ask("publish-next-bucket");
     const started = await waitForCandle(page, { time: next.bucket }, "a new candle starts");
