@@ -133,14 +133,14 @@
       if (rows.get(row.symbol) !== row) return;
       if (code === 404) {
         if (row.latest === null) row.state = "empty";
-      } else if (code === 200 && Array.isArray(body.updates)) {
+      } else if (code === 200 && body && Array.isArray(body.updates)) {
         seedHistory(row, body.updates.filter(isPrice).map((u) => positionOf(u, 0)), askedAt);
       }
       markDirty(row);
     }).catch(() => { /* offline: the stream fills the row when it is back */ });
     const today = dayStart(Date.now());
     getJson(`/api/candles/${symbol}?interval=1d&from=${today}`).then(({ status: code, body }) => {
-      if (rows.get(row.symbol) !== row || code !== 200 || !Array.isArray(body.candles)) return;
+      if (rows.get(row.symbol) !== row || code !== 200 || !body || !Array.isArray(body.candles)) return;
       const candle = body.candles.find((c) => c.start === today);
       if (candle) seedDay(row, candle, Boolean(body.partial || body.next));
       markDirty(row);
