@@ -35,6 +35,9 @@ def playwright(node_harness: None) -> None:
 
 
 async def test_page_and_its_files_are_served_with_a_strict_policy() -> None:
+    """The page and every file it loads (the vendored chart library with its
+    licence and notice included) come from stockstream itself under a strict
+    Content-Security-Policy, and nothing outside the page's folder is served."""
     async with inprocess_stack("memory") as stack, aiohttp.ClientSession() as http:
         async with http.get(stack.url + "/") as resp:
             assert resp.status == 200
@@ -81,6 +84,9 @@ async def expect_line(browser: NodeProcess, kind: str, name: str | None = None,
 
 @pytest.mark.slow
 async def test_quotes_board_streams_adds_removes_and_reconnects(servers, chromium, playwright) -> None:
+    """The board streams the default symbols, adds and removes symbols, rejects an
+    invalid one, and across a server restart says so and resumes by itself, its
+    prices and open chart following the restarted server's stream."""
     ARTIFACTS.mkdir(exist_ok=True)
     server = await servers.start(args=SIMULATED)
     browser = NodeProcess("demo_page.js", server.url + "/", str(ARTIFACTS), name="demo-page")
