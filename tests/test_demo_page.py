@@ -8,7 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.inprocess import Stack, inprocess_stack
+from stockstream.auth import mint_token
+from tests.support.inprocess import Stack, inprocess_stack, settings_for
 from tests.support.node import JS_DIR, NodeProcess
 from tests.support.waiting import now_ms
 
@@ -252,3 +253,30 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             await browser.stop()
         for shot in ("demo-chart-desktop.png", "demo-chart-phone.png", "demo-chart-phone-no-data.png"):
             assert (ARTIFACTS / shot).stat().st_size > 0, shot
+
+
+async def test_a_token_in_the_address_reaches_the_stream_and_the_api(chromium, playwright) -> None:
+    """With REQUIRE_AUTH, a token in the page's address (?token=) goes with the
+    stream's subscription and the history and candle requests: the board is
+    seeded from history and the day's first price, and a symbol the token may
+    not read is taken off the board with the reason."""
+    secret = "demo-page-secret-that-is-long-enough"
+    async with inprocess_stack("memory", require_auth=True, jwt_secret=secret) as stack:
+        now = now_ms()
+        midnight = now - now % DAY_MS
+        await stack.publish("AAPL", 50.0, timestamp=midnight)
+        for price in (51.0, 52.0, 55.0):
+            await stack.publish("AAPL", price, timestamp=max(midnight + 1, now - 1000))
+        token = mint_token(settings_for(None, 0, jwt_secret=secret), "trader", symbols=["AAPL", "MSFT"])
+        browser = NodeProcess("demo_rows.js", f"{stack.url}/?symbols=AAPL,TSLA&token={token}", name="demo-rows")
+        await browser.start()
+        try:
+            board = await expect_line(browser, "step", "board", timeout=45)
+            assert set(board["rows"]) == {"AAPL"}, board
+            assert "TSLA" in board["message"] and "forbidden" in board["message"], board
+            aapl = board["rows"]["AAPL"]
+            assert aapl["points"] == [50.0, 51.0, 52.0, 55.0], aapl
+            assert aapl["change"] == "+5.00 (+10.00%)", aapl
+            await expect_line(browser, "done")
+        finally:
+            await browser.stop()
