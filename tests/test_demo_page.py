@@ -235,6 +235,8 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             assert phone["scrollWidth"] <= 390, phone
             assert phone["controls"] >= 14 and phone["unreachable"] == [], phone
 
+            closed = await expect_line(browser, "step", "closed")
+            assert closed["focused"] == "AAPL", closed  # Escape closed the chart; focus is back on AAPL
             no_data = await expect_line(browser, "step", "no-data-chart")
             assert "No data yet for ZZZZ" in no_data["message"] and no_data["onTop"] is True, no_data
             assert no_data["chart"]["candles"] == [], no_data

@@ -479,7 +479,13 @@
       const row = rows.get(symbol);
       return row ? row.latest : null;
     },
-    () => { markSelected(null); saveChart(); });
+    (closed) => {
+      markSelected(null);
+      saveChart();
+      // Focus goes back to the symbol whose chart it was (keyboard users are not lost at the top).
+      const row = rows.get(closed);
+      if (row) row.el.open.focus({ preventScroll: true });
+    });
 
   function markSelected(symbol) {
     for (const row of rows.values()) {

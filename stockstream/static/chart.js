@@ -35,7 +35,7 @@ window.stockstreamChart = (() => {
    * elements: {panel, chart, message, legend, symbol, quote, close, intervals: [buttons]}
    * getJson(path) -> Promise of {status, body}
    * latest(symbol) -> the newest update the page holds for it, or null
-   * onClose() -> called when the user closes the panel
+   * onClose(symbol) -> called when the panel closes
    */
   function create(elements, getJson, latest, onClose) {
     let chart = null;
@@ -216,10 +216,11 @@ window.stockstreamChart = (() => {
 
     function close() {
       if (symbol === null) return;
+      const closed = symbol;
       symbol = null;
       generation += 1;
       elements.panel.hidden = true;
-      onClose();
+      onClose(closed);
     }
 
     function chooseInterval(name) {
@@ -242,6 +243,9 @@ window.stockstreamChart = (() => {
     }
 
     elements.close.addEventListener("click", close);
+    elements.panel.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+    });
     for (const button of elements.intervals) {
       button.addEventListener("click", () => chooseInterval(button.dataset.interval));
     }

@@ -145,6 +145,13 @@ async function main() {
     await page.screenshot({ path: path.join(shotDir, "demo-chart-phone.png"), fullPage: true });
     out({ kind: "step", name: "phone", scrollWidth, controls: reach.count, unreachable: reach.found });
 
+    // -- Escape closes the chart and focus returns to its symbol ------------------------
+    await page.focus('#chart-panel button[data-interval="1m"]');
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#chart-panel", { state: "hidden", timeout: STEP_TIMEOUT });
+    const focused = await page.evaluate(() => document.activeElement.closest("tr") && document.activeElement.closest("tr").dataset.symbol);
+    out({ kind: "step", name: "closed", focused });
+
     // -- a symbol without data: the chart says so, then starts with its first price ----
     await page.click('tr[data-symbol="ZZZZ"] button.open-chart');
     await page.waitForSelector("#chart-message", { state: "visible", timeout: STEP_TIMEOUT });
