@@ -173,6 +173,17 @@ class SocketIOConnection:
             await eio_socket.close(wait=False, reason=self._server.eio.reason.SERVER_DISCONNECT)
 
 
+def refusal(error: ClientError) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused handshake that both client libraries can read: socket.io-client
+    builds its connect_error Error from the packet's `message` and exposes its
+    `data` as `err.data` (the error object); python-socketio passes the whole
+    payload to its handler, which finds `code` and `message` at the top."""
+    body = error.to_dict()
+    refused = socketio.exceptions.ConnectionRefusedError()
+    refused.error_args = {**body, "data": body}
+    return refused
+
+
 class SocketIOTransport:
     def __init__(self, services: Services) -> None:
         settings = services.settings
@@ -210,10 +221,7 @@ class SocketIOTransport:
             connection = SocketIOConnection(self.server, sid, eio_sid)
             connection.session = self.sessions[sid] = Session(self.services, connection, identity)
         except ClientError as error:
-            refused = socketio.exceptions.ConnectionRefusedError()
-            # The default would wrap the dict as {"message": ...}.
-            refused.error_args = error.to_dict()
-            raise refused from None
+            raise refusal(error) from None
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
