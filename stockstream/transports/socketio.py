@@ -95,9 +95,9 @@ class SocketIOConnection:
         WebSocket is the Engine.IO socket's transport and what was queued
         before has been written, so nothing overtakes it; from then on, always."""
         if self._direct is None:
-            request = self._server.eio.websockets.get(self._eio_sid)
-            if request is not None:
-                self._direct = request.transport
+            open_ws = self._server.eio.websockets.get(self._eio_sid)
+            if open_ws is not None:
+                self._direct = open_ws.transport
         return self._direct
 
     def backlog(self) -> int:
@@ -162,11 +162,14 @@ class SocketIOConnection:
             self._server.manager.basic_leave_room(self._sid, "/", symbol)
 
     async def disconnect(self, going_away: bool = False) -> None:
+        if going_away:
+            # No Socket.IO DISCONNECT nor Engine.IO CLOSE, both of which tell
+            # clients not to reconnect: the transport just ends, and clients
+            # reconnect, through the load balancer.
+            await self._server.eio.close_going_away(self._eio_sid)
+            return
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
-        if not going_away:
-            # A Socket.IO DISCONNECT tells clients not to reconnect; without
-            # it (a shutdown) they reconnect, through the load balancer.
-            await self._server.disconnect(self._sid)
+        await self._server.disconnect(self._sid)
         if eio_socket is not None:
             # Not waiting for the queue: a long-polling client may never come
             # back for it. A WebSocket is cut if it does not close in time.
