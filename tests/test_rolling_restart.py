@@ -87,7 +87,7 @@ async def python_socketio(url: str, symbols: list[str], clients: ClientPool) -> 
 
     def on_connect() -> None:
         client.timeline.put(("connect",))
-        # Not awaited here: an ack cannot arrive while a connect handler runs.
+        # In the background: the connect handler returns at once, the acks come later.
         client.sio.start_background_task(resubscribe)
 
     client.sio.on("connect", on_connect)
