@@ -20,10 +20,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any, Awaitable, Iterable, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,9 +36,11 @@ from .broker import BackendUnavailable, create_broker
 from .broker.malformed import MalformedLog
 from .config import Settings
 from .publisher import Publisher
+from .stop_signals import StopSignals
 from .updates import InvalidUpdate, load_message
 
 log = logging.getLogger("stockstream.kafka")
+T = TypeVar("T")
 
 POLL_MS = 500
 MAX_RECORDS = 500
@@ -48,6 +49,9 @@ HEARTBEAT_MS = 1000
 ERROR_HEADER = "stockstream-error"
 SOURCE_HEADER = "stockstream-source"
 REDIS_CHECK_TIMEOUT = 5.0
+# A consumer stopped while it joins its group would otherwise wait for the
+# join to finish (seconds, at the broker's pace) before leaving it.
+CLIENT_STOP_TIMEOUT = 2.0
 
 
 # -- command line ---------------------------------------------------------------
@@ -63,8 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_redis_argument(parser)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
-    """`python -m stockstream kafka-bridge`: runs until SIGTERM or SIGINT, then exits 0."""
+def main(args: argparse.Namespace, settings: Settings, signals: StopSignals | None = None) -> int:
+    """`python -m stockstream kafka-bridge`: runs until SIGTERM or SIGINT, then exits 0.
+
+    `signals` catches the stop signals from as early in the process as the
+    caller could; a stop that arrives before the bridge runs is kept for it."""
+    signals = signals or StopSignals()
     overrides = {}
     if getattr(args, "group", None):
         overrides["kafka_group"] = args.group
@@ -75,22 +83,18 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         raise RuntimeError("no Kafka to read from: give --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP")
     if not settings.backend_url:
         raise RuntimeError("the bridge publishes into Redis: give --redis-url or set REDIS_URL or REDIS_HOST")
-    return asyncio.run(run_bridge(settings))
+    return asyncio.run(run_bridge(settings, signals))
 
 
-async def run_bridge(settings: Settings) -> int:
+async def run_bridge(settings: Settings, signals: StopSignals) -> int:
     broker = create_broker(settings)
     bridge = Bridge(settings, Publisher(broker))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, bridge.stop)
+    signals.listen(bridge.stop)
     try:
-        await _check_redis(settings.backend_url or "")
         await bridge.run()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await broker.close()
+        signals.forget()
     return 0
 
 
@@ -116,7 +120,7 @@ class BridgeStats:
 
 
 class _Stopping(Exception):
-    """The bridge was asked to stop while waiting for Redis."""
+    """The bridge was asked to stop while starting or waiting for Redis."""
 
 
 def decode_record(value: bytes | None) -> dict[str, Any]:
@@ -149,31 +153,54 @@ class Bridge:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume until stop(); commits what was published before returning."""
+        """Consume until stop(); commits what was published before returning.
+
+        A stop at any point (while Redis is checked, while Kafka is connecting,
+        while consuming) ends it cleanly, with the summary line."""
         settings = self._settings
-        consumer = self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.kafka_group,
-            client_id="stockstream-kafka-bridge", enable_auto_commit=False,
-            auto_offset_reset="earliest", heartbeat_interval_ms=HEARTBEAT_MS)
-        consumer.subscribe([settings.kafka_topic], listener=_CommitOnRevoke(self))
+        log.info("kafka bridge starting: topic %s, group %s, from %s", settings.kafka_topic,
+                 settings.kafka_group, settings.kafka_bootstrap)
         try:
-            await _start(consumer, settings.kafka_bootstrap)
+            await self._unless_stopped(_check_redis(settings.backend_url or ""))
+            consumer = self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap, group_id=settings.kafka_group,
+                client_id="stockstream-kafka-bridge", enable_auto_commit=False,
+                auto_offset_reset="earliest", heartbeat_interval_ms=HEARTBEAT_MS)
+            consumer.subscribe([settings.kafka_topic], listener=_CommitOnRevoke(self))
+            await self._unless_stopped(_start(consumer, settings.kafka_bootstrap))
             if settings.kafka_dead_letter_topic:
                 self._dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                                       client_id="stockstream-dead-letters")
-                await _start(self._dead_letters, settings.kafka_bootstrap)
-            log.info("kafka bridge: topic %s, group %s, from %s%s", settings.kafka_topic, settings.kafka_group,
+                await self._unless_stopped(_start(self._dead_letters, settings.kafka_bootstrap))
+            log.info("kafka bridge ready: topic %s, group %s, from %s%s", settings.kafka_topic, settings.kafka_group,
                      settings.kafka_bootstrap,
                      f", rejects to {settings.kafka_dead_letter_topic}" if self._dead_letters else "")
             await self._consume(consumer)
+        except _Stopping:
+            pass
         finally:
             await self._commit()
-            await consumer.stop()
-            if self._dead_letters is not None:
-                await self._dead_letters.stop()
+            for client in (self._consumer, self._dead_letters):
+                if client is not None:
+                    await _stop(client)
             s = self.stats
             log.info("kafka bridge stopped: %d records, %d published, %d duplicates skipped, %d rejected",
                      s.consumed, s.published, s.duplicates, s.rejected)
+
+    async def _unless_stopped(self, step: Awaitable[T]) -> T:
+        """Await a start-up step, or give it up (and raise _Stopping) once asked to stop."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise _Stopping()
+        return task.result()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         backoff = Backoff(initial=0.2, cap=10.0)
@@ -292,6 +319,15 @@ async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) ->
     except KafkaError as exc:
         await client.stop()
         raise RuntimeError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+
+
+async def _stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(client.stop(), CLIENT_STOP_TIMEOUT)
+    except asyncio.TimeoutError:
+        log.warning("kafka bridge: the Kafka client did not stop within %.0fs; leaving it", CLIENT_STOP_TIMEOUT)
+    except KafkaError as exc:
+        log.warning("kafka bridge: stopping the Kafka client failed: %s", exc)
 
 
 # -- producing --------------------------------------------------------------------

@@ -51,7 +51,7 @@ class DeliveryStats:
 
 class Outbox:
     __slots__ = ("_sink", "_scheduler", "_limit", "_slow_after", "_on_slow", "_pending", "_n",
-                 "_scheduled", "behind_since", "closed")
+                 "_scheduled", "behind_since", "given_up", "closed")
 
     def __init__(self, sink: Sink, scheduler: "FlushScheduler", limit: int, slow_after: float,
                  on_slow: Callable[[], None]) -> None:
@@ -66,9 +66,15 @@ class Outbox:
         self._n = 0
         self._scheduled = False
         self.behind_since: float | None = None
+        # Set once the client was found too slow: it is being disconnected,
+        # and nothing more is queued for it (nor is it counted again).
+        self.given_up = False
         self.closed = False
 
     def push_update(self, update: Update) -> None:
+        if self.given_up:
+            self._scheduler.stats.dropped += 1
+            return
         if self.behind_since is None:
             self._n += 1
             self._pending[self._n] = update
@@ -98,7 +104,7 @@ class Outbox:
         """Write what is pending unless the socket is backed up; True if still pending."""
         self._scheduled = False
         pending = self._pending
-        if self.closed or not pending:
+        if self.closed or self.given_up or not pending:
             return False
         if self._sink.send(pending.values(), self._limit):
             self._scheduler.written(pending)
@@ -109,6 +115,7 @@ class Outbox:
             self.behind_since = time.monotonic()
             self._rekey_by_symbol()
         elif time.monotonic() - self.behind_since > self._slow_after:
+            self.given_up = True
             self._scheduler.stats.slow_disconnects += 1
             self._on_slow()
             return False

@@ -12,18 +12,22 @@ Fixtures
                  await clients.ws(url), await clients.readme(url); all closed at teardown
   node_harness   (session) installs tests/js/node_modules if missing; skips without node
   sio_kind       (function, parametrized) "python" | "node": which Socket.IO client library
+  nginx_factory  (function) await nginx_factory(["127.0.0.1:PORT", ...]) -> Nginx in front of
+                 those instances, configured as the README documents; skips without nginx
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.clients import SIO_KINDS, ClientPool
 from tests.support.inprocess import Stack, inprocess_stack
+from tests.support.nginx import Nginx, nginx_executable_path, start_nginx
 from tests.support.node import ensure_node_modules, node_executable
+from tests.support.processes import stop_process
 from tests.support.publishing import RawRedisPublisher
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerFactory
@@ -101,3 +105,26 @@ def sio_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "node":
         request.getfixturevalue("node_harness")
     return request.param
+
+
+@pytest.fixture
+def nginx_executable() -> str:
+    executable = nginx_executable_path()
+    if executable is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install -y nginx)")
+    return executable
+
+
+@pytest.fixture
+async def nginx_factory(nginx_executable: str, tmp_path: Path) -> AsyncIterator[Any]:
+    started: list[Nginx] = []
+
+    async def start(addresses: list[str]) -> Nginx:
+        nginx = await start_nginx(nginx_executable, tmp_path / f"nginx-{len(started)}", addresses)
+        started.append(nginx)
+        return nginx
+    try:
+        yield start
+    finally:
+        for nginx in started:
+            stop_process(nginx.proc)

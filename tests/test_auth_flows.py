@@ -242,11 +242,40 @@ async def test_socketio_handshake_token(auth_server, token, clients, case):
         return
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect()
-    assert isinstance(client.connect_error, dict), (
-        f"connect_error data is not an object: {client.connect_error!r}")
-    check_auth_failed(client.connect_error, case)
-    assert set(client.connect_error) == {"code", "message"}, client.connect_error
+    check_python_refusal(client.connect_error, case)
     assert not client.connected
+
+
+def check_python_refusal(data: Any, case: str) -> None:
+    """python-socketio hands its connect_error handler the refusal packet's
+    whole payload: the error's code and message, and the error object as
+    `data` (what socket.io-client exposes as `err.data`)."""
+    assert isinstance(data, dict), f"connect_error data is not an object: {data!r}"
+    check_auth_failed(data, case)
+    assert set(data) == {"code", "message", "data"}, data
+    assert data["data"] == {"code": data["code"], "message": data["message"]}, data
+
+
+@pytest.mark.parametrize("case", ["wrong-signature", "expired"])
+async def test_refused_handshake_carries_the_error_for_both_client_libraries(
+        auth_servers, signers, clients, sio_kind, case):
+    """A handshake token that fails refuses the connection with the auth_failed
+    error object: socket.io-client's `connect_error` error has it as `err.data`
+    (and a human `err.message`); python-socketio's handler gets a dict with
+    `code` auth_failed."""
+    token = TOKENS[case](signers["HS256"])
+    client = await clients.sio(auth_servers["HS256"].url, kind=sio_kind, auth={"token": token}, connect=False)
+    with pytest.raises((socketio.exceptions.ConnectionError, ConnectionError)):
+        await client.connect()
+    assert not client.connected
+    if sio_kind == "python":
+        check_python_refusal(client.connect_error, case)
+        return
+    line = await client.node.lines.next(lambda l: l.get("kind") == "connect_error")
+    assert isinstance(line.get("data"), dict), f"socket.io-client's err.data is not the error object: {line!r}"
+    check_auth_failed(line["data"], case)
+    assert set(line["data"]) == {"code", "message"}, line
+    assert line["message"] == line["data"]["message"], line
 
 
 async def test_live_price_query_token(auth_server, token, clients, case):

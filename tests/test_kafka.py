@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
@@ -32,6 +33,8 @@ from tests.support.waiting import eventually, free_port
 
 pytestmark = pytest.mark.slow
 
+STARTING = re.compile(r"kafka bridge starting: ")
+READY = re.compile(r"kafka bridge ready: ")
 STOPPED = re.compile(r"kafka bridge stopped: (\d+) records, (\d+) published, (\d+) duplicates skipped, (\d+) rejected")
 ASSIGNED = re.compile(r"kafka bridge partitions assigned: (.*)$", re.MULTILINE)
 
@@ -287,22 +290,29 @@ async def test_a_killed_bridge_restarts_without_losing_or_repeating_updates(
     total = 300
 
     async def produce_steadily() -> None:
+        # About 2 s of updates, so that the kill falls in the middle of the stream.
         async with UpdateProducer(kafka_settings(kafka, topic)) as producer:
             for i in range(total):
                 await producer.send(make_update("KIL", 50 + i / 100, n=i))
-                if i % 5 == 4:
-                    await asyncio.sleep(0.01)
+                if i % 3 == 2:
+                    await asyncio.sleep(0.02)
 
     producing = asyncio.create_task(produce_steadily())
     try:
         await client.updates.wait_for(lambda items: len(items) >= 60, 30, "the first bridge at work")
         bridges.started[0].kill()
-        at_kill = len(client.updates_for("KIL"))
+        # What Redis holds, not what the client has seen yet (it may lag).
+        redis = aioredis.from_url(redis_url)
+        try:
+            at_kill = int(await redis.get("stock:KIL:seq") or 0)
+        finally:
+            await redis.aclose()
         restarted = bridges.start(kafka, topic, group, redis_url)
         await asyncio.wait_for(producing, 30)
     finally:
         producing.cancel()
-    assert at_kill < total, "the bridge was killed after the stream ended"
+    assert 0 < at_kill < total, f"the kill did not fall in the middle of the stream ({at_kill} of {total} published)"
+    await restarted.wait_for_output(READY, 30)
     await client.updates.wait_for(lambda items: any(u.get("n") == total - 1 for u in items), 60,
                                   "every update after the restart")
     assert values_of(client, "KIL") == list(range(total))
@@ -366,6 +376,50 @@ async def test_bridges_in_one_group_share_the_partitions(kafka: str, redis_stack
     assert all(code == 0 for code, _ in counts)
     published = [stats[1] for _, stats in counts]
     assert sum(published) == per_symbol * len(symbols) and all(p > 0 for p in published), published
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes TCP connections and never answers: a Kafka or a Redis
+    that hangs while the bridge connects to it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+STOP_POINTS = {
+    # As soon as the bridge says it is starting (it checks Redis first).
+    "starting": (STARTING, None),
+    # While its Redis check hangs on a Redis that does not answer.
+    "checking-redis": (STARTING, "redis"),
+    # While it connects to a Kafka that does not answer.
+    "connecting-to-kafka": (STARTING, "kafka"),
+    # Once it consumes (after the partition assignment).
+    "consuming": (ASSIGNED, None),
+}
+
+
+@pytest.mark.parametrize("point", list(STOP_POINTS))
+async def test_a_bridge_stopped_at_any_point_stops_cleanly(point: str, kafka: str, redis_url: str,
+                                                          bridges: BridgeFactory, silent_port: int) -> None:
+    """SIGTERM while the bridge starts, connects or consumes: it exits 0 with its
+    summary line, promptly, however far it got."""
+    reached, hanging = STOP_POINTS[point]
+    bootstrap = f"127.0.0.1:{silent_port}" if hanging == "kafka" else kafka
+    redis = f"redis://127.0.0.1:{silent_port}/0" if hanging == "redis" else redis_url
+    topic = unique("prices")
+    await create_topics(kafka, topic)
+    bridge = bridges.start(bootstrap, topic, unique("group"), redis)
+    await bridge.wait_for_output(reached)
+    if hanging is not None:
+        await asyncio.sleep(0.5)  # well into the hanging step
+        assert bridge.proc.poll() is None, bridge.output()
+    began = time.monotonic()
+    code, counts = await bridge.terminate(timeout=10)
+    assert code == 0 and counts == (0, 0, 0, 0), (code, counts, bridge.output()[-2000:])
+    assert "Traceback" not in bridge.output() and "Unclosed" not in bridge.output(), bridge.output()[-3000:]
+    assert time.monotonic() - began < 5, f"the bridge took {time.monotonic() - began:.1f}s to stop:\n{bridge.output()[-2000:]}"
 
 
 def test_the_bridge_needs_redis(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import socketio
 
 from tests.support.inprocess import running_app
-from tests.support.waiting import eventually
+from tests.support.waiting import PROMPT, eventually
 
 SHUTDOWN_TIMEOUT = 4.0
 # The exit may come this much later than SHUTDOWN_TIMEOUT on a loaded machine.
@@ -136,3 +137,81 @@ async def test_stop_closes_every_redis_connection(redis_server, redis_url, clien
         assert redis_clients(redis_server) > before
     await eventually(lambda: redis_clients(redis_server) == before, 5.0,
                      f"the server's Redis connections to close (back to {before})")
+
+
+class ThreadedSioClient:
+    """python-socketio's synchronous Client with its defaults, recording what it sees."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sio = socketio.Client()
+        self.timeline: list[tuple] = []
+        self.sio.on("connect", lambda: self.timeline.append(("connect",)))
+        self.sio.on("disconnect", lambda reason=None: self.timeline.append(("disconnect", reason)))
+        self.sio.on("error", lambda error: self.timeline.append(("event", "error", [error])))
+
+    async def connect(self) -> None:
+        await asyncio.to_thread(self.sio.connect, self.url, wait_timeout=10)
+
+    async def close(self) -> None:
+        # Without waiting for the pending long-poll, which the server does not
+        # answer when a client says goodbye (it ends when the server stops).
+        await asyncio.wait_for(asyncio.to_thread(self.sio.eio.disconnect, abort=True), 10)
+
+
+def shutdown_then_reconnect(timeline: list[tuple]) -> bool:
+    """server_shutdown, then the disconnect, then a connection of its own again."""
+    kinds = [entry if entry[0] != "event" else ("error", entry[2][0].get("code")) for entry in timeline]
+    try:
+        told = kinds.index(("error", "server_shutdown"))
+    except ValueError:
+        return False
+    gone = next((i for i, k in enumerate(kinds) if k[0] == "disconnect"), None)
+    return gone is not None and told < gone and ("connect",) in kinds[gone:]
+
+
+@pytest.mark.slow
+async def test_stock_clients_reconnect_by_themselves_after_a_graceful_shutdown(servers, redis_url, clients,
+                                                                             node_harness) -> None:
+    """After SIGTERM every Socket.IO client is told `server_shutdown`, then its
+    connection closes in a way that makes the stock clients, with their default
+    reconnection, come back by themselves once an instance serves the address
+    again: python-socketio's AsyncClient and Client and socket.io-client, over
+    websocket and long-polling. The new connection works (subscribe is acked)."""
+    env = {"SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT)}
+    first = await servers.start(env, redis_url=redis_url)
+    url = first.url
+    async_clients = {
+        "AsyncClient (defaults: polling, then websocket)": await clients.sio(url, reconnection=True),
+        "AsyncClient websocket": await clients.sio(url, reconnection=True, transports=["websocket"]),
+        "AsyncClient polling": await clients.sio(url, reconnection=True, transports=["polling"]),
+        "socket.io-client (defaults)": await clients.sio(url, kind="node", options={"reconnection": True}),
+        "socket.io-client polling": await clients.sio(url, kind="node", transports=["polling"],
+                                                      options={"reconnection": True}),
+    }
+    threaded = ThreadedSioClient(url)
+    await threaded.connect()
+    try:
+        for client in async_clients.values():
+            assert (await client.subscribe(["AAPL"]))["ok"] is True
+        await eventually(lambda: async_clients["AsyncClient (defaults: polling, then websocket)"].transport
+                         == "websocket", what="the default AsyncClient to upgrade")
+
+        first.signal(signal.SIGTERM)
+        for name, client in async_clients.items():
+            await client.wait_disconnected(SHUTDOWN_TIMEOUT + PROMPT)
+        code = await asyncio.to_thread(first.proc.wait, SHUTDOWN_TIMEOUT + EXIT_SLACK + 5)
+        assert code == 0, first.output_tail()
+
+        again = servers.launch(env, redis_url=redis_url, port=first.port)
+        await again.wait_ready()
+        # python-socketio waits up to 5 s between attempts by default.
+        for name, client in async_clients.items():
+            await client.timeline.wait_for(shutdown_then_reconnect, 20.0,
+                                           f"{name}: server_shutdown, the disconnect, then a reconnect")
+            assert (await client.subscribe(["AAPL"]))["ok"] is True, name
+        await eventually(lambda: shutdown_then_reconnect(threaded.timeline), 20.0,
+                         f"Client (threaded, defaults): server_shutdown, the disconnect, then a reconnect; "
+                         f"saw {threaded.timeline}")
+    finally:
+        await threaded.close()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 import redis.asyncio as aioredis
@@ -70,12 +71,16 @@ def server_has_connection(pid: int, server_port: int, client_port: int) -> bool:
 
 @dataclass
 class Load:
-    """Publishes `rate` updates/s round-robin over SYMBOLS straight into Redis."""
+    """Publishes `rate` updates/s round-robin over `symbols` straight into Redis."""
 
     redis_url: str
     rate: int
-    published: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SYMBOLS})
+    symbols: list[str] = field(default_factory=lambda: list(SYMBOLS))
+    published: dict[str, list[int]] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.published = {s: [] for s in self.symbols}
 
     async def run(self) -> None:
         redis = aioredis.from_url(self.redis_url, socket_timeout=5)
@@ -87,7 +92,7 @@ class Load:
             while not self.stop.is_set():
                 pipe = redis.pipeline(transaction=False)
                 for _ in range(per_tick):
-                    symbol = SYMBOLS[n % len(SYMBOLS)]
+                    symbol = self.symbols[n % len(self.symbols)]
                     n += 1
                     self.published[symbol].append(n)
                     body = json.dumps({"symbol": symbol, "price": 100 + n / 1000,
@@ -278,3 +283,109 @@ async def test_briefly_behind_client_is_conflated_not_dropped(servers, redis_url
         f"got all {sent} updates: the client was never behind, so nothing was conflated "
         f"(the test did not provoke what it is about)")
     ws.close()
+
+
+async def slow_disconnects(server: ServerProcess) -> float:
+    """The server's count of clients disconnected as too slow, from /metrics."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROMPT)) as http:
+        async with http.get(server.url + "/metrics") as resp:
+            text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("stockstream_delivery_slow_disconnects_total "):
+            return float(line.split()[1])
+    raise AssertionError("no stockstream_delivery_slow_disconnects_total in /metrics")
+
+
+@pytest.mark.parametrize("transport", ["live-price", "socket.io"])
+async def test_one_fast_symbol_drops_a_stalled_client_once_and_in_time(servers, redis_url, clients, transport):
+    """At 500 updates/s of about 1 KB on one symbol, with the default outbound
+    budget (more than the server's socket write buffer takes before it pauses),
+    a client that stops reading is closed within SLOW_CLIENT_TIMEOUT and a few
+    seconds on either transport, counted once as a slow disconnect, while the
+    server's memory stays flat and the fast clients of the same symbol keep
+    getting every update promptly."""
+    symbol = ["FAST"]
+    server = servers.start_sync({"SLOW_CLIENT_TIMEOUT": str(SLOW_CLIENT_TIMEOUT)}, redis_url=redis_url)
+    fast = [await clients.ws(server.url), await clients.sio(server.url, transports=["websocket"])]
+    for client in fast:
+        reply = await client.subscribe(*symbol) if client.kind == "ws" else await client.subscribe(symbol)
+        assert reply.get("ok") is True, reply
+    latencies = [track_latency(client) for client in fast]
+    opener = raw_live_price if transport == "live-price" else raw_socketio
+    slow = await opener(server, symbol)
+    process = psutil.Process(server.pid)
+    rss_before = rss_peak = process.memory_info().rss
+
+    load = Load(redis_url, rate=500, symbols=symbol)
+    publishing = asyncio.create_task(load.run())
+    started = time.monotonic()
+    closed_after: float | None = None
+    try:
+        deadline = started + SLOW_CLIENT_TIMEOUT + 6
+        while time.monotonic() < deadline and closed_after is None:
+            await asyncio.sleep(0.1)
+            rss_peak = max(rss_peak, process.memory_info().rss)
+            if not server_has_connection(server.pid, server.port, slow.local_port):
+                closed_after = time.monotonic() - started
+        # The load goes on after the close: nothing more may be counted for it.
+        await asyncio.sleep(max(1.5, started + 5 - time.monotonic()))
+        rss_peak = max(rss_peak, process.memory_info().rss)
+    finally:
+        load.stop.set()
+        await publishing
+        slow.close()
+    assert server.running, server.output_tail()
+    assert closed_after is not None, (
+        f"{transport} client that stopped reading still connected {SLOW_CLIENT_TIMEOUT + 6:.0f}s after the "
+        f"load started (SLOW_CLIENT_TIMEOUT={SLOW_CLIENT_TIMEOUT}); server log: {server.output_tail(1500)}")
+    assert await slow_disconnects(server) == 1, "one slow client must be counted once"
+    sent = len(load.published["FAST"])
+    assert sent >= 1500, f"only {sent} updates published: the load was too light to mean anything"
+    growth_mb = (rss_peak - rss_before) / 2**20
+    assert growth_mb < 50, f"server RSS grew by {growth_mb:.1f} MB with a slow client attached"
+    for client, lat in zip(fast, latencies):
+        await client.updates.wait_for(
+            lambda items: check_stream(client.name, items).get("FAST", [None])[-1] == load.last["FAST"],
+            timeout=PROMPT, what="the last update")
+        assert len(client.updates_for("FAST")) == sent, f"{client.name} missed updates"
+        assert p99(lat) < 250, (f"{client.name}: p99 publish-to-receive latency {p99(lat):.0f} ms "
+                                f"(max {max(lat):.0f} ms, {len(lat)} updates)")
+
+
+class RefusingSink:
+    """A connection whose socket never takes anything (a client that stopped reading)."""
+
+    def __init__(self) -> None:
+        self.final: list[Any] = []
+
+    def send(self, items: Any, limit: int | None) -> bool:
+        if limit is None:  # the last words before a disconnect go out past the limit
+            self.final.extend(items)
+            return True
+        return False
+
+    def backlog(self) -> int:
+        return 1 << 20
+
+
+async def test_a_slow_client_is_given_up_once_while_its_disconnect_is_under_way() -> None:
+    """However long closing a slow client takes, it is counted as one slow
+    disconnect, told once, and updates arriving meanwhile are dropped, not queued."""
+    from stockstream.outbox import FlushScheduler, Outbox
+    from stockstream.updates import parse_update
+
+    scheduler = FlushScheduler()
+    told: list[None] = []
+    sink = RefusingSink()
+    outbox = Outbox(sink, scheduler, limit=1024, slow_after=0.0, on_slow=lambda: told.append(None))
+    try:
+        for n in range(200):
+            outbox.push_update(parse_update(json.dumps({"symbol": "AAPL", "price": 1 + n, "timestamp": n})))
+            scheduler.flush_now()
+            await asyncio.sleep(0)
+        assert scheduler.stats.slow_disconnects == 1 and len(told) == 1, (scheduler.stats.slow_disconnects, told)
+        assert outbox.pending() <= 1, "updates kept queuing for a client being disconnected"
+        outbox.flush_final('{"type": "error", "code": "slow_client"}', drop_pending=True)
+        assert sink.final == ['{"type": "error", "code": "slow_client"}']
+    finally:
+        scheduler.close()

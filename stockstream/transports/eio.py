@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import engineio
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
@@ -31,12 +31,12 @@ class EngineIOServer(engineio.AsyncServer):
     """engineio's server with WebSockets served by WebSocketDriver.
 
     `websockets` maps the id of each Engine.IO socket whose transport is a
-    WebSocket to its request; `send_buffer` bounds their kernel send buffers.
+    WebSocket to it; `send_buffer` bounds their kernel send buffers.
     """
 
     def __init__(self, *, send_buffer: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.websockets: dict[str, web.Request] = {}
+        self.websockets: dict[str, OpenWebSocket] = {}
         self._async = {**self._async, "websocket": functools.partial(
             WebSocketDriver, websockets=self.websockets, send_buffer=send_buffer)}
 
@@ -48,10 +48,41 @@ class EngineIOServer(engineio.AsyncServer):
             # Whatever closed the socket (the client, the server, a missed
             # pong), its WebSocket gets a moment to close by itself, then is
             # cut: Engine.IO itself leaves it open.
-            request = self.websockets.get(args[0])
-            if request is not None:
-                abort_later(request.transport)
+            open_ws = self.websockets.get(args[0])
+            if open_ws is not None:
+                abort_later(open_ws.transport)
         return await super()._trigger_event(event, *args, **kwargs)
+
+    async def close_going_away(self, sid: str) -> None:
+        """Close a socket so that its client reconnects by itself.
+
+        python-engineio's client (checked with python-engineio 4.15) takes an
+        Engine.IO CLOSE packet from the server as final and does not
+        reconnect; it reconnects when the transport fails. So no CLOSE packet:
+        a WebSocket is closed with a WebSocket close frame (1001, going away),
+        and a long-polling client's pending poll is answered with a NOOP, so
+        that its next poll finds no session and fails (400).
+        """
+        socket = self.sockets.get(sid)
+        if socket is None:
+            return
+        open_ws = self.websockets.get(sid)
+        await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        if open_ws is not None:
+            # Bounded: the disconnect above scheduled the cut of the connection.
+            await open_ws.ws.close(code=WSCloseCode.GOING_AWAY, drain=False)
+        else:
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+
+
+class OpenWebSocket:
+    """An Engine.IO socket's WebSocket, once it is the socket's transport."""
+
+    __slots__ = ("transport", "ws")
+
+    def __init__(self, transport: asyncio.Transport, ws: web.WebSocketResponse) -> None:
+        self.transport = transport
+        self.ws = ws
 
     def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(target, "__func__", None) is AsyncSocket._send_ping:
@@ -82,7 +113,7 @@ class WebSocketDriver:
     the socket's transport so its session can write frames straight to it."""
 
     def __init__(self, handler: Any, server: engineio.AsyncServer,
-                 websockets: dict[str, web.Request], send_buffer: int) -> None:
+                 websockets: dict[str, OpenWebSocket], send_buffer: int) -> None:
         # engineio hands over its socket's bound WebSocket handler (a partial of
         # it when the Admin UI instruments it); the socket is all that is used.
         self._socket: AsyncSocket = handler.__self__ if hasattr(handler, "__self__") else handler.args[0]
@@ -101,7 +132,7 @@ class WebSocketDriver:
             if not await self._open(ws):
                 return ws
             socket.queue.attach(functools.partial(_write_packet, request.transport))
-            self._websockets[socket.sid] = request
+            self._websockets[socket.sid] = OpenWebSocket(request.transport, ws)
             await self._serve(ws)
         except ValueError:
             # A frame that is not an Engine.IO packet: a protocol violation.

@@ -95,9 +95,9 @@ class SocketIOConnection:
         WebSocket is the Engine.IO socket's transport and what was queued
         before has been written, so nothing overtakes it; from then on, always."""
         if self._direct is None:
-            request = self._server.eio.websockets.get(self._eio_sid)
-            if request is not None:
-                self._direct = request.transport
+            open_ws = self._server.eio.websockets.get(self._eio_sid)
+            if open_ws is not None:
+                self._direct = open_ws.transport
         return self._direct
 
     def backlog(self) -> int:
@@ -162,15 +162,29 @@ class SocketIOConnection:
             self._server.manager.basic_leave_room(self._sid, "/", symbol)
 
     async def disconnect(self, going_away: bool = False) -> None:
+        if going_away:
+            # No Socket.IO DISCONNECT nor Engine.IO CLOSE, both of which tell
+            # clients not to reconnect: the transport just ends, and clients
+            # reconnect, through the load balancer.
+            await self._server.eio.close_going_away(self._eio_sid)
+            return
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
-        if not going_away:
-            # A Socket.IO DISCONNECT tells clients not to reconnect; without
-            # it (a shutdown) they reconnect, through the load balancer.
-            await self._server.disconnect(self._sid)
+        await self._server.disconnect(self._sid)
         if eio_socket is not None:
             # Not waiting for the queue: a long-polling client may never come
             # back for it. A WebSocket is cut if it does not close in time.
             await eio_socket.close(wait=False, reason=self._server.eio.reason.SERVER_DISCONNECT)
+
+
+def refusal(error: ClientError) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused handshake that both client libraries can read: socket.io-client
+    builds its connect_error Error from the packet's `message` and exposes its
+    `data` as `err.data` (the error object); python-socketio passes the whole
+    payload to its handler, which finds `code` and `message` at the top."""
+    body = error.to_dict()
+    refused = socketio.exceptions.ConnectionRefusedError()
+    refused.error_args = {**body, "data": body}
+    return refused
 
 
 class SocketIOTransport:
@@ -210,10 +224,7 @@ class SocketIOTransport:
             connection = SocketIOConnection(self.server, sid, eio_sid)
             connection.session = self.sessions[sid] = Session(self.services, connection, identity)
         except ClientError as error:
-            refused = socketio.exceptions.ConnectionRefusedError()
-            # The default would wrap the dict as {"message": ...}.
-            refused.error_args = error.to_dict()
-            raise refused from None
+            raise refusal(error) from None
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:

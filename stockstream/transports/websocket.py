@@ -76,8 +76,11 @@ class WebSocketConnection:
         pass
 
     async def disconnect(self, going_away: bool = False) -> None:
-        await self._ws.close(code=GOING_AWAY if going_away else POLICY_VIOLATION)
+        # The cut is scheduled first: a client that stopped reading never
+        # answers the closing handshake, and waiting for its socket to drain
+        # (aiohttp's default) would never end.
         abort_later(self._transport)
+        await self._ws.close(code=GOING_AWAY if going_away else POLICY_VIOLATION, drain=False)
 
 
 def parse_frame(data: str) -> Request:

@@ -12,6 +12,11 @@
 //   {"kind": "event", "event": "stockUpdate", "args": [...]}
 //   {"kind": "ack", "id": 1, "err": null, "args": [...]}
 //   {"kind": "disconnect", "reason": "..."}
+//   {"kind": "resubscribed", "symbol": "AAPL", "sinceSeq": 41, "err": null, "ack": {...}}
+//
+// OPTIONS_JSON is socket.io-client's options, plus "resumeSymbols": [...]: then
+// the client subscribes to each of those symbols on every (re)connect, with
+// "sinceSeq" set to the seq of the last update it saw for it (once it saw one).
 "use strict";
 const { io } = require("socket.io-client");
 const readline = require("readline");
@@ -19,6 +24,8 @@ const readline = require("readline");
 const url = process.argv[2];
 const options = Object.assign({ reconnection: false, forceNew: true },
   process.argv[3] ? JSON.parse(process.argv[3]) : {});
+const resumeSymbols = options.resumeSymbols;
+delete options.resumeSymbols;
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -33,6 +40,23 @@ socket.on("connect", () => out({ kind: "connect", id: socket.id, transport: sock
 socket.on("connect_error", (err) => out({ kind: "connect_error", message: err.message, data: err.data === undefined ? null : err.data }));
 socket.on("disconnect", (reason) => out({ kind: "disconnect", reason }));
 socket.onAny((event, ...args) => out({ kind: "event", event, args }));
+
+if (resumeSymbols) {
+  const lastSeq = {};
+  socket.on("stockUpdate", (update) => {
+    if (update && typeof update.seq === "number") lastSeq[update.symbol] = update.seq;
+  });
+  socket.on("connect", () => {
+    for (const symbol of resumeSymbols) {
+      const request = { symbol };
+      if (symbol in lastSeq) request.sinceSeq = lastSeq[symbol];
+      socket.timeout(10000).emit("subscribe", request, (err, ack) => {
+        out({ kind: "resubscribed", symbol, sinceSeq: request.sinceSeq === undefined ? null : request.sinceSeq,
+              err: err ? String(err.message || err) : null, ack: ack === undefined ? null : ack });
+      });
+    }
+  });
+}
 
 const rl = readline.createInterface({ input: process.stdin });
 rl.on("line", (line) => {

@@ -163,6 +163,14 @@ class ServerProcess:
         return f"ServerProcess({self.url}, pid={self.pid})"
 
 
+async def connections_on(server: ServerProcess) -> float:
+    """Open client connections of one instance, from its /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+        text = await resp.text()
+    return sum(float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("stockstream_connections_active{"))
+
+
 class ServerFactory:
     """Starts stockstream servers; terminates every one of them at teardown."""
 
