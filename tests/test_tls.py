@@ -27,7 +27,7 @@ from tests.support.processes import stop_process
 from tests.support.publishing import RawRedisPublisher, make_update
 from tests.support.servers import REPO_ROOT
 from tests.support.waiting import PROMPT, Inbox, eventually, free_port
-from tests.test_load_balancer import NGINX_MAIN, render_site
+from tests.support.nginx import NGINX_MAIN, nginx_executable_path, render_site
 
 
 @dataclass
@@ -167,7 +167,7 @@ async def test_readme_nginx_block_terminates_tls_in_front_of_an_instance(
         tmp_path: Path) -> None:
     """The alternative to TLS in the server: the README's nginx TLS block, as written, in front
     of a plain-HTTP instance; the README's WebSocket client reaches it over wss://."""
-    executable = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    executable = nginx_executable_path()
     if executable is None:
         pytest.skip("nginx is not installed (Debian: apt-get install -y nginx)")
     server = await servers.start(redis_url=redis_url)
