@@ -7,7 +7,6 @@ import asyncio
 import datetime
 import ipaddress
 import re
-import shutil
 import ssl
 import subprocess
 import sys
