@@ -139,6 +139,7 @@ class Settings:
     ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
+    recovery_window: float = _setting(0.0, _non_negative_float, "Seconds a Socket.IO client that lost its connection may recover its session (subscriptions and missed updates) on any instance; 0 turns connection state recovery off")
     kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     kafka_topic: str = _setting("stock-prices", doc="Kafka topic of price updates")
     kafka_group: str = _setting("stockstream", doc="Kafka consumer group of the bridge")
@@ -191,6 +192,8 @@ class Settings:
 
     def check(self) -> None:
         """Combinations that cannot work; SettingsError names the settings involved."""
+        if self.recovery_window > 0 and self.history_max_entries == 0:
+            raise SettingsError("RECOVERY_WINDOW: needs history to replay from (HISTORY_MAX_ENTRIES is 0)")
         if self.admin_ui and not self.admin_password:
             raise SettingsError("ADMIN_PASSWORD: must be set when ADMIN_UI is on")
         if self.jwt_public_key_file and not os.path.isfile(self.jwt_public_key_file):

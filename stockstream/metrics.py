@@ -118,6 +118,17 @@ class NodeCollector:
         for name, documentation, value in delivery_counters:
             yield CounterMetricFamily(name, documentation, value=value)
 
+        recovery = node.socketio.recovery_stats
+        yield CounterMetricFamily("stockstream_recovery_saved",
+                                  "Socket.IO sessions kept for recovery when their connection dropped",
+                                  value=recovery.saved)
+        yield CounterMetricFamily("stockstream_recovery_recovered",
+                                  "Socket.IO reconnects that recovered their session (connection state recovery)",
+                                  value=recovery.recovered)
+        yield CounterMetricFamily("stockstream_recovery_not_recovered",
+                                  "Socket.IO reconnects naming a session that could not be recovered (fresh session)",
+                                  value=recovery.not_recovered)
+
         # The scheduler appends a sample every few writes; taking the list
         # here keeps the delivery path to one append.
         samples, stats.delays = stats.delays, []

@@ -41,7 +41,8 @@ def ws_frame(payload: bytes, first_byte: int) -> bytes:
 class Update:
     """One price update: its parsed key fields and the bytes as published."""
 
-    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "_sio_payload", "_sio_frame", "_ws_frame")
+    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "_sio_payload", "_sio_frame", "_ws_frame",
+                 "_sio_recoverable")
 
     def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
         self.symbol = symbol
@@ -55,6 +56,7 @@ class Update:
         self._sio_payload: str | None = None
         self._sio_frame: bytes | None = None
         self._ws_frame: bytes | None = None
+        self._sio_recoverable: tuple[str, bytes] | None = None
 
     @property
     def sio_payload(self) -> str:
@@ -69,6 +71,23 @@ class Update:
         if self._sio_frame is None:
             self._sio_frame = ws_text_frame(b'42["stockUpdate",' + self.raw + b"]")
         return self._sio_frame
+
+    @property
+    def offset(self) -> str:
+        """This update's place in its symbol's stream, as Socket.IO connection
+        state recovery hands it back: `SYMBOL:seq`, or `SYMBOL@timestamp`
+        for updates published without a seq."""
+        if self.seq is not None:
+            return f"{self.symbol}:{self.seq}"
+        return f"{self.symbol}@{self.timestamp}"
+
+    def sio_recoverable(self) -> tuple[str, bytes]:
+        """`sio_payload` and `sio_frame` with the offset as the event's last argument."""
+        if self._sio_recoverable is None:
+            tail = ',"' + self.offset + '"]'
+            payload = '2["stockUpdate",' + self.raw.decode() + tail
+            self._sio_recoverable = (payload, ws_text_frame(b"4" + payload.encode()))
+        return self._sio_recoverable
 
     @property
     def ws_frame(self) -> bytes:

@@ -87,6 +87,16 @@ class Broker(abc.ABC):
         not, the list is empty and the caller falls back to the snapshot.
         """
 
+    # -- recoverable Socket.IO sessions (connection state recovery) ----------
+
+    @abc.abstractmethod
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        """Keep a disconnected session's state for `ttl` seconds, for any instance."""
+
+    @abc.abstractmethod
+    async def take_session(self, pid: str) -> bytes | None:
+        """The state saved under `pid`, removed so it is recovered at most once."""
+
 
 def create_broker(settings: Settings) -> Broker:
     """The Redis broker when Redis is configured, else the embedded one."""

@@ -27,6 +27,8 @@ class MemoryBroker(Broker):
         # Per symbol: the newest timestamp and seq that history no longer holds.
         self._lost: dict[str, tuple[int, int]] = {}
         self._offsets: dict[str, int] = {}
+        # Recoverable sessions: pid -> (expiry on the monotonic clock, state).
+        self._sessions: dict[str, tuple[float, bytes]] = {}
 
     @property
     def ready(self) -> bool:
@@ -104,3 +106,16 @@ class MemoryBroker(Broker):
         if not complete or len(updates) > limit:
             return [], False
         return updates, True
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        now = time.monotonic()
+        # Expired entries are dropped here, so the dict stays bounded by what one window holds.
+        for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
+            del self._sessions[stale]
+        self._sessions[pid] = (now + ttl, data)
+
+    async def take_session(self, pid: str) -> bytes | None:
+        entry = self._sessions.pop(pid, None)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]

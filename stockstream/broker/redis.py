@@ -81,6 +81,10 @@ def history_key(symbol: str) -> str:
     return channel_for(symbol) + ":history"
 
 
+def session_key(pid: str) -> str:
+    return f"stockstream:session:{pid}"
+
+
 def seq_key(symbol: str) -> str:
     return channel_for(symbol) + ":seq"
 
@@ -467,3 +471,17 @@ class RedisBroker(Broker):
             except (InvalidUpdate, KeyError) as exc:
                 self.malformed.record(history_key(symbol).encode(), exc)
         return updates
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        try:
+            await self._redis.set(session_key(pid), data, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def take_session(self, pid: str) -> bytes | None:
+        try:
+            # GETDEL: two instances offered the same pid cannot both recover it.
+            value: bytes | None = await self._redis.getdel(session_key(pid))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        return value

@@ -27,6 +27,7 @@ from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
+from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, recover, save
 
 log = logging.getLogger("stockstream.socketio")
 
@@ -36,12 +37,16 @@ KNOWN_EVENTS = frozenset({"subscribe", "unsubscribe", "history", "authenticate"}
 POLLING_PACKET_BYTES = 128
 
 
-class SocketIOServer(socketio.AsyncServer):
+class SocketIOServer(PidInConnectReply, socketio.AsyncServer):
     """python-socketio's server, handing events to sessions in order."""
 
     def __init__(self, transport: "SocketIOTransport", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._transport = transport
+
+    def recovery_state(self, sid: str) -> RecoveryState | None:
+        session = self._transport.sessions.get(sid)
+        return session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return EngineIOServer
@@ -75,11 +80,16 @@ def _socketio_frame(item: Update | str) -> bytes:
     return item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
 
 
+def _recoverable_frame(item: Update | str) -> bytes:
+    # The same, each update carrying its offset (connection state recovery).
+    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+
+
 class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
-    __slots__ = ("_server", "_sid", "_eio_sid", "_direct", "session")
+    __slots__ = ("_server", "_sid", "_eio_sid", "_direct", "session", "recovery")
 
     def __init__(self, server: SocketIOServer, sid: str, eio_sid: str) -> None:
         self._server = server
@@ -87,6 +97,8 @@ class SocketIOConnection:
         self._eio_sid = eio_sid
         self._direct: asyncio.Transport | None = None
         self.session: Session | None = None
+        # Set when connection state recovery is on (RECOVERY_WINDOW > 0).
+        self.recovery: RecoveryState | None = None
 
     # -- Sink ----------------------------------------------------------------
 
@@ -113,14 +125,26 @@ class SocketIOConnection:
             eio_socket = self._server.eio.sockets.get(self._eio_sid)
             if eio_socket is None or eio_socket.closed:
                 return True
-            return self._send_polling(eio_socket.queue, items, limit)
-        return write_items(transport, items, limit, _socketio_frame)
+            sent = self._send_polling(eio_socket.queue, items, limit)
+        else:
+            sent = write_items(transport, items, limit,
+                               _socketio_frame if self.recovery is None else _recoverable_frame)
+        if sent and self.recovery is not None:
+            record = self.recovery.sent.record
+            for item in items:
+                if type(item) is Update:
+                    record(item)  # type: ignore[arg-type]
+        return sent
 
     def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
             return False
+        recoverable = self.recovery is not None
         for item in items:
-            text = item.sio_payload if type(item) is Update else item  # type: ignore[union-attr]
+            if type(item) is Update:
+                text = item.sio_recoverable()[0] if recoverable else item.sio_payload  # type: ignore[union-attr]
+            else:
+                text = item  # type: ignore[assignment]
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
         return True
 
@@ -163,6 +187,9 @@ class SocketIOConnection:
 
     async def disconnect(self, going_away: bool = False) -> None:
         if going_away:
+            if self.recovery is not None and self.session is not None:
+                await save(self.session, self.recovery, self._server._transport.recovery_window,
+                           self._server._transport.recovery_stats)
             # No Socket.IO DISCONNECT nor Engine.IO CLOSE, both of which tell
             # clients not to reconnect: the transport just ends, and clients
             # reconnect, through the load balancer.
@@ -192,6 +219,8 @@ class SocketIOTransport:
         settings = services.settings
         self.services = services
         self.sessions: dict[str, Session] = {}
+        self.recovery_window = settings.recovery_window
+        self.recovery_stats = RecoveryStats()
         manager = None
         if settings.backend_url:
             manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)
@@ -225,10 +254,16 @@ class SocketIOTransport:
             connection.session = self.sessions[sid] = Session(self.services, connection, identity)
         except ClientError as error:
             raise refusal(error) from None
+        if self.recovery_window > 0:
+            connection.recovery = RecoveryState()
+            await recover(connection.session, connection.recovery, auth, self.recovery_stats)
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.pop(sid, None)
+        recovery = session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
+        if recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
+            await save(session, recovery, self.recovery_window, self.recovery_stats)  # type: ignore[arg-type]
         if session is not None:
             await session.closed_by_transport()
             log.info("socket.io client disconnected sid=%s reason=%s", sid, reason)

@@ -1,0 +1,100 @@
+"""Socket.IO connection state recovery on python-socketio's server.
+
+python-socketio has no such feature (checked against python-socketio 5.18.1
+and python-engineio 4.15.1), so two things are added here, and only here:
+- the CONNECT reply carries the session's `pid`: `PidInConnectReply`
+  overrides `AsyncServer._send_packet`, the one call that sends it
+  (`_handle_connect` builds `{"sid": sid}` and hands it over);
+- what a recovered session replays is queued only after that reply, so a
+  client's first packet is always the CONNECT.
+tests/test_recovery_unit.py fails if either library changes these internals.
+The offsets themselves ride on update frames (`Update.sio_recoverable`), the
+state and its replay are in stockstream.recovery.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from socketio import packet as sio_packet
+
+from ..broker import BackendUnavailable
+from ..recovery import SentLog, load_state, new_pid, restore
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+log = logging.getLogger("stockstream.recovery")
+
+
+@dataclass
+class RecoveryStats:
+    """Counters for /metrics."""
+
+    recovered: int = 0
+    not_recovered: int = 0
+    saved: int = 0
+
+
+class RecoveryState:
+    """One connection's part in recovery: its pid, the offsets it sent, and
+    (just after a recovery) what opens its streams once CONNECT is out."""
+
+    __slots__ = ("pid", "sent", "opener")
+
+    def __init__(self) -> None:
+        self.pid = new_pid()
+        self.sent = SentLog()
+        self.opener: Callable[[], None] | None = None
+
+
+async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats) -> None:
+    """Run in the connect handler: when the client names a pid it had, give
+    the session back (same pid) or start fresh (a new one)."""
+    pid = auth.get("pid") if isinstance(auth, dict) else None
+    if not isinstance(pid, str) or not pid:
+        return
+    try:
+        saved = load_state(await session.services.broker.take_session(pid))
+    except BackendUnavailable:
+        saved = None
+    opener = await restore(session, saved, auth.get("offset")) if saved is not None else None
+    if opener is None:
+        stats.not_recovered += 1
+        log.info("session %s not recovered: a fresh session starts", pid)
+        return
+    stats.recovered += 1
+    state.pid = pid
+    state.opener = opener
+
+
+async def save(session: "Session", state: RecoveryState, window: float, stats: RecoveryStats) -> None:
+    """The connection dropped: keep its session for `window` seconds."""
+    if session.closed:
+        return
+    try:
+        await session.services.broker.save_session(state.pid, state.sent.to_state(session.subscriptions), window)
+        stats.saved += 1
+    except BackendUnavailable:
+        log.warning("session %s not saved: the backend is unavailable", state.pid)
+
+
+class PidInConnectReply:
+    """Mixed into the Socket.IO server: adds `pid` to the CONNECT reply of the
+    main namespace and opens a recovered session's streams right after it."""
+
+    def recovery_state(self, sid: str) -> RecoveryState | None:  # provided by the server
+        raise NotImplementedError
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        state = None
+        if (pkt.packet_type == sio_packet.CONNECT and (pkt.namespace or "/") == "/"
+                and isinstance(pkt.data, dict) and "sid" in pkt.data):
+            state = self.recovery_state(pkt.data["sid"])
+            if state is not None:
+                pkt.data = {**pkt.data, "pid": state.pid}
+        await super()._send_packet(eio_sid, pkt)  # type: ignore[misc]
+        if state is not None and state.opener is not None:
+            opener, state.opener = state.opener, None
+            opener()
