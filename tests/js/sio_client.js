@@ -36,7 +36,8 @@ const socket = io(url, options);
 socket.io.on("open", () => {
   socket.io.engine.on("upgrade", (transport) => out({ kind: "upgrade", transport: transport.name }));
 });
-socket.on("connect", () => out({ kind: "connect", id: socket.id, transport: socket.io.engine.transport.name }));
+socket.on("connect", () => out({ kind: "connect", id: socket.id, transport: socket.io.engine.transport.name,
+                                  recovered: socket.recovered === true, pid: socket._pid === undefined ? null : socket._pid }));
 socket.on("connect_error", (err) => out({ kind: "connect_error", message: err.message, data: err.data === undefined ? null : err.data }));
 socket.on("disconnect", (reason) => out({ kind: "disconnect", reason }));
 socket.onAny((event, ...args) => out({ kind: "event", event, args }));

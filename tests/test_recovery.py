@@ -1,0 +1,163 @@
+"""Socket.IO connection state recovery with a stock socket.io-client: a
+connection cut by the network, the reconnect sent to another instance."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.support.inprocess import atomic_publisher
+from tests.support.node import NodeSioClient
+from tests.support.proxy import switch_proxy
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("node_harness")]
+
+SYMBOLS = ["AAPL", "MSFT"]
+# Heartbeats short enough that a long-polling client's drop is noticed (and
+# its session kept) before it comes back.
+FAST_PINGS = {"PING_INTERVAL": "1", "PING_TIMEOUT": "1"}
+TRANSPORTS = {"websocket": (["websocket"], 200), "polling": (["polling"], 3500)}
+
+
+def reconnecting(transport: str) -> dict[str, Any]:
+    transports, delay = TRANSPORTS[transport]
+    return {"transports": transports, "reconnection": True, "reconnectionDelay": delay,
+            "reconnectionDelayMax": delay, "randomizationFactor": 0}
+
+
+def connects(client: NodeSioClient) -> list[dict]:
+    return [line for line in client.node.lines.items if line.get("kind") == "connect"]
+
+
+def updates(client: NodeSioClient) -> list[list[Any]]:
+    """Every stockUpdate's arguments, in arrival order."""
+    return [entry[2] for entry in client.timeline.items if entry[0] == "event" and entry[2:] and entry[1] == "stockUpdate"]
+
+
+def ns_of(client: NodeSioClient, symbol: str) -> list[int]:
+    return [args[0]["n"] for args in updates(client) if args[0].get("symbol") == symbol]
+
+
+async def publish_round(publish, symbols: list[str], start: int, count: int) -> None:
+    for n in range(start, start + count):
+        for symbol in symbols:
+            await publish(symbol, 100 + n / 100, n=n)
+
+
+async def wait_for_n(client: NodeSioClient, symbol: str, n: int, timeout: float = 15.0) -> None:
+    await eventually(lambda: n in ns_of(client, symbol), timeout, f"{client.name} to get {symbol} n={n}")
+
+
+async def connected_again(client: NodeSioClient, count: int) -> dict:
+    await eventually(lambda: len(connects(client)) >= count, 20.0, f"{client.name} to reconnect")
+    return connects(client)[count - 1]
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+async def test_recovers_on_another_instance_with_every_missed_update_once_in_order(
+        servers, redis_url, transport):
+    """A client whose connection is cut reconnects to another instance and gets
+    socket.recovered === true, the same pid, its subscriptions back and every
+    update published meanwhile exactly once, in order, before live ones."""
+    env = {"RECOVERY_WINDOW": "30", **FAST_PINGS}
+    first, second = await servers.start_many(2, env, redis_url=redis_url)
+    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
+        client = NodeSioClient(proxy.url, options=reconnecting(transport))
+        await client.connect()
+        try:
+            pid = connects(client)[0]["pid"]
+            assert isinstance(pid, str) and pid, connects(client)
+            ack = await client.subscribe(SYMBOLS)
+            assert ack.get("ok") is True, ack
+            await publish_round(publish, SYMBOLS, 1, 10)
+            await wait_for_n(client, "MSFT", 10)
+
+            proxy.target = second.port
+            proxy.refusing = True
+            proxy.cut()
+            await client.wait_disconnected()
+            await publish_round(publish, SYMBOLS, 11, 20)  # missed while away
+            proxy.refusing = False
+            again = await connected_again(client, 2)
+            assert again["recovered"] is True and again["pid"] == pid, again
+            await publish_round(publish, SYMBOLS, 31, 10)  # live again
+            await wait_for_n(client, "MSFT", 40)
+            for symbol in SYMBOLS:
+                assert ns_of(client, symbol) == list(range(1, 41)), (symbol, ns_of(client, symbol))
+            assert all(len(args) == 2 and isinstance(args[1], str) for args in updates(client)), \
+                "each update carries its offset as last argument"
+        finally:
+            await client.close()
+
+
+async def test_fresh_session_after_the_window(servers, redis_url):
+    """Back after RECOVERY_WINDOW, a client gets a fresh session: recovered is
+    false, a new pid, and none of its old subscriptions."""
+    env = {"RECOVERY_WINDOW": "1", **FAST_PINGS}
+    first, second = await servers.start_many(2, env, redis_url=redis_url)
+    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
+        client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
+        await client.connect()
+        try:
+            pid = connects(client)[0]["pid"]
+            assert (await client.subscribe(["AAPL"])).get("ok") is True
+            await publish_round(publish, ["AAPL"], 1, 3)
+            await wait_for_n(client, "AAPL", 3)
+            proxy.target = second.port
+            proxy.refusing = True
+            proxy.cut()
+            await client.wait_disconnected()
+            await asyncio.sleep(2.5)  # the window (1 s) passes while the network is down
+            proxy.refusing = False
+            again = await connected_again(client, 2)
+            assert again["recovered"] is False and again["pid"] != pid, again
+            assert (await client.subscribe(["MSFT"])).get("ok") is True
+            await publish(("AAPL"), 200.0, n=4)
+            await publish("MSFT", 200.0, n=1)
+            await wait_for_n(client, "MSFT", 1)
+            assert ns_of(client, "AAPL") == [1, 2, 3], "the old subscription must be gone"
+        finally:
+            await client.close()
+
+
+async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_url):
+    """When more was published while away than history keeps, the client
+    gets a fresh session (recovered false) rather than a gap."""
+    env = {"RECOVERY_WINDOW": "30", "HISTORY_MAX_ENTRIES": "5", **FAST_PINGS}
+    first, second = await servers.start_many(2, env, redis_url=redis_url)
+    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
+        client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
+        await client.connect()
+        try:
+            assert (await client.subscribe(["AAPL"])).get("ok") is True
+            await publish_round(publish, ["AAPL"], 1, 3)
+            await wait_for_n(client, "AAPL", 3)
+            proxy.target = second.port
+            proxy.refusing = True
+            proxy.cut()
+            await client.wait_disconnected()
+            await publish_round(publish, ["AAPL"], 4, 600)  # history keeps 5 (trimmed in blocks of 100)
+            proxy.refusing = False
+            again = await connected_again(client, 2)
+            assert again["recovered"] is False, again
+        finally:
+            await client.close()
+
+
+async def test_recovery_off_sends_no_pid_and_one_argument_per_event(servers, redis_url):
+    """With RECOVERY_WINDOW=0 (the default) the CONNECT reply has no pid and
+    each update arrives as the event's only argument."""
+    server = await servers.start(redis_url=redis_url)
+    async with atomic_publisher(redis_url) as publish:
+        client = NodeSioClient(server.url, options={"transports": ["websocket"]})
+        await client.connect()
+        try:
+            assert connects(client)[0]["pid"] is None, connects(client)
+            assert (await client.subscribe(["AAPL"])).get("ok") is True
+            await publish_round(publish, ["AAPL"], 1, 3)
+            await wait_for_n(client, "AAPL", 3)
+            assert [len(args) for args in updates(client)] == [1, 1, 1], updates(client)
+        finally:
+            await client.close()
