@@ -6,6 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio
+
+from stockstream.broker.redis import history_key
 
 from tests.support.inprocess import atomic_publisher
 from tests.support.node import NodeSioClient
@@ -125,7 +128,7 @@ async def test_fresh_session_after_the_window(servers, redis_url):
 async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_url):
     """When more was published while away than history keeps, the client
     gets a fresh session (recovered false) rather than a gap."""
-    env = {"RECOVERY_WINDOW": "30", "HISTORY_MAX_ENTRIES": "5", **FAST_PINGS}
+    env = {"RECOVERY_WINDOW": "30", **FAST_PINGS}
     first, second = await servers.start_many(2, env, redis_url=redis_url)
     async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
         client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
@@ -138,7 +141,12 @@ async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_
             proxy.refusing = True
             proxy.cut()
             await client.wait_disconnected()
-            await publish_round(publish, ["AAPL"], 4, 600)  # history keeps 5 (trimmed in blocks of 100)
+            await publish_round(publish, ["AAPL"], 4, 50)
+            store = redis.asyncio.Redis.from_url(redis_url)
+            try:  # history keeps only the last 5 of those
+                assert await store.xtrim(history_key("AAPL"), maxlen=5, approximate=False) >= 45
+            finally:
+                await store.aclose()
             proxy.refusing = False
             again = await connected_again(client, 2)
             assert again["recovered"] is False, again
