@@ -409,7 +409,11 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "servers": {
             "socketio": {"host": host, "protocol": "ws", "pathname": "/socket.io/",
                          "description": "Socket.IO v5 over Engine.IO v4 (long-polling and WebSocket), namespace /; "
-                                        "a token may come in the handshake's auth as {token}"},
+                                        "a token may come in the handshake's auth as {token}. With connection "
+                                        "state recovery on (RECOVERY_WINDOW > 0) the CONNECT reply carries a pid, "
+                                        "and a client reconnecting with {pid, offset} in its auth gets its "
+                                        "subscriptions and missed updates back (socket.io-client >= 4.6 does this "
+                                        "by itself)"},
             "livePrice": {"host": host, "protocol": "ws", "pathname": "/live-price",
                           "description": "plain WebSocket, JSON text frames; a token may come as ?token="},
         },

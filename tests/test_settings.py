@@ -63,6 +63,8 @@ UNWORKABLE = [
     pytest.param({"JWT_SECRET": SECRET, "JWT_LEEWAY": "-5"}, "JWT_LEEWAY", id="negative-leeway"),
     pytest.param({"JWT_AUDIENCE": "stockstream"}, "JWT_AUDIENCE", id="audience-without-key"),
     pytest.param({"JWT_ISSUER": "https://login.example"}, "JWT_ISSUER", id="issuer-without-key"),
+    pytest.param({"RECOVERY_WINDOW": "60", "HISTORY_MAX_ENTRIES": "0"}, "RECOVERY_WINDOW",
+                 id="recovery-without-history"),
 ]
 
 
