@@ -5,9 +5,10 @@ documents). stockstream's publisher (`python -m stockstream simulate`, so every
 update carries its per-symbol `seq`) publishes a few hundred updates per second
 over a few symbols while each instance in turn is stopped with SIGTERM and
 started again. Every client kind reconnects by itself and, on every
-(re)connect, subscribes again with `sinceSeq` set to the last update it saw.
-Each must end with exactly the published sequence of its symbols from its
-first subscribe on.
+(re)connect, subscribes again with `sinceSeq` set to the last update it saw,
+except socket.io-client with connection state recovery, which subscribes once
+and gets its session back from whichever instance it reaches. Each must end
+with exactly the published sequence of its symbols from its first subscribe on.
 
 A client kind is one entry of CLIENT_KINDS: a function that connects a client
 through the load balancer and returns it as a `Resuming`.
@@ -37,7 +38,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.node]
 SYMBOLS = ["RRA", "RRB", "RRC"]
 RATE = 100  # updates per second per symbol
 INSTANCES = 3
-SERVER_ENV = {"SHUTDOWN_TIMEOUT": "4"}
+# Recovery on: socket.io-client recovers; the others resubscribe and take the
+# offset after each update as an extra argument.
+SERVER_ENV = {"SHUTDOWN_TIMEOUT": "4", "RECOVERY_WINDOW": "60"}
 # How long a client may take to be back and streaming after its instance went
 # away: python-socketio waits up to 5 s between attempts by default.
 BACK_WITHIN = 20.0
@@ -109,6 +112,22 @@ async def node_socketio(url: str, symbols: list[str], clients: ClientPool) -> Re
                     answers, client.close)
 
 
+async def node_socketio_recovering(url: str, symbols: list[str], clients: ClientPool) -> Resuming:
+    """socket.io-client with its defaults plus reconnection and no application code
+    for reconnects: it subscribes once; connection state recovery does the rest."""
+    client = await clients.sio(url, kind="node", options={"reconnection": True})
+    ack = await client.subscribe(symbols)
+    assert ack.get("ok") is True, ack
+    lines = client.node.lines  # type: ignore[attr-defined]
+
+    def not_recovered() -> list[tuple[Any, Any]]:
+        # Every reconnect must recover; one that did not shows up as a failed resubscribe.
+        connects = [line for line in lines.items if line.get("kind") == "connect"][1:]
+        return [(None, {"recovered": False, "connect": line}) for line in connects if not line.get("recovered")]
+    return Resuming(client.name + " (recovery)", client.updates,
+                    lambda: client.timeline.items.count(("connect",)), not_recovered, client.close)
+
+
 async def live_price(url: str, symbols: list[str], clients: ClientPool) -> Resuming:
     """A /live-price client that connects again whenever its socket closes and sends
     {"action": "subscribe", "symbol": s, "sinceSeq": last} for each symbol."""
@@ -162,6 +181,7 @@ async def live_price(url: str, symbols: list[str], clients: ClientPool) -> Resum
 CLIENT_KINDS: dict[str, Callable[[str, list[str], ClientPool], Awaitable[Resuming]]] = {
     "python-socketio": python_socketio,
     "socket.io-client": node_socketio,
+    "socket.io-client-recovery": node_socketio_recovering,
     "live-price": live_price,
 }
 

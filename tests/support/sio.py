@@ -46,7 +46,9 @@ class SioClientBase:
     def _on_event(self, event: str, args: list[Any]) -> None:
         self.timeline.put(("event", event, args))
         if event == "stockUpdate":
-            self.updates.put(args[0] if len(args) == 1 else args)
+            # With connection state recovery on, an update's offset follows it as a string.
+            recoverable = len(args) == 2 and isinstance(args[1], str)
+            self.updates.put(args[0] if len(args) == 1 or recoverable else args)
         elif event == "error":
             self.errors.put(args[0] if len(args) == 1 else args)
 

@@ -1,0 +1,131 @@
+"""Connection state recovery's pieces without servers: offsets, the sent log,
+where each symbol resumes, the saved sessions, and the python-socketio
+internals the pid relies on."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import orjson
+import pytest
+import socketio
+from socketio import packet as sio_packet
+
+from stockstream.broker.memory import MemoryBroker
+from stockstream.config import Settings
+from stockstream.recovery import SENT_LOG_SIZE, SentLog, load_state, positions
+from stockstream.transports.sio_recovery import PidInConnectReply, RecoveryState
+from stockstream.updates import Update
+
+
+def update(symbol: str, seq: int | None, ts: int = 1000) -> Update:
+    return Update(symbol, 1.0, ts, seq, orjson.dumps({"symbol": symbol, "price": 1.0, "timestamp": ts, "seq": seq}))
+
+
+def state_of(log: SentLog, symbols: list[str]) -> dict:
+    state = load_state(log.to_state(symbols))
+    assert state is not None
+    return state
+
+
+def test_offset_rides_as_the_last_argument_of_the_update_event() -> None:
+    """The recoverable packet is the plain one plus the offset as a last string argument."""
+    u = update("AAPL", 7)
+    payload, frame = u.sio_recoverable()
+    assert orjson.loads(payload[1:]) == ["stockUpdate", u.to_dict(), "AAPL:7"]
+    assert frame.endswith(b"4" + payload.encode())
+    assert update("AAPL", None, 55).offset == "AAPL@55"
+
+
+def test_each_symbol_resumes_from_its_last_update_at_or_before_the_offset() -> None:
+    """What was sent after the client's offset counts as lost; before it, as received."""
+    log = SentLog()
+    for u in (update("A", 1), update("B", 1), update("A", 2), update("B", 2), update("A", 3)):
+        log.record(u)
+    assert positions(state_of(log, ["A", "B"]), "B:1") == {"A": (1, 1000), "B": (1, 1000)}
+    assert positions(state_of(log, ["A", "B"]), "A:2") == {"A": (2, 1000), "B": (1, 1000)}
+    assert positions(state_of(log, ["A", "B"]), "A:3") == {"A": (3, 1000), "B": (2, 1000)}
+
+
+def test_unknown_or_missing_offset_is_no_recovery() -> None:
+    """An offset this session never sent, or none after something was sent: fresh session."""
+    log = SentLog()
+    log.record(update("A", 1))
+    assert positions(state_of(log, ["A"]), "A:9") is None
+    assert positions(state_of(log, ["A"]), None) is None
+    assert positions(state_of(log, ["A"]), 12) is None
+    assert positions(state_of(SentLog(), ["A"]), None) == {}
+
+
+def test_forgotten_offsets_keep_their_symbols_positions() -> None:
+    """Past SENT_LOG_SIZE the oldest offsets are forgotten (no longer recoverable
+    from), but the positions they carried still count for later offsets."""
+    log = SentLog()
+    log.record(update("OLD", 5))
+    for seq in range(1, SENT_LOG_SIZE + 1):
+        log.record(update("NEW", seq))
+    state = state_of(log, ["OLD", "NEW"])
+    assert positions(state, "OLD:5") is None
+    assert positions(state, f"NEW:{SENT_LOG_SIZE}") == {"OLD": (5, 1000), "NEW": (SENT_LOG_SIZE, 1000)}
+
+
+async def test_memory_broker_keeps_a_session_for_its_ttl_and_hands_it_out_once() -> None:
+    """take_session returns what save_session stored, once, and nothing after the ttl."""
+    broker = MemoryBroker(Settings.from_env({}))
+    await broker.save_session("p1", b"state", 30)
+    assert await broker.take_session("p1") == b"state"
+    assert await broker.take_session("p1") is None
+    await broker.save_session("p2", b"state", 0.05)
+    await asyncio.sleep(0.1)
+    assert await broker.take_session("p2") is None
+
+
+class _Recorder(PidInConnectReply):
+    def __init__(self, state: RecoveryState | None) -> None:
+        self.state = state
+        self.sent: list[object] = []
+
+    def recovery_state(self, sid: str) -> RecoveryState | None:
+        return self.state
+
+
+class _Base:
+    async def _send_packet(self, eio_sid: str, pkt: object) -> None:
+        self.sent.append(pkt)  # type: ignore[attr-defined]
+
+
+class _Server(_Recorder, _Base):
+    pass
+
+
+async def test_connect_reply_gets_the_pid_and_streams_open_after_it() -> None:
+    """The CONNECT reply of namespace / carries the pid; a recovered session's
+    streams open only once that reply was handed to Engine.IO."""
+    state = RecoveryState()
+    opened: list[int] = []
+    server = _Server(state)
+    state.opener = lambda: opened.append(len(server.sent))
+    await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s1"}, namespace="/"))
+    assert server.sent[0].data == {"sid": "s1", "pid": state.pid}
+    assert opened == [1] and state.opener is None
+    await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s2"}, namespace="/admin"))
+    assert server.sent[1].data == {"sid": "s2"}
+
+
+def test_python_socketio_still_sends_the_connect_reply_through_send_packet() -> None:
+    """PidInConnectReply relies on python-socketio (checked with 5.18.1) building
+    the CONNECT reply as {'sid': sid} and sending it with _send_packet after the
+    connect handler ran; this fails if that changes."""
+    source = inspect.getsource(socketio.AsyncServer._handle_connect)
+    handler = source.index("_trigger_event(")
+    reply = source.index("packet.CONNECT, {'sid': sid}", handler)
+    assert "self._send_packet(eio_sid, self.packet_class(" in source[handler:reply + 40]
+    assert "async def _send_packet(self, eio_sid, pkt)" in inspect.getsource(socketio.AsyncServer._send_packet)
+
+
+def test_recovery_needs_history() -> None:
+    """RECOVERY_WINDOW > 0 without history cannot replay anything: refused."""
+    from stockstream.config import SettingsError
+    with pytest.raises(SettingsError, match="^RECOVERY_WINDOW"):
+        Settings.from_env({"RECOVERY_WINDOW": "30", "HISTORY_MAX_ENTRIES": "0"})
+    assert Settings.from_env({}).recovery_window == 0
