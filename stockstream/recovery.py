@@ -60,6 +60,17 @@ class SentLog:
             self.base[symbol] = (seq, ts)
         entries.append((update.symbol, update.seq, update.timestamp))
 
+    @classmethod
+    def continuing(cls, state: dict[str, Any]) -> "SentLog":
+        """The log of a recovered session, picking up where the saved one ended:
+        if the connection drops again before the client received anything new,
+        its old offset must still be found."""
+        log = cls()
+        log.base = {k: (v[0], v[1]) for k, v in state.get("base", {}).items()}
+        for symbol, seq, ts in state.get("sent", [])[-SENT_LOG_SIZE:]:
+            log.entries.append((symbol, seq, ts))
+        return log
+
     def to_state(self, symbols: Iterable[str]) -> bytes:
         return orjson.dumps({"symbols": sorted(symbols),
                              "base": {k: list(v) for k, v in self.base.items()},

@@ -129,3 +129,14 @@ def test_recovery_needs_history() -> None:
     with pytest.raises(SettingsError, match="^RECOVERY_WINDOW"):
         Settings.from_env({"RECOVERY_WINDOW": "30", "HISTORY_MAX_ENTRIES": "0"})
     assert Settings.from_env({}).recovery_window == 0
+
+
+def test_a_recovered_session_still_knows_the_offsets_sent_before() -> None:
+    """Dropped again before the client received anything new, a recovered
+    session must still recover from the client's old offset."""
+    log = SentLog()
+    log.record(update("A", 1))
+    log.record(update("A", 2))
+    again = SentLog.continuing(state_of(log, ["A"]))
+    again.record(update("A", 3))
+    assert positions(state_of(again, ["A"]), "A:1") == {"A": (1, 1000)}

@@ -66,6 +66,7 @@ async def recover(session: "Session", state: RecoveryState, auth: Any, stats: Re
         return
     stats.recovered += 1
     state.pid = pid
+    state.sent = SentLog.continuing(saved)
     state.opener = opener
 
 
