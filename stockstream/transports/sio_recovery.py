@@ -41,12 +41,15 @@ class RecoveryState:
     """One connection's part in recovery: its pid, the offsets it sent, and
     (just after a recovery) what opens its streams once CONNECT is out."""
 
-    __slots__ = ("pid", "sent", "opener")
+    __slots__ = ("pid", "sent", "opener", "frozen")
 
     def __init__(self) -> None:
         self.pid = new_pid()
         self.sent = SentLog()
         self.opener: Callable[[], None] | None = None
+        # Set once the session's state is taken for saving: from then on
+        # nothing more may reach the client, or its offset would be unknown.
+        self.frozen = False
 
 
 async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats) -> None:
@@ -72,10 +75,12 @@ async def recover(session: "Session", state: RecoveryState, auth: Any, stats: Re
 
 async def save(session: "Session", state: RecoveryState, window: float, stats: RecoveryStats) -> None:
     """The connection dropped: keep its session for `window` seconds."""
-    if session.closed:
+    if session.closed or state.frozen:
         return
+    data = state.sent.to_state(session.subscriptions)
+    state.frozen = True
     try:
-        await session.services.broker.save_session(state.pid, state.sent.to_state(session.subscriptions), window)
+        await session.services.broker.save_session(state.pid, data, window)
         stats.saved += 1
     except BackendUnavailable:
         log.warning("session %s not saved: the backend is unavailable", state.pid)

@@ -120,6 +120,8 @@ class SocketIOConnection:
         return 0 if eio_socket is None else eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
     def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+        if self.recovery is not None and self.recovery.frozen:
+            return True  # saved for recovery: what was not sent yet is replayed from history
         transport = self._direct or self._direct_transport()
         if transport is None:
             eio_socket = self._server.eio.sockets.get(self._eio_sid)
