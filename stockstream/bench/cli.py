@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .clients import TRANSPORTS, Target
 from .progress import Progress
+from .reconnect import format_reconnect, run_reconnect_scenario
 from .report import environment, format_run, format_summary, summarize, write_json
 from .runner import BenchConfig, run_one
 from .scenarios import FULL, NAMES, QUICK, RunOptions, Scenario, describe
@@ -259,6 +260,15 @@ def main(args: argparse.Namespace) -> int:
                     on = f"{config.instances} x {kind}" if config.instances > 1 else kind
                     progress.log(f"-- {scenario.name} on {on}, round {round_no}/{config.rounds}: "
                                  f"{describe(scenario)}")
+                    if scenario.name == "reconnect":
+                        if kind != "stockstream" or config.target is not None:
+                            continue  # it starts its own two instances, with recovery on
+                        record = run_reconnect_scenario(scenario, round_no, progress)
+                        report["runs"].append(record)
+                        print(format_reconnect(record), flush=True)
+                        if record.get("error"):
+                            status = 1
+                        continue
                     record = run_one(config, kind, scenario, round_no, progress)
                     report["runs"].append(record)
                     print(format_run(record), flush=True)

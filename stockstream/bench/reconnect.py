@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import tempfile
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -216,7 +218,33 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
     }
 
 
-def format_reconnect(result: dict[str, Any]) -> str:
+def run_reconnect_scenario(scenario: Any, round_no: int, progress: Any) -> dict[str, Any]:
+    """One run of the `reconnect` Scenario, as a bench report record."""
+    plan = ReconnectPlan(clients=scenario.clients, symbols=scenario.symbols, rate=scenario.rate,
+                         before=scenario.warmup, after=scenario.duration)
+    record: dict[str, Any] = {"scenario": "reconnect", "server": "stockstream", "round": round_no}
+    log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-reconnect-"))
+    try:
+        record["result"] = asyncio.run(run_reconnect(plan, log_dir, progress.log))
+        shutil.rmtree(log_dir, ignore_errors=True)
+    except Exception as exc:  # noqa: BLE001 - reported, with the logs kept
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["logs"] = str(log_dir)
+    else:
+        result = record["result"]
+        if result["lost"] or result["duplicates"] or result["out_of_order"] or result["not_recovered"]:
+            record["error"] = "not every client recovered every update once and in order"
+    return record
+
+
+def format_reconnect(record: dict[str, Any]) -> str:
+    if "result" not in record:
+        return f"== reconnect (round {record['round']}) ==\n  error: {record.get('error')}"
+    text = _format_result(record["result"])
+    return text + (f"\n  error: {record['error']}" if record.get("error") else "")
+
+
+def _format_result(result: dict[str, Any]) -> str:
     return "\n".join([
         f"== reconnect: {result['clients']:,} clients on {result['symbols']} symbols, {result['rate']:g} updates/s ==",
         f"  recovered            {result['recovered']:,} of {result['clients']:,}",
