@@ -140,3 +140,16 @@ def test_a_recovered_session_still_knows_the_offsets_sent_before() -> None:
     again = SentLog.continuing(state_of(log, ["A"]))
     again.record(update("A", 3))
     assert positions(state_of(again, ["A"]), "A:1") == {"A": (1, 1000)}
+
+
+def test_nothing_more_is_sent_once_the_session_is_taken_for_saving() -> None:
+    """After its state was saved, a connection writes nothing: an update the
+    client received then would carry an offset the saved session does not know."""
+    from stockstream.transports.socketio import SocketIOConnection
+    connection = SocketIOConnection.__new__(SocketIOConnection)
+    connection._server = None  # type: ignore[assignment]  # any attempt to write would touch it
+    connection._direct = None
+    connection.recovery = RecoveryState()
+    connection.recovery.frozen = True
+    assert connection.send([update("A", 1)], None) is True
+    assert list(connection.recovery.sent.entries) == []
