@@ -117,7 +117,7 @@ async def test_fresh_session_after_the_window(servers, redis_url):
             again = await connected_again(client, 2)
             assert again["recovered"] is False and again["pid"] != pid, again
             assert (await client.subscribe(["MSFT"])).get("ok") is True
-            await publish(("AAPL"), 200.0, n=4)
+            await publish("AAPL", 200.0, n=4)
             await publish("MSFT", 200.0, n=1)
             await wait_for_n(client, "MSFT", 1)
             assert ns_of(client, "AAPL") == [1, 2, 3], "the old subscription must be gone"
