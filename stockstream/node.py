@@ -16,7 +16,7 @@ from .outbox import FlushScheduler
 from .publisher import Publisher
 from .session import Services, Session
 from .simulator import Simulator
-from .transports.socketio import SocketIOTransport
+from .transports.socketio_transport import SocketIOTransport
 from .transports.websocket import WebSocketTransport
 
 log = logging.getLogger("stockstream")
