@@ -141,7 +141,9 @@ async def stop_admin_ui(admin: Any) -> None:
 
 async def close_socketio_manager(manager: Any) -> None:
     """Stop the Socket.IO Redis manager's listener and close its connections
-    (python-socketio leaves both running after shutdown())."""
+    (python-socketio leaves both running after shutdown()). Reads the manager's
+    `thread`, `pubsub` and `redis` attributes, checked against python-socketio
+    5.18.1 (tests/test_library_internals.py)."""
     task = getattr(manager, "thread", None)
     if isinstance(task, asyncio.Task):
         task.cancel()
