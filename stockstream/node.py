@@ -53,7 +53,7 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self.hub)
-        if self.broker.kind == "memory":
+        if self.broker.embedded:
             log.info("no Redis configured: using the embedded in-process backend (one instance only)")
         else:
             log.info("using Redis backend at %s", redact_url(self.settings.backend_url or ""))
