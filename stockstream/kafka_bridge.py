@@ -33,7 +33,7 @@ from .backoff import Backoff
 from .broker import BackendUnavailable, create_broker
 from .broker.malformed import MalformedLog
 from .config import Settings
-from .publisher import Publisher
+from .publisher import Publisher, make_update
 from .stop_signals import StopSignals
 from .updates import InvalidUpdate, load_message
 
@@ -334,6 +334,16 @@ class UpdateProducer:
         symbol = update.get("symbol")
         key = symbol.upper().encode() if isinstance(symbol, str) else None
         return await self._producer.send(self._settings.kafka_topic, orjson.dumps(update), key=key)
+
+
+class KafkaPublisher:
+    """A PricePublisher whose prices go onto the Kafka topic (the simulator's `--kafka`)."""
+
+    def __init__(self, producer: UpdateProducer) -> None:
+        self._producer = producer
+
+    async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> None:
+        await self._producer.send(make_update(symbol, price, timestamp, **extra))
 
 
 async def produce(settings: Settings, updates: list[dict[str, Any]]) -> None:
