@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from stockstream.candles import Tick, build_candles, candle_page
-from tests.support.http import get_json
+from tests.support.http_api import get_json
 from tests.support.waiting import now_ms
 
 MINUTE = 60_000

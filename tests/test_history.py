@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.http import get_json, publish_series
+from tests.support.http_api import get_json, publish_series
 from tests.support.inprocess import inprocess_stack
 from tests.support.waiting import now_ms
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.http import get_json
+from tests.support.http_api import get_json
 from tests.support.inprocess import inprocess_stack
 
 

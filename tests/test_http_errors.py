@@ -7,7 +7,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.http import get_json
+from tests.support.http_api import get_json
 
 
 async def test_http_errors_are_json_with_a_fitting_status(stack: Any) -> None:

@@ -1,4 +1,4 @@
-"""HTTP helpers shared by the tests of the HTTP API."""
+"""Requests and publishing shared by the tests of the HTTP API."""
 from __future__ import annotations
 
 from typing import Any
