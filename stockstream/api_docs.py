@@ -18,7 +18,7 @@ from . import __version__
 from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
 from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
 from .http_publish import PUBLISH_PATH, PayloadTooLarge
-from .requests import MAX_HISTORY_LIMIT
+from .client_requests import MAX_HISTORY_LIMIT
 from .updates import MAX_TIMESTAMP
 
 OPENAPI_PATH = "/openapi.json"

@@ -8,7 +8,7 @@ from .broker import Broker
 from .config import Settings
 from .cors import allow_api_cors
 from .demo import DemoPage
-from .http import Routes, errors_as_json
+from .http_routes import Routes, errors_as_json
 from .http_publish import PublishRoute
 from .metrics import MetricsRoute, build_registry
 from .node import Node

@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 from . import __version__
 from .broker import BackendUnavailable
-from .config import Settings, SettingsError, parse_setting
+from .commands.arguments import add_redis_argument
+from .commands.arguments import setting_type as _setting_type
+from .config import Settings, SettingsError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
 
@@ -19,16 +21,6 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace, Settings], int
         COMMANDS[name] = fn
         return fn
     return register
-
-
-def _setting_type(name: str) -> Callable[[str], Any]:
-    """argparse type that parses like the environment variable does."""
-    def parse(raw: str) -> Any:
-        try:
-            return parse_setting(name, raw)
-        except SettingsError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,11 +34,6 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require-auth", action="store_const", const=True, default=None,
                         help="refuse subscribes before authentication (REQUIRE_AUTH)")
     parser.add_argument("--log-level", type=_setting_type("log_level"), help="debug, info, warning, error (LOG_LEVEL)")
-
-
-def add_redis_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", type=_setting_type("redis_url"),
-                        help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
 
 
 def _prog() -> str:
@@ -80,10 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_redis_argument(p)
     add_kafka_producer_argument(p)
 
-    from . import kafka_bridge
+    from .commands import kafka_bridge
     kafka_bridge.add_arguments(sub.add_parser("kafka-bridge", help="consume price updates from Kafka into Redis"))
 
-    from .auth import add_token_arguments
+    from .commands.token import add_token_arguments
     add_token_arguments(sub.add_parser("token", help="mint a development JWT with the configured key"))
 
     from . import bench
@@ -167,13 +154,13 @@ def _kafka_bridge(args: argparse.Namespace, settings: Settings) -> int:
     # Caught before the bridge's (slower) imports, so a stop at any moment ends it cleanly.
     from .stop_signals import StopSignals
     signals = StopSignals()
-    from . import kafka_bridge
+    from .commands import kafka_bridge
     return kafka_bridge.main(args, settings, signals)
 
 
 @command("token")
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from .auth import token_command
+    from .commands.token import token_command
     return token_command(args, settings)
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from .auth import Identity
 from .broker import BackendUnavailable
 from .errors import ClientError, ErrorCode, invalid_payload
-from .http import bearer_token, json_response
+from .http_routes import bearer_token, json_response
 from .node import Node
 from .publisher import checked_update
 from .symbols import SymbolError

@@ -31,7 +31,6 @@ class Hub:
         # feeds is numbered in arrival order, across all symbols.
         self.position = 0
         self.deliveries = 0
-        self.listener_ready = False
         # After a feed interruption, a Gate per room opened with the snapshot
         # that was re-sent: live updates not newer than it are covered by it.
         self._floors: dict[str, Gate] = {}
@@ -75,7 +74,8 @@ class Hub:
                 session.deliver(snapshot)
 
     def on_state(self, ready: bool) -> None:
-        self.listener_ready = ready
+        # Readiness is the broker's to report (Broker.ready); rooms do not change with it.
+        pass
 
     # -- membership ----------------------------------------------------------------
 

@@ -16,9 +16,7 @@ stay in one partition and keep their order.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
 import logging
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,7 +33,7 @@ from .backoff import Backoff
 from .broker import BackendUnavailable, create_broker
 from .broker.malformed import MalformedLog
 from .config import Settings
-from .publisher import Publisher
+from .publisher import Publisher, make_update
 from .stop_signals import StopSignals
 from .updates import InvalidUpdate, load_message
 
@@ -52,38 +50,6 @@ REDIS_CHECK_TIMEOUT = 5.0
 # A consumer stopped while it joins its group would otherwise wait for the
 # join to finish (seconds, at the broker's pace) before leaving it.
 CLIENT_STOP_TIMEOUT = 2.0
-
-
-# -- command line ---------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_redis_argument
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT] (KAFKA_BOOTSTRAP)")
-    parser.add_argument("--topic", help="topic of price updates (KAFKA_TOPIC, default stock-prices)")
-    parser.add_argument("--group", help="consumer group (KAFKA_GROUP, default stockstream); "
-                                        "bridges in one group share the topic's partitions")
-    parser.add_argument("--dead-letter-topic", help="topic that receives rejected records "
-                                                    "(KAFKA_DEAD_LETTER_TOPIC; default: only log them)")
-    add_redis_argument(parser)
-
-
-def main(args: argparse.Namespace, settings: Settings, signals: StopSignals | None = None) -> int:
-    """`python -m stockstream kafka-bridge`: runs until SIGTERM or SIGINT, then exits 0.
-
-    `signals` catches the stop signals from as early in the process as the
-    caller could; a stop that arrives before the bridge runs is kept for it."""
-    signals = signals or StopSignals()
-    overrides = {}
-    if getattr(args, "group", None):
-        overrides["kafka_group"] = args.group
-    if getattr(args, "dead_letter_topic", None):
-        overrides["kafka_dead_letter_topic"] = args.dead_letter_topic
-    settings = dataclasses.replace(settings, **overrides)
-    if not settings.kafka_bootstrap:
-        raise RuntimeError("no Kafka to read from: give --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP")
-    if not settings.backend_url:
-        raise RuntimeError("the bridge publishes into Redis: give --redis-url or set REDIS_URL or REDIS_HOST")
-    return asyncio.run(run_bridge(settings, signals))
 
 
 async def run_bridge(settings: Settings, signals: StopSignals) -> int:
@@ -368,6 +334,16 @@ class UpdateProducer:
         symbol = update.get("symbol")
         key = symbol.upper().encode() if isinstance(symbol, str) else None
         return await self._producer.send(self._settings.kafka_topic, orjson.dumps(update), key=key)
+
+
+class KafkaPublisher:
+    """A PricePublisher whose prices go onto the Kafka topic (the simulator's `--kafka`)."""
+
+    def __init__(self, producer: UpdateProducer) -> None:
+        self._producer = producer
+
+    async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> None:
+        await self._producer.send(make_update(symbol, price, timestamp, **extra))
 
 
 async def produce(settings: Settings, updates: list[dict[str, Any]]) -> None:

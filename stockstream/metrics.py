@@ -92,12 +92,12 @@ class NodeCollector:
 
         yield CounterMetricFamily("stockstream_broker_updates_received",
                                   "Price updates the listener received from the backend", value=hub.updates_received)
-        reconnects = getattr(broker, "reconnects", None)
+        reconnects = broker.reconnects
         if reconnects is not None:
             yield CounterMetricFamily("stockstream_broker_reconnects",
                                       "Times the listener reconnected to Redis (each followed by a snapshot resync)",
                                       value=reconnects)
-        malformed = getattr(broker, "malformed", None)
+        malformed = broker.malformed
         if malformed is not None:
             yield CounterMetricFamily("stockstream_broker_malformed_messages",
                                       "Messages on stock:* channels dropped as not valid updates",

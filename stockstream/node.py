@@ -16,7 +16,7 @@ from .outbox import FlushScheduler
 from .publisher import Publisher
 from .session import Services, Session
 from .simulator import Simulator
-from .transports.socketio import SocketIOTransport
+from .transports.socketio_transport import SocketIOTransport
 from .transports.websocket import WebSocketTransport
 
 log = logging.getLogger("stockstream")
@@ -53,7 +53,7 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self.hub)
-        if self.broker.kind == "memory":
+        if self.broker.embedded:
             log.info("no Redis configured: using the embedded in-process backend (one instance only)")
         else:
             log.info("using Redis backend at %s", redact_url(self.settings.backend_url or ""))
@@ -141,7 +141,9 @@ async def stop_admin_ui(admin: Any) -> None:
 
 async def close_socketio_manager(manager: Any) -> None:
     """Stop the Socket.IO Redis manager's listener and close its connections
-    (python-socketio leaves both running after shutdown())."""
+    (python-socketio leaves both running after shutdown()). Reads the manager's
+    `thread`, `pubsub` and `redis` attributes, checked against python-socketio
+    5.18.1 (tests/test_library_internals.py)."""
     task = getattr(manager, "thread", None)
     if isinstance(task, asyncio.Task):
         task.cancel()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .broker import Broker, create_broker
 from .config import Settings
@@ -39,6 +39,14 @@ def checked_update(data: Any) -> dict[str, Any]:
     update.update(rest)
     validate_fields(update)
     return update
+
+
+class PricePublisher(Protocol):
+    """What a source of prices (the simulator, the CLI) publishes through:
+    `Publisher` into a broker, or `kafka_bridge.KafkaPublisher` onto the topic."""
+
+    async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> object:
+        """Publish one price."""
 
 
 class Publisher:

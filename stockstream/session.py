@@ -23,7 +23,7 @@ from .gate import Gate, resume_point
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .requests import SymbolsRequest, parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .client_requests import SymbolsRequest, parse_history_query, parse_symbols_request, parse_token, split_symbols
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .backoff import Backoff
 from .config import redact_url
-from .publisher import Publisher
+from .publisher import PricePublisher, Publisher
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -31,7 +31,7 @@ STEP_VOLATILITY = 0.0004
 
 
 class Simulator:
-    def __init__(self, publisher: Publisher, symbols: tuple[str, ...], rate: float, seed: int | None = None) -> None:
+    def __init__(self, publisher: PricePublisher, symbols: tuple[str, ...], rate: float, seed: int | None = None) -> None:
         self._publisher = publisher
         self._symbols = symbols
         self._interval = 1.0 / rate
@@ -89,26 +89,15 @@ class Simulator:
                 pass
 
 
-class _KafkaPublisher:
-    """Publisher-shaped producer: the simulator's updates go to the Kafka topic."""
-
-    def __init__(self, producer: "object") -> None:
-        self._producer = producer
-
-    async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: object) -> None:
-        from .publisher import make_update
-        await self._producer.send(make_update(symbol, price, timestamp, **extra))  # type: ignore[attr-defined]
-
-
 async def simulate(settings: "Settings", *, kafka: bool = False, duration: float | None = None,
                    seed: int | None = None) -> int:
     """`python -m stockstream simulate`: publish to Redis, or produce to Kafka,
     until `duration` ends or SIGINT/SIGTERM; says what it does when it starts and stops."""
     from .broker import create_broker
     if kafka:
-        from .kafka_bridge import UpdateProducer
+        from .kafka_bridge import KafkaPublisher, UpdateProducer
         async with UpdateProducer(settings) as producer:
-            sim = Simulator(_KafkaPublisher(producer), settings.simulate_symbols, settings.simulate_rate, seed)  # type: ignore[arg-type]
+            sim = Simulator(KafkaPublisher(producer), settings.simulate_symbols, settings.simulate_rate, seed)
             await _run_reporting(sim, settings, f"Kafka topic {settings.kafka_topic} at {settings.kafka_bootstrap}",
                                  duration)
         return 0

@@ -20,10 +20,9 @@ from stockstream.auth import (
     MAX_TOKEN_CHARS,
     Identity,
     TokenVerifier,
-    add_token_arguments,
     mint_token,
-    token_command,
 )
+from stockstream.commands.token import add_token_arguments, token_command
 from stockstream.config import Settings, SettingsError
 from stockstream.errors import ClientError, ErrorCode
 

@@ -2,7 +2,7 @@
 
 Whatever a client sends (any JSON, deep nesting, huge strings, odd unicode, at
 every event, with and without an ack; any frame on /live-price) and whatever
-arrives on a `stock:*` channel, the server answers only with contract errors
+arrives on a `stock:*` channel, the server answers only with catalogue errors
 (a catalogue `code` and a human `message`, never a stack trace), leaves the
 subscription set as it was when it refuses a request, delivers no invalid
 update, and keeps serving. One server process takes all of it.
@@ -124,7 +124,7 @@ def check_no_trace(value: Any) -> None:
 
 
 def check_error(error: Any, allowed: set[str] = CATALOGUE) -> str:
-    """A contract error object; returns its code."""
+    """An error object from the catalogue (stockstream/errors.py); returns its code."""
     assert isinstance(error, dict), f"error is not an object: {error!r}"
     code = error.get("code")
     assert code in CATALOGUE, f"error code {code!r} is not in the catalogue: {error!r}"
@@ -449,7 +449,7 @@ async def socketio_connection(target: ServerProcess) -> RawWebSocket:
 @given(packet=SIO_PACKETS)
 async def test_raw_socketio_packets(target: ServerProcess, packet: str) -> None:
     """Packets no Socket.IO library would send: the server may drop the connection,
-    but answers only with contract errors and stays up."""
+    but answers only with catalogue errors and stays up."""
     ws = await socketio_connection(target)
     try:
         await ws.send_text(packet)
@@ -503,7 +503,7 @@ CHANNELS = st.one_of(st.just(FUZZ_SYMBOL), st.just(FUZZ_SYMBOL.lower()),
 
 
 def contract_valid(raw: bytes, channel_symbol: str) -> tuple[bool, bool]:
-    """(valid as an update, certainly so). Limits of representation the contract
+    """(valid as an update, certainly so). Limits of representation the update format
     leaves open (numbers beyond 64 bits, timestamps beyond 2**53, lone surrogates,
     messages over 64 KiB) make a message "uncertain": it may or may not be delivered."""
     try:

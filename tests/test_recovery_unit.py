@@ -145,7 +145,7 @@ def test_a_recovered_session_still_knows_the_offsets_sent_before() -> None:
 def test_nothing_more_is_sent_once_the_session_is_taken_for_saving() -> None:
     """After its state was saved, a connection writes nothing: an update the
     client received then would carry an offset the saved session does not know."""
-    from stockstream.transports.socketio import SocketIOConnection
+    from stockstream.transports.socketio_transport import SocketIOConnection
     connection = SocketIOConnection.__new__(SocketIOConnection)
     connection._server = None  # type: ignore[assignment]  # any attempt to write would touch it
     connection._direct = None

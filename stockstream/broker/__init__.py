@@ -13,6 +13,7 @@ from typing import Any, Iterable, Protocol
 
 from ..config import Settings
 from ..updates import Update
+from .malformed import MalformedLog
 
 
 class BackendUnavailable(Exception):
@@ -37,6 +38,12 @@ class Broker(abc.ABC):
     """The interface both backends implement."""
 
     kind: str = "abstract"
+    # True for a backend held in this process: its rooms are not shared with
+    # other instances.
+    embedded: bool = False
+    # Figures a backend may keep (None: it keeps no such figure); read by /metrics.
+    reconnects: int | None = None
+    malformed: MalformedLog | None = None
 
     @property
     @abc.abstractmethod

@@ -16,6 +16,7 @@ from . import Broker, UpdateSink
 
 class MemoryBroker(Broker):
     kind = "memory"
+    embedded = True
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

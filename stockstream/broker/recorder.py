@@ -112,7 +112,6 @@ class HistoryRecorder:
         self._reached = False
         self.leading = False
         self.recorded = 0
-        self.tenures = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stockstream-history-recorder")
@@ -148,7 +147,6 @@ class HistoryRecorder:
     async def _lead(self, token: str) -> None:
         """One tenure: record until the lock is lost, then let it go."""
         self.leading = True
-        self.tenures += 1
         log.info("recording third-party updates into history on this instance")
         pubsub = self._redis.pubsub()
         keeper = asyncio.create_task(self._keep_lock(token))

@@ -7,6 +7,11 @@ about a quarter of an idle connection's memory. Here a connection is its aiohttp
 handler alone: it reads, packets queued for the socket are written as they are
 queued, and the next ping is a timer. The protocol stays engineio's: handshake,
 long-polling, the upgrade, packets, ping timeouts and closing.
+
+Non-public engineio names used here (`_async["websocket"]`, `_trigger_event`,
+`AsyncSocket._send_ping`, the Admin UI's partial in `handler.args[0]`) were
+checked against python-engineio 4.15.1 / python-socketio 5.18.1;
+tests/test_library_internals.py fails if an upgrade changes them.
 """
 from __future__ import annotations
 

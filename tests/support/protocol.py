@@ -1,4 +1,4 @@
-"""Assertions on the wire contract's shapes (acks, replies, errors, updates)."""
+"""Assertions on the shapes of what the server sends (acks, replies, errors, updates)."""
 from __future__ import annotations
 
 import math
@@ -62,7 +62,7 @@ def assert_error_ack(ack: Any, code: str) -> None:
 
 
 def is_valid_update(update: Any, channel_symbol: str | None = None) -> bool:
-    """Contract §1: symbol string, finite non-bool price, non-negative int timestamp."""
+    """A valid update: symbol string, finite non-bool price, non-negative int timestamp."""
     if not isinstance(update, dict):
         return False
     symbol, price, ts = update.get("symbol"), update.get("price"), update.get("timestamp")

@@ -11,7 +11,7 @@ from .broker import BackendUnavailable
 from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES, candle_page, ticks_of
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .node import Node
-from .requests import history_query
+from .client_requests import history_query
 from .symbols import SymbolError, normalize_symbol
 
 log = logging.getLogger("stockstream.http")

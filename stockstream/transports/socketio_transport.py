@@ -10,6 +10,10 @@ Two things are done differently, both for the contract and for speed:
 - everything the session sends leaves through the session's Outbox: on a
   WebSocket, frames are written straight to the socket, built once per update
   and coalesced per flush; on long-polling they join Engine.IO's queue.
+
+The overridden non-public methods (`_engineio_server_class`,
+`_handle_eio_message`, `_handle_event`) were checked against python-socketio
+5.18.1; tests/test_library_internals.py fails if an upgrade changes them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""The recorder of third-party publishers' updates into history: one instance records, the lock moves on."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from stockstream.app import broker_of
+from stockstream.broker.recorder import LOCK_KEY, LOCK_TTL_MS
+from tests.support.inprocess import running_app
+from tests.support.publishing import RawRedisPublisher
+from tests.support.waiting import eventually, now_ms
+
+
+# -- the recorder of third-party updates (Redis) ----------------------------------------
+
+def history_prices(entries: list[tuple[bytes, dict]]) -> list[float]:
+    return [orjson.loads(fields[b"u"])["price"] for _, fields in entries]
+
+
+async def leaders(brokers: list[Any]) -> list[Any]:
+    return [b for b in brokers if b.recorder is not None and b.recorder.leading]
+
+
+async def test_third_party_updates_are_recorded_once_with_several_instances(redis_url: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [(await stack.enter_async_context(running_app(redis_url, serve=False)))[0] for _ in range(3)]
+        brokers = [broker_of(app) for app in apps]
+        await eventually(lambda: leaders(brokers), 5, "a recorder to be elected")
+        raw = RawRedisPublisher(redis_url)
+        stack.push_async_callback(raw.close)
+        from stockstream.publisher import Publisher
+        atomic = Publisher(brokers[1])
+        atomic_prices, raw_prices = [], []
+        for i in range(60):
+            if i % 3 == 0:
+                atomic_prices.append((await atomic.publish("TPR", 200 + i))["price"])
+            else:
+                raw_prices.append((await raw.publish("TPR", 200 + i))["price"])
+        client = aioredis.from_url(redis_url)
+        stack.push_async_callback(client.aclose)
+
+        async def recorded() -> list[float]:
+            return history_prices(await client.xrange("stock:TPR:history"))
+        await eventually(lambda: _len_at_least(recorded, 60), 5, "every update in history")
+        await asyncio.sleep(0.3)  # a duplicate would show up by now
+        history = await recorded()
+        # Each update once; each publisher's updates in its order. (Recorded entries
+        # follow the atomic ones published at the same moment: recording lags a little.)
+        assert sorted(history) == sorted(atomic_prices + raw_prices)
+        assert [p for p in history if p in atomic_prices] == atomic_prices
+        assert [p for p in history if p in raw_prices] == raw_prices
+        assert len(await leaders(brokers)) == 1
+
+
+async def _len_at_least(read: Any, count: int) -> bool:
+    return len(await read()) >= count
+
+
+async def test_recording_moves_to_another_instance_when_the_leader_stops(redis_url: str) -> None:
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    try:
+        first_instance = running_app(redis_url, serve=False)
+        first, _ = await first_instance.__aenter__()
+        try:
+            await eventually(lambda: leaders([broker_of(first)]), 5, "the first instance to lead")
+            async with running_app(redis_url, serve=False) as (second, _):
+                await asyncio.sleep(0.6)  # a standby poll: it must not take over a held lock
+                assert await leaders([broker_of(second)]) == []
+                await raw.publish("FOV", 1.0)
+                await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 1), 5,
+                                 "the first update recorded")
+                await first_instance.__aexit__(None, None, None)
+                first_instance = None
+                # A clean stop releases the lock: the standby takes over within a poll.
+                await eventually(lambda: leaders([broker_of(second)]), 2, "the standby to take over")
+                await raw.publish("FOV", 2.0)
+                await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 2), 5,
+                                 "the second update recorded")
+        finally:
+            if first_instance is not None:
+                await first_instance.__aexit__(None, None, None)
+        assert history_prices(await client.xrange("stock:FOV:history")) == [1.0, 2.0]
+    finally:
+        await raw.close()
+        await client.aclose()
+
+
+async def test_a_recorder_that_lost_its_lock_writes_nothing(redis_url: str) -> None:
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    try:
+        async with running_app(redis_url, serve=False) as (app, _):
+            recorder = broker_of(app).recorder
+            await eventually(lambda: recorder.leading, 5, "the recorder to lead")
+            # As if its lease ran out while it stalled and another instance took over.
+            await client.set(LOCK_KEY, "another-instance", px=LOCK_TTL_MS)
+            await raw.publish("FNC", 1.0)
+            await eventually(lambda: not recorder.leading, 5, "the fenced recorder to step down")
+            assert await client.xrange("stock:FNC:history") == []
+            await client.delete(LOCK_KEY)
+            await eventually(lambda: recorder.leading, 5, "the recorder to lead again")
+            await raw.publish("FNC", 2.0)
+            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FNC:history"), 1), 5,
+                             "the next update recorded")
+            assert history_prices(await client.xrange("stock:FNC:history")) == [2.0]
+    finally:
+        await raw.close()
+        await client.aclose()
+
+
+async def test_publish_after_a_recorded_entry_of_the_same_millisecond(redis_url: str) -> None:
+    """A recorded (id `{ms}-*`) entry may take the id the next atomic publish would
+    use; the publish must still store, publish and keep ids growing."""
+    client = aioredis.from_url(redis_url)
+    try:
+        async with running_app(redis_url, serve=False) as (app, _):
+            from stockstream.publisher import Publisher
+            publisher = Publisher(broker_of(app))
+            ts = now_ms()
+            await publisher.publish("SMS", 1.0, timestamp=ts)
+            await client.xadd("stock:SMS:history", {"u": f'{{"symbol":"SMS","price":2.0,"timestamp":{ts}}}'},
+                              id=f"{ts}-*")
+            third = await publisher.publish("SMS", 3.0, timestamp=ts)
+            assert third["seq"] == 2
+            assert history_prices(await client.xrange("stock:SMS:history")) == [1.0, 2.0, 3.0]
+            assert (await client.get("stock:SMS")) is not None
+    finally:
+        await client.aclose()

@@ -1,0 +1,156 @@
+"""The package's import graph: no cycles, and layers that only look down.
+
+Read from the source with `ast` (nothing is imported), so the test is fast and
+sees imports inside functions too. Imports under `if TYPE_CHECKING:` are only
+annotations and are left out.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import stockstream
+
+PACKAGE = Path(stockstream.__file__).parent
+
+# Highest first: a module may import its own layer and the layers below it.
+# Modules in no layer (updates, symbols, config, errors, gate, outbox, ...) are
+# the base: they may import only other base modules.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("entry", ("__main__", "cli", "commands", "server", "app", "bench")),
+    ("wiring", ("node", "metrics", "http_routes", "http_publish", "api_docs", "tls")),
+    ("transports", ("transports",)),
+    ("sessions", ("session",)),
+    ("hub", ("hub",)),
+    ("features", ("auth", "publisher", "simulator", "kafka_bridge")),
+    ("broker", ("broker",)),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["stockstream", *parts])
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under `if TYPE_CHECKING:`."""
+    out: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+    return out
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The package modules `path` imports at run time."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            # `from pkg import sub` imports the submodule; `from mod import name` the module.
+            targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin
+                       for alias in node.names]
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    graph = {module_name(p): imports_of(p, modules) for p in paths}
+    # A submodule's import of its own package is Python's ordinary package
+    # layout (the package's __init__ holds the shared interface), not a cycle.
+    return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)) is not None:
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)) is not None:
+            return cycle
+    return None
+
+
+def layer_of(module: str) -> int:
+    """Index into LAYERS (0 is the top); len(LAYERS) for the base."""
+    short = module.removeprefix("stockstream").removeprefix(".")
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(short == p or short.startswith(p + ".") for p in prefixes):
+            return index
+    return len(LAYERS)
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The checker below reports a cycle when there is one (so its silence means something)."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_sees_the_imports() -> None:
+    """The import graph holds known edges: relative, `from . import sub`, and imports inside functions."""
+    graph = import_graph()
+    assert "stockstream.hub" in graph["stockstream.session"]
+    assert "stockstream.transports.eio" in graph["stockstream.transports.socketio_transport"]
+    assert "stockstream.commands.token" in graph["stockstream.cli"]  # imported inside a function
+    assert "stockstream.session" not in graph["stockstream.hub"]  # only under TYPE_CHECKING
+
+
+def test_no_import_cycles() -> None:
+    """No module of the package imports, directly or through others, a module that imports it."""
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_lower_layers_do_not_import_upper_ones() -> None:
+    """Dependencies point one way: entry -> wiring -> transports -> sessions -> hub -> features -> broker -> base."""
+    upward = [
+        f"{module} ({LAYERS[layer_of(module)][0] if layer_of(module) < len(LAYERS) else 'base'})"
+        f" imports {dep} ({LAYERS[layer_of(dep)][0]})"
+        for module, deps in sorted(import_graph().items())
+        for dep in sorted(deps)
+        if layer_of(dep) < layer_of(module)
+    ]
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
+
+
+def test_features_do_not_import_the_command_line() -> None:
+    """Only the entry layer imports stockstream.cli or stockstream.commands."""
+    offenders = [
+        f"{module} imports {dep}"
+        for module, deps in sorted(import_graph().items())
+        for dep in sorted(deps)
+        if (dep == "stockstream.cli" or dep.startswith("stockstream.commands")) and layer_of(module) != 0
+    ]
+    assert not offenders, "\n".join(offenders)
