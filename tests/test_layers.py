@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry", ("__main__", "cli", "commands", "server", "app", "bench")),
     ("wiring", ("node", "metrics", "http_routes", "http_publish", "api_docs", "tls")),
     ("transports", ("transports",)),
-    ("sessions", ("session",)),
+    ("sessions", ("session", "recovery")),
     ("hub", ("hub",)),
     ("features", ("auth", "publisher", "simulator", "kafka_bridge")),
     ("broker", ("broker",)),
