@@ -23,7 +23,7 @@ from .gate import Gate, resume_point
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .requests import SymbolsRequest, parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .requests import SymbolsRequest, encodable, parse_history_query, parse_symbols_request, parse_token, split_symbols
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")
@@ -141,6 +141,12 @@ class Session:
                 raise request.refused
             if handler is None:
                 raise invalid_payload(f"unknown request {str(request.action)[:40]!r}")
+            if not encodable(request.payload):
+                # Replies echo parts of the request (a failed symbol): refused
+                # before anything is applied rather than answered with a reply
+                # that cannot be written.
+                raise invalid_payload("the request holds text or numbers JSON cannot carry back "
+                                      "(a lone surrogate, an integer beyond 64 bits)")
             result, after = await handler(self, request.payload)
         except ClientError as error:
             if self.closed:
@@ -160,7 +166,17 @@ class Session:
             return
         if self.closed:
             return
-        self.connection.reply(request, result)
+        try:
+            self.connection.reply(request, result)
+        except (TypeError, ValueError):
+            # Nothing was sent (replies are encoded whole first): the request
+            # is undone, so no stream is left behind a gate never opened.
+            log.warning("reply to %r could not be encoded; request undone", request.action)
+            if result.get("added"):
+                await self._drop(result["added"])
+            if not self.closed:
+                self.connection.reply_error(request, INTERNAL_ERROR)
+            return
         if after is not None:
             after()
 
