@@ -1,8 +1,8 @@
 """A snapshot and the live updates after it form one increasing sequence, whatever the
 instance, client library, transport, publisher and timing of the subscribe.
 
-Three instances share one Redis. Four clients (python-socketio and node socket.io-client,
-each over websocket and over long-polling) subscribe at random moments into a stream
+Three instances share one Redis. Five clients (python-socketio and node socket.io-client,
+each over websocket and over long-polling, and a /live-price client) subscribe at random moments into a stream
 published in bursts whose updates share one timestamp, by stockstream's publisher (with
 `seq`) and by a third party (SET then PUBLISH, `timestamp` only). Some clients subscribe,
 unsubscribe and subscribe again mid-stream. Seeded: a failure names its round.
@@ -10,6 +10,7 @@ unsubscribe and subscribe again mid-stream. Seeded: a failure names its round.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from typing import Any
@@ -24,6 +25,32 @@ BURST = 20  # updates sharing one timestamp
 BURSTS_PER_ROUND = 15
 ROUNDS_PER_KIND = 6
 CLIENT_KINDS = [("python", "websocket"), ("python", "polling"), ("node", "websocket"), ("node", "polling")]
+
+
+class LivePriceClient:
+    """A /live-price client with the Socket.IO clients' subscribe/unsubscribe shape."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.updates = ws.updates
+        self.name = "live-price"
+        self.errors = ws.replies
+
+    @property
+    def disconnect_reason(self) -> Any:
+        return self.ws.close_code
+
+    @property
+    def connected(self) -> bool:
+        return not self.ws.closed.is_set()
+
+    async def subscribe(self, symbols: list[str], timeout: float) -> dict[str, Any]:
+        reply = await self.ws.subscribe(*symbols, timeout=timeout)
+        return {"ok": reply.get("type") == "subscribed", **reply}
+
+    async def unsubscribe(self, symbols: list[str], timeout: float) -> dict[str, Any]:
+        reply = await self.ws.unsubscribe(*symbols, timeout=timeout)
+        return {"ok": reply.get("type") == "unsubscribed", **reply}
 
 
 class Publisher:
@@ -49,7 +76,6 @@ class Publisher:
         else:
             # One connection, commands in order, not atomic: a read can fall between
             # an update's SET and its PUBLISH.
-            import json
             async with self.redis.pipeline(transaction=False) as pipe:
                 for update in updates:
                     body = json.dumps(update, separators=(",", ":"))
@@ -115,6 +141,7 @@ async def test_snapshot_and_live_updates_form_one_increasing_sequence(servers, r
     pool = []
     for i, (kind, transport) in enumerate(CLIENT_KINDS):
         pool.append(await clients.sio(instances[i % 3].url, kind=kind, transports=[transport]))
+    pool.append(LivePriceClient(await clients.ws(instances[1].url)))
     # A fifth client keeps a room open on an instance, so joiners there start from the room.
     keeper = await clients.sio(instances[0].url, transports=["websocket"])
     rng = random.Random(20261205)
