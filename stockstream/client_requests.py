@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .errors import ClientError, ErrorCode, invalid_payload
 from .symbols import SymbolError, normalize_symbol
 
@@ -26,6 +28,16 @@ class HistoryQuery:
     start_ms: int | None
     end_ms: int | None
     limit: int
+
+
+def encodable(value: Any) -> bool:
+    """Whether `value` can be written back as JSON: JSON decoders accept lone
+    surrogates and integers beyond 64 bits, which orjson refuses to write."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _non_negative_int(value: Any, name: str) -> int:

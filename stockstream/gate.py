@@ -1,69 +1,118 @@
-"""Gates: where a symbol's stream (re)starts, ordered against its snapshot."""
-from __future__ import annotations
+"""Gates: where a symbol's stream (re)starts, ordered against its first updates.
 
-import time
+Ordering is by stream position (Hub.position), never by timestamp or timing:
+the first updates (a snapshot or a replay) are read at a known position, so a
+live update is covered by them exactly when its position is at or before it.
+"""
+from __future__ import annotations
 
 from .updates import Update
 
 
 class Gate:
-    """Orders the start of a symbol's stream for one client against its snapshot.
+    """Orders the start of one symbol's stream for one client.
 
-    While a subscribe fetches the snapshot (or the history to replay), live
-    updates are held here. Once the first updates are known, those held that
-    are newer follow them, the rest are dropped, and for a short while after
-    the gate keeps dropping live updates not newer than what was sent: the
-    Redis subscription and the snapshot read race by at most that long, and a
-    publisher whose `seq` restarted must not be muted for longer.
+    While the first updates are read, live updates are held. Once they are
+    known with the `position` they were read at, the held updates received
+    after that position follow them and the others (covered) are dropped.
+
+    `echo`: a publisher that writes the snapshot (SET) and then announces it
+    (PUBLISH) in two commands can be read between the two; its announcement
+    then comes after the read's position although the read already holds it.
+    The first live update after the position is dropped when it is
+    byte-identical to the last first update; nothing else ever is.
     """
 
-    __slots__ = ("held", "floor", "floor_until")
-
-    FLOOR_SECONDS = 2.0
+    __slots__ = ("held", "echo")
 
     def __init__(self) -> None:
         self.held: list[Update] | None = []
-        self.floor: Update | None = None
-        self.floor_until = 0.0
+        self.echo: bytes | None = None
 
     def offer(self, update: Update) -> bool:
         """Whether `update` may go out now; held or dropped otherwise."""
         if self.held is not None:
             self.held.append(update)
             return False
-        if (self.floor is not None and not update.is_newer_than(self.floor)
-                and time.monotonic() < self.floor_until):
-            return False
-        self.floor = None
+        if self.echo is not None:
+            echo, self.echo = self.echo, None
+            return update.raw != echo
         return True
 
-    def release(self, first: list[Update], point: Update | None = None) -> list[Update]:
-        """Open with `first` (snapshot or replay): what to send, in order.
-
-        `point` stands for the last update a resuming client already has
-        (see resume_point): with nothing to replay after it, held or in-flight
-        updates not newer than it are dropped all the same.
-        """
+    def release(self, first: list[Update], position: int, echo: bytes | None = None) -> list[Update]:
+        """Open with `first`, read at `position`: what to send now, in order."""
         held, self.held = self.held or [], None
-        last = first[-1] if first else point
-        if last is None:
-            return held
-        newer = [u for u in held if u.is_newer_than(last)]
-        if not newer:
-            self.floor = last
-            self.floor_until = time.monotonic() + self.FLOOR_SECONDS
-        return first + newer
+        self.echo = echo
+        out = list(first)
+        for update in held:
+            if update.pos > position and self.offer(update):
+                out.append(update)
+        return out
 
     @property
     def open(self) -> bool:
-        return self.held is None and self.floor is None
+        """Nothing held and nothing left to check: the gate can go."""
+        return self.held is None and self.echo is None
 
 
-def resume_point(symbol: str, since_ms: int | None, since_seq: int | None) -> Update | None:
-    """A stand-in for the last update a client resuming from `since_seq` (or
-    `since_ms`) has: Update.is_newer_than compares by seq, else by timestamp."""
-    if since_seq is not None:
-        return Update(symbol, 0.0, 0, since_seq, b"")
-    if since_ms is not None:
-        return Update(symbol, 0.0, since_ms + 1, None, b"")
+def echo_of(first: list[Update]) -> bytes | None:
+    """The echo to expect after `first`: only an update without `seq` (written by
+    a third party with SET, then PUBLISH) can be announced after it was read;
+    stockstream's publisher writes and announces in one atomic step."""
+    if first and first[-1].seq is None:
+        return first[-1].raw
     return None
+
+
+class Gates:
+    """The gates of one owner (a session, or the hub), by symbol."""
+
+    __slots__ = ("_gates",)
+
+    def __init__(self) -> None:
+        self._gates: dict[str, Gate] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._gates)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self._gates
+
+    def hold(self, symbol: str) -> None:
+        """Hold `symbol`'s live updates until release()."""
+        self._gates[symbol] = Gate()
+
+    def offer(self, update: Update) -> bool:
+        """Whether `update` may go out now (always, for a symbol without a gate)."""
+        gate = self._gates.get(update.symbol)
+        if gate is None:
+            return True
+        passed = gate.offer(update)
+        if gate.open:
+            del self._gates[update.symbol]
+        return passed
+
+    def release(self, symbol: str, first: list[Update], position: int) -> list[Update]:
+        """Open `symbol`'s gate with `first`, read at `position`: what to send, in order.
+        Without a gate (dropped meanwhile) nothing is sent."""
+        gate = self._gates.get(symbol)
+        if gate is None:
+            return []
+        out = gate.release(first, position, echo_of(first))
+        if gate.open:
+            del self._gates[symbol]
+        return out
+
+    def expect_echo(self, symbol: str, first: list[Update]) -> None:
+        """With no gate held: drop the next update if it echoes `first` (a resync)."""
+        echo = echo_of(first)
+        if echo is not None and symbol not in self._gates:
+            gate = self._gates[symbol] = Gate()
+            gate.held = None
+            gate.echo = echo
+
+    def drop(self, symbol: str) -> None:
+        self._gates.pop(symbol, None)
+
+    def clear(self) -> None:
+        self._gates.clear()

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Iterable
 
 from .broker import Broker
-from .gate import Gate
+from .gate import Gates
 from .updates import Update
 
 if TYPE_CHECKING:
@@ -31,9 +31,9 @@ class Hub:
         # feeds is numbered in arrival order, across all symbols.
         self.position = 0
         self.deliveries = 0
-        # After a feed interruption, a Gate per room opened with the snapshot
-        # that was re-sent: live updates not newer than it are covered by it.
-        self._floors: dict[str, Gate] = {}
+        # After a feed interruption, the rooms whose re-sent snapshot came
+        # from a third-party SET whose PUBLISH may still follow (see Gate).
+        self._echoes = Gates()
         # The last update delivered into each room (None: the room knows there
         # is no price yet): a client joining a room gets it as its snapshot,
         # without a Redis read and without any race against the live updates.
@@ -48,19 +48,16 @@ class Hub:
         room = self.rooms.get(update.symbol)
         if not room:
             return
-        if self._floors:
-            gate = self._floors.get(update.symbol)
-            if gate is not None:
-                if not gate.offer(update):
-                    return
-                if gate.open:
-                    del self._floors[update.symbol]
+        if self._echoes and not self._echoes.offer(update):
+            return
         self.latest[update.symbol] = update
         self.deliveries += len(room)
         for session in room:
             session.deliver(update)
 
     def on_resync(self, snapshots: dict[str, Update | None]) -> None:
+        # Called by the listener at the stream position the snapshots were
+        # read at: what it received before is covered, what follows is newer.
         for symbol, snapshot in snapshots.items():
             room = self.rooms.get(symbol)
             if not room:
@@ -68,10 +65,16 @@ class Hub:
             self.latest[symbol] = snapshot
             if snapshot is None:
                 continue
-            gate = self._floors[symbol] = Gate()
-            gate.release([snapshot])
+            self.position += 1
+            snapshot.pos = self.position
+            self._echoes.expect_echo(symbol, [snapshot])
             for session in room:
                 session.deliver(snapshot)
+
+    def mark(self) -> int:
+        """The current stream position: every update received so far is at or
+        before it, every later one after it."""
+        return self.position
 
     def on_state(self, ready: bool) -> None:
         # Readiness is the broker's to report (Broker.ready); rooms do not change with it.
@@ -85,10 +88,13 @@ class Hub:
     def unregister(self, session: "Session") -> None:
         self.sessions.discard(session)
 
-    async def join(self, session: "Session", symbols: Iterable[str]) -> dict[str, Update | None]:
+    async def join(self, session: "Session", symbols: Iterable[str]) -> tuple[dict[str, Update | None], int]:
         """Enter rooms; returns once the broker feeds every one of them, with
-        the latest update of those rooms that already streamed one."""
+        the latest update of those rooms that already streamed one and the
+        stream position it stands at (taken before any await: every update
+        delivered to the session from then on is after it)."""
         symbols = list(symbols)
+        position = self.position
         known = {}
         for symbol in symbols:
             room = self.rooms.get(symbol)
@@ -99,12 +105,18 @@ class Hub:
             room.add(session)
         if symbols:
             await self.broker.subscribe(symbols)
-        return known
+        return known, position
 
-    def remember(self, snapshots: dict[str, Update | None]) -> None:
-        """Snapshots read from the backend, for rooms that saw no update since."""
+    def remember(self, snapshots: dict[str, Update | None], position: int) -> None:
+        """Snapshots read from the backend at `position`, for rooms that
+        received nothing after it (a later update is newer than the read)."""
         for symbol, snapshot in snapshots.items():
-            if symbol in self.rooms and symbol not in self.latest:
+            if symbol not in self.rooms:
+                continue
+            latest = self.latest.get(symbol)
+            if symbol not in self.latest or (latest is not None and latest.pos <= position):
+                if snapshot is not None:
+                    snapshot.pos = position
                 self.latest[symbol] = snapshot
 
     async def leave(self, session: "Session", symbols: Iterable[str]) -> None:
@@ -117,7 +129,7 @@ class Hub:
             room.discard(session)
             if not room:
                 del self.rooms[symbol]
-                self._floors.pop(symbol, None)
+                self._echoes.drop(symbol)
                 self.latest.pop(symbol, None)
                 emptied.append(symbol)
         if emptied:

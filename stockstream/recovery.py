@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import orjson
 
-from .broker import BackendUnavailable, Broker
-from .gate import Gate
+from .broker import BackendUnavailable, Broker, Replay
 from .updates import Update
 
 if TYPE_CHECKING:
@@ -98,19 +97,14 @@ def positions(state: dict[str, Any], offset: Any) -> dict[str, Position] | None:
     return None
 
 
-async def replay_after(broker: Broker, symbol: str, position: Position) -> tuple[list[Update], bool]:
-    """The updates after `position` and whether history reaches back to it.
-    The one place recovery reads the broker's replay."""
+async def replay_after(broker: Broker, symbol: str, position: Position) -> Replay:
+    """The updates after `position`, whether history reaches back to it, and
+    the stream position the read stood at. The one place recovery reads the
+    broker's replay."""
     seq, ts = position
     if seq is not None:
-        return await broker.replay(symbol, None, seq)
-    return await broker.replay(symbol, ts, None)
-
-
-def resume_stand_in(symbol: str, position: Position) -> Update:
-    """Stands for the last update the client has (see gate.resume_point)."""
-    seq, ts = position
-    return Update(symbol, 0.0, ts if seq is not None else ts + 1, seq, b"")
+        return await broker.replay_at(symbol, None, seq)
+    return await broker.replay_at(symbol, ts, None)
 
 
 async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Callable[[], None] | None:
@@ -128,52 +122,56 @@ async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Cal
     if session.settings.require_auth and identity is None and symbols:
         return None
     for symbol in symbols:
-        session.gates[symbol] = Gate()
+        session.gates.hold(symbol)
         session.subscriptions.add(symbol)
     try:
-        first = await asyncio.wait_for(_first(session, symbols, points), RECOVERY_TIMEOUT)
+        found = await asyncio.wait_for(_first(session, symbols, points), RECOVERY_TIMEOUT)
     except (BackendUnavailable, asyncio.TimeoutError):
-        first = None
-    if first is None:
+        found = None
+    if found is None:
         await session._drop(symbols)
         return None
     session.connection.joined(symbols)
+    first, read_at = found
 
     def open_streams() -> None:
         for symbol in symbols:
-            gate = session.gates.get(symbol)
-            if gate is None:
-                continue
-            point = resume_stand_in(symbol, points[symbol]) if symbol in points else None
-            for update in gate.release(first[symbol], point):
+            for update in session.gates.release(symbol, first[symbol], read_at[symbol]):
                 session.outbox.push_update(update)
-            if gate.open:
-                del session.gates[symbol]
     return open_streams
 
 
 async def _first(session: "Session", symbols: list[str], points: dict[str, Position]
-                 ) -> dict[str, list[Update]] | None:
+                 ) -> tuple[dict[str, list[Update]], dict[str, int]] | None:
+    """What each stream resumes with and the stream position it was read at
+    (see Gate); None when history no longer reaches back."""
     broker = session.services.broker
     hub = session.services.hub
-    known = await hub.join(session, symbols)
+    known, joined_at = await hub.join(session, symbols)
     first: dict[str, list[Update]] = {}
+    read_at = dict.fromkeys(symbols, joined_at)
     fresh = []
     for symbol in symbols:
         if symbol not in points:
             fresh.append(symbol)  # subscribed but nothing reached the client yet: its snapshot
             continue
-        updates, complete = await replay_after(broker, symbol, points[symbol])
-        if not complete:
+        replay = await replay_after(broker, symbol, points[symbol])
+        if not replay.complete:
             return None
-        first[symbol] = updates
+        first[symbol] = replay.updates
+        read_at[symbol] = replay.position
     unknown = [s for s in fresh if s not in known]
-    snapshots = await broker.snapshots(unknown) if unknown else {}
-    hub.remember(snapshots)
+    if unknown:
+        snapshots, position = await broker.snapshots_at(unknown)
+        hub.remember(snapshots, position)
+        for symbol in unknown:
+            read_at[symbol] = position
+    else:
+        snapshots = {}
     for symbol in fresh:
         snapshot = known[symbol] if symbol in known else snapshots.get(symbol)
         first[symbol] = [snapshot] if snapshot is not None else []
-    return first
+    return first, read_at
 
 
 def load_state(raw: bytes | None) -> dict[str, Any] | None:

@@ -19,11 +19,11 @@ from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
-from .gate import Gate, resume_point
+from .gate import Gates
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import SymbolsRequest, parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .client_requests import SymbolsRequest, encodable, parse_history_query, parse_symbols_request, parse_token, split_symbols
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")
@@ -86,7 +86,7 @@ class Session:
         self.settings = services.settings
         self.connection = connection
         self.subscriptions: set[str] = set()
-        self.gates: dict[str, Gate] = {}
+        self.gates = Gates()
         self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
                              self.settings.slow_client_timeout, self._on_slow)
         self.identity: Identity | None = None
@@ -105,13 +105,8 @@ class Session:
     # -- delivery (the hot path) ------------------------------------------------
 
     def deliver(self, update: Update) -> None:
-        if self.gates:
-            gate = self.gates.get(update.symbol)
-            if gate is not None:
-                if not gate.offer(update):
-                    return
-                if gate.open:
-                    del self.gates[update.symbol]
+        if self.gates and not self.gates.offer(update):
+            return
         self.outbox.push_update(update)
 
     # -- requests ---------------------------------------------------------------
@@ -141,6 +136,12 @@ class Session:
                 raise request.refused
             if handler is None:
                 raise invalid_payload(f"unknown request {str(request.action)[:40]!r}")
+            if not encodable(request.payload):
+                # Replies echo parts of the request (a failed symbol): refused
+                # before anything is applied rather than answered with a reply
+                # that cannot be written.
+                raise invalid_payload("the request holds text or numbers JSON cannot carry back "
+                                      "(a lone surrogate, an integer beyond 64 bits)")
             result, after = await handler(self, request.payload)
         except ClientError as error:
             if self.closed:
@@ -160,7 +161,17 @@ class Session:
             return
         if self.closed:
             return
-        self.connection.reply(request, result)
+        try:
+            self.connection.reply(request, result)
+        except (TypeError, ValueError):
+            # Nothing was sent (replies are encoded whole first): the request
+            # is undone, so no stream is left behind a gate never opened.
+            log.warning("reply to %r could not be encoded; request undone", request.action)
+            if result.get("added"):
+                await self._drop(result["added"])
+            if not self.closed:
+                self.connection.reply_error(request, INTERNAL_ERROR)
+            return
         if after is not None:
             after()
 
@@ -184,10 +195,10 @@ class Session:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
         for symbol in added:
-            self.gates[symbol] = Gate()
+            self.gates.hold(symbol)
             self.subscriptions.add(symbol)
         try:
-            first, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
+            first, positions, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
         except (BackendUnavailable, asyncio.TimeoutError):
             await self._drop(added)
             raise BackendUnavailable("subscribe timed out") from None
@@ -198,43 +209,48 @@ class Session:
 
         def open_streams() -> None:
             for symbol in added:
-                gate = self.gates.get(symbol)
-                if gate is None:
-                    continue
-                for update in gate.release(first[symbol], resume_point(symbol, request.since_ms, request.since_seq)):
+                for update in self.gates.release(symbol, first[symbol], positions[symbol]):
                     self.outbox.push_update(update)
-                if gate.open:
-                    del self.gates[symbol]
         return result, open_streams
 
     async def _first_updates(self, symbols: list[str], request: SymbolsRequest
-                             ) -> tuple[dict[str, list[Update]], bool | None]:
+                             ) -> tuple[dict[str, list[Update]], dict[str, int], bool | None]:
         """Join the rooms, then find what each stream starts with: the replay
-        after the resume point when history reaches it, else the snapshot."""
+        after the resume point when history reaches it, else the snapshot; and
+        the stream position each was read at (see Gate)."""
         broker = self.services.broker
         hub = self.services.hub
-        known = await hub.join(self, symbols)
+        known, joined_at = await hub.join(self, symbols)
         first: dict[str, list[Update]] = {s: [] for s in symbols}
+        positions = dict.fromkeys(symbols, joined_at)
         recovered = None
         need_snapshot = list(symbols)
         if request.since_ms is not None or request.since_seq is not None:
             recovered = True
             need_snapshot = []
             for symbol in symbols:
-                updates, complete = await broker.replay(symbol, request.since_ms, request.since_seq)
-                if complete:
-                    first[symbol] = updates
+                replay = await broker.replay_at(symbol, request.since_ms, request.since_seq)
+                if replay.complete:
+                    first[symbol] = replay.updates
+                    positions[symbol] = replay.position
                 else:
                     recovered = False
                     need_snapshot.append(symbol)
         unknown = [s for s in need_snapshot if s not in known]
-        snapshots = await broker.snapshots(unknown) if unknown else {}
-        hub.remember(snapshots)
+        if unknown:
+            snapshots, position = await broker.snapshots_at(unknown)
+            hub.remember(snapshots, position)
+        else:
+            snapshots, position = {}, joined_at
         for symbol in need_snapshot:
-            snapshot = known[symbol] if symbol in known else snapshots.get(symbol)
+            if symbol in known:
+                snapshot = known[symbol]
+            else:
+                snapshot = snapshots.get(symbol)
+                positions[symbol] = position
             if snapshot is not None:
                 first[symbol] = [snapshot]
-        return first, recovered
+        return first, positions, recovered
 
     async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
@@ -247,7 +263,7 @@ class Session:
     async def _drop(self, symbols: list[str]) -> None:
         for symbol in symbols:
             self.subscriptions.discard(symbol)
-            self.gates.pop(symbol, None)
+            self.gates.drop(symbol)
             self.outbox.drop_symbol(symbol)
         if not self.closed:
             self.connection.left(symbols)

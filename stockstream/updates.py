@@ -99,16 +99,6 @@ class Update:
     def to_dict(self) -> dict[str, Any]:
         return orjson.loads(self.raw)
 
-    def is_newer_than(self, other: "Update") -> bool:
-        """Whether this update comes after `other` in its symbol's stream.
-
-        The per-symbol `seq` decides when both carry one; updates of publishers
-        that add none are ordered by timestamp, and an identical one is a repeat.
-        """
-        if self.seq is not None and other.seq is not None:
-            return self.seq > other.seq
-        return self.raw != other.raw and self.timestamp >= other.timestamp
-
     def __repr__(self) -> str:
         return f"Update({self.symbol!r}, price={self.price!r}, ts={self.timestamp}, seq={self.seq})"
 

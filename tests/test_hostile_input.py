@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import math
+import random
 import re
 import time
 import urllib.parse
@@ -636,7 +637,8 @@ async def test_live_price_action_that_is_not_a_string(target: ServerProcess, cli
     assert (await ws.request({"action": "ping"})).get("type") == "pong"
 
 
-@pytest.mark.parametrize("packet", ["", "F", "44", '42["subscribe"', "4" + "\u00e9"])
+@pytest.mark.parametrize("packet", ["", "F", "44", '42["subscribe"', "4" + "\u00e9",
+                                    '42[["subscribe"],"AAPL"]', '427[{"event":1}]'])
 async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerProcess, packet: str) -> None:
     """A text frame no Engine.IO/Socket.IO client sends may cost the sender its
     connection, but not an ERROR with a stack trace in the server's log per frame
@@ -684,6 +686,112 @@ async def test_very_deep_nesting(target: ServerProcess, clients: ClientPool) -> 
         raw.close()
     assert target.running, target.output_tail()
     assert_subscribe_ack(await bystander.subscribe(CONTROL), [CONTROL], [])
+
+
+# -- long sequences of generated requests on one connection --------------------------------------
+
+SEQUENCE_SYMBOLS = ["LSQA", "LSQB", "LSQC"]
+# What JSON decoders accept but a reply cannot carry back (lone surrogates, integers
+# beyond 64 bits), next to ordinary and wrong values.
+SEQUENCE_VALUES: list[Any] = ["\ud800", "\udfff", "A\ud83d", 2**64, -(2**70), 1e308, None, True, 0, -1,
+                              "", " ", "$$", "A" * 40, [], {}, [[["LSQA"]]], {"symbols": "LSQA"}]
+
+
+def generated_request(rng: random.Random) -> tuple[str, Any]:
+    """One request as (action, payload), shaped like real ones more often than not."""
+    action = rng.choice(["subscribe", "subscribe", "unsubscribe", "history", "ping", "bogus\ud800"])
+    symbols = [rng.choice(SEQUENCE_SYMBOLS + SEQUENCE_VALUES) for _ in range(rng.randint(0, 4))]
+    shape = rng.randrange(5)
+    if action == "history":
+        payload: Any = {"symbol": rng.choice(SEQUENCE_SYMBOLS + SEQUENCE_VALUES),
+                        rng.choice(["from", "to", "limit"]): rng.choice(SEQUENCE_VALUES + [5, 10**12])}
+    elif shape == 0:
+        payload = symbols
+    elif shape == 1:
+        payload = {"symbols": symbols, rng.choice(["since", "sinceSeq", "x"]): rng.choice(SEQUENCE_VALUES + [1])}
+    elif shape == 2:
+        payload = {"symbol": symbols[0] if symbols else rng.choice(SEQUENCE_VALUES)}
+    elif shape == 3:
+        payload = rng.choice(SEQUENCE_VALUES)
+    else:
+        payload = symbols[0] if symbols else "LSQA"
+    return action, payload
+
+
+SEQUENCE_LENGTH = 300
+
+
+async def publish_control(redis_server: RedisServer, symbol: str, price: float) -> None:
+    redis = aioredis.from_url(redis_server.url, socket_timeout=5)
+    try:
+        await redis.publish(f"stock:{symbol}", json.dumps({"symbol": symbol, "price": price,
+                                                           "timestamp": now_ms()}))
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_long_sequence_on_one_socketio_connection(target: ServerProcess, redis_server: RedisServer,
+                                                        clients: ClientPool, seed: int) -> None:
+    """Hundreds of generated requests on one python-socketio connection, odd text and
+    numbers included: every one is answered with an ack (ok, or a catalogue error that
+    is not `internal`), nothing is logged as a server failure, and the connection
+    then still subscribes and streams."""
+    logged_before = len(target.output().splitlines())
+    rng = random.Random(seed)
+    client = await clients.sio(target.url, transports=["websocket"])
+    for i in range(SEQUENCE_LENGTH):
+        action, payload = generated_request(rng)
+        ack = await client.call(action, payload, timeout=PROMPT)
+        assert isinstance(ack, dict), f"request {i} {action!r} {payload!r}: ack {ack!r}"
+        if ack.get("ok") is not True:
+            check_error(ack.get("error"))
+        check_no_trace(ack)
+        assert client.connected, f"disconnected after request {i} {action!r} {payload!r}"
+    await client.call("unsubscribe", SEQUENCE_SYMBOLS)
+    assert_subscribe_ack(await client.subscribe(CONTROL), [CONTROL], [CONTROL])
+    mark = len(client.updates.items)
+    await publish_control(redis_server, CONTROL, 42.0)
+    await client.updates.wait_count(mark + 1)
+    assert client.updates.items[-1]["price"] == 42.0
+    await client.call("unsubscribe", [CONTROL])
+    new = target.output().splitlines()[logged_before:]
+    failures = [line for line in new if SERVER_FAILURE.search(line) or "never retrieved" in line]
+    assert not failures, "the server failed on client input:\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+async def test_long_sequence_on_one_live_price_connection(target: ServerProcess, redis_server: RedisServer,
+                                                          clients: ClientPool, seed: int) -> None:
+    """Hundreds of generated requests on one /live-price connection, each with an id:
+    every one is answered (a reply or a catalogue error, never `internal`), the
+    connection stays open, and it then still subscribes and streams."""
+    logged_before = len(target.output().splitlines())
+    rng = random.Random(seed)
+    ws = await clients.ws(target.url)
+    for i in range(SEQUENCE_LENGTH):
+        action, payload = generated_request(rng)
+        frame: dict[str, Any] = {"action": action, "id": i}
+        if isinstance(payload, dict):
+            frame.update(payload)
+        else:
+            frame["symbols" if isinstance(payload, list) else "symbol"] = payload
+        reply = await ws.request(frame)
+        assert reply.get("id") == i, f"request {i} {frame!r}: answered {reply!r}"
+        if reply.get("type") == "error":
+            check_error(reply)
+        check_no_trace(reply)
+        assert not ws.closed.is_set(), f"closed after request {i} {frame!r}"
+    await ws.unsubscribe(*SEQUENCE_SYMBOLS)
+    assert_subscribe_ack(await ws.subscribe(CONTROL), [CONTROL], [CONTROL])
+    mark = len(ws.updates.items)
+    await publish_control(redis_server, CONTROL, 43.0)
+    await ws.updates.wait_count(mark + 1)
+    assert ws.updates.items[-1]["price"] == 43.0
+    await ws.unsubscribe(CONTROL)
+    new = target.output().splitlines()[logged_before:]
+    failures = [line for line in new if SERVER_FAILURE.search(line) or "never retrieved" in line]
+    assert not failures, "the server failed on client input:\n" + "\n".join(failures[:20])
 
 
 # -- after all of it --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ UpdateSink. `MemoryBroker` is the embedded single-process backend;
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, NamedTuple, Protocol
 
 from ..config import Settings
 from ..updates import Update
@@ -32,6 +32,28 @@ class UpdateSink(Protocol):
 
     def on_state(self, ready: bool) -> None:
         """The listener went up (subscribed) or down."""
+
+    def mark(self) -> int:
+        """The stream position now: every update handed over so far is at or
+        before it. The broker asks when its listener reaches a read's marker."""
+
+
+class Snapshots(NamedTuple):
+    """Snapshots read at a stream position: live updates at or before
+    `position` are covered by them, later ones are newer."""
+
+    snapshots: dict[str, Update | None]
+    position: int
+
+
+class Replay(NamedTuple):
+    """Stored updates after a resume point, oldest first, read at a stream
+    position (see Snapshots). `complete`: history reaches back to the point;
+    when it does not, `updates` is empty and the caller reads the snapshot."""
+
+    updates: list[Update]
+    complete: bool
+    position: int
 
 
 class Broker(abc.ABC):
@@ -86,13 +108,21 @@ class Broker(abc.ABC):
         (the newest ones when more match)."""
 
     @abc.abstractmethod
+    async def snapshots_at(self, symbols: list[str]) -> Snapshots:
+        """The latest update of each symbol, with the stream position the read
+        stands at in the order this instance's listener receives updates."""
+
+    @abc.abstractmethod
+    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                        limit: int = 10000) -> Replay:
+        """Stored updates after a point (a timestamp or a seq), oldest first,
+        with the stream position the read stands at."""
+
     async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                      limit: int = 10000) -> tuple[list[Update], bool]:
-        """Stored updates after a point (a timestamp or a seq), oldest first.
-
-        The flag says whether history reaches back to that point; when it does
-        not, the list is empty and the caller falls back to the snapshot.
-        """
+        """replay_at without the position: (updates, complete)."""
+        replay = await self.replay_at(symbol, since_ms, since_seq, limit)
+        return replay.updates, replay.complete
 
     # -- recoverable Socket.IO sessions (connection state recovery) ----------
 

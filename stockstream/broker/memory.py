@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from ..config import Settings
 from ..updates import Update, encode_update, validate_fields
-from . import Broker, UpdateSink
+from . import Broker, Replay, Snapshots, UpdateSink
 
 
 class MemoryBroker(Broker):
@@ -91,8 +91,21 @@ class MemoryBroker(Broker):
                    if (start_ms is None or u.timestamp >= start_ms) and (end_ms is None or u.timestamp <= end_ms)]
         return matched[-limit:] if limit > 0 else []
 
-    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                     limit: int = 10000) -> tuple[list[Update], bool]:
+    def _position(self) -> int:
+        # Updates reach the sink as they are stored, with no await between:
+        # the position now is the position of the read.
+        return self._sink.mark() if self._sink is not None else 0
+
+    async def snapshots_at(self, symbols: list[str]) -> Snapshots:
+        return Snapshots({s: self._latest.get(s) for s in symbols}, self._position())
+
+    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                        limit: int = 10000) -> Replay:
+        updates, complete = self._replay(symbol, since_ms, since_seq, limit)
+        return Replay(updates, complete, self._position())
+
+    def _replay(self, symbol: str, since_ms: int | None, since_seq: int | None,
+                limit: int) -> tuple[list[Update], bool]:
         # Complete when no update after the point was ever dropped from history.
         entries = self._history.get(symbol, ())
         lost_ms, lost_seq = self._lost.get(symbol, (-1, 0))

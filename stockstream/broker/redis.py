@@ -8,8 +8,10 @@ instance carries exactly the channels of symbols with local subscribers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+import uuid
 from typing import Any, Callable, Iterable
 
 import redis.asyncio as aioredis
@@ -20,16 +22,21 @@ from redis.exceptions import RedisError, ResponseError
 from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, channel_for
 from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse_update, validate_fields
-from . import BackendUnavailable, Broker, UpdateSink
+from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
 from .malformed import MalformedLog
 from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
 
-# The listener stays subscribed here even with no symbols, so readiness
-# ("the listener is subscribed") means the same thing with or without clients.
-LISTENER_CHANNEL = "stockstream:listener"
+# Each instance's listener stays subscribed to its own channel here even
+# with no symbols, so readiness ("the listener is subscribed") means the same
+# thing with or without clients. Reads publish a marker to it in the same
+# MULTI/EXEC: Redis delivers the messages of one pub/sub connection in the
+# order they were published, so when the listener meets the marker, the live
+# updates it received before were published before the read, and every later
+# one after it. Reads are placed in the stream by position, not by time.
+LISTENER_CHANNEL_PREFIX = "stockstream:listener:"
 
 # Why Lua: the snapshot, the sequence number, the history entry and the publish
 # must happen together, or a reader could see one without the others.
@@ -141,6 +148,10 @@ class RedisBroker(Broker):
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
         self._last_heard = 0.0
+        self.marker_channel = LISTENER_CHANNEL_PREFIX + uuid.uuid4().hex
+        self._marker_bytes = self.marker_channel.encode()
+        self._markers: dict[bytes, asyncio.Future[int]] = {}
+        self._tokens = itertools.count(1)
         self.malformed = MalformedLog(log)
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
@@ -165,6 +176,7 @@ class RedisBroker(Broker):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._fail_markers()
         await self._close_pubsub()
         await self._redis.aclose()
         await self._pool.disconnect()
@@ -226,6 +238,7 @@ class RedisBroker(Broker):
                     log.debug("redis listener cannot connect: %s", exc)
             first = False
             self._set_ready(False)
+            self._fail_markers()
             await self._close_pubsub()
             await asyncio.sleep(backoff.next())
             if self._ready:
@@ -241,23 +254,40 @@ class RedisBroker(Broker):
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
-        await pubsub.subscribe(LISTENER_CHANNEL, *wanted)
-        # Updates that arrive before every channel is confirmed wait until the
-        # resync's snapshots went out, so none can overtake its snapshot.
-        early: list[Update] = []
-        pending = set(wanted) | {LISTENER_CHANNEL}
+        await pubsub.subscribe(self.marker_channel, *wanted)
+        # What arrives before every channel is confirmed (and, after an
+        # interruption, before the resync read's marker) waits, in order.
+        early: list[Update | bytes] = []
+        pending = set(wanted) | {self.marker_channel}
         while pending:
             message = await self._read(pubsub)
             if message is not None:
                 self._route(message, early.append, pending)
         if resync and self._sink is not None:
             self.reconnects += 1
-            snapshots = await self.snapshots(sorted(self._wanted))
+            symbols = sorted(self._wanted)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
+                token = self._mark(pipe)
+                values = (await pipe.execute())[0]
+            self._markers.pop(token, None)
+            while token not in early:
+                message = await self._read(pubsub)
+                if message is not None:
+                    self._route(message, early.append)
+            covered = early.index(token)
+            # Updates received before the read are covered by its snapshots;
+            # other reads' markers among them keep their place.
+            for item in early[:covered]:
+                if type(item) is bytes:
+                    self._deliver(item)
+            del early[:covered + 1]
+            snapshots = {s: self._snapshot(s, raw) for s, raw in zip(symbols, values)}
             self._sink.on_resync(snapshots)
             log.info("redis listener back: %d symbols resynchronised", len(snapshots))
         self._set_ready(True)
-        for update in early:
-            self._deliver(update)
+        for item in early:
+            self._deliver(item)
         await self._read_forever(pubsub)
 
     async def _read_forever(self, pubsub: Any) -> None:
@@ -271,11 +301,14 @@ class RedisBroker(Broker):
                     burst = 0
                     await asyncio.sleep(0)
 
-    def _route(self, message: dict[str, Any], on_update: Callable[[Update], None],
+    def _route(self, message: dict[str, Any], on_update: Callable[[Update | bytes], None],
                awaiting: set[str] | None = None) -> bool:
         """Handle one pub/sub message; True when it was a published message."""
         kind = message["type"]
         if kind == "message":
+            if message["channel"] == self._marker_bytes:
+                on_update(message["data"])  # a read's marker, in stream order
+                return True
             update = self._parse(message)
             if update is not None:
                 on_update(update)
@@ -311,9 +344,45 @@ class RedisBroker(Broker):
             self.malformed.record(channel, exc)
             return None
 
-    def _deliver(self, update: Update) -> None:
-        if self._sink is not None and update.symbol in self._wanted:
-            self._sink.on_update(update)
+    def _deliver(self, item: Update | bytes) -> None:
+        if type(item) is bytes:
+            future = self._markers.get(item)  # removed by its reader (_position)
+            if future is not None and not future.done():
+                future.set_result(self._sink.mark() if self._sink is not None else 0)
+        elif self._sink is not None and item.symbol in self._wanted:  # type: ignore[union-attr]
+            self._sink.on_update(item)  # type: ignore[arg-type]
+
+    # -- markers ---------------------------------------------------------------
+
+    def _mark(self, pipe: Any) -> bytes:
+        """Add the marker PUBLISH to a MULTI/EXEC pipeline after its reads; the
+        token's future (self._markers) gets the stream position once the listener
+        meets it. The one place a marker is sent: a broker whose pub/sub is
+        spread over several connections overrides it."""
+        token = str(next(self._tokens)).encode()
+        self._markers[token] = asyncio.get_running_loop().create_future()
+        pipe.publish(self.marker_channel, token)
+        return token
+
+    async def _position(self, token: bytes) -> int:
+        future = self._markers.get(token)
+        if future is None:
+            raise BackendUnavailable("redis listener restarted during a read")
+        try:
+            return await asyncio.shield(future)
+        finally:
+            self._markers.pop(token, None)
+
+    def _forget_marker(self, token: bytes) -> None:
+        self._markers.pop(token, None)
+
+    def _fail_markers(self) -> None:
+        # A marker sent while the listener is down is never met.
+        markers, self._markers = self._markers, {}
+        for future in markers.values():
+            if not future.done():
+                future.set_exception(BackendUnavailable("redis listener disconnected"))
+                future.exception()  # retrieved here: a waiter may have gone
 
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
@@ -357,6 +426,22 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
 
+    async def snapshots_at(self, symbols: list[str]) -> Snapshots:
+        token = None
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
+                token = self._mark(pipe)
+                values = (await pipe.execute())[0]
+        except BaseException as exc:
+            if token is not None:
+                self._forget_marker(token)
+            if isinstance(exc, (RedisError, OSError)):
+                raise BackendUnavailable(f"redis: {exc}") from exc
+            raise
+        position = await self._position(token)
+        return Snapshots({symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}, position)
+
     async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                       limit: int = 1000) -> list[Update]:
         if limit <= 0 or (start_ms is not None and start_ms > MAX_STREAM_MS):
@@ -378,22 +463,34 @@ class RedisBroker(Broker):
     # before the point): a third-party update the recorder has not appended
     # (yet) makes the history incomplete, and the snapshot is sent instead.
 
-    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                     limit: int = 10000) -> tuple[list[Update], bool]:
+    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                        limit: int = 10000) -> Replay:
+        # The marker goes with the read of the newest entries and the snapshot:
+        # older entries, read later, do not change.
+        tokens: list[bytes] = []
         try:
             if since_seq is not None:
-                return await self._replay_after_seq(symbol, since_seq, limit)
-            return await self._replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP), limit)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
+                updates, complete = await self._replay_after_seq(symbol, since_seq, limit, tokens)
+            else:
+                updates, complete = await self._replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP),
+                                                                limit, tokens)
+        except BaseException as exc:
+            for token in tokens:
+                self._forget_marker(token)
+            if isinstance(exc, (RedisError, OSError)):
+                raise BackendUnavailable(f"redis: {exc}") from exc
+            raise
+        return Replay(updates, complete, await self._position(tokens[0]))
 
-    async def _replay_after_ms(self, symbol: str, since_ms: int, limit: int) -> tuple[list[Update], bool]:
+    async def _replay_after_ms(self, symbol: str, since_ms: int, limit: int,
+                               tokens: list[bytes]) -> tuple[list[Update], bool]:
         key = history_key(symbol)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
             pipe.get(channel_for(symbol))
             pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
-            info, raw_snapshot, entries = await pipe.execute(raise_on_error=False)
+            tokens.append(self._mark(pipe))
+            info, raw_snapshot, entries, _ = await pipe.execute(raise_on_error=False)
         info = _stream_info(info)
         snapshot = self._snapshot(symbol, _raised(raw_snapshot))
         entries = _raised(entries)
@@ -410,7 +507,8 @@ class RedisBroker(Broker):
             return [], False
         return [u for u in self._entries(symbol, entries) if u.timestamp > since_ms], True
 
-    async def _replay_after_seq(self, symbol: str, since_seq: int, limit: int) -> tuple[list[Update], bool]:
+    async def _replay_after_seq(self, symbol: str, since_seq: int, limit: int,
+                                tokens: list[bytes]) -> tuple[list[Update], bool]:
         # Entry ids carry the time, not the seq: read back from the newest entry
         # in growing chunks until an entry at or before `since_seq`.
         key = history_key(symbol)
@@ -423,6 +521,7 @@ class RedisBroker(Broker):
                 if high == "+":
                     pipe.get(channel_for(symbol))
                     pipe.get(seq_key(symbol))
+                    tokens.append(self._mark(pipe))
                 replies = await pipe.execute(raise_on_error=False)
             info, batch = _stream_info(replies[0]), _raised(replies[1])
             if high == "+":

@@ -41,6 +41,9 @@ def write_items(transport: asyncio.Transport, items: Collection[Update | str], l
 
 
 def dumps(value: Any) -> str:
+    """JSON text; raises orjson.JSONEncodeError (a TypeError) for what JSON
+    decoders accept but orjson refuses to write: lone surrogates, integers
+    beyond 64 bits."""
     return orjson.dumps(value).decode()
 
 

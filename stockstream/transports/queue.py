@@ -5,6 +5,12 @@ asyncio.Queue carries four deques and an Event (about 2.5 KB); this keeps one
 list and creates futures only while someone waits, which matters at tens of
 thousands of idle connections. It implements what Engine.IO calls.
 
+A long-polling response carries at most MAX_PACKETS_PER_POLL packets: Engine.IO's
+poll takes one item with get() and then drains with get_nowait() until QueueEmpty
+(python-engineio 4.15), and python-engineio's client refuses a payload of more
+than 16 packets (Payload.max_decode_packets) as a transport error, dropping the
+connection under a burst. The rest waits for the next poll, in order.
+
 Once a socket is on a WebSocket, nothing waits on its queue: packets are handed
 to the socket's writer as they are put (`attach`), in the order they were put.
 """
@@ -13,9 +19,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+MAX_PACKETS_PER_POLL = 16
+
 
 class SlimQueue:
-    __slots__ = ("_items", "_getters", "_unfinished", "_joined", "_sink")
+    __slots__ = ("_items", "_getters", "_unfinished", "_joined", "_sink", "_polled")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
@@ -23,6 +31,7 @@ class SlimQueue:
         self._unfinished = 0
         self._joined: asyncio.Future[None] | None = None
         self._sink: Callable[[Any], None] | None = None
+        self._polled = 0  # items taken since the last get(): one poll's payload
 
     def attach(self, sink: Callable[[Any], None]) -> None:
         """Hand what is queued, then every item put from now on, to `sink`."""
@@ -54,8 +63,9 @@ class SlimQueue:
         self.put_nowait(item)
 
     def get_nowait(self) -> Any:
-        if not self._items:
+        if not self._items or self._polled >= MAX_PACKETS_PER_POLL:
             raise asyncio.QueueEmpty
+        self._polled += 1
         return self._items.pop(0)
 
     async def get(self) -> Any:
@@ -73,6 +83,7 @@ class SlimQueue:
                 self._getters.remove(getter)
                 if not self._getters:
                     self._getters = None
+        self._polled = 1
         return self._items.pop(0)
 
     def task_done(self) -> None:

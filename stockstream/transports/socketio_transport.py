@@ -72,7 +72,9 @@ class SocketIOServer(PidInConnectReply, socketio.AsyncServer):
             return
         event = data[0]
         payload = data[1] if len(data) > 1 else None
-        if event in KNOWN_EVENTS:
+        # Any JSON value can stand where the event name goes: a list or an
+        # object is not hashable, so it is checked to be a string first.
+        if isinstance(event, str) and event in KNOWN_EVENTS:
             session.submit(Request(event, payload, id))
         elif id is not None:  # unknown events without an ack are ignored
             name = str(event)[:40]
@@ -164,13 +166,17 @@ class SocketIOConnection:
         self._push("2" + dumps([event, payload]))
 
     def reply(self, request: Request, result: dict[str, Any]) -> None:
+        # Every packet is encoded before any is queued: a reply that cannot be
+        # encoded raises here with nothing sent (Session._handle answers it).
+        texts = []
         if request.ack is not None:
-            self._push(f"3{request.ack}" + dumps([result]))
+            texts.append(f"3{request.ack}" + dumps([result]))
         elif result.get("failed"):
-            for error in failed_by_code(result["failed"]):
-                self._emit("error", error.to_dict())
+            texts += ["2" + dumps(["error", error.to_dict()]) for error in failed_by_code(result["failed"])]
         if request.action == "authenticate":
-            self._emit("authenticated", {"user": result["user"], "expiresAt": result["expiresAt"]})
+            texts.append("2" + dumps(["authenticated", {"user": result["user"], "expiresAt": result["expiresAt"]}]))
+        for text in texts:
+            self._push(text)
 
     def reply_error(self, request: Request, error: ClientError) -> None:
         if request.ack is not None:

@@ -6,6 +6,7 @@ Session with Socket.IO, so both transports behave the same.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Collection
 
@@ -13,6 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..errors import ClientError, invalid_payload
+from ..requests import encodable
 from ..session import Request, Services, Session
 from ..updates import Update
 from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_items
@@ -85,18 +87,30 @@ class WebSocketConnection:
 
 def parse_frame(data: str) -> Request:
     """A text frame as a request; an unusable one becomes a refused request."""
+    unwritable = False
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError:
-        message = None
+        # orjson refuses lone surrogate escapes, which JSON allows: such a frame
+        # is read again only to answer it with its id.
+        try:
+            message = json.loads(data)
+        except (ValueError, RecursionError):
+            message = None
+        unwritable = message is not None
     if not isinstance(message, dict):
         return Request("invalid", None, refused=invalid_payload("expected a JSON object with an action"))
     ack = message.get("id")
-    if not isinstance(ack, (str, int)) or isinstance(ack, bool):
+    if not isinstance(ack, (str, int)) or isinstance(ack, bool) or not encodable(ack):
+        # An id the reply could not carry back (a lone surrogate, an integer
+        # beyond 64 bits) is not an id.
         ack = None
     action = message.get("action")
     if not isinstance(action, str) or action not in REPLY_TYPES:
         return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
+    if unwritable:
+        return Request("invalid", None, ack, invalid_payload(
+            "the request holds text JSON cannot carry back (a lone surrogate)"))
     # The frame itself is the payload (symbol/symbols/since, history's fields),
     # except for authenticate, whose payload is the token.
     payload = message.get("token") if action == "authenticate" else message
