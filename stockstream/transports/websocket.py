@@ -14,7 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..errors import ClientError, invalid_payload
-from ..requests import encodable
+from ..client_requests import encodable
 from ..session import Request, Services, Session
 from ..updates import Update
 from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_items
