@@ -72,7 +72,8 @@ class ShardRouter:
                 raise TopologyChanged(f"slot owner {name} unknown to the listener")
             for channel in group:
                 self.placed[channel] = name
-            await self.shards[name].ssubscribe(*group)
+                # One command per channel: SSUBSCRIBE takes channels of one slot only.
+                await self.shards[name].ssubscribe(channel)
 
     async def unsubscribe(self, *channels: str) -> None:
         for channel in channels:
