@@ -113,6 +113,31 @@ class RedisCluster:
                 return next(n for n in self.nodes if n.port == port)
         raise RuntimeError(f"no master owns the slot of {key}")
 
+    def migrate_slot(self, key: str, target: RedisServer) -> None:
+        """Move `key`'s slot, with its keys, to master `target` (as resharding does)."""
+        slot = _keyslot(key)
+        source = self.owner_of(key)
+        src, dst = source.client(), target.client()
+        try:
+            src_id = src.execute_command("CLUSTER", "MYID").decode()
+            dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while True:
+                keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            for node in self.masters():
+                client = node.client()
+                try:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+
     def flushall(self) -> None:
         for node in self.masters():
             c = node.client()
