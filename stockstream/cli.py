@@ -47,6 +47,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", type=_setting_type("redis_url"),
                         help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
+    parser.add_argument("--redis-cluster", action="store_const", const=True, default=None,
+                        help="the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)")
 
 
 def _prog() -> str:
@@ -102,7 +104,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     from dotenv import load_dotenv
     load_dotenv(args.env_file, override=False)
     overrides = {}
-    for name in ("host", "port", "redis_url", "simulate", "simulate_rate", "require_auth", "log_level"):
+    for name in ("host", "port", "redis_url", "redis_cluster", "simulate", "simulate_rate", "require_auth", "log_level"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

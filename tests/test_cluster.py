@@ -301,3 +301,45 @@ async def test_slot_migration_moves_the_channel(cluster, cluster_url, clients) -
                 ns = [u.get("n") for u in client.updates_for(symbol)]
                 # The resync snapshot (the latest stored, n=4) comes again, then every later update.
                 assert ns == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9], ns
+
+
+def test_cluster_keys_share_the_symbols_slot() -> None:
+    """In cluster mode every key and channel of a symbol hashes to one slot (the
+    publish script's keys included), and the channel name gives back the symbol."""
+    from redis.crc import key_slot
+
+    from stockstream.broker.keys import ClusterKeyLayout, KeyLayout
+
+    keys = ClusterKeyLayout()
+    for symbol in ("AAPL", "BRK.B", "^GSPC", "BTC-USD"):
+        names = [keys.channel(symbol), keys.seq(symbol), keys.history(symbol),
+                 keys.dedupe(symbol, "prices:3")]
+        assert names[0] == f"stock:{{{symbol}}}"
+        assert len({key_slot(n.encode()) for n in names}) == 1, names
+        assert keys.symbol_of(names[0].encode()) == symbol
+    # One Redis keeps the original layout.
+    assert KeyLayout().channel("AAPL") == "stock:AAPL"
+    assert KeyLayout().symbol_of(b"stock:AAPL") == "AAPL"
+
+
+def test_redis_cluster_needs_a_redis_url() -> None:
+    """REDIS_CLUSTER=true without a Redis to point at is refused with one line naming it."""
+    from stockstream.config import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER"):
+        Settings.from_env({"REDIS_CLUSTER": "true"}).check()
+
+
+async def test_cluster_mode_against_a_plain_redis_says_so(redis_url, caplog) -> None:
+    """REDIS_CLUSTER=true against a Redis without cluster mode: the server starts,
+    is not ready, and says once, clearly, why."""
+    caplog.set_level("ERROR", logger="stockstream.redis.cluster")
+    async with running_app(redis_url, serve=False, redis_cluster=True) as (app, _):
+        from stockstream.app import broker_of
+
+        async def said() -> bool:
+            return any("is not a node of a Redis Cluster" in r.getMessage() for r in caplog.records)
+        await eventually(said, 10, "the one line about cluster mode")
+        assert not broker_of(app).ready
+    lines = [r for r in caplog.records if "is not a node of a Redis Cluster" in r.getMessage()]
+    assert len(lines) == 1

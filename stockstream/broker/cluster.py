@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import Settings, redact_url
 from ..updates import Update
@@ -119,11 +119,13 @@ class ClusterBroker(RedisBroker):
             await self._redis.initialize()
             # Re-read the slot map: after a failover the cached one is stale.
             await self._redis.nodes_manager.initialize()
-        except RedisError as exc:
-            if "cluster support disabled" in str(exc).lower() and not self._warned_not_cluster:
+        except (RedisError, RedisClusterException) as exc:
+            text = str(exc).lower()
+            if not self._warned_not_cluster and ("not enabled" in text or "support disabled" in text):
+                # A setting that cannot work: said once, clearly; retried quietly after.
                 self._warned_not_cluster = True
-                log.error("REDIS_CLUSTER=true but REDIS_URL=%s is not a cluster node (%s): not ready",
-                          redact_url(self._url), exc)
+                log.error("REDIS_CLUSTER=true but REDIS_URL=%s is not a node of a Redis Cluster"
+                          " (cluster mode is not enabled there): not ready", redact_url(self._url))
             raise
         shards = {}
         for node in self._redis.get_primaries():
@@ -233,10 +235,34 @@ class ClusterBroker(RedisBroker):
         if not symbols:
             return {}
         try:
+            # MGET cannot span slots; redis-py splits it per slot.
             values = await self._redis.mget_nonatomic([self.keys.channel(s) for s in symbols])
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
+
+    # The cluster client also raises RedisClusterException (no reachable node,
+    # slots not covered), which RedisBroker does not expect.
+
+    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        try:
+            return await super().publish(update, dedupe=dedupe)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
+                      limit: int = 1000) -> list[Update]:
+        try:
+            return await super().history(symbol, start_ms, end_ms, limit)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                     limit: int = 10000) -> Any:
+        try:
+            return await super().replay(symbol, since_ms, since_seq, limit)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
 
 def _slot_rows(reply: Any) -> list[Any]:
