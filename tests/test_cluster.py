@@ -5,8 +5,7 @@ import asyncio
 import contextlib
 import json
 import time
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -23,21 +22,10 @@ pytestmark = pytest.mark.slow
 SYMBOLS = ["AAPL", "GOOGL", "AMZN", "MSFT", "TSLA", "JPM"]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 @pytest.fixture
-def cluster_url(cluster: RedisCluster) -> str:
-    cluster.wait_healthy()
-    cluster.flushall()
-    return cluster.url
+def cluster(redis_cluster: RedisCluster) -> RedisCluster:
+    """The session's Redis Cluster (tests/conftest.py); cluster_url flushes it."""
+    return redis_cluster
 
 
 @contextlib.asynccontextmanager
@@ -125,6 +113,11 @@ async def atomic_publisher_with(url: str) -> AsyncIterator[Any]:
         yield Publisher(broker).publish
     finally:
         await broker.close()
+
+
+async def ready(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url + "/readyz") as resp:
+        return resp.status == 200
 
 
 def assert_resynced_in_order(ns: list[int]) -> None:
@@ -229,10 +222,8 @@ async def test_failover_resyncs_and_keeps_clients(cluster, cluster_url, clients)
                         except Exception:  # noqa: BLE001 - the slot's owner is being promoted
                             ok = False
                     n += 1
-                    if ok:
-                        async with http.get(urls[0] + "/readyz") as resp:
-                            if resp.status == 200:
-                                break
+                    if ok and all([await ready(http, u) for u in urls]):
+                        break
                     await asyncio.sleep(0.05)
                 else:
                     raise AssertionError("cluster did not recover in 30 s")

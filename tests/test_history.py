@@ -61,7 +61,7 @@ def test_candle_page_marks_one_overfull_bucket_partial() -> None:
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
-    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis_url = request.getfixturevalue("backend_url")
     async with inprocess_stack(backend, redis_url, **overrides) as stack:
         yield stack
 

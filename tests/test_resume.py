@@ -20,7 +20,7 @@ UPDATES = 300
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
-    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis_url = request.getfixturevalue("backend_url")
     async with inprocess_stack(backend, redis_url, **overrides) as stack:
         yield stack
 
