@@ -334,3 +334,26 @@ async def test_cluster_mode_against_a_plain_redis_says_so(redis_url, caplog) -> 
         assert not broker_of(app).ready
     lines = [r for r in caplog.records if "is not a node of a Redis Cluster" in r.getMessage()]
     assert len(lines) == 1
+
+
+async def test_kafka_offsets_dedupe_per_symbol_on_the_cluster(cluster, cluster_url) -> None:
+    """The bridge's dedupe record lives beside each symbol (`stock:{SYM}:dedupe:<topic>:<partition>`),
+    so a replayed offset is skipped on whichever shard owns the symbol."""
+    from stockstream.broker import create_broker
+    from tests.support.inprocess import settings_for
+    from tests.support.waiting import free_port
+
+    broker = create_broker(settings_for(cluster_url, free_port(), redis_cluster=True))
+    try:
+        for symbol in SYMBOLS:
+            update = {"symbol": symbol, "price": 1.0, "timestamp": now_ms()}
+            assert await broker.publish(update, dedupe=("prices:0", 7)) is not None
+            assert await broker.publish(update, dedupe=("prices:0", 7)) is None
+            assert await broker.publish(update, dedupe=("prices:0", 8)) is not None
+        client = cluster.client()
+        try:
+            assert client.get("stock:{AAPL}:dedupe:prices:0") == b"8"
+        finally:
+            client.close()
+    finally:
+        await broker.close()
