@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from tests.support.clients import SIO_KINDS, ClientPool
-from tests.support.inprocess import Stack, inprocess_stack
+from tests.support.inprocess import Stack, inprocess_stack, url_for_backend
 from tests.support.nginx import Nginx, nginx_executable_path, start_nginx
 from tests.support.node import ensure_node_modules, node_executable
 from tests.support.processes import stop_process
@@ -104,11 +104,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def backend_url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "redis":
-        return request.getfixturevalue("redis_url")
-    if backend == "cluster":
-        return request.getfixturevalue("cluster_url")
-    return None
+    return url_for_backend(backend, request)
 
 
 @pytest.fixture

@@ -194,6 +194,13 @@ async def test_failover_resyncs_and_keeps_clients(cluster, cluster_url, clients)
     connected, /readyz goes 503 then 200, every client gets a snapshot and then
     every later update, nothing duplicated or out of order."""
     victim = cluster.owner_of(f"stock:{{{SYMBOLS[0]}}}")
+    try:
+        await failover_while_streaming(cluster, cluster_url, clients, victim)
+    finally:
+        victim.start()  # it rejoins as a replica of its promoted one
+
+
+async def failover_while_streaming(cluster: RedisCluster, cluster_url: str, clients: Any, victim: Any) -> None:
     async with atomic_publisher_cluster(cluster_url) as publish:
         async with instances(cluster_url, 2) as urls:
             subscribers = []
@@ -245,7 +252,6 @@ async def test_failover_resyncs_and_keeps_clients(cluster, cluster_url, clients)
                     missing = [p for p in published[symbol] if p not in ns]
                     assert all(m < ns[-3] for m in missing), (ns, missing)
                     assert ns[-3:] == published[symbol][-3:], ns
-    victim.start()
 
 
 async def test_slot_migration_moves_the_channel(cluster, cluster_url, clients) -> None:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from stockstream.app import broker_of
 from stockstream.broker.recorder import LOCK_KEY, LOCK_TTL_MS
 from stockstream.candles import Tick, build_candles, candle_page
-from tests.support.inprocess import inprocess_stack, running_app
+from tests.support.inprocess import inprocess_stack, running_app, url_for_backend
 from tests.support.publishing import RawRedisPublisher
 from tests.support.waiting import eventually, now_ms
 
@@ -61,7 +61,7 @@ def test_candle_page_marks_one_overfull_bucket_partial() -> None:
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
-    redis_url = request.getfixturevalue("backend_url")
+    redis_url = url_for_backend(backend, request)
     async with inprocess_stack(backend, redis_url, **overrides) as stack:
         yield stack
 

@@ -49,6 +49,15 @@ class Stack:
         return broker_of(self.app)
 
 
+def url_for_backend(backend: str, request: Any) -> str | None:
+    """The Redis URL a backend runs on (a fresh redis_url / cluster_url), None for memory."""
+    if backend == "redis":
+        return request.getfixturevalue("redis_url")
+    if backend == "cluster":
+        return request.getfixturevalue("cluster_url")
+    return None
+
+
 def settings_for(redis_url: str | None, port: int, **overrides: Any) -> Any:
     from stockstream.config import Settings
     overrides.setdefault("log_level", "warning")
