@@ -363,3 +363,37 @@ async def test_kafka_offsets_dedupe_per_symbol_on_the_cluster(cluster, cluster_u
             client.close()
     finally:
         await broker.close()
+
+
+async def test_socketio_emits_cross_instances_on_the_cluster(cluster_url) -> None:
+    """The cluster's Socket.IO manager: an emit from an external write-only emitter,
+    addressed to a symbol's room, reaches that room's clients on every instance."""
+    import socketio
+
+    from stockstream.transports.cluster_manager import AsyncRedisClusterManager
+
+    async with instances(cluster_url, 2) as urls:
+        queues, sockets = [], []
+        try:
+            for url in urls:
+                client = socketio.AsyncClient()
+                queue: asyncio.Queue = asyncio.Queue()
+                client.on("news", queue.put_nowait)
+                await client.connect(url, transports=["websocket"])
+                assert (await client.call("subscribe", "AAPL", timeout=10))["ok"] is True
+                queues.append(queue)
+                sockets.append(client)
+            emitter = AsyncRedisClusterManager(cluster_url, write_only=True)
+            try:
+                async def everyone_heard() -> bool:
+                    await emitter.emit("news", {"headline": "AAPL beats"}, room="AAPL", namespace="/")
+                    await asyncio.sleep(0.2)
+                    return all(not q.empty() for q in queues)
+                await eventually(everyone_heard, 10, "the emit on both instances")
+                for queue in queues:
+                    assert await queue.get() == {"headline": "AAPL beats"}
+            finally:
+                await emitter.redis.aclose()
+        finally:
+            for client in sockets:
+                await client.disconnect()

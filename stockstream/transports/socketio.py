@@ -193,9 +193,11 @@ class SocketIOTransport:
         self.services = services
         self.sessions: dict[str, Session] = {}
         manager = None
-        # python-socketio's Redis manager speaks to one Redis only; in cluster
-        # mode cross-instance emits are not shared (prices never use them).
-        if settings.backend_url and not settings.redis_cluster:
+        if settings.backend_url and settings.redis_cluster:
+            # python-socketio's Redis manager speaks to one Redis only.
+            from .cluster_manager import AsyncRedisClusterManager
+            manager = AsyncRedisClusterManager(settings.backend_url, channel=settings.socketio_channel)
+        elif settings.backend_url:
             manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)
         cors: Any = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         self.server = SocketIOServer(
