@@ -147,7 +147,8 @@ async def test_each_shard_carries_only_its_own_symbols(cluster, cluster_url, cli
         channels = await shard_channels(cluster)
         for port, names in channels.items():
             owned = {f"stock:{{{s}}}" for s in SYMBOLS if cluster.owner_of(f"stock:{{{s}}}").port == port}
-            assert names == owned, (port, names, owned)
+            # Besides the Socket.IO manager's one channel, on its slot's master.
+            assert {n for n in names if n.startswith("stock:")} == owned, (port, names, owned)
         before = await publish_counts(cluster)
         async with atomic_publisher_cluster(cluster_url) as publish:
             for n in range(30):
