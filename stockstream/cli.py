@@ -89,7 +89,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     from dotenv import load_dotenv
     load_dotenv(args.env_file, override=False)
     overrides = {}
-    for name in ("host", "port", "redis_url", "simulate", "simulate_rate", "require_auth", "log_level"):
+    for name in ("host", "port", "redis_url", "redis_cluster", "simulate", "simulate_rate", "require_auth", "log_level"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

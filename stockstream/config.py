@@ -116,6 +116,7 @@ class Settings:
     host: str = _setting("0.0.0.0", doc="Interface to listen on")
     port: int = _setting(5000, _port, "TCP port")
     redis_url: str = _setting("", doc="Redis URL; wins over REDIS_HOST/REDIS_PORT. Empty with both unset: embedded in-process backend")
+    redis_cluster: bool = _setting(False, _bool, "REDIS_URL names a node of a Redis Cluster (7+): keys hash-tagged per symbol, sharded pub/sub")
     redis_host: str = _setting("", doc="Redis host, as in the original design")
     redis_port: int = _setting(6379, _port, "Redis port, used with REDIS_HOST")
     cors_origins: tuple[str, ...] = _setting(("*",), _csv, "Allowed CORS origins, comma-separated; * for any")
@@ -204,6 +205,8 @@ class Settings:
                               else ("TLS_KEY_FILE", "TLS_CERT_FILE"))
             raise SettingsError(f"{missing}: must be set as well when {given} is (HTTPS needs both)")
         url = self.backend_url
+        if self.redis_cluster and not url:
+            raise SettingsError("REDIS_CLUSTER: needs REDIS_URL (or REDIS_HOST) naming a node of the cluster")
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
         if url:

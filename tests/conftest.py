@@ -5,7 +5,11 @@ Fixtures
   redis_url      (function) URL of redis_server after FLUSHALL (restarted if a test killed it)
   raw_publisher  (function) RawRedisPublisher on redis_url: the original SET+PUBLISH path
   servers        (function) ServerFactory: await servers.start(env, redis_url=...) -> ServerProcess
-  backend        (function, parametrized) "memory" | "redis"
+  backend        (function, parametrized) "memory" | "redis", and "cluster" with WITH_CLUSTER=1
+                 (only in CLUSTER_MODULES: the core suite run once on a Redis Cluster)
+  redis_cluster  (session) RedisCluster of 3 masters + 3 replicas: .url .masters() .owner_of(key)
+  cluster_url    (function) URL of a node of redis_cluster after FLUSHALL on every master
+  backend_url    (function) the Redis URL for `backend` (None for memory)
   stack          (function) Stack for `backend`: .url .ws_url .publish(symbol, price, **extra)
                  .raw (Redis only) .redis_url; the server runs in the test's event loop
   clients        (function) ClientPool: await clients.sio(url, kind="python"|"node"),
@@ -24,15 +28,19 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from tests.support.clients import SIO_KINDS, ClientPool
-from tests.support.inprocess import Stack, inprocess_stack
+from tests.support.inprocess import Stack, inprocess_stack, url_for_backend
 from tests.support.nginx import Nginx, nginx_executable_path, start_nginx
 from tests.support.node import ensure_node_modules, node_executable
 from tests.support.processes import stop_process
 from tests.support.publishing import RawRedisPublisher
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerFactory
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "redis") + (("cluster",) if os.environ.get("WITH_CLUSTER") else ())
+# The core tests that also run on a Redis Cluster with WITH_CLUSTER=1 (about a minute):
+# subscribe, snapshot, delivery, history, resume.
+CLUSTER_MODULES = ("test_live_price", "test_history", "test_resume", "test_socketio_clients")
 
 
 @pytest.fixture(scope="session")
@@ -70,14 +78,38 @@ def servers(tmp_path: Path) -> Iterator[ServerFactory]:
         factory.close_all()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    redis_cluster.wait_healthy()
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "cluster" and request.module.__name__.rsplit(".", 1)[-1] not in CLUSTER_MODULES:
+        pytest.skip("runs on one Redis only")
     return request.param
 
 
 @pytest.fixture
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    return url_for_backend(backend, request)
+
+
+@pytest.fixture
 async def stack(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    redis = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis = request.getfixturevalue("backend_url")
     async with inprocess_stack(backend, redis) as ready:
         yield ready
 

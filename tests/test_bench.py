@@ -60,6 +60,24 @@ def test_clients_spread_over_several_instances_get_everything_once(tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_on_a_redis_cluster_reports_messages_per_master(tmp_path: Path) -> None:
+    """`bench --redis-cluster` runs on a private 3-master cluster: every update
+    delivered once, in order, and each master's sharded pub/sub messages reported,
+    none of them carrying everything."""
+    done, report = run_bench(tmp_path, "--scenario", "spread", "--quick", "--redis-cluster", "--no-pin")
+    (run,) = report["runs"]
+    assert not run.get("error"), run.get("error")
+    result = run["result"]
+    assert result["deliveries"] == result["expected"] > 0
+    assert result["loss"] == result["duplicates"] == result["out_of_order"] == 0
+    shards = run["cluster_messages"]
+    assert len(shards) == 3 and all(n > 0 for n in shards.values()), shards
+    assert max(shards.values()) < 0.6 * sum(shards.values()), shards
+    assert "pub/sub messages per master" in done.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
     """`--compare` installs the Node.js reference on first use (into a cache this

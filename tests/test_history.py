@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.support.http_api import get_json, publish_series
-from tests.support.inprocess import inprocess_stack
+from tests.support.inprocess import inprocess_stack, url_for_backend
 from tests.support.waiting import now_ms
 
 
@@ -16,7 +16,7 @@ from tests.support.waiting import now_ms
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
-    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis_url = url_for_backend(backend, request)
     async with inprocess_stack(backend, redis_url, **overrides) as stack:
         yield stack
 

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.inprocess import inprocess_stack
+from tests.support.inprocess import inprocess_stack, url_for_backend
 from tests.support.waiting import assert_same_json, eventually, now_ms
 
 SYMBOL = "RSM"
@@ -20,7 +20,7 @@ UPDATES = 300
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
-    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis_url = url_for_backend(backend, request)
     async with inprocess_stack(backend, redis_url, **overrides) as stack:
         yield stack
 

@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --url on this machine: measure that process's CPU and memory")
     target.add_argument("--redis-url", help="the Redis the server reads (required with --url); "
                                             "default: a private redis-server on a free port")
+    target.add_argument("--redis-cluster", action="store_true", dest="bench_redis_cluster",
+                        help="run on a private Redis Cluster of 3 masters (sharded pub/sub) instead of one Redis")
     target.add_argument("--token", default="", help="JWT to authenticate the clients with")
     target.add_argument("--instances", type=int, default=1, metavar="N",
                         help="servers started here side by side on the one Redis, clients spread over them "
@@ -192,7 +194,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(scenarios=scenarios, servers=servers, rounds=args.rounds, transport=args.transport,
                        workers=workers, options=options, target=target, server_pid=args.server_pid,
                        redis_url=args.redis_url, token=args.token, server_cpus=server_cpus,
-                       client_cpus=client_cpus, server_env=server_env, instances=args.instances)
+                       client_cpus=client_cpus, server_env=server_env, instances=args.instances,
+                       redis_cluster=args.bench_redis_cluster)
 
 
 def raise_fd_limit(needed: int) -> Optional[str]:

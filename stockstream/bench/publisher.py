@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 CHANNEL_PREFIX = "stock:"
 # Ticks sent in one pipeline at most, so a publisher that fell behind catches
@@ -35,8 +36,11 @@ class PublishResult:
 
 
 class Publisher:
-    def __init__(self, redis_url: str, run_id: str) -> None:
-        self.redis = aioredis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
+    def __init__(self, redis_url: str, run_id: str, cluster: bool = False) -> None:
+        # On a cluster: `SET stock:{SYM}` + `SPUBLISH stock:{SYM}`, as a third-party publisher does.
+        self.cluster = cluster
+        self.redis: Any = (RedisCluster.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
+                           if cluster else aioredis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10))
         self.run_id = run_id
         self.seq: dict[str, int] = {}
         self._next_symbol = 0
@@ -84,10 +88,15 @@ class Publisher:
             for _ in range(batch):
                 symbol = symbols[self._next_symbol % len(symbols)]
                 self._next_symbol += 1
-                key = CHANNEL_PREFIX + symbol
                 payload = self._update(symbol)
-                pipe.set(key, payload)
-                pipe.publish(key, payload)
+                if self.cluster:
+                    key = CHANNEL_PREFIX + "{" + symbol + "}"
+                    pipe.set(key, payload)
+                    pipe.execute_command("SPUBLISH", key, payload)
+                else:
+                    key = CHANNEL_PREFIX + symbol
+                    pipe.set(key, payload)
+                    pipe.publish(key, payload)
                 result.published[symbol] += 1
             await pipe.execute()
             sent += batch

@@ -94,6 +94,11 @@ def format_run(record: dict[str, Any]) -> str:
     by_port = conn.get("by_port") or {}
     if len(by_port) > 1:
         rows.append(["connections per instance", " / ".join(_fmt(n) for _, n in sorted(by_port.items()))])
+    shards = record.get("cluster_messages") or {}
+    if shards:
+        total = sum(shards.values()) or 1
+        rows.append(["pub/sub messages per master", " / ".join(
+            f"{node} {n} ({100 * n / total:.1f}%)" for node, n in sorted(shards.items()))])
     scenario = record["scenario"]
     if scenario in ("fanout", "spread", "latency"):
         if scenario == "fanout":

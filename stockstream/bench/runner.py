@@ -22,7 +22,7 @@ from .clients import Target
 from .progress import Progress
 from .publisher import Publisher
 from .scenarios import RunContext, RunOptions, Scenario, run_scenario
-from .servers import BenchSetupError, ManagedProcess, ProcessMeter, start_redis, start_reference, start_stockstream
+from .servers import BenchSetupError, ManagedProcess, ProcessMeter, start_redis, start_redis_cluster, start_reference, start_stockstream
 from .workers import WorkerPool, new_event_loop
 
 SERVER_KINDS = ("stockstream", "node", "external")
@@ -44,6 +44,7 @@ class BenchConfig:
     client_cpus: Optional[list[int]] = None
     server_env: dict[str, str] = field(default_factory=dict)
     instances: int = 1  # servers started side by side on one Redis
+    redis_cluster: bool = False  # a private 3-master Redis Cluster instead of one Redis
 
     def instance_cpus(self, index: int) -> Optional[list[int]]:
         """One instance takes all the server cores; several take one each, in turn."""
@@ -62,7 +63,12 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
     try:
         with contextlib.ExitStack() as stack:
             redis_url, redis_pid = config.redis_url, None
-            if redis_url is None:
+            master_urls: list[str] = []
+            if redis_url is None and config.redis_cluster:
+                cluster_procs, redis_url, master_urls = start_redis_cluster(log_dir, config.client_cpus)
+                for proc in cluster_procs:
+                    stack.callback(proc.stop)
+            elif redis_url is None:
                 redis_proc, redis_url = start_redis(log_dir, config.client_cpus)
                 stack.callback(redis_proc.stop)
                 redis_pid = redis_proc.pid
@@ -76,7 +82,8 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 for index in range(config.instances):
                     if kind == "stockstream":
                         server, port = start_stockstream(log_dir, redis_url, config.instance_cpus(index),
-                                                         config.server_env, name=f"stockstream-{index + 1}")
+                                                         config.server_env, name=f"stockstream-{index + 1}",
+                                                         cluster=config.redis_cluster)
                     else:
                         server, port = start_reference(log_dir, redis_url, config.instance_cpus(index),
                                                        log=progress.log, name=f"node-reference-{index + 1}")
@@ -92,7 +99,7 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
             stack.callback(pool.stop)
             client_pids = [os.getpid()] + pool.pids + ([redis_pid] if redis_pid else [])
             ctx = RunContext(
-                target=target, pool=pool, publisher=Publisher(redis_url, run_id),
+                target=target, pool=pool, publisher=Publisher(redis_url, run_id, cluster=config.redis_cluster),
                 server=ProcessMeter(server_pids) if server_pids else None,
                 client=ProcessMeter(client_pids, children=False),
                 client_cores=len(config.client_cpus) if config.client_cpus else max(1, len(os.sched_getaffinity(0))),
@@ -103,6 +110,8 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 record.update(_run_async(_drive(ctx, scenario)))
             except Exception as exc:  # a worker, Redis or the server failed: report it, go on with the next run
                 record["error"] = f"{exc.__class__.__name__}: {exc}"
+            if master_urls:
+                record["cluster_messages"] = shard_messages(master_urls)
             for server in servers:
                 if not server.alive():
                     record["error"] = f"{server.name} exited during the run:\n{server.log_tail()}"
@@ -131,3 +140,18 @@ async def _drive(ctx: RunContext, scenario: Scenario) -> dict[str, Any]:
 def _run_async(coro: Any) -> Any:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(coro)
+
+
+def shard_messages(master_urls: list[str]) -> dict[str, int]:
+    """Sharded pub/sub messages each master carried: its SPUBLISH calls."""
+    import redis
+
+    counts = {}
+    for url in master_urls:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        counts[url.split("//", 1)[1].rsplit("/", 1)[0]] = int(stats.get("cmdstat_spublish", {}).get("calls", 0))
+    return counts

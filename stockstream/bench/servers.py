@@ -166,8 +166,74 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_redis_cluster(log_dir: Path, cpus: Optional[list[int]],
+                        masters: int = 3) -> tuple[list[ManagedProcess], str, list[str]]:
+    """A private, throwaway Redis Cluster of `masters` masters (no replicas: the
+    benchmark measures traffic, not failover). Returns the processes, a node's
+    URL and every master's URL."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        raise BenchSetupError("redis-server and redis-cli must be on PATH for --redis-cluster")
+    import subprocess
+
+    procs, ports = [], []
+    for index in range(masters):
+        port = free_port()
+        node_dir = log_dir / f"cluster-{index}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        procs.append(spawn(f"redis-{index}", [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
+            "--cluster-port", str(free_port()), "--cluster-config-file", f"nodes-{port}.conf"],
+            log_dir, cpus))
+        ports.append(port)
+    try:
+        for proc, port in zip(procs, ports):
+            _wait_redis(proc, port)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        import redis
+        deadline = time.monotonic() + 15
+        while True:
+            client = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=1)
+            try:
+                if b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"):
+                    break
+            finally:
+                client.close()
+            if time.monotonic() > deadline:
+                raise BenchSetupError("the Redis Cluster did not become healthy")
+            time.sleep(0.1)
+    except Exception:
+        for proc in procs:
+            proc.stop()
+        raise
+    urls = [f"redis://127.0.0.1:{p}/0" for p in ports]
+    return procs, urls[0], urls
+
+
+def _wait_redis(proc: ManagedProcess, port: int) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + 15
+    try:
+        while True:
+            if not proc.alive():
+                raise BenchSetupError(f"redis-server exited:\n{proc.log_tail()}")
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise BenchSetupError(f"redis-server did not answer on port {port}:\n{proc.log_tail()}")
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
-                      extra_env: Mapping[str, str], name: str = "stockstream") -> tuple[ManagedProcess, int]:
+                      extra_env: Mapping[str, str], name: str = "stockstream",
+                      cluster: bool = False) -> tuple[ManagedProcess, int]:
     port = free_port()
     env = dict(os.environ)
     # Quiet by default: per-connection log lines would cost the server CPU the Node reference does not spend.
@@ -175,7 +241,7 @@ def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
     env.update(extra_env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--redis-url", redis_url]
+            "--redis-url", redis_url] + (["--redis-cluster"] if cluster else [])
     return _ready(spawn(name, argv, log_dir, cpus, env), port), port
 
 

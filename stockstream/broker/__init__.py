@@ -137,6 +137,9 @@ class Broker(abc.ABC):
 
 def create_broker(settings: Settings) -> Broker:
     """The Redis broker when Redis is configured, else the embedded one."""
+    if settings.backend_url and settings.redis_cluster:
+        from .cluster import ClusterBroker
+        return ClusterBroker(settings.backend_url, settings)
     if settings.backend_url:
         from .redis import RedisBroker
         return RedisBroker(settings.backend_url, settings)

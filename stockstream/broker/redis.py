@@ -25,6 +25,7 @@ from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
 from .malformed import MalformedLog
+from .keys import KeyLayout
 from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
@@ -135,6 +136,7 @@ class RedisBroker(Broker):
     def __init__(self, url: str, settings: Settings) -> None:
         self._url = url
         self._settings = settings
+        self.keys = self._key_layout()
         # A blocking pool: a burst of subscribes waits for a connection
         # instead of failing past the pool's cap.
         self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5.0,
@@ -156,6 +158,10 @@ class RedisBroker(Broker):
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
         self.recorder: HistoryRecorder | None = None
+
+    def _key_layout(self) -> KeyLayout:
+        """Key names; the cluster broker overrides this."""
+        return KeyLayout()
 
     @property
     def ready(self) -> bool:
@@ -187,7 +193,7 @@ class RedisBroker(Broker):
         waiting = []
         new = []
         for symbol in symbols:
-            channel = channel_for(symbol)
+            channel = self.keys.channel(symbol)
             if symbol not in self._wanted:
                 self._wanted.add(symbol)
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
@@ -207,7 +213,7 @@ class RedisBroker(Broker):
         for symbol in symbols:
             if symbol in self._wanted:
                 self._wanted.discard(symbol)
-                channel = channel_for(symbol)
+                channel = self.keys.channel(symbol)
                 channels.append(channel)
                 future = self._confirming.pop(channel, None)
                 if future is not None and not future.done():
@@ -249,7 +255,7 @@ class RedisBroker(Broker):
         client = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0),
                                          socket_connect_timeout=CONNECT_TIMEOUT)
         self._pubsub = pubsub = client.pubsub()
-        wanted = {channel_for(s) for s in self._wanted}
+        wanted = {self.keys.channel(s) for s in self._wanted}
         for channel in wanted:
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
@@ -305,7 +311,8 @@ class RedisBroker(Broker):
                awaiting: set[str] | None = None) -> bool:
         """Handle one pub/sub message; True when it was a published message."""
         kind = message["type"]
-        if kind == "message":
+        # s-kinds: sharded pub/sub in cluster mode.
+        if kind in ("message", "smessage"):
             if message["channel"] == self._marker_bytes:
                 on_update(message["data"])  # a read's marker, in stream order
                 return True
@@ -313,7 +320,7 @@ class RedisBroker(Broker):
             if update is not None:
                 on_update(update)
             return True
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             channel = message["channel"].decode()
             self._confirm(channel)
             if awaiting is not None:
@@ -339,7 +346,7 @@ class RedisBroker(Broker):
     def _parse(self, message: dict[str, Any]) -> Update | None:
         channel = message["channel"]
         try:
-            return parse_update(message["data"], channel[len(CHANNEL_PREFIX):].decode())
+            return parse_update(message["data"], self.keys.symbol_of(channel))
         except (InvalidUpdate, UnicodeDecodeError) as exc:
             self.malformed.record(channel, exc)
             return None
@@ -404,10 +411,10 @@ class RedisBroker(Broker):
         symbol, price, timestamp, _ = validate_fields(update)
         body = encode_update(update)
         horizon = max(0, int(time.time() * 1000 - self._settings.history_max_age * 1000))
-        keys = [channel_for(symbol), seq_key(symbol), history_key(symbol)]
+        keys = [self.keys.channel(symbol), self.keys.seq(symbol), self.keys.history(symbol)]
         args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon]
         if dedupe is not None:
-            keys.append(f"stockstream:dedupe:{dedupe[0]}")
+            keys.append(self.keys.dedupe(symbol, dedupe[0]))
             args.append(dedupe[1])
         try:
             seq = await self._publish_script(keys=keys, args=args)
@@ -421,7 +428,7 @@ class RedisBroker(Broker):
         if not symbols:
             return {}
         try:
-            values = await self._redis.mget([channel_for(s) for s in symbols])
+            values = await self._redis.mget([self.keys.channel(s) for s in symbols])
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
@@ -449,7 +456,7 @@ class RedisBroker(Broker):
         low = "-" if start_ms is None else f"{start_ms}-0"
         high = "+" if end_ms is None else f"{min(end_ms, MAX_STREAM_MS)}-{MAX_STREAM_MS}"
         try:
-            entries = await self._redis.xrevrange(history_key(symbol), high, low, count=limit)
+            entries = await self._redis.xrevrange(self.keys.history(symbol), high, low, count=limit)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return self._entries(symbol, reversed(entries))
@@ -484,10 +491,10 @@ class RedisBroker(Broker):
 
     async def _replay_after_ms(self, symbol: str, since_ms: int, limit: int,
                                tokens: list[bytes]) -> tuple[list[Update], bool]:
-        key = history_key(symbol)
+        key = self.keys.history(symbol)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
-            pipe.get(channel_for(symbol))
+            pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
             tokens.append(self._mark(pipe))
             info, raw_snapshot, entries, _ = await pipe.execute(raise_on_error=False)
@@ -511,7 +518,7 @@ class RedisBroker(Broker):
                                 tokens: list[bytes]) -> tuple[list[Update], bool]:
         # Entry ids carry the time, not the seq: read back from the newest entry
         # in growing chunks until an entry at or before `since_seq`.
-        key = history_key(symbol)
+        key = self.keys.history(symbol)
         collected: list[Update] = []
         high, count = "+", REPLAY_FIRST_CHUNK
         while True:
@@ -519,8 +526,8 @@ class RedisBroker(Broker):
                 pipe.xinfo_stream(key)
                 pipe.xrevrange(key, high, "-", count=count)
                 if high == "+":
-                    pipe.get(channel_for(symbol))
-                    pipe.get(seq_key(symbol))
+                    pipe.get(self.keys.channel(symbol))
+                    pipe.get(self.keys.seq(symbol))
                     tokens.append(self._mark(pipe))
                 replies = await pipe.execute(raise_on_error=False)
             info, batch = _stream_info(replies[0]), _raised(replies[1])
@@ -559,7 +566,7 @@ class RedisBroker(Broker):
         try:
             return parse_update(raw, symbol)
         except InvalidUpdate as exc:
-            self.malformed.record(channel_for(symbol).encode(), exc)
+            self.malformed.record(self.keys.channel(symbol).encode(), exc)
             return None
 
     def _entries(self, symbol: str, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[Update]:
@@ -568,7 +575,7 @@ class RedisBroker(Broker):
             try:
                 updates.append(parse_update(fields[b"u"], symbol))
             except (InvalidUpdate, KeyError) as exc:
-                self.malformed.record(history_key(symbol).encode(), exc)
+                self.malformed.record(self.keys.history(symbol).encode(), exc)
         return updates
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:

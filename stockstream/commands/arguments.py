@@ -20,3 +20,5 @@ def setting_type(name: str) -> Callable[[str], Any]:
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", type=setting_type("redis_url"),
                         help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
+    parser.add_argument("--redis-cluster", action="store_const", const=True, default=None,
+                        help="the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)")

@@ -234,7 +234,11 @@ class SocketIOTransport:
         self.recovery_window = settings.recovery_window
         self.recovery_stats = RecoveryStats()
         manager = None
-        if settings.backend_url:
+        if settings.backend_url and settings.redis_cluster:
+            # python-socketio's Redis manager speaks to one Redis only.
+            from .cluster_manager import AsyncRedisClusterManager
+            manager = AsyncRedisClusterManager(settings.backend_url, channel=settings.socketio_channel)
+        elif settings.backend_url:
             manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)
         cors: Any = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         self.server = SocketIOServer(

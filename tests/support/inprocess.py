@@ -49,6 +49,15 @@ class Stack:
         return broker_of(self.app)
 
 
+def url_for_backend(backend: str, request: Any) -> str | None:
+    """The Redis URL a backend runs on (a fresh redis_url / cluster_url), None for memory."""
+    if backend == "redis":
+        return request.getfixturevalue("redis_url")
+    if backend == "cluster":
+        return request.getfixturevalue("cluster_url")
+    return None
+
+
 def settings_for(redis_url: str | None, port: int, **overrides: Any) -> Any:
     from stockstream.config import Settings
     overrides.setdefault("log_level", "warning")
@@ -123,14 +132,18 @@ async def atomic_publisher(redis_url: str) -> AsyncIterator[PublishFn]:
 @contextlib.asynccontextmanager
 async def inprocess_stack(backend: str, redis_url: str | None = None,
                           **overrides: Any) -> AsyncIterator[Stack]:
-    if backend == "redis" and not redis_url:
-        raise ValueError("the redis backend needs a redis_url")
-    async with running_app(redis_url if backend == "redis" else None, **overrides) as (app, port):
-        raw = RawRedisPublisher(redis_url) if backend == "redis" else None
+    """backend: "memory", "redis", or "cluster" (redis_url then names a cluster node)."""
+    shared = backend in ("redis", "cluster")
+    if shared and not redis_url:
+        raise ValueError(f"the {backend} backend needs a redis_url")
+    if backend == "cluster":
+        overrides.setdefault("redis_cluster", True)
+    async with running_app(redis_url if shared else None, **overrides) as (app, port):
+        raw = RawRedisPublisher(redis_url, cluster=backend == "cluster") if shared else None
         try:
             yield Stack(backend=backend, url=f"http://127.0.0.1:{port}", port=port,
                         publish=project_publisher(app), app=app,
-                        redis_url=redis_url if backend == "redis" else None, raw=raw)
+                        redis_url=redis_url if shared else None, raw=raw)
         finally:
             if raw is not None:
                 await raw.close()

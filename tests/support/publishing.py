@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from .waiting import now_ms
 
@@ -21,10 +22,25 @@ def channel_of(symbol: str) -> str:
 
 
 class RawRedisPublisher:
-    """The original publisher: `SET stock:X json` then `PUBLISH stock:X json` (two commands)."""
+    """The original publisher: `SET stock:X json` then `PUBLISH stock:X json` (two commands).
 
-    def __init__(self, redis_url: str) -> None:
-        self.redis = aioredis.from_url(redis_url, socket_timeout=5)
+    With cluster=True, what a third-party publisher does on a Redis Cluster:
+    `SET stock:{X} json` then `SPUBLISH stock:{X} json`.
+    """
+
+    def __init__(self, redis_url: str, cluster: bool = False) -> None:
+        self.cluster = cluster
+        self.redis: Any = (RedisCluster.from_url(redis_url, socket_timeout=5) if cluster
+                           else aioredis.from_url(redis_url, socket_timeout=5))
+
+    def _key(self, symbol: str) -> str:
+        return "stock:{" + symbol.upper() + "}" if self.cluster else channel_of(symbol)
+
+    async def _publish(self, key: str, payload: bytes) -> int:
+        if self.cluster:
+            node = self.redis.get_node_from_key(key)
+            return await self.redis.execute_command("SPUBLISH", key, payload, target_nodes=node)
+        return await self.redis.publish(key, payload)
 
     async def publish(self, symbol: str, price: float, **extra: Any) -> dict[str, Any]:
         update = make_update(symbol, price, **extra)
@@ -35,17 +51,17 @@ class RawRedisPublisher:
                               symbol: str | None = None) -> None:
         """SET + PUBLISH of one message; `symbol` names the channel (default: the update's)."""
         payload = _payload(update)
-        key = channel_of(symbol or update["symbol"])  # type: ignore[index]
+        key = self._key(symbol or update["symbol"])  # type: ignore[index]
         await self.redis.set(key, payload)
-        await self.redis.publish(key, payload)
+        await self._publish(key, payload)
 
     async def publish_only(self, symbol: str, payload: dict[str, Any] | str | bytes) -> int:
         """PUBLISH without SET (e.g. a malformed message); returns the receiver count."""
-        return await self.redis.publish(channel_of(symbol), _payload(payload))
+        return await self._publish(self._key(symbol), _payload(payload))
 
     async def store_only(self, update: dict[str, Any] | str | bytes, symbol: str | None = None) -> None:
         """SET the snapshot key only."""
-        key = channel_of(symbol or update["symbol"])  # type: ignore[index]
+        key = self._key(symbol or update["symbol"])  # type: ignore[index]
         await self.redis.set(key, _payload(update))
 
     async def close(self) -> None:

@@ -16,9 +16,10 @@ from .waiting import free_port
 class RedisServer:
     """One redis-server process on a free port; can be killed and restarted on that port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "redis.log"
         self.executable = shutil.which("redis-server")
@@ -44,7 +45,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-             "--protected-mode", "no", "--loglevel", "warning"],
+             "--protected-mode", "no", "--loglevel", "warning", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
