@@ -145,24 +145,11 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
     proc = spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--protected-mode", "no", "--dir", str(log_dir)],
                  log_dir, cpus)
-    import redis  # here, not at import time: only this path needs the sync client
-
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-    deadline = time.monotonic() + 15
     try:
-        while True:
-            if not proc.alive():
-                raise BenchSetupError(f"redis-server exited:\n{proc.log_tail()}")
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    proc.stop()
-                    raise BenchSetupError(f"redis-server did not answer on port {port}:\n{proc.log_tail()}")
-                time.sleep(0.05)
-    finally:
-        client.close()
+        _wait_redis(proc, port)
+    except BenchSetupError:
+        proc.stop()
+        raise
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -212,7 +199,8 @@ def start_redis_cluster(log_dir: Path, cpus: Optional[list[int]],
 
 
 def _wait_redis(proc: ManagedProcess, port: int) -> None:
-    import redis
+    """Until the redis-server on `port` answers (BenchSetupError if it never does)."""
+    import redis  # here, not at import time: only this path needs the sync client
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
     deadline = time.monotonic() + 15
