@@ -166,7 +166,7 @@ class ClusterBroker(RedisBroker):
             await pubsub.ping()
         if wanted:
             await router.subscribe(*(c for s in self._wanted for c in self._channels_of(s)))
-        early: list[Update] = []
+        early: list[Update | bytes] = []
         pending = set(wanted)
         # Confirmations arrive per shard; read them all before going ready.
         while pending:
@@ -180,7 +180,7 @@ class ClusterBroker(RedisBroker):
                 raise ConnectionError("cluster shards did not confirm subscriptions")
         if resync and self._sink is not None:
             self.reconnects += 1
-            snapshots = await self.snapshots(sorted(self._wanted))
+            snapshots = await self._resync(shards, early)
             self._sink.on_resync(snapshots)
             log.info("cluster listener back: %d symbols resynchronised", len(snapshots))
         self._set_ready(True)
@@ -198,6 +198,54 @@ class ClusterBroker(RedisBroker):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _resync(self, shards: dict[str, Any], early: list[Update | bytes]) -> dict[str, Update | None]:
+        """Read every wanted symbol's snapshot, each in a transaction with a
+        marker on its shard, and read the shards on until every marker is
+        met; a symbol's updates before its marker are covered by its snapshot
+        and leave `early`, later ones stay, in order, to follow it."""
+        symbols = sorted(self._wanted)
+        reads = await asyncio.gather(*(self._read_marked(s) for s in symbols))
+        marker_of = {token: symbol for symbol, (_, token) in zip(symbols, reads)}
+        for token in marker_of:
+            self._markers.pop(token, None)  # met here, not by _deliver
+        waiting = set(marker_of)
+        deadline = time.monotonic() + 15.0
+        while waiting:
+            progressed = False
+            for pubsub in shards.values():
+                message = await pubsub.get_message(timeout=0.05)
+                if message is not None:
+                    progressed = True
+                    self._route(message, early.append)
+                    if early and type(early[-1]) is bytes:
+                        waiting.discard(early[-1])
+            if not progressed and time.monotonic() > deadline:
+                raise ConnectionError("cluster shards did not return the resync markers")
+        covered: set[str] = set(symbols)  # symbols whose marker is still ahead
+        kept: list[Update | bytes] = []
+        for item in early:
+            if type(item) is bytes:
+                if item in marker_of:
+                    covered.discard(marker_of[item])
+                    continue
+            elif item.symbol in covered:  # type: ignore[union-attr]
+                continue
+            kept.append(item)
+        early[:] = kept
+        return {symbol: self._snapshot(symbol, raw) for symbol, (raw, _) in zip(symbols, reads)}
+
+    async def _read_marked(self, symbol: str) -> tuple[bytes | None, bytes]:
+        """A symbol's snapshot key read in a transaction with its marker."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.channel(symbol))
+            token = self._mark(pipe, symbol)
+            try:
+                raw = (await pipe.execute())[0]
+            except BaseException:
+                self._forget_marker(token)
+                raise
+        return raw, token
 
     async def _read_shard(self, pubsub: Any) -> None:
         burst = 0
