@@ -107,12 +107,13 @@ class Hub:
             await self.broker.subscribe(symbols)
         return known, position
 
-    def remember(self, snapshots: dict[str, Update | None], position: int) -> None:
-        """Snapshots read from the backend at `position`, for rooms that
-        received nothing after it (a later update is newer than the read)."""
+    def remember(self, snapshots: dict[str, Update | None], positions: dict[str, int]) -> None:
+        """Snapshots read from the backend at `positions[symbol]`, for rooms
+        that received nothing after it (a later update is newer than the read)."""
         for symbol, snapshot in snapshots.items():
             if symbol not in self.rooms:
                 continue
+            position = positions[symbol]
             latest = self.latest.get(symbol)
             if symbol not in self.latest or (latest is not None and latest.pos <= position):
                 if snapshot is not None:

@@ -162,10 +162,9 @@ async def _first(session: "Session", symbols: list[str], points: dict[str, Posit
         read_at[symbol] = replay.position
     unknown = [s for s in fresh if s not in known]
     if unknown:
-        snapshots, position = await broker.snapshots_at(unknown)
-        hub.remember(snapshots, position)
-        for symbol in unknown:
-            read_at[symbol] = position
+        snapshots, positions = await broker.snapshots_at(unknown)
+        hub.remember(snapshots, positions)
+        read_at.update(positions)
     else:
         snapshots = {}
     for symbol in fresh:

@@ -238,16 +238,16 @@ class Session:
                     need_snapshot.append(symbol)
         unknown = [s for s in need_snapshot if s not in known]
         if unknown:
-            snapshots, position = await broker.snapshots_at(unknown)
-            hub.remember(snapshots, position)
+            snapshots, read_at = await broker.snapshots_at(unknown)
+            hub.remember(snapshots, read_at)
         else:
-            snapshots, position = {}, joined_at
+            snapshots, read_at = {}, {}
         for symbol in need_snapshot:
             if symbol in known:
                 snapshot = known[symbol]
             else:
                 snapshot = snapshots.get(symbol)
-                positions[symbol] = position
+                positions[symbol] = read_at[symbol]
             if snapshot is not None:
                 first[symbol] = [snapshot]
         return first, positions, recovered

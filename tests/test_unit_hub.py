@@ -59,9 +59,9 @@ async def test_a_remembered_snapshot_never_replaces_a_newer_update() -> None:
     session: Any = FakeSession()
     await hub.join(session, ["AAPL"])
     hub.on_update(update(5.0))  # position 1, arrives after a read at position 0
-    hub.remember({"AAPL": update(4.0)}, 0)
+    hub.remember({"AAPL": update(4.0)}, {"AAPL": 0})
     assert hub.latest["AAPL"].price == 5.0
-    hub.remember({"AAPL": update(6.0)}, 1)
+    hub.remember({"AAPL": update(6.0)}, {"AAPL": 1})
     assert hub.latest["AAPL"].price == 6.0 and hub.latest["AAPL"].pos == 1
 
 

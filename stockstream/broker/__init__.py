@@ -39,11 +39,14 @@ class UpdateSink(Protocol):
 
 
 class Snapshots(NamedTuple):
-    """Snapshots read at a stream position: live updates at or before
-    `position` are covered by them, later ones are newer."""
+    """Snapshots read at stream positions, one per symbol: live updates of a
+    symbol at or before its position are covered by its snapshot, later ones
+    are newer. Per symbol because on a Redis Cluster each shard's stream
+    reaches the listener on its own connection: a position only orders the
+    updates of the symbols read with the same marker."""
 
     snapshots: dict[str, Update | None]
-    position: int
+    positions: dict[str, int]
 
 
 class Replay(NamedTuple):

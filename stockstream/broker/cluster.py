@@ -30,7 +30,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import Settings, redact_url
 from ..updates import Update
-from . import BackendUnavailable
+from . import BackendUnavailable, Snapshots
 from .keys import ClusterKeyLayout, KeyLayout
 from .redis import CONNECT_TIMEOUT, PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
@@ -97,6 +97,8 @@ class ClusterBroker(RedisBroker):
         self._redis = RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
         self._publish_script = self._redis.register_script(CLUSTER_PUBLISH_SCRIPT)
         self._warned_not_cluster = False
+        self._instance = self.marker_channel.rsplit(":", 1)[-1]
+        self._marker_suffix = f":marker:{self._instance}".encode()
 
     def _key_layout(self) -> KeyLayout:
         return ClusterKeyLayout()
@@ -107,6 +109,24 @@ class ClusterBroker(RedisBroker):
         # snapshot, but not recorded into history.
         self._sink = sink
         self._task = asyncio.create_task(self._listen_forever(), name="stockstream-cluster-listener")
+
+    # -- markers ----------------------------------------------------------------
+    #
+    # A read's marker is SPUBLISHed in the read's own transaction on a channel
+    # in the read symbol's slot, which the shard reader owning that slot is
+    # subscribed to. So the marker reaches the listener on the connection that
+    # carries the symbol's updates, after exactly those published before the
+    # read. The position it yields orders that symbol's updates only: other
+    # shards' updates arrive on other connections at their own pace.
+
+    def _send_marker(self, pipe: Any, symbol: str, token: bytes) -> None:
+        pipe.spublish(self.keys.marker(symbol, self._instance), token)
+
+    def _is_marker(self, channel: bytes) -> bool:
+        return channel.endswith(self._marker_suffix)
+
+    def _channels_of(self, symbol: str) -> list[str]:
+        return [self.keys.channel(symbol), self.keys.marker(symbol, self._instance)]
 
     # -- the listener ------------------------------------------------------
 
@@ -145,8 +165,8 @@ class ClusterBroker(RedisBroker):
             # means every master answers.
             await pubsub.ping()
         if wanted:
-            await router.subscribe(*wanted)
-        early: list[Update] = []
+            await router.subscribe(*(c for s in self._wanted for c in self._channels_of(s)))
+        early: list[Update | bytes] = []
         pending = set(wanted)
         # Confirmations arrive per shard; read them all before going ready.
         while pending:
@@ -160,7 +180,7 @@ class ClusterBroker(RedisBroker):
                 raise ConnectionError("cluster shards did not confirm subscriptions")
         if resync and self._sink is not None:
             self.reconnects += 1
-            snapshots = await self.snapshots(sorted(self._wanted))
+            snapshots = await self._resync(shards, early)
             self._sink.on_resync(snapshots)
             log.info("cluster listener back: %d symbols resynchronised", len(snapshots))
         self._set_ready(True)
@@ -179,6 +199,54 @@ class ClusterBroker(RedisBroker):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _resync(self, shards: dict[str, Any], early: list[Update | bytes]) -> dict[str, Update | None]:
+        """Read every wanted symbol's snapshot, each in a transaction with a
+        marker on its shard, and read the shards on until every marker is
+        met; a symbol's updates before its marker are covered by its snapshot
+        and leave `early`, later ones stay, in order, to follow it."""
+        symbols = sorted(self._wanted)
+        reads = await asyncio.gather(*(self._read_marked(s) for s in symbols))
+        marker_of = {token: symbol for symbol, (_, token) in zip(symbols, reads)}
+        for token in marker_of:
+            self._markers.pop(token, None)  # met here, not by _deliver
+        waiting = set(marker_of)
+        deadline = time.monotonic() + 15.0
+        while waiting:
+            progressed = False
+            for pubsub in shards.values():
+                message = await pubsub.get_message(timeout=0.05)
+                if message is not None:
+                    progressed = True
+                    self._route(message, early.append)
+                    if early and type(early[-1]) is bytes:
+                        waiting.discard(early[-1])
+            if not progressed and time.monotonic() > deadline:
+                raise ConnectionError("cluster shards did not return the resync markers")
+        covered: set[str] = set(symbols)  # symbols whose marker is still ahead
+        kept: list[Update | bytes] = []
+        for item in early:
+            if type(item) is bytes:
+                if item in marker_of:
+                    covered.discard(marker_of[item])
+                    continue
+            elif item.symbol in covered:  # type: ignore[union-attr]
+                continue
+            kept.append(item)
+        early[:] = kept
+        return {symbol: self._snapshot(symbol, raw) for symbol, (raw, _) in zip(symbols, reads)}
+
+    async def _read_marked(self, symbol: str) -> tuple[bytes | None, bytes]:
+        """A symbol's snapshot key read in a transaction with its marker."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.channel(symbol))
+            token = self._mark(pipe, symbol)
+            try:
+                raw = (await pipe.execute())[0]
+            except BaseException:
+                self._forget_marker(token)
+                raise
+        return raw, token
+
     async def _read_shard(self, pubsub: Any) -> None:
         burst = 0
         last_heard = time.monotonic()
@@ -193,6 +261,8 @@ class ClusterBroker(RedisBroker):
             last_heard = now
             if message["type"] == "sunsubscribe":
                 channel = message["channel"].decode()
+                if self._is_marker(message["channel"]):
+                    continue  # its symbol's channel leaves with it
                 if channel.startswith("stock:{") and self.keys.symbol_of(message["channel"]) in self._wanted:
                     # Redis drops a channel's subscribers when its slot moves.
                     raise TopologyChanged(f"{channel} left this shard")
@@ -240,6 +310,36 @@ class ClusterBroker(RedisBroker):
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
+
+    async def snapshots_at(self, symbols: list[str]) -> Snapshots:
+        # One transaction per symbol (a transaction stays in one slot), each
+        # with its own marker, so each symbol gets the position that orders
+        # its own shard's updates.
+        reads = await asyncio.gather(*(self._snapshot_at(s) for s in symbols))
+        return Snapshots({s: snapshot for s, (snapshot, _) in zip(symbols, reads)},
+                         {s: position for s, (_, position) in zip(symbols, reads)})
+
+    async def _snapshot_at(self, symbol: str) -> tuple[Update | None, int]:
+        token = None
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.channel(symbol))
+                token = self._mark(pipe, symbol)
+                raw = (await pipe.execute())[0]
+        except BaseException as exc:
+            if token is not None:
+                self._forget_marker(token)
+            if isinstance(exc, (RedisError, RedisClusterException, OSError)):
+                raise BackendUnavailable(f"redis: {exc}") from exc
+            raise
+        return self._snapshot(symbol, raw), await self._position(token)
+
+    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
+                        limit: int = 10000) -> Any:
+        try:
+            return await super().replay_at(symbol, since_ms, since_seq, limit)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
     # The cluster client also raises RedisClusterException (no reachable node,
     # slots not covered), which RedisBroker does not expect.

@@ -47,6 +47,12 @@ class ClusterKeyLayout(KeyLayout):
         # Per symbol, so the check runs on the symbol's shard inside its script.
         return f"{self.channel(symbol)}:dedupe:{stream}"
 
+    def marker(self, symbol: str, instance: str) -> str:
+        """An instance's marker channel for reads of a symbol: in the
+        symbol's slot, so the marker travels on the shard connection that
+        carries the symbol's updates, in order with them."""
+        return f"{self.channel(symbol)}:marker:{instance}"
+
     def symbol_of(self, channel: bytes) -> str:
         inner = channel[len(CHANNEL_PREFIX):]
         if not (inner.startswith(b"{") and inner.endswith(b"}")):

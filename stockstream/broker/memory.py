@@ -97,7 +97,7 @@ class MemoryBroker(Broker):
         return self._sink.mark() if self._sink is not None else 0
 
     async def snapshots_at(self, symbols: list[str]) -> Snapshots:
-        return Snapshots({s: self._latest.get(s) for s in symbols}, self._position())
+        return Snapshots({s: self._latest.get(s) for s in symbols}, dict.fromkeys(symbols, self._position()))
 
     async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                         limit: int = 10000) -> Replay:

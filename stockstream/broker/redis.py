@@ -197,7 +197,7 @@ class RedisBroker(Broker):
             if symbol not in self._wanted:
                 self._wanted.add(symbol)
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
-                new.append(channel)
+                new.extend(self._channels_of(symbol))
             if channel in self._confirming:
                 waiting.append(self._confirming[channel])
         if new and self._pubsub is not None:
@@ -214,7 +214,7 @@ class RedisBroker(Broker):
             if symbol in self._wanted:
                 self._wanted.discard(symbol)
                 channel = self.keys.channel(symbol)
-                channels.append(channel)
+                channels.extend(self._channels_of(symbol))
                 future = self._confirming.pop(channel, None)
                 if future is not None and not future.done():
                     future.cancel()
@@ -274,7 +274,7 @@ class RedisBroker(Broker):
             symbols = sorted(self._wanted)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
-                token = self._mark(pipe)
+                token = self._mark(pipe, "")
                 values = (await pipe.execute())[0]
             self._markers.pop(token, None)
             while token not in early:
@@ -313,7 +313,7 @@ class RedisBroker(Broker):
         kind = message["type"]
         # s-kinds: sharded pub/sub in cluster mode.
         if kind in ("message", "smessage"):
-            if message["channel"] == self._marker_bytes:
+            if self._is_marker(message["channel"]):
                 on_update(message["data"])  # a read's marker, in stream order
                 return True
             update = self._parse(message)
@@ -361,15 +361,27 @@ class RedisBroker(Broker):
 
     # -- markers ---------------------------------------------------------------
 
-    def _mark(self, pipe: Any) -> bytes:
-        """Add the marker PUBLISH to a MULTI/EXEC pipeline after its reads; the
-        token's future (self._markers) gets the stream position once the listener
-        meets it. The one place a marker is sent: a broker whose pub/sub is
-        spread over several connections overrides it."""
+    def _mark(self, pipe: Any, symbol: str) -> bytes:
+        """Add the marker PUBLISH to a MULTI/EXEC pipeline after its reads of
+        `symbol`; the token's future (self._markers) gets the stream position
+        once the listener meets it. The one place a marker is sent: a broker
+        whose pub/sub is spread over several connections overrides
+        `_send_marker`, `_is_marker` and `_channels_of`."""
         token = str(next(self._tokens)).encode()
         self._markers[token] = asyncio.get_running_loop().create_future()
-        pipe.publish(self.marker_channel, token)
+        self._send_marker(pipe, symbol, token)
         return token
+
+    def _send_marker(self, pipe: Any, symbol: str, token: bytes) -> None:
+        # One Redis: one marker channel, on the listener's one connection.
+        pipe.publish(self.marker_channel, token)
+
+    def _is_marker(self, channel: bytes) -> bool:
+        return channel == self._marker_bytes
+
+    def _channels_of(self, symbol: str) -> list[str]:
+        """The channels the listener subscribes for a symbol."""
+        return [self.keys.channel(symbol)]
 
     async def _position(self, token: bytes) -> int:
         future = self._markers.get(token)
@@ -438,7 +450,7 @@ class RedisBroker(Broker):
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
-                token = self._mark(pipe)
+                token = self._mark(pipe, "")
                 values = (await pipe.execute())[0]
         except BaseException as exc:
             if token is not None:
@@ -447,7 +459,8 @@ class RedisBroker(Broker):
                 raise BackendUnavailable(f"redis: {exc}") from exc
             raise
         position = await self._position(token)
-        return Snapshots({symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}, position)
+        return Snapshots({symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)},
+                         dict.fromkeys(symbols, position))
 
     async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                       limit: int = 1000) -> list[Update]:
@@ -496,7 +509,7 @@ class RedisBroker(Broker):
             pipe.xinfo_stream(key)
             pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
-            tokens.append(self._mark(pipe))
+            tokens.append(self._mark(pipe, symbol))
             info, raw_snapshot, entries, _ = await pipe.execute(raise_on_error=False)
         info = _stream_info(info)
         snapshot = self._snapshot(symbol, _raised(raw_snapshot))
@@ -528,7 +541,7 @@ class RedisBroker(Broker):
                 if high == "+":
                     pipe.get(self.keys.channel(symbol))
                     pipe.get(self.keys.seq(symbol))
-                    tokens.append(self._mark(pipe))
+                    tokens.append(self._mark(pipe, symbol))
                 replies = await pipe.execute(raise_on_error=False)
             info, batch = _stream_info(replies[0]), _raised(replies[1])
             if high == "+":
