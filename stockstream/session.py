@@ -306,12 +306,12 @@ class Session:
         hub = self.services.hub
         limit = self.settings.max_connections_per_user
         previous = self.identity.user if self.identity is not None else None
-        if limit and identity.user != previous and hub.users[identity.user] >= limit:
-            raise ClientError(ErrorCode.AUTH_FAILED, f"too many connections for user {identity.user!r} (limit {limit})")
-        if previous is not None:
-            self._release_user(previous)
-        if identity.user != previous or previous is None:
-            hub.users[identity.user] += 1
+        if identity.user != previous:
+            if not hub.admit_user(identity.user, limit):
+                raise ClientError(ErrorCode.AUTH_FAILED,
+                                  f"too many connections for user {identity.user!r} (limit {limit})")
+            if previous is not None:
+                hub.release_user(previous)
         self.identity = identity
         if self._expiry is not None:
             self._expiry.cancel()
@@ -319,12 +319,6 @@ class Session:
         if identity.expires_at is not None:
             delay = max(0.0, identity.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
-
-    def _release_user(self, user: str) -> None:
-        users = self.services.hub.users
-        users[user] -= 1
-        if users[user] <= 0:
-            del users[user]
 
     def _expire(self) -> None:
         self._expiry = None
@@ -367,7 +361,7 @@ class Session:
         hub = self.services.hub
         hub.unregister(self)
         if self.identity is not None:
-            self._release_user(self.identity.user)
+            self.services.hub.release_user(self.identity.user)
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)
