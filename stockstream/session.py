@@ -326,6 +326,15 @@ class Session:
 
     # -- ending -------------------------------------------------------------------
 
+    def notify_shutdown(self, notice: ClientError) -> None:
+        """Queue the shutdown notice behind whatever is already queued."""
+        self.outbox.push(self.connection.error_text(notice))
+
+    @property
+    def drained(self) -> bool:
+        """Closed, or nothing queued for the client is still waiting to leave."""
+        return self.closed or not (self.outbox.pending() or self.connection.backlog())
+
     def _on_slow(self) -> None:
         self.close_soon(ClientError(ErrorCode.SLOW_CLIENT, "the connection fell too far behind the price stream"))
 
