@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Protocol
 
 from .broker import Broker
 from .gate import Gates
 from .updates import Update
 
-if TYPE_CHECKING:
-    from .session import Session
-
 log = logging.getLogger("stockstream.hub")
+
+
+class Subscriber(Protocol):
+    """What the hub delivers to: anything that accepts an update. The hub
+    knows nothing else of its subscribers (sessions live above it)."""
+
+    def deliver(self, update: Update) -> None: ...
 
 
 class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.rooms: dict[str, set["Session"]] = {}
-        self.sessions: set["Session"] = set()
+        self.rooms: dict[str, set[Subscriber]] = {}
+        self.sessions: set[Subscriber] = set()
         self.users: collections.Counter[str] = collections.Counter()
         self.updates_received = 0
         # The position of the last update received: every update the broker
@@ -82,13 +86,27 @@ class Hub:
 
     # -- membership ----------------------------------------------------------------
 
-    def register(self, session: "Session") -> None:
+    def register(self, session: Subscriber) -> None:
         self.sessions.add(session)
 
-    def unregister(self, session: "Session") -> None:
+    def unregister(self, session: Subscriber) -> None:
         self.sessions.discard(session)
 
-    async def join(self, session: "Session", symbols: Iterable[str]) -> tuple[dict[str, Update | None], int]:
+    def admit_user(self, user: str, limit: int) -> bool:
+        """Count one more connection of `user`, unless it already holds
+        `limit` of them (0: no limit); False when refused."""
+        if limit and self.users[user] >= limit:
+            return False
+        self.users[user] += 1
+        return True
+
+    def release_user(self, user: str) -> None:
+        """One connection of `user` ended or changed identity."""
+        self.users[user] -= 1
+        if self.users[user] <= 0:
+            del self.users[user]
+
+    async def join(self, session: Subscriber, symbols: Iterable[str]) -> tuple[dict[str, Update | None], int]:
         """Enter rooms; returns once the broker feeds every one of them, with
         the latest update of those rooms that already streamed one and the
         stream position it stands at (taken before any await: every update
@@ -120,7 +138,7 @@ class Hub:
                     snapshot.pos = position
                 self.latest[symbol] = snapshot
 
-    async def leave(self, session: "Session", symbols: Iterable[str]) -> None:
+    async def leave(self, session: Subscriber, symbols: Iterable[str]) -> None:
         """Leave rooms at once; the broker stops feeding the emptied ones."""
         emptied = []
         for symbol in symbols:

@@ -83,13 +83,13 @@ class Node:
         while True:
             # Clients that connect while draining are told as well.
             for session in self.hub.sessions - told:
-                session.outbox.push(session.connection.error_text(SHUTDOWN_NOTICE))
+                session.notify_shutdown(SHUTDOWN_NOTICE)
                 told.add(session)
             self.scheduler.flush_now()
             # Each client is let go once everything queued for it has left,
             # so a stalled one does not keep the others waiting.
             for session in told - closing.keys():
-                if session.closed or not (session.outbox.pending() or session.connection.backlog()):
+                if session.drained:
                     closing[session] = asyncio.ensure_future(session.close(going_away=True))
             if len(closing) == len(told) or loop.time() >= flushed_by:
                 break

@@ -306,12 +306,12 @@ class Session:
         hub = self.services.hub
         limit = self.settings.max_connections_per_user
         previous = self.identity.user if self.identity is not None else None
-        if limit and identity.user != previous and hub.users[identity.user] >= limit:
-            raise ClientError(ErrorCode.AUTH_FAILED, f"too many connections for user {identity.user!r} (limit {limit})")
-        if previous is not None:
-            self._release_user(previous)
-        if identity.user != previous or previous is None:
-            hub.users[identity.user] += 1
+        if identity.user != previous:
+            if not hub.admit_user(identity.user, limit):
+                raise ClientError(ErrorCode.AUTH_FAILED,
+                                  f"too many connections for user {identity.user!r} (limit {limit})")
+            if previous is not None:
+                hub.release_user(previous)
         self.identity = identity
         if self._expiry is not None:
             self._expiry.cancel()
@@ -320,17 +320,20 @@ class Session:
             delay = max(0.0, identity.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
-    def _release_user(self, user: str) -> None:
-        users = self.services.hub.users
-        users[user] -= 1
-        if users[user] <= 0:
-            del users[user]
-
     def _expire(self) -> None:
         self._expiry = None
         self.close_soon(ClientError(ErrorCode.AUTH_FAILED, "token expired; authenticate again with a fresh token"))
 
     # -- ending -------------------------------------------------------------------
+
+    def notify_shutdown(self, notice: ClientError) -> None:
+        """Queue the shutdown notice behind whatever is already queued."""
+        self.outbox.push(self.connection.error_text(notice))
+
+    @property
+    def drained(self) -> bool:
+        """Closed, or nothing queued for the client is still waiting to leave."""
+        return self.closed or not (self.outbox.pending() or self.connection.backlog())
 
     def _on_slow(self) -> None:
         self.close_soon(ClientError(ErrorCode.SLOW_CLIENT, "the connection fell too far behind the price stream"))
@@ -367,7 +370,7 @@ class Session:
         hub = self.services.hub
         hub.unregister(self)
         if self.identity is not None:
-            self._release_user(self.identity.user)
+            self.services.hub.release_user(self.identity.user)
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)

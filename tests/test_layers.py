@@ -124,7 +124,13 @@ def test_the_graph_sees_the_imports() -> None:
     assert "stockstream.hub" in graph["stockstream.session"]
     assert "stockstream.transports.eio" in graph["stockstream.transports.socketio_transport"]
     assert "stockstream.commands.token" in graph["stockstream.cli"]  # imported inside a function
-    assert "stockstream.session" not in graph["stockstream.hub"]  # only under TYPE_CHECKING
+    assert "stockstream.node" not in graph["stockstream.metrics"]  # only under TYPE_CHECKING
+
+
+def test_the_hub_does_not_know_sessions() -> None:
+    """The hub names no session, not even for type checking: it delivers to its own Subscriber protocol."""
+    source = (PACKAGE / "hub.py").read_text()
+    assert "from .session" not in source and "stockstream.session" not in source
 
 
 def test_no_import_cycles() -> None:

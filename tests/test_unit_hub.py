@@ -6,7 +6,7 @@ from typing import Any
 
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
-from stockstream.hub import Hub
+from stockstream.hub import Hub, Subscriber
 from stockstream.updates import Update
 
 
@@ -77,3 +77,42 @@ async def test_a_resync_snapshot_is_placed_in_the_stream_and_its_echo_dropped() 
     hub.on_update(update(10.0))
     assert [u.price for u in session.received] == [9.0, 10.0]
     assert [u.pos for u in session.received] == [1, 3]
+
+
+class Recorder:
+    """A bare subscriber: only the one method of the hub's protocol, nothing of a Session."""
+
+    def __init__(self) -> None:
+        self.received: list[Update] = []
+
+    def deliver(self, u: Update) -> None:
+        self.received.append(u)
+
+
+async def test_the_hub_delivers_to_any_subscriber() -> None:
+    """Any object with deliver() receives its rooms' updates and resync snapshots, and nothing after leaving."""
+    hub, _ = make_hub()
+    subscriber: Subscriber = Recorder()
+    other: Subscriber = Recorder()
+    await hub.join(subscriber, ["AAPL"])
+    await hub.join(other, ["MSFT"])
+    hub.on_update(update(1))
+    hub.on_update(update(2, "MSFT"))
+    hub.on_resync({"AAPL": update(3)})
+    await hub.leave(subscriber, ["AAPL"])
+    hub.on_update(update(4))
+    assert [u.price for u in subscriber.received] == [1, 3]  # type: ignore[attr-defined]
+    assert [u.price for u in other.received] == [2]  # type: ignore[attr-defined]
+
+
+def test_the_hub_admits_users_up_to_the_limit() -> None:
+    """admit_user refuses a user at its limit until one of its connections is released; 0 means no limit."""
+    hub, _ = make_hub()
+    assert hub.admit_user("ann", 2) and hub.admit_user("ann", 2)
+    assert not hub.admit_user("ann", 2)
+    hub.release_user("ann")
+    assert hub.admit_user("ann", 2)
+    hub.release_user("ann")
+    hub.release_user("ann")
+    assert "ann" not in hub.users
+    assert all(hub.admit_user("bob", 0) for _ in range(5))

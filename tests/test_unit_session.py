@@ -8,7 +8,7 @@ from typing import Any, Collection
 from stockstream.auth import TokenVerifier
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
-from stockstream.errors import ClientError
+from stockstream.errors import ClientError, ErrorCode
 from stockstream.hub import Hub
 from stockstream.outbox import FlushScheduler
 from stockstream.session import Request, Services, Session
@@ -105,3 +105,16 @@ async def test_snapshot_then_only_newer_updates() -> None:
     await asyncio.sleep(0.01)
     prices = [item.price for item in connection.sent if isinstance(item, Update)]
     assert prices == [3.0, 4.0, 5.0, 6.0]
+
+
+async def test_the_shutdown_notice_is_queued_and_drained_once_sent() -> None:
+    """notify_shutdown queues the notice; drained is false while it waits and true once it left (or closed)."""
+    services, _ = await stack()
+    connection = FakeConnection()
+    session = Session(services, connection)
+    assert session.drained
+    session.notify_shutdown(ClientError(ErrorCode.SERVER_SHUTDOWN, "bye"))
+    assert not session.drained and connection.sent == []
+    services.scheduler.flush_now()
+    assert connection.sent == ["server_shutdown"]
+    assert session.drained
