@@ -40,6 +40,8 @@ CLUSTER_PUBLISH_SCRIPT = PUBLISH_SCRIPT.replace("redis.call('PUBLISH'", "redis.c
 assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
 # How often the slot owners are compared with the listener's subscriptions.
 TOPOLOGY_EVERY = 0.5
+# Failed slot-map reads in a row before the watcher restarts the listener.
+TOPOLOGY_TRIES = 4
 
 
 class TopologyChanged(Exception):
@@ -274,9 +276,19 @@ class ClusterBroker(RedisBroker):
                     await asyncio.sleep(0)
 
     async def _watch_topology(self, router: ShardRouter) -> None:
+        failures = 0
         while True:
             await asyncio.sleep(TOPOLOGY_EVERY)
-            slots = await self._slot_owners()
+            try:
+                slots = await self._slot_owners()
+            except ConnectionError:
+                # One slow answer on a busy node is not an outage (the shard
+                # readers notice a real one at once): give up only on a run of them.
+                failures += 1
+                if failures >= TOPOLOGY_TRIES:
+                    raise
+                continue
+            failures = 0
             for channel, name in list(router.placed.items()):
                 owner = slots.get(self._redis.keyslot(channel))
                 if owner is not None and owner != name:
@@ -297,7 +309,7 @@ class ClusterBroker(RedisBroker):
                 for slot in range(start, end + 1):
                     owners[slot] = f"{host}:{master[1]}"
             return owners
-        raise ConnectionError(f"no cluster node answers CLUSTER SLOTS: {last}")
+        raise ConnectionError(f"no cluster node answers CLUSTER SLOTS: {last!r}")
 
     # -- commands -------------------------------------------------------------
 
