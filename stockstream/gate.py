@@ -64,55 +64,47 @@ def echo_of(first: list[Update]) -> bytes | None:
     return None
 
 
-class Gates:
-    """The gates of one owner (a session, or the hub), by symbol."""
+class Gates(dict[str, Gate]):
+    """The gates of one owner (a session, or the hub), by symbol.
 
-    __slots__ = ("_gates",)
+    A dict so that `if gates:` (asked once per delivery on the hot path)
+    stays a C-level check rather than a Python call.
+    """
 
-    def __init__(self) -> None:
-        self._gates: dict[str, Gate] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._gates)
-
-    def __contains__(self, symbol: str) -> bool:
-        return symbol in self._gates
+    __slots__ = ()
 
     def hold(self, symbol: str) -> None:
         """Hold `symbol`'s live updates until release()."""
-        self._gates[symbol] = Gate()
+        self[symbol] = Gate()
 
     def offer(self, update: Update) -> bool:
         """Whether `update` may go out now (always, for a symbol without a gate)."""
-        gate = self._gates.get(update.symbol)
+        gate = self.get(update.symbol)
         if gate is None:
             return True
         passed = gate.offer(update)
         if gate.open:
-            del self._gates[update.symbol]
+            del self[update.symbol]
         return passed
 
     def release(self, symbol: str, first: list[Update], position: int) -> list[Update]:
         """Open `symbol`'s gate with `first`, read at `position`: what to send, in order.
         Without a gate (dropped meanwhile) nothing is sent."""
-        gate = self._gates.get(symbol)
+        gate = self.get(symbol)
         if gate is None:
             return []
         out = gate.release(first, position, echo_of(first))
         if gate.open:
-            del self._gates[symbol]
+            del self[symbol]
         return out
 
     def expect_echo(self, symbol: str, first: list[Update]) -> None:
         """With no gate held: drop the next update if it echoes `first` (a resync)."""
         echo = echo_of(first)
-        if echo is not None and symbol not in self._gates:
-            gate = self._gates[symbol] = Gate()
+        if echo is not None and symbol not in self:
+            gate = self[symbol] = Gate()
             gate.held = None
             gate.echo = echo
 
     def drop(self, symbol: str) -> None:
-        self._gates.pop(symbol, None)
-
-    def clear(self) -> None:
-        self._gates.clear()
+        self.pop(symbol, None)
