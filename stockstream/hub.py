@@ -28,7 +28,6 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.rooms: dict[str, set[Subscriber]] = {}
-        self.sessions: set[Subscriber] = set()
         self.users: collections.Counter[str] = collections.Counter()
         self.updates_received = 0
         # The position of the last update received: every update the broker
@@ -85,12 +84,6 @@ class Hub:
         pass
 
     # -- membership ----------------------------------------------------------------
-
-    def register(self, session: Subscriber) -> None:
-        self.sessions.add(session)
-
-    def unregister(self, session: Subscriber) -> None:
-        self.sessions.discard(session)
 
     def admit_user(self, user: str, limit: int) -> bool:
         """Count one more connection of `user`, unless it already holds

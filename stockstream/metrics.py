@@ -80,8 +80,9 @@ class NodeCollector:
 
         connections = GaugeMetricFamily("stockstream_connections_active", "Open client connections",
                                         labels=["transport"])
-        connections.add_metric(["socketio"], len(node.socketio.sessions))
-        connections.add_metric(["websocket"], len(node.websocket.sessions))
+        sessions = node.services.sessions
+        for transport in ("socketio", "websocket"):
+            connections.add_metric([transport], sessions.count(transport))
         yield connections
         yield GaugeMetricFamily("stockstream_subscriptions_active",
                                 "Subscriptions held, one per connection and symbol", value=hub.subscription_count)

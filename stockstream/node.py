@@ -82,7 +82,7 @@ class Node:
         closing: dict[Session, asyncio.Future[None]] = {}
         while True:
             # Clients that connect while draining are told as well.
-            for session in self.hub.sessions - told:
+            for session in set(self.services.sessions) - told:
                 session.notify_shutdown(SHUTDOWN_NOTICE)
                 told.add(session)
             self.scheduler.flush_now()
@@ -113,7 +113,6 @@ class Node:
             await stop_admin_ui(self.admin_ui)
             self.admin_ui = None
         await self.socketio.shutdown()
-        await close_socketio_manager(self.socketio.server.manager)
         self.scheduler.close()
         await self.broker.close()
 
@@ -137,21 +136,3 @@ async def stop_admin_ui(admin: Any) -> None:
         await asyncio.wait_for(admin.shutdown(), ADMIN_STOP_WAIT)
     except asyncio.TimeoutError:
         pass
-
-
-async def close_socketio_manager(manager: Any) -> None:
-    """Stop the Socket.IO Redis manager's listener and close its connections
-    (python-socketio leaves both running after shutdown()). Reads the manager's
-    `thread`, `pubsub` and `redis` attributes, checked against python-socketio
-    5.18.1 (tests/test_library_internals.py)."""
-    task = getattr(manager, "thread", None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    for name in ("pubsub", "redis"):
-        connection = getattr(manager, name, None)
-        if connection is not None:
-            try:
-                await connection.aclose()
-            except Exception:  # noqa: BLE001 - a connection Redis already dropped may fail to close
-                pass

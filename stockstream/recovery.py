@@ -121,24 +121,17 @@ async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Cal
         return None  # entitlements changed: the client must subscribe again
     if session.settings.require_auth and identity is None and symbols:
         return None
-    for symbol in symbols:
-        session.gates.hold(symbol)
-        session.subscriptions.add(symbol)
+    session.hold(symbols)
     try:
         found = await asyncio.wait_for(_first(session, symbols, points), RECOVERY_TIMEOUT)
     except (BackendUnavailable, asyncio.TimeoutError):
         found = None
     if found is None:
-        await session._drop(symbols)
+        await session.drop(symbols)
         return None
     session.connection.joined(symbols)
     first, read_at = found
-
-    def open_streams() -> None:
-        for symbol in symbols:
-            for update in session.gates.release(symbol, first[symbol], read_at[symbol]):
-                session.outbox.push_update(update)
-    return open_streams
+    return lambda: session.open_streams(first, read_at)
 
 
 async def _first(session: "Session", symbols: list[str], points: dict[str, Position]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
 
 import orjson
 
@@ -33,6 +33,35 @@ BACKEND_TIMEOUT = 5.0
 BACKEND_DOWN = ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly")
 
 
+class Sessions:
+    """Every open session of this instance by its connection's id: the one
+    registry (transports look sessions up here; draining and metrics read it)."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Session] = {}
+
+    def add(self, session: "Session") -> None:
+        self._by_id[session.id] = session
+
+    def remove(self, session: "Session") -> None:
+        if self._by_id.get(session.id) is session:
+            del self._by_id[session.id]
+
+    def get(self, session_id: str) -> "Session | None":
+        return self._by_id.get(session_id)
+
+    def count(self, transport: str) -> int:
+        return sum(1 for s in self._by_id.values() if s.connection.transport == transport)
+
+    def __iter__(self) -> Iterator["Session"]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
 @dataclass
 class Services:
     """What every session shares; built once by create_app."""
@@ -42,21 +71,25 @@ class Services:
     broker: Broker
     verifier: TokenVerifier
     scheduler: FlushScheduler
+    sessions: Sessions = field(default_factory=Sessions)
 
 
 class Connection(Sink, Protocol):
-    """What a transport provides to its session."""
+    """What a transport provides to its session: the encoding of the session's
+    messages in the transport's framing, and the writing of what the session's
+    Outbox hands it (Sink). It never queues anything by itself."""
 
+    id: str  # unique among this instance's open connections
     transport: str
 
-    def reply(self, request: "Request", result: dict[str, Any]) -> None:
-        """Answer a request that succeeded."""
+    def encode_reply(self, request: "Request", result: dict[str, Any]) -> list[str]:
+        """The message texts answering a request that succeeded, all encoded
+        before any is returned: raises TypeError or ValueError when `result`
+        cannot be written."""
 
-    def reply_error(self, request: "Request", error: ClientError) -> None:
-        """Answer a request that failed as a whole."""
-
-    def error_text(self, error: ClientError) -> str:
-        """The message text that tells the client about an error unprompted."""
+    def encode_error(self, error: ClientError, request: "Request | None" = None) -> str:
+        """The message text of an error: the answer to `request`, or (None)
+        one that tells the client unprompted."""
 
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
@@ -78,10 +111,11 @@ class Request:
 
 
 class Session:
-    __slots__ = ("services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
+    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
                  "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
+        self.id = connection.id
         self.services = services
         self.settings = services.settings
         self.connection = connection
@@ -100,7 +134,7 @@ class Session:
         self._closing: asyncio.Task[None] | None = None
         if identity is not None:
             self._set_identity(identity)
-        services.hub.register(self)
+        services.sessions.add(self)
 
     # -- delivery (the hot path) ------------------------------------------------
 
@@ -144,36 +178,37 @@ class Session:
                                       "(a lone surrogate, an integer beyond 64 bits)")
             result, after = await handler(self, request.payload)
         except ClientError as error:
-            if self.closed:
-                return
-            self.connection.reply_error(request, error)
-            if error.code is ErrorCode.AUTH_FAILED:
+            self._reply_error(request, error)
+            if error.code is ErrorCode.AUTH_FAILED and not self.closed:
                 await self.close()
             return
         except BackendUnavailable:
-            if not self.closed:
-                self.connection.reply_error(request, BACKEND_DOWN)
+            self._reply_error(request, BACKEND_DOWN)
             return
         except Exception:  # noqa: BLE001 - one bad request must not end the session
             log.exception("request %r failed", request.action)
-            if not self.closed:
-                self.connection.reply_error(request, INTERNAL_ERROR)
+            self._reply_error(request, INTERNAL_ERROR)
             return
         if self.closed:
             return
         try:
-            self.connection.reply(request, result)
+            texts = self.connection.encode_reply(request, result)
         except (TypeError, ValueError):
-            # Nothing was sent (replies are encoded whole first): the request
+            # Nothing was queued (replies are encoded whole first): the request
             # is undone, so no stream is left behind a gate never opened.
             log.warning("reply to %r could not be encoded; request undone", request.action)
             if result.get("added"):
-                await self._drop(result["added"])
-            if not self.closed:
-                self.connection.reply_error(request, INTERNAL_ERROR)
+                await self.drop(result["added"])
+            self._reply_error(request, INTERNAL_ERROR)
             return
+        for text in texts:
+            self.outbox.push(text)
         if after is not None:
             after()
+
+    def _reply_error(self, request: Request, error: ClientError) -> None:
+        if not self.closed:
+            self.outbox.push(self.connection.encode_error(error, request))
 
     async def _subscribe(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
         if self.settings.require_auth and self.identity is None:
@@ -194,24 +229,32 @@ class Session:
         if added and not self.services.broker.ready:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
-        for symbol in added:
-            self.gates.hold(symbol)
-            self.subscriptions.add(symbol)
+        self.hold(added)
         try:
             first, positions, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
         except (BackendUnavailable, asyncio.TimeoutError):
-            await self._drop(added)
+            await self.drop(added)
             raise BackendUnavailable("subscribe timed out") from None
         self.connection.joined(added)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
         if recovered is not None:
             result["recovered"] = recovered
+        return result, lambda: self.open_streams(first, positions)
 
-        def open_streams() -> None:
-            for symbol in added:
-                for update in self.gates.release(symbol, first[symbol], positions[symbol]):
-                    self.outbox.push_update(update)
-        return result, open_streams
+    # -- streams: held while their first updates are read, opened after the reply
+
+    def hold(self, symbols: list[str]) -> None:
+        """Subscribe with each stream's gate closed: live updates wait."""
+        for symbol in symbols:
+            self.gates.hold(symbol)
+            self.subscriptions.add(symbol)
+
+    def open_streams(self, first: dict[str, list[Update]], positions: dict[str, int]) -> None:
+        """Send each held stream's first updates, read at `positions[symbol]`,
+        then what waited at its gate after them, and let live updates through."""
+        for symbol, updates in first.items():
+            for update in self.gates.release(symbol, updates, positions[symbol]):
+                self.outbox.push_update(update)
 
     async def _first_updates(self, symbols: list[str], request: SymbolsRequest
                              ) -> tuple[dict[str, list[Update]], dict[str, int], bool | None]:
@@ -256,11 +299,12 @@ class Session:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
         valid, invalid = split_symbols(request.symbols)
         removed = [s for s in valid if s in self.subscriptions]
-        await self._drop(removed)
+        await self.drop(removed)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
         return {"ok": True, "symbols": sorted(self.subscriptions), "removed": removed, "failed": failed}, None
 
-    async def _drop(self, symbols: list[str]) -> None:
+    async def drop(self, symbols: list[str]) -> None:
+        """Unsubscribe: leave the rooms, discard what was queued for them."""
         for symbol in symbols:
             self.subscriptions.discard(symbol)
             self.gates.drop(symbol)
@@ -283,7 +327,7 @@ class Session:
         self._set_identity(identity)
         revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
         if revoked:
-            await self._drop(revoked)
+            await self.drop(revoked)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
         if revoked:
             result["revoked"] = revoked
@@ -292,6 +336,7 @@ class Session:
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
 
+    # The one list of requests a session answers, whichever transport.
     _handlers = {
         "subscribe": _subscribe,
         "unsubscribe": _unsubscribe,
@@ -299,6 +344,7 @@ class Session:
         "authenticate": _authenticate,
         "ping": _ping,
     }
+    actions = frozenset(_handlers)
 
     # -- identity -----------------------------------------------------------------
 
@@ -328,7 +374,7 @@ class Session:
 
     def notify_shutdown(self, notice: ClientError) -> None:
         """Queue the shutdown notice behind whatever is already queued."""
-        self.outbox.push(self.connection.error_text(notice))
+        self.outbox.push(self.connection.encode_error(notice))
 
     @property
     def drained(self) -> bool:
@@ -351,7 +397,7 @@ class Session:
         if self.closed:
             return
         slow = error is not None and error.code is ErrorCode.SLOW_CLIENT
-        self.outbox.flush_final(self.connection.error_text(error) if error is not None else None,
+        self.outbox.flush_final(self.connection.encode_error(error) if error is not None else None,
                                 drop_pending=slow)
         await self.connection.disconnect(going_away)
         await self.closed_by_transport()
@@ -367,10 +413,10 @@ class Session:
         if self._worker is not None and self._worker is not asyncio.current_task():
             self._worker.cancel()
         self._requests.clear()
+        self.services.sessions.remove(self)
         hub = self.services.hub
-        hub.unregister(self)
         if self.identity is not None:
-            self.services.hub.release_user(self.identity.user)
+            hub.release_user(self.identity.user)
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)

@@ -40,7 +40,7 @@ async def fast_heartbeats(clients: ClientPool) -> AsyncIterator[Stack]:
 
 def connection_count(stack: Stack) -> int:
     from stockstream.app import node_of
-    return len(node_of(stack.app).hub.sessions)
+    return len(node_of(stack.app).services.sessions)
 
 
 async def test_open_packet_announces_the_configured_heartbeat(fast_heartbeats: Stack) -> None:

@@ -53,6 +53,21 @@ async def wait_for_n(client: NodeSioClient, symbol: str, n: int, timeout: float 
     await eventually(lambda: n in ns_of(client, symbol), timeout, f"{client.name} to get {symbol} n={n}")
 
 
+async def subscribe_then_cut(client: NodeSioClient, proxy: Any, publish: Any, symbols: list[str],
+                             count: int, next_port: int) -> None:
+    """Subscribe, receive updates 1..count of each symbol, then lose the
+    connection: the proxy now leads to `next_port` and refuses until told."""
+    ack = await client.subscribe(symbols)
+    assert ack.get("ok") is True, ack
+    await publish_round(publish, symbols, 1, count)
+    for symbol in symbols:
+        await wait_for_n(client, symbol, count)
+    proxy.target = next_port
+    proxy.refusing = True
+    proxy.cut()
+    await client.wait_disconnected()
+
+
 async def connected_again(client: NodeSioClient, count: int) -> dict:
     await eventually(lambda: len(connects(client)) >= count, 20.0, f"{client.name} to reconnect")
     return connects(client)[count - 1]
@@ -72,15 +87,7 @@ async def test_recovers_on_another_instance_with_every_missed_update_once_in_ord
         try:
             pid = connects(client)[0]["pid"]
             assert isinstance(pid, str) and pid, connects(client)
-            ack = await client.subscribe(SYMBOLS)
-            assert ack.get("ok") is True, ack
-            await publish_round(publish, SYMBOLS, 1, 10)
-            await wait_for_n(client, "MSFT", 10)
-
-            proxy.target = second.port
-            proxy.refusing = True
-            proxy.cut()
-            await client.wait_disconnected()
+            await subscribe_then_cut(client, proxy, publish, SYMBOLS, 10, second.port)
             await publish_round(publish, SYMBOLS, 11, 20)  # missed while away
             proxy.refusing = False
             again = await connected_again(client, 2)
@@ -105,13 +112,7 @@ async def test_fresh_session_after_the_window(servers, redis_url):
         await client.connect()
         try:
             pid = connects(client)[0]["pid"]
-            assert (await client.subscribe(["AAPL"])).get("ok") is True
-            await publish_round(publish, ["AAPL"], 1, 3)
-            await wait_for_n(client, "AAPL", 3)
-            proxy.target = second.port
-            proxy.refusing = True
-            proxy.cut()
-            await client.wait_disconnected()
+            await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
             await asyncio.sleep(2.5)  # the window (1 s) passes while the network is down
             proxy.refusing = False
             again = await connected_again(client, 2)
@@ -134,13 +135,7 @@ async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_
         client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
         await client.connect()
         try:
-            assert (await client.subscribe(["AAPL"])).get("ok") is True
-            await publish_round(publish, ["AAPL"], 1, 3)
-            await wait_for_n(client, "AAPL", 3)
-            proxy.target = second.port
-            proxy.refusing = True
-            proxy.cut()
-            await client.wait_disconnected()
+            await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
             await publish_round(publish, ["AAPL"], 4, 50)
             store = redis.asyncio.Redis.from_url(redis_url)
             try:  # history keeps only the last 5 of those

@@ -83,33 +83,24 @@ async def test_memory_broker_keeps_a_session_for_its_ttl_and_hands_it_out_once()
 class _Recorder(PidInConnectReply):
     def __init__(self, state: RecoveryState | None) -> None:
         self.state = state
-        self.sent: list[object] = []
 
     def recovery_state(self, sid: str) -> RecoveryState | None:
         return self.state
 
 
-class _Base:
-    async def _send_packet(self, eio_sid: str, pkt: object) -> None:
-        self.sent.append(pkt)  # type: ignore[attr-defined]
-
-
-class _Server(_Recorder, _Base):
-    pass
-
-
-async def test_connect_reply_gets_the_pid_and_streams_open_after_it() -> None:
-    """The CONNECT reply of namespace / carries the pid; a recovered session's
-    streams open only once that reply was handed to Engine.IO."""
+def test_connect_reply_gets_the_pid_and_streams_open_after_it() -> None:
+    """The CONNECT reply carries the pid; a recovered session's streams open
+    only once that reply was handed to Engine.IO, and only once."""
     state = RecoveryState()
-    opened: list[int] = []
-    server = _Server(state)
-    state.opener = lambda: opened.append(len(server.sent))
-    await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s1"}, namespace="/"))
-    assert server.sent[0].data == {"sid": "s1", "pid": state.pid}
-    assert opened == [1] and state.opener is None
-    await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s2"}, namespace="/admin"))
-    assert server.sent[1].data == {"sid": "s2"}
+    opened: list[str] = []
+    server = _Recorder(state)
+    state.opener = lambda: opened.append("open")
+    assert server.connect_reply("s1", {"sid": "s1"}) == {"sid": "s1", "pid": state.pid}
+    assert opened == []
+    server.connect_reply_sent("s1")
+    server.connect_reply_sent("s1")
+    assert opened == ["open"] and state.opener is None
+    assert _Recorder(None).connect_reply("s2", {"sid": "s2"}) == {"sid": "s2"}
 
 
 def test_python_socketio_still_sends_the_connect_reply_through_send_packet() -> None:

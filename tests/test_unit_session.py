@@ -19,27 +19,32 @@ class FakeConnection:
     transport = "fake"
 
     def __init__(self, fail_replies: bool = False) -> None:
+        self.id = f"fake-{id(self)}"
         self.fail_replies = fail_replies
         self.answers: list[tuple[str, Any]] = []
         self.sent: list[Any] = []
+        self.log: list[Any] = []  # everything sent, in order
 
     def send(self, items: Collection[Any], limit: int | None) -> bool:
-        self.sent.extend(items)
+        for item in items:
+            self.log.append(item)
+            if isinstance(item, tuple):
+                self.answers.append(item)
+            else:
+                self.sent.append(item)
         return True
 
     def backlog(self) -> int:
         return 0
 
-    def reply(self, request: Request, result: dict[str, Any]) -> None:
+    # Encoded messages are tuples here, so the test tells them from updates.
+    def encode_reply(self, request: Request, result: dict[str, Any]) -> list[Any]:
         if self.fail_replies:
             raise TypeError("str is not valid UTF-8: surrogates not allowed")
-        self.answers.append(("ok", result))
+        return [("ok", result)]
 
-    def reply_error(self, request: Request, error: ClientError) -> None:
-        self.answers.append(("error", error.code.value))
-
-    def error_text(self, error: ClientError) -> str:
-        return error.code.value
+    def encode_error(self, error: ClientError, request: Request | None = None) -> Any:
+        return ("error", error.code.value)
 
     def joined(self, symbols: list[str]) -> None:
         pass
@@ -114,7 +119,67 @@ async def test_the_shutdown_notice_is_queued_and_drained_once_sent() -> None:
     session = Session(services, connection)
     assert session.drained
     session.notify_shutdown(ClientError(ErrorCode.SERVER_SHUTDOWN, "bye"))
-    assert not session.drained and connection.sent == []
+    assert not session.drained and connection.answers == []
     services.scheduler.flush_now()
-    assert connection.sent == ["server_shutdown"]
+    assert connection.answers == [("error", "server_shutdown")]
     assert session.drained
+
+
+class OtherTransportConnection(FakeConnection):
+    transport = "other"
+
+
+async def test_one_registry_holds_every_open_session_until_it_closes() -> None:
+    """Every session, whatever its transport, is in services.sessions under its
+    connection's id from creation until its connection is gone."""
+    services, _ = await stack()
+    first, second = FakeConnection(), OtherTransportConnection()
+    one, two = Session(services, first), Session(services, second)
+    assert services.sessions.get(first.id) is one and services.sessions.get(second.id) is two
+    assert len(services.sessions) == 2
+    assert (services.sessions.count("fake"), services.sessions.count("other")) == (1, 1)
+    await one.closed_by_transport()
+    assert services.sessions.get(first.id) is None and list(services.sessions) == [two]
+    await two.close()
+    assert len(services.sessions) == 0
+
+
+async def test_a_refused_identity_leaves_no_session_registered() -> None:
+    """A session refused at creation (too many connections for its user) is not registered."""
+    settings = Settings.from_env({"MAX_CONNECTIONS_PER_USER": "1"})
+    broker = MemoryBroker(settings)
+    hub = Hub(broker)
+    services = Services(settings, hub, broker, TokenVerifier(settings), FlushScheduler())
+    from stockstream.auth import Identity
+    Session(services, FakeConnection(), Identity("ann"))
+    try:
+        Session(services, FakeConnection(), Identity("ann"))
+    except ClientError as error:
+        assert error.code is ErrorCode.AUTH_FAILED
+    else:
+        raise AssertionError("a second connection of the user was admitted")
+    assert len(services.sessions) == 1
+
+
+async def test_replies_and_updates_leave_through_the_outbox_in_request_order() -> None:
+    """The connection only encodes: a reply is queued by the session behind
+    what was already queued, and sent with the next flush, in order."""
+    services, broker = await stack()
+    connection = FakeConnection()
+    session = Session(services, connection)
+    session.submit(Request("subscribe", ["AAPL"], ack=1))
+    await answered(connection, 1)
+    await broker.publish({"symbol": "AAPL", "price": 1.0, "timestamp": 1000})
+    session.submit(Request("ping", None, ack=2))
+    await answered(connection, 2)
+    kinds = [item[0] if isinstance(item, tuple) else item.price for item in connection.log]
+    assert kinds == ["ok", 1.0, "ok"]
+
+
+def test_every_request_a_session_answers_is_framed_by_both_transports() -> None:
+    """One list of requests (Session.actions): /live-price frames a reply to
+    each, and Socket.IO takes each as an event but ping (its own heartbeat)."""
+    from stockstream.transports.socketio_transport import EVENTS
+    from stockstream.transports.websocket import REPLY_TYPES
+    assert set(REPLY_TYPES) == Session.actions
+    assert EVENTS == Session.actions - {"ping"}

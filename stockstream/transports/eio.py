@@ -8,10 +8,8 @@ handler alone: it reads, packets queued for the socket are written as they are
 queued, and the next ping is a timer. The protocol stays engineio's: handshake,
 long-polling, the upgrade, packets, ping timeouts and closing.
 
-Non-public engineio names used here (`_async["websocket"]`, `_trigger_event`,
-`AsyncSocket._send_ping`, the Admin UI's partial in `handler.args[0]`) were
-checked against python-engineio 4.15.1 / python-socketio 5.18.1;
-tests/test_library_internals.py fails if an upgrade changes them.
+The server plugs in through the hooks of `.socketio_internals.EngineIOHooks`,
+where the engineio names it rests on are kept and checked.
 """
 from __future__ import annotations
 
@@ -28,12 +26,13 @@ from engineio.async_socket import AsyncSocket
 
 from .frames import abort_later, binary_frame, bound_send_buffer, text_frame
 from .queue import SlimQueue
+from .socketio_internals import EngineIOHooks
 
 log = logging.getLogger("stockstream.socketio")
 
 
-class EngineIOServer(engineio.AsyncServer):
-    """engineio's server with WebSockets served by WebSocketDriver.
+class EngineIOServer(EngineIOHooks):
+    """engineio's server with WebSockets served by WebSocketDriver and pings on timers.
 
     `websockets` maps the id of each Engine.IO socket whose transport is a
     WebSocket to it; `send_buffer` bounds their kernel send buffers.
@@ -42,21 +41,27 @@ class EngineIOServer(engineio.AsyncServer):
     def __init__(self, *, send_buffer: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.websockets: dict[str, OpenWebSocket] = {}
-        self._async = {**self._async, "websocket": functools.partial(
-            WebSocketDriver, websockets=self.websockets, send_buffer=send_buffer)}
+        self._send_buffer = send_buffer
 
     def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue:
         return SlimQueue()
 
-    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "disconnect":
-            # Whatever closed the socket (the client, the server, a missed
-            # pong), its WebSocket gets a moment to close by itself, then is
-            # cut: Engine.IO itself leaves it open.
-            open_ws = self.websockets.get(args[0])
-            if open_ws is not None:
-                abort_later(open_ws.transport)
-        return await super()._trigger_event(event, *args, **kwargs)
+    def websocket_driver(self, socket: AsyncSocket) -> "WebSocketDriver":
+        return WebSocketDriver(socket, self, self.websockets, self._send_buffer)
+
+    def socket_closed(self, sid: str) -> None:
+        # Whatever closed the socket (the client, the server, a missed pong),
+        # its WebSocket gets a moment to close by itself, then is cut:
+        # Engine.IO itself leaves it open.
+        open_ws = self.websockets.get(sid)
+        if open_ws is not None:
+            abort_later(open_ws.transport)
+
+    def schedule_ping(self, socket: AsyncSocket) -> bool:
+        # Asked for after every pong: a timer, not a task asleep for the ping
+        # interval on every connection.
+        asyncio.get_running_loop().call_later(self.ping_interval, _ping, socket)
+        return True
 
     async def close_going_away(self, sid: str) -> None:
         """Close a socket so that its client reconnects by itself.
@@ -89,14 +94,6 @@ class OpenWebSocket:
         self.transport = transport
         self.ws = ws
 
-    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(target, "__func__", None) is AsyncSocket._send_ping:
-            # Asked for after every pong: a timer, not a task asleep for the
-            # ping interval on every connection.
-            asyncio.get_running_loop().call_later(self.ping_interval, _ping, target.__self__)
-            return None
-        return super().start_background_task(target, *args, **kwargs)
-
 
 def _ping(socket: AsyncSocket) -> None:
     if not socket.closing and not socket.closed:
@@ -117,11 +114,9 @@ class WebSocketDriver:
     cannot be compressed per socket), and registers the connection once it is
     the socket's transport so its session can write frames straight to it."""
 
-    def __init__(self, handler: Any, server: engineio.AsyncServer,
+    def __init__(self, socket: AsyncSocket, server: engineio.AsyncServer,
                  websockets: dict[str, OpenWebSocket], send_buffer: int) -> None:
-        # engineio hands over its socket's bound WebSocket handler (a partial of
-        # it when the Admin UI instruments it); the socket is all that is used.
-        self._socket: AsyncSocket = handler.__self__ if hasattr(handler, "__self__") else handler.args[0]
+        self._socket = socket
         self._server = server
         self._websockets = websockets
         self._send_buffer = send_buffer

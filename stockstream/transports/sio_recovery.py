@@ -1,13 +1,11 @@
 """Socket.IO connection state recovery on python-socketio's server.
 
-python-socketio has no such feature (checked against python-socketio 5.18.1
-and python-engineio 4.15.1), so two things are added here, and only here:
-- the CONNECT reply carries the session's `pid`: `PidInConnectReply`
-  overrides `AsyncServer._send_packet`, the one call that sends it
-  (`_handle_connect` builds `{"sid": sid}` and hands it over);
+python-socketio has no such feature (checked against python-socketio 5.18.1),
+so two things are added here, and only here, through the CONNECT-reply hooks of
+`.socketio_internals.SocketIOHooks`:
+- the CONNECT reply carries the session's `pid`;
 - what a recovered session replays is queued only after that reply, so a
   client's first packet is always the CONNECT.
-tests/test_recovery_unit.py fails if either library changes these internals.
 The offsets themselves ride on update frames (`Update.sio_recoverable`), the
 state and its replay are in stockstream.recovery.
 """
@@ -16,8 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
-
-from socketio import packet as sio_packet
 
 from ..broker import BackendUnavailable
 from ..recovery import SentLog, load_state, new_pid, restore
@@ -97,14 +93,12 @@ class PidInConnectReply:
     def recovery_state(self, sid: str) -> RecoveryState | None:  # provided by the server
         raise NotImplementedError
 
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        state = None
-        if (pkt.packet_type == sio_packet.CONNECT and (pkt.namespace or "/") == "/"
-                and isinstance(pkt.data, dict) and "sid" in pkt.data):
-            state = self.recovery_state(pkt.data["sid"])
-            if state is not None:
-                pkt.data = {**pkt.data, "pid": state.pid}
-        await super()._send_packet(eio_sid, pkt)  # type: ignore[misc]
+    def connect_reply(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        state = self.recovery_state(sid)
+        return data if state is None else {**data, "pid": state.pid}
+
+    def connect_reply_sent(self, sid: str) -> None:
+        state = self.recovery_state(sid)
         if state is not None and state.opener is not None:
             opener, state.opener = state.opener, None
             opener()

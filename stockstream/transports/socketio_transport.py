@@ -3,17 +3,14 @@
 python-socketio runs the protocol: handshake, both transports and the upgrade,
 pings, namespaces, and the Redis manager that shares emits between instances
 (its WebSockets are served by `.eio`, which holds less per connection).
-Two things are done differently, both for the contract and for speed:
+Two things are done differently, both for the contract and for speed, through
+the hooks of `.socketio_internals.SocketIOHooks`:
 - events go to the connection's Session in arrival order (python-socketio
   would run each in its own task, and its handlers cannot tell whether the
   client asked for an ack);
 - everything the session sends leaves through the session's Outbox: on a
   WebSocket, frames are written straight to the socket, built once per update
   and coalesced per flush; on long-polling they join Engine.IO's queue.
-
-The overridden non-public methods (`_engineio_server_class`,
-`_handle_eio_message`, `_handle_event`) were checked against python-socketio
-5.18.1; tests/test_library_internals.py fails if an upgrade changes them.
 """
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ import asyncio
 import logging
 from typing import Any, Collection
 
-import engineio
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -32,17 +28,21 @@ from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
 from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, recover, save
+from .socketio_internals import SocketIOHooks, close_manager
 
 log = logging.getLogger("stockstream.socketio")
 
-KNOWN_EVENTS = frozenset({"subscribe", "unsubscribe", "history", "authenticate"})
+# The session's requests but `ping`: Socket.IO has a heartbeat of its own.
+EVENTS = Session.actions - {"ping"}
 # What one queued long-polling packet is assumed to weigh, to compare a
 # polling client's backlog with the byte limit.
 POLLING_PACKET_BYTES = 128
 
 
-class SocketIOServer(PidInConnectReply, socketio.AsyncServer):
+class SocketIOServer(PidInConnectReply, SocketIOHooks):
     """python-socketio's server, handing events to sessions in order."""
+
+    engineio_server_class = EngineIOServer
 
     def __init__(self, transport: "SocketIOTransport", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -52,20 +52,12 @@ class SocketIOServer(PidInConnectReply, socketio.AsyncServer):
         session = self._transport.sessions.get(sid)
         return session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
 
-    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
-        return EngineIOServer
+    async def malformed_packet(self, eio_sid: str) -> None:
+        # Not a Socket.IO packet: a protocol violation, not a server error.
+        log.info("closing engine.io connection %s: malformed Socket.IO packet", eio_sid)
+        await self.eio.disconnect(eio_sid)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except ValueError:
-            # Not a Socket.IO packet: a protocol violation, not a server error.
-            log.info("closing engine.io connection %s: malformed Socket.IO packet", eio_sid)
-            await self.eio.disconnect(eio_sid)
-
-    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
-        if (namespace or "/") != "/":
-            return await super()._handle_event(eio_sid, namespace, id, data)  # e.g. the Admin UI's
+    async def main_event(self, eio_sid: str, id: int | None, data: Any) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
         session = self._transport.sessions.get(sid)
         if session is None or not isinstance(data, list) or not data:
@@ -74,7 +66,7 @@ class SocketIOServer(PidInConnectReply, socketio.AsyncServer):
         payload = data[1] if len(data) > 1 else None
         # Any JSON value can stand where the event name goes: a list or an
         # object is not hashable, so it is checked to be a string first.
-        if isinstance(event, str) and event in KNOWN_EVENTS:
+        if isinstance(event, str) and event in EVENTS:
             session.submit(Request(event, payload, id))
         elif id is not None:  # unknown events without an ack are ignored
             name = str(event)[:40]
@@ -95,14 +87,13 @@ class SocketIOConnection:
     """A Socket.IO client as its session sees it."""
 
     transport = "socketio"
-    __slots__ = ("_server", "_sid", "_eio_sid", "_direct", "session", "recovery")
+    __slots__ = ("_server", "id", "_eio_sid", "_direct", "recovery")
 
     def __init__(self, server: SocketIOServer, sid: str, eio_sid: str) -> None:
         self._server = server
-        self._sid = sid
+        self.id = sid
         self._eio_sid = eio_sid
         self._direct: asyncio.Transport | None = None
-        self.session: Session | None = None
         # Set when connection state recovery is on (RECOVERY_WINDOW > 0).
         self.recovery: RecoveryState | None = None
 
@@ -156,18 +147,9 @@ class SocketIOConnection:
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
         return True
 
-    # -- replies -------------------------------------------------------------
+    # -- encoding (the session queues what these return) ---------------------
 
-    def _push(self, text: str) -> None:
-        if self.session is not None:
-            self.session.outbox.push(text)
-
-    def _emit(self, event: str, payload: Any) -> None:
-        self._push("2" + dumps([event, payload]))
-
-    def reply(self, request: Request, result: dict[str, Any]) -> None:
-        # Every packet is encoded before any is queued: a reply that cannot be
-        # encoded raises here with nothing sent (Session._handle answers it).
+    def encode_reply(self, request: Request, result: dict[str, Any]) -> list[str]:
         texts = []
         if request.ack is not None:
             texts.append(f"3{request.ack}" + dumps([result]))
@@ -175,40 +157,36 @@ class SocketIOConnection:
             texts += ["2" + dumps(["error", error.to_dict()]) for error in failed_by_code(result["failed"])]
         if request.action == "authenticate":
             texts.append("2" + dumps(["authenticated", {"user": result["user"], "expiresAt": result["expiresAt"]}]))
-        for text in texts:
-            self._push(text)
+        return texts
 
-    def reply_error(self, request: Request, error: ClientError) -> None:
-        if request.ack is not None:
-            self._push(f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}]))
-        else:
-            self._emit("error", error.to_dict())
-
-    def error_text(self, error: ClientError) -> str:
+    def encode_error(self, error: ClientError, request: Request | None = None) -> str:
+        if request is not None and request.ack is not None:
+            return f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}])
         return "2" + dumps(["error", error.to_dict()])
 
     def joined(self, symbols: list[str]) -> None:
         # Mirrored into python-socketio's rooms so emits from other instances
         # or external emitters addressed to a symbol's room reach this client.
         for symbol in symbols:
-            self._server.manager.basic_enter_room(self._sid, "/", symbol)
+            self._server.manager.basic_enter_room(self.id, "/", symbol)
 
     def left(self, symbols: list[str]) -> None:
         for symbol in symbols:
-            self._server.manager.basic_leave_room(self._sid, "/", symbol)
+            self._server.manager.basic_leave_room(self.id, "/", symbol)
 
     async def disconnect(self, going_away: bool = False) -> None:
         if going_away:
-            if self.recovery is not None and self.session is not None:
-                await save(self.session, self.recovery, self._server._transport.recovery_window,
-                           self._server._transport.recovery_stats)
+            transport = self._server._transport
+            session = transport.sessions.get(self.id)
+            if self.recovery is not None and session is not None:
+                await save(session, self.recovery, transport.recovery_window, transport.recovery_stats)
             # No Socket.IO DISCONNECT nor Engine.IO CLOSE, both of which tell
             # clients not to reconnect: the transport just ends, and clients
             # reconnect, through the load balancer.
             await self._server.eio.close_going_away(self._eio_sid)
             return
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
-        await self._server.disconnect(self._sid)
+        await self._server.disconnect(self.id)
         if eio_socket is not None:
             # Not waiting for the queue: a long-polling client may never come
             # back for it. A WebSocket is cut if it does not close in time.
@@ -230,7 +208,7 @@ class SocketIOTransport:
     def __init__(self, services: Services) -> None:
         settings = services.settings
         self.services = services
-        self.sessions: dict[str, Session] = {}
+        self.sessions = services.sessions
         self.recovery_window = settings.recovery_window
         self.recovery_stats = RecoveryStats()
         manager = None
@@ -267,16 +245,16 @@ class SocketIOTransport:
                 identity = self.services.verifier.verify(token)
             eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
             connection = SocketIOConnection(self.server, sid, eio_sid)
-            connection.session = self.sessions[sid] = Session(self.services, connection, identity)
+            session = Session(self.services, connection, identity)
         except ClientError as error:
             raise refusal(error) from None
         if self.recovery_window > 0:
             connection.recovery = RecoveryState()
-            await recover(connection.session, connection.recovery, auth, self.recovery_stats)
+            await recover(session, connection.recovery, auth, self.recovery_stats)
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        session = self.sessions.pop(sid, None)
+        session = self.sessions.get(sid)
         recovery = session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
         if recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
             await save(session, recovery, self.recovery_window, self.recovery_stats)  # type: ignore[arg-type]
@@ -286,3 +264,4 @@ class SocketIOTransport:
 
     async def shutdown(self) -> None:
         await self.server.shutdown()
+        await close_manager(self.server.manager)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any, Collection
 
 import orjson
@@ -21,6 +22,7 @@ from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_ite
 
 log = logging.getLogger("stockstream.websocket")
 
+# The frame `type` of each request's reply (the requests are Session.actions).
 REPLY_TYPES = {
     "subscribe": "subscribed",
     "unsubscribe": "unsubscribed",
@@ -43,10 +45,10 @@ class WebSocketConnection:
     transport = "websocket"
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        # Socket.IO sids never start with "ws-": one registry holds both.
+        self.id = f"ws-{secrets.token_urlsafe(12)}"
         self._ws = ws
-        self._request = request
         self._transport = request.transport
-        self.session: Session | None = None
 
     def backlog(self) -> int:
         transport = self._transport
@@ -56,20 +58,17 @@ class WebSocketConnection:
         transport = self._transport
         return True if transport is None else write_items(transport, items, limit, _live_price_frame)
 
-    def _push(self, message: dict[str, Any], request: Request | None = None) -> None:
+    def encode_reply(self, request: Request, result: dict[str, Any]) -> list[str]:
+        return [self._encode({"type": REPLY_TYPES[request.action], **result}, request)]
+
+    def encode_error(self, error: ClientError, request: Request | None = None) -> str:
+        return self._encode({"type": "error", **error.to_dict()}, request)
+
+    @staticmethod
+    def _encode(message: dict[str, Any], request: Request | None) -> str:
         if request is not None and request.ack is not None:
             message["id"] = request.ack
-        if self.session is not None:
-            self.session.outbox.push(dumps(message))
-
-    def reply(self, request: Request, result: dict[str, Any]) -> None:
-        self._push({"type": REPLY_TYPES[request.action], **result}, request)
-
-    def reply_error(self, request: Request, error: ClientError) -> None:
-        self._push({"type": "error", **error.to_dict()}, request)
-
-    def error_text(self, error: ClientError) -> str:
-        return dumps({"type": "error", **error.to_dict()})
+        return dumps(message)
 
     def joined(self, symbols: list[str]) -> None:
         pass  # plain WebSocket clients are not in python-socketio's rooms
@@ -106,7 +105,7 @@ def parse_frame(data: str) -> Request:
         # beyond 64 bits) is not an id.
         ack = None
     action = message.get("action")
-    if not isinstance(action, str) or action not in REPLY_TYPES:
+    if not isinstance(action, str) or action not in Session.actions:
         return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
     if unwritable:
         return Request("invalid", None, ack, invalid_payload(
@@ -120,7 +119,6 @@ def parse_frame(data: str) -> Request:
 class WebSocketTransport:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.sessions: set[Session] = set()
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/live-price", self.handle)
@@ -139,11 +137,9 @@ class WebSocketTransport:
                 identity = self.services.verifier.verify(token)
             session = Session(self.services, connection, identity)
         except ClientError as error:
-            await ws.send_str(dumps({"type": "error", **error.to_dict()}))
+            await ws.send_str(connection.encode_error(error))
             await ws.close(code=POLICY_VIOLATION)
             return ws
-        connection.session = session
-        self.sessions.add(session)
         log.info("live-price client connected peer=%s user=%s", request.remote, identity.user if identity else "-")
         try:
             async for message in ws:
@@ -154,7 +150,6 @@ class WebSocketTransport:
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
-            self.sessions.discard(session)
             await session.closed_by_transport()
             log.info("live-price client disconnected peer=%s", request.remote)
         return ws
