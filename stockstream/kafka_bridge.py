@@ -33,7 +33,7 @@ from .backoff import Backoff
 from .broker import BackendUnavailable, create_broker
 from .broker.malformed import MalformedLog
 from .config import Settings
-from .publisher import Publisher, make_update
+from .publisher import Publisher, make_update, received_update
 from .stop_signals import StopSignals
 from .updates import InvalidUpdate, load_message
 
@@ -90,7 +90,7 @@ class _Stopping(Exception):
 
 
 def decode_record(value: bytes | None) -> dict[str, Any]:
-    """A record's value as an update object; the publisher checks its fields."""
+    """A record's value as an update object, its fields still to check (`received_update`)."""
     if value is None:
         raise InvalidUpdate("record has no value")
     data = load_message(value)
@@ -201,15 +201,16 @@ class Bridge:
 
     async def _handle(self, record: ConsumerRecord) -> None:
         self.stats.consumed += 1
+        try:
+            update = received_update(decode_record(record.value))
+        except ValueError as exc:  # InvalidUpdate, SymbolError
+            await self._reject(record, exc)
+            return
         backoff = Backoff(initial=0.1, cap=5.0)
         while True:
             try:
-                update = decode_record(record.value)
                 published = await self._publisher.publish_update(
                     update, dedupe=(f"{record.topic}:{record.partition}", record.offset))
-            except ValueError as exc:  # InvalidUpdate, SymbolError
-                await self._reject(record, exc)
-                return
             except BackendUnavailable as exc:
                 if self._stopping.is_set():
                     raise _Stopping() from None

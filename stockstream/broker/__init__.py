@@ -9,10 +9,10 @@ UpdateSink. `MemoryBroker` is the embedded single-process backend;
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Iterable, NamedTuple, Protocol
 
 from ..config import Settings
-from ..updates import Update
+from ..updates import CheckedUpdate, Update
 from .malformed import MalformedLog
 
 
@@ -92,8 +92,9 @@ class Broker(abc.ABC):
         """Stop feeding these symbols."""
 
     @abc.abstractmethod
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
-        """Store and distribute one validated update, adding its `seq`.
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        """Store and distribute one update, adding its `seq`. The update was
+        checked where it entered (`CheckedUpdate`): it is not checked again.
 
         With `dedupe=(stream, offset)`, an offset at or below the last one
         published for that stream is skipped (returns None): replays of an

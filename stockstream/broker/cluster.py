@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import Settings, redact_url
-from ..updates import Update
+from ..updates import CheckedUpdate, Update
 from . import BackendUnavailable, Snapshots
 from .keys import ClusterKeyLayout, KeyLayout
 from .redis import CONNECT_TIMEOUT, PUBLISH_SCRIPT, READ_BURST, RedisBroker
@@ -356,7 +356,7 @@ class ClusterBroker(RedisBroker):
     # The cluster client also raises RedisClusterException (no reachable node,
     # slots not covered), which RedisBroker does not expect.
 
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         try:
             return await super().publish(update, dedupe=dedupe)
         except RedisClusterException as exc:

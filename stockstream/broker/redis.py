@@ -21,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, channel_for
-from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse_update, validate_fields
+from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
 from .malformed import MalformedLog
@@ -419,9 +419,9 @@ class RedisBroker(Broker):
 
     # -- commands -------------------------------------------------------------
 
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
-        symbol, price, timestamp, _ = validate_fields(update)
-        body = encode_update(update)
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        symbol, timestamp = update.symbol, update.timestamp
+        body = update.encode()
         horizon = max(0, int(time.time() * 1000 - self._settings.history_max_age * 1000))
         keys = [self.keys.channel(symbol), self.keys.seq(symbol), self.keys.history(symbol)]
         args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon]
@@ -434,7 +434,7 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
-        return Update(symbol, price, timestamp, int(seq), encode_update(update, int(seq)))
+        return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
         if not symbols:
