@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Awaitable, Iterable, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -31,6 +30,7 @@ from redis.exceptions import RedisError
 
 from .backoff import Backoff
 from .broker import BackendUnavailable, create_broker
+from .broker.clients import probe_client
 from .broker.malformed import MalformedLog
 from .config import Settings
 from .publisher import Publisher, make_update, received_update
@@ -66,7 +66,7 @@ async def run_bridge(settings: Settings, signals: StopSignals) -> int:
 
 async def _check_redis(url: str) -> None:
     """Fail at start-up with one clear line rather than retrying a Redis that is not there."""
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=REDIS_CHECK_TIMEOUT)
+    client = probe_client(url, REDIS_CHECK_TIMEOUT)
     try:
         await asyncio.wait_for(client.ping(), REDIS_CHECK_TIMEOUT)
     except (RedisError, OSError, asyncio.TimeoutError) as exc:

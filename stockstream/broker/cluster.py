@@ -22,17 +22,14 @@ import logging
 import time
 from typing import Any, Iterable
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import Settings, redact_url
 from ..updates import CheckedUpdate, Update
 from . import BackendUnavailable, Snapshots
+from .clients import cluster_client, shard_listener_client
 from .keys import ClusterKeyLayout, KeyLayout
-from .redis import CONNECT_TIMEOUT, PUBLISH_SCRIPT, READ_BURST, RedisBroker
+from .redis import PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
 
@@ -96,14 +93,18 @@ class ClusterBroker(RedisBroker):
 
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
-        self._redis = RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-        self._publish_script = self._redis.register_script(CLUSTER_PUBLISH_SCRIPT)
         self._warned_not_cluster = False
         self._instance = self.marker_channel.rsplit(":", 1)[-1]
         self._marker_suffix = f":marker:{self._instance}".encode()
 
     def _key_layout(self) -> KeyLayout:
         return ClusterKeyLayout()
+
+    def _command_client(self) -> Any:
+        return cluster_client(self._url)
+
+    def _publish_source(self) -> str:
+        return CLUSTER_PUBLISH_SCRIPT
 
     async def start(self, sink: Any) -> None:
         # The history recorder listens with PSUBSCRIBE, which sees no sharded
@@ -151,9 +152,7 @@ class ClusterBroker(RedisBroker):
             raise
         shards = {}
         for node in self._redis.get_primaries():
-            client = aioredis.Redis(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
-                                    socket_connect_timeout=CONNECT_TIMEOUT)
-            shards[node.name] = client.pubsub()
+            shards[node.name] = shard_listener_client(node.host, node.port).pubsub()
         router = ShardRouter(self._owner_of, shards)
         self._pubsub = router
         wanted = {self.keys.channel(s) for s in self._wanted}
