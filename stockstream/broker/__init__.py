@@ -66,8 +66,13 @@ class Broker(abc.ABC):
     # True for a backend held in this process: its rooms are not shared with
     # other instances.
     embedded: bool = False
-    # Figures a backend may keep (None: it keeps no such figure); read by /metrics.
-    reconnects: int | None = None
+    # Figures read by /metrics. `reconnects` counts the listener's reconnections
+    # (each followed by a resync); only a backend with a connection to lose
+    # keeps it, and says so with `counts_reconnects`.
+    counts_reconnects: bool = False
+    reconnects: int = 0
+    # The log of messages dropped as malformed; None for a backend that reads
+    # nothing it did not write itself.
     malformed: MalformedLog | None = None
 
     @property

@@ -127,6 +127,7 @@ def _never_trimmed(info: dict[str, Any], symbol: str) -> bool:
 
 class RedisBroker(Broker):
     kind = "redis"
+    counts_reconnects = True
 
     def __init__(self, url: str, settings: Settings) -> None:
         self._url = url
