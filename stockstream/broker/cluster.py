@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -39,6 +39,12 @@ assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
 TOPOLOGY_EVERY = 0.5
 # Failed slot-map reads in a row before the watcher restarts the listener.
 TOPOLOGY_TRIES = 4
+# While the listener waits for its shards (subscription confirmations, resync
+# markers), it reads them in turn, each this long at most, so a quiet shard
+# does not hold up the others...
+SHARD_POLL = 0.05
+# ...and gives up when they stay silent this long.
+SHARDS_ANSWER_WITHIN = 15.0
 
 
 class TopologyChanged(Exception):
@@ -170,15 +176,8 @@ class ClusterBroker(RedisBroker):
         early: list[Update | bytes] = []
         pending = set(wanted)
         # Confirmations arrive per shard; read them all before going ready.
-        while pending:
-            progressed = False
-            for pubsub in shards.values():
-                message = await pubsub.get_message(timeout=0.05)
-                if message is not None:
-                    progressed = True
-                    self._route(message, early.append, pending)
-            if not progressed and time.monotonic() - self._last_heard > 15.0:
-                raise ConnectionError("cluster shards did not confirm subscriptions")
+        await self._poll_shards(shards, pending, lambda message: self._route(message, early.append, pending),
+                                self._last_heard + SHARDS_ANSWER_WITHIN, "cluster shards did not confirm subscriptions")
         if resync and self._sink is not None:
             self.reconnects += 1
             snapshots = await self._resync(shards, early)
@@ -211,18 +210,14 @@ class ClusterBroker(RedisBroker):
         for token in marker_of:
             self._markers.pop(token, None)  # met here, not by _deliver
         waiting = set(marker_of)
-        deadline = time.monotonic() + 15.0
-        while waiting:
-            progressed = False
-            for pubsub in shards.values():
-                message = await pubsub.get_message(timeout=0.05)
-                if message is not None:
-                    progressed = True
-                    self._route(message, early.append)
-                    if early and type(early[-1]) is bytes:
-                        waiting.discard(early[-1])
-            if not progressed and time.monotonic() > deadline:
-                raise ConnectionError("cluster shards did not return the resync markers")
+
+        def meet(message: dict[str, Any]) -> None:
+            self._route(message, early.append)
+            if early and type(early[-1]) is bytes:
+                waiting.discard(early[-1])
+
+        await self._poll_shards(shards, waiting, meet, time.monotonic() + SHARDS_ANSWER_WITHIN,
+                                "cluster shards did not return the resync markers")
         covered: set[str] = set(symbols)  # symbols whose marker is still ahead
         kept: list[Update | bytes] = []
         for item in early:
@@ -235,6 +230,22 @@ class ClusterBroker(RedisBroker):
             kept.append(item)
         early[:] = kept
         return {symbol: self._snapshot(symbol, raw) for symbol, (raw, _) in zip(symbols, reads)}
+
+    @staticmethod
+    async def _poll_shards(shards: dict[str, Any], pending: set[Any], handle: Callable[[dict[str, Any]], object],
+                           deadline: float, failure: str) -> None:
+        """Read every shard's pub/sub in turn, a short wait each, handing each
+        message to `handle`, until `handle` has emptied `pending`. A round in
+        which no shard said anything after `deadline` raises ConnectionError(failure)."""
+        while pending:
+            progressed = False
+            for pubsub in shards.values():
+                message = await pubsub.get_message(timeout=SHARD_POLL)
+                if message is not None:
+                    progressed = True
+                    handle(message)
+            if not progressed and time.monotonic() > deadline:
+                raise ConnectionError(failure)
 
     async def _read_marked(self, symbol: str) -> tuple[bytes | None, bytes]:
         """A symbol's snapshot key read in a transaction with its marker."""
