@@ -129,16 +129,15 @@ def _extra_fields(pairs: list[str]) -> dict[str, Any]:
 @command("publish")
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
-    from .publisher import make_update
-    update = make_update(args.symbol, args.price, args.timestamp, **_extra_fields(args.extra))
+    from .publisher import checked_price
+    update = checked_price(args.symbol, args.price, args.timestamp, **_extra_fields(args.extra))
     if args.kafka:
         from .kafka_bridge import produce
-        asyncio.run(produce(settings, [update]))
-        print(orjson.dumps(update).decode())
+        asyncio.run(produce(settings, [update.to_dict()]))
+        print(orjson.dumps(update.to_dict()).decode())
         return 0
-    from .publisher import publish
-    result = asyncio.run(publish(update.pop("symbol"), update.pop("price"), update.pop("timestamp"),
-                                 settings=settings, **update))
+    from .publisher import publish_checked
+    result = asyncio.run(publish_checked(update, settings=settings))
     print(orjson.dumps(result).decode())
     return 0
 

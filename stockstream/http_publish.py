@@ -19,7 +19,7 @@ from .http_routes import bearer_token, json_response
 from .node import Node
 from .publisher import checked_update
 from .symbols import SymbolError
-from .updates import InvalidUpdate, Update
+from .updates import CheckedUpdate, InvalidUpdate, Update
 
 PUBLISH_PATH = "/api/publish"
 
@@ -51,7 +51,7 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
             raise PayloadTooLarge(limit)
 
 
-def parse_updates(body: bytes) -> list[dict[str, Any]]:
+def parse_updates(body: bytes) -> list[CheckedUpdate]:
     """Every update of a body holding one update object or a list of them, checked."""
     try:
         data = orjson.loads(body)
@@ -64,7 +64,7 @@ def parse_updates(body: bytes) -> list[dict[str, Any]]:
     return [_checked(item, index) for index, item in enumerate(data)]
 
 
-def _checked(data: Any, index: int | None) -> dict[str, Any]:
+def _checked(data: Any, index: int | None) -> CheckedUpdate:
     where = "" if index is None else f"update {index}: "
     if isinstance(data, dict) and isinstance(data.get("symbol"), str):
         try:
@@ -94,7 +94,7 @@ class PublishRoute:
     async def publish(self, request: web.Request) -> web.Response:
         identity = self._publisher(request)
         updates = parse_updates(await read_bounded(request, self.node.settings.max_message_bytes))
-        refused = list(dict.fromkeys(u["symbol"] for u in updates if not identity.may_publish(u["symbol"])))
+        refused = list(dict.fromkeys(u.symbol for u in updates if not identity.may_publish(u.symbol)))
         if refused:
             raise ClientError(ErrorCode.FORBIDDEN, f"this token may not publish {', '.join(refused)}"
                               " (its publish claim)", symbols=refused)

@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Awaitable, Iterable, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -31,9 +30,10 @@ from redis.exceptions import RedisError
 
 from .backoff import Backoff
 from .broker import BackendUnavailable, create_broker
+from .broker.clients import probe_client
 from .broker.malformed import MalformedLog
 from .config import Settings
-from .publisher import Publisher, make_update
+from .publisher import Publisher, make_update, received_update
 from .stop_signals import StopSignals
 from .updates import InvalidUpdate, load_message
 
@@ -66,7 +66,7 @@ async def run_bridge(settings: Settings, signals: StopSignals) -> int:
 
 async def _check_redis(url: str) -> None:
     """Fail at start-up with one clear line rather than retrying a Redis that is not there."""
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=REDIS_CHECK_TIMEOUT)
+    client = probe_client(url, REDIS_CHECK_TIMEOUT)
     try:
         await asyncio.wait_for(client.ping(), REDIS_CHECK_TIMEOUT)
     except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -90,7 +90,7 @@ class _Stopping(Exception):
 
 
 def decode_record(value: bytes | None) -> dict[str, Any]:
-    """A record's value as an update object; the publisher checks its fields."""
+    """A record's value as an update object, its fields still to check (`received_update`)."""
     if value is None:
         raise InvalidUpdate("record has no value")
     data = load_message(value)
@@ -201,15 +201,16 @@ class Bridge:
 
     async def _handle(self, record: ConsumerRecord) -> None:
         self.stats.consumed += 1
+        try:
+            update = received_update(decode_record(record.value))
+        except ValueError as exc:  # InvalidUpdate, SymbolError
+            await self._reject(record, exc)
+            return
         backoff = Backoff(initial=0.1, cap=5.0)
         while True:
             try:
-                update = decode_record(record.value)
                 published = await self._publisher.publish_update(
                     update, dedupe=(f"{record.topic}:{record.partition}", record.offset))
-            except ValueError as exc:  # InvalidUpdate, SymbolError
-                await self._reject(record, exc)
-                return
             except BackendUnavailable as exc:
                 if self._stopping.is_set():
                     raise _Stopping() from None

@@ -93,11 +93,10 @@ class NodeCollector:
 
         yield CounterMetricFamily("stockstream_broker_updates_received",
                                   "Price updates the listener received from the backend", value=hub.updates_received)
-        reconnects = broker.reconnects
-        if reconnects is not None:
+        if broker.counts_reconnects:
             yield CounterMetricFamily("stockstream_broker_reconnects",
                                       "Times the listener reconnected to Redis (each followed by a snapshot resync)",
-                                      value=reconnects)
+                                      value=broker.reconnects)
         malformed = broker.malformed
         if malformed is not None:
             yield CounterMetricFamily("stockstream_broker_malformed_messages",

@@ -12,24 +12,30 @@ from typing import Any, Protocol
 from .broker import Broker, create_broker
 from .config import Settings
 from .symbols import normalize_symbol
-from .updates import InvalidUpdate, Update, validate_fields
+from .updates import CheckedUpdate, InvalidUpdate, Update
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def make_update(symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> dict[str, Any]:
-    """A checked update object; raises ValueError (SymbolError, InvalidUpdate) if not valid."""
+def checked_price(symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> CheckedUpdate:
+    """One price as a checked update; raises ValueError (SymbolError, InvalidUpdate) if not valid."""
     fields = {**extra, "symbol": symbol, "price": price}
     if timestamp is not None:
         fields["timestamp"] = timestamp
     return checked_update(fields)
 
 
-def checked_update(data: Any) -> dict[str, Any]:
-    """A validated copy of an update object: symbol uppercased, `timestamp` the
-    current time when absent. Raises ValueError (SymbolError, InvalidUpdate) if not valid."""
+def make_update(symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A checked update object, as put on a Kafka topic; raises ValueError (SymbolError, InvalidUpdate) if not valid."""
+    return checked_price(symbol, price, timestamp, **extra).to_dict()
+
+
+def checked_update(data: Any) -> CheckedUpdate:
+    """The check of an update our own producers publish (API, CLI, HTTP,
+    simulator): symbol uppercased, `timestamp` the current time when absent.
+    Raises ValueError (SymbolError, InvalidUpdate) if not valid."""
     if not isinstance(data, dict):
         raise InvalidUpdate("an update is a JSON object")
     rest = dict(data)
@@ -37,8 +43,16 @@ def checked_update(data: Any) -> dict[str, Any]:
     update = {"symbol": normalize_symbol(rest.pop("symbol", None)), "price": rest.pop("price", None),
               "timestamp": rest.pop("timestamp") if "timestamp" in rest else now_ms()}
     update.update(rest)
-    validate_fields(update)
-    return update
+    return CheckedUpdate(update)
+
+
+def received_update(data: dict[str, Any]) -> CheckedUpdate:
+    """The check of an update object received from a feed (a Kafka record):
+    symbol uppercased, every other field as given, nothing filled in (a record
+    without a timestamp is refused). Raises ValueError (SymbolError, InvalidUpdate)."""
+    fields = dict(data)
+    fields["symbol"] = normalize_symbol(fields.get("symbol"))
+    return CheckedUpdate(fields)
 
 
 class PricePublisher(Protocol):
@@ -55,34 +69,45 @@ class Publisher:
 
     async def publish(self, symbol: str, price: float, timestamp: int | None = None, **extra: Any) -> dict[str, Any]:
         """Publish one price; returns the update as clients receive it (with `seq`)."""
-        stored = await self.publish_checked(make_update(symbol, price, timestamp, **extra))
+        stored = await self.publish_checked(checked_price(symbol, price, timestamp, **extra))
         return stored.to_dict()
 
-    async def publish_checked(self, update: dict[str, Any]) -> Update:
-        """Publish an update that `checked_update` returned."""
+    async def publish_checked(self, update: CheckedUpdate) -> Update:
+        """Publish an update checked where it entered."""
         stored = await self.broker.publish(update)
         assert stored is not None  # only a dedupe key makes the broker skip one
         return stored
 
-    async def publish_update(self, update: dict[str, Any], dedupe: tuple[str, int] | None = None) -> Update | None:
-        """Publish an update object as received (e.g. from Kafka); None if deduplicated."""
-        fields = dict(update)
-        fields["symbol"] = normalize_symbol(fields.get("symbol"))
-        validate_fields(fields)
-        return await self.broker.publish(fields, dedupe=dedupe)
+    async def publish_update(self, update: CheckedUpdate, dedupe: tuple[str, int] | None = None) -> Update | None:
+        """Publish an update of an at-least-once feed (e.g. Kafka, checked by
+        `received_update`); None if `dedupe` shows it was published before."""
+        return await self.broker.publish(update, dedupe=dedupe)
+
+
+def _backend_settings(settings: Settings | None) -> Settings:
+    settings = settings or Settings.from_env()
+    if not settings.backend_url:
+        raise RuntimeError("publishing from another process needs Redis: set REDIS_URL or REDIS_HOST")
+    return settings
 
 
 async def publish(symbol: str, price: float, timestamp: int | None = None, *,
                   settings: Settings | None = None, **extra: Any) -> dict[str, Any]:
     """Publish one price to the Redis of `settings` (default: from the environment)."""
-    settings = settings or Settings.from_env()
-    if not settings.backend_url:
-        raise RuntimeError("publishing from another process needs Redis: set REDIS_URL or REDIS_HOST")
+    settings = _backend_settings(settings)
+    return await publish_checked(checked_price(symbol, price, timestamp, **extra), settings=settings)
+
+
+async def publish_checked(update: CheckedUpdate, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Publish a checked update to the Redis of `settings` (default: from the
+    environment); returns it as clients receive it (with `seq`)."""
+    settings = _backend_settings(settings)
     broker = create_broker(settings)
     try:
-        return await Publisher(broker).publish(symbol, price, timestamp, **extra)
+        stored = await Publisher(broker).publish_checked(update)
     finally:
         await broker.close()
+    return stored.to_dict()
 
 
 def send_price_update(symbol: str, price: float, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,9 @@ and the frames that carry it are built once per update, never per recipient.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import orjson
 
@@ -127,6 +129,40 @@ def validate_fields(data: Any, channel_symbol: str | None = None) -> tuple[str, 
     return symbol, price, timestamp, seq
 
 
+@dataclass(frozen=True, slots=True, init=False)
+class CheckedUpdate:
+    """An update object that passed `validate_fields` where it entered: a
+    broker publishes it as it is, without checking it again.
+
+    Built only by checking (the constructor is the check); `fields` is the
+    object to encode, keys in the order they were given, read-only so it
+    cannot change after the check.
+    """
+
+    symbol: str
+    price: float
+    timestamp: int
+    fields: Mapping[str, Any]
+
+    def __init__(self, data: Any) -> None:
+        symbol, price, timestamp, _ = validate_fields(data)
+        # A copy: a later change to the caller's dict must not be published unchecked.
+        fields = dict(data)
+        fields["symbol"] = symbol
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "price", price)
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "fields", MappingProxyType(fields))
+
+    def encode(self, seq: int | None = None) -> bytes:
+        """The JSON as published: see `encode_update`."""
+        return encode_update(self.fields, seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checked update object (a copy), e.g. to put on a Kafka topic."""
+        return dict(self.fields)
+
+
 def load_message(raw: bytes) -> Any:
     """A message's JSON value, within the size limit."""
     if len(raw) > MAX_UPDATE_BYTES:
@@ -145,7 +181,7 @@ def parse_update(raw: bytes | str, channel_symbol: str | None = None) -> Update:
     return Update(symbol, price, timestamp, seq, raw)
 
 
-def encode_update(data: dict[str, Any], seq: int | None = None) -> bytes:
+def encode_update(data: Mapping[str, Any], seq: int | None = None) -> bytes:
     """The JSON of an update as this project publishes it: `seq`, when given, last."""
     body = {k: v for k, v in data.items() if k != "seq"}
     if seq is not None:

@@ -350,13 +350,14 @@ async def test_kafka_offsets_dedupe_per_symbol_on_the_cluster(cluster, cluster_u
     """The bridge's dedupe record lives beside each symbol (`stock:{SYM}:dedupe:<topic>:<partition>`),
     so a replayed offset is skipped on whichever shard owns the symbol."""
     from stockstream.broker import create_broker
+    from stockstream.updates import CheckedUpdate
     from tests.support.inprocess import settings_for
     from tests.support.waiting import free_port
 
     broker = create_broker(settings_for(cluster_url, free_port(), redis_cluster=True))
     try:
         for symbol in SYMBOLS:
-            update = {"symbol": symbol, "price": 1.0, "timestamp": now_ms()}
+            update = CheckedUpdate({"symbol": symbol, "price": 1.0, "timestamp": now_ms()})
             assert await broker.publish(update, dedupe=("prices:0", 7)) is not None
             assert await broker.publish(update, dedupe=("prices:0", 7)) is None
             assert await broker.publish(update, dedupe=("prices:0", 8)) is not None

@@ -204,7 +204,7 @@ async def test_a_backend_failure_mid_list_says_what_was_published(pstack: Stack)
     real_publish = broker.publish
     calls = 0
 
-    async def failing_on_the_third(update: dict, **kwargs: Any) -> Any:
+    async def failing_on_the_third(update: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:

@@ -90,6 +90,16 @@ async def test_redis_metrics_count_malformed_messages(redis_url, clients) -> Non
                          what="the malformed message to be counted")
 
 
+async def test_the_memory_backend_reports_no_redis_figures() -> None:
+    """An embedded backend has no connection to lose and reads nothing it did not write:
+    /metrics carries no reconnect or malformed-message counter for it."""
+    async with inprocess_stack("memory") as stack:
+        _, samples = await scrape(stack.url)
+    assert "stockstream_broker_updates_received_total" in samples
+    assert "stockstream_broker_reconnects_total" not in samples
+    assert "stockstream_broker_malformed_messages_total" not in samples
+
+
 async def test_each_instance_has_its_own_registry() -> None:
     async with inprocess_stack("memory") as first, inprocess_stack("memory") as second:
         _, a = await scrape(first.url)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from stockstream.broker.redis import RedisBroker
 from stockstream.config import Settings
+from stockstream.updates import CheckedUpdate
 from tests.support.publishing import channel_of
 
 BURST = 20  # updates sharing one timestamp
@@ -72,7 +73,7 @@ class Publisher:
             updates.append({"symbol": symbol, "price": 100.0 + self.n / 100, "timestamp": timestamp, "n": self.n})
         if self.kind == "stockstream":
             for update in updates:
-                await self.broker.publish(update)
+                await self.broker.publish(CheckedUpdate(update))
         else:
             # One connection, commands in order, not atomic: a read can fall between
             # an update's SET and its PUBLISH.

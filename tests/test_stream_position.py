@@ -6,7 +6,7 @@ import asyncio
 from stockstream.broker.cluster import ClusterBroker
 from stockstream.broker.redis import RedisBroker
 from stockstream.config import Settings
-from stockstream.updates import Update
+from stockstream.updates import CheckedUpdate, Update
 from tests.support.redis_cluster import RedisCluster
 
 
@@ -46,7 +46,7 @@ async def check_reads_sit_at_their_position(listener: RedisBroker, publisher: Re
         async def publish() -> None:
             while not stop.is_set():
                 for symbol in symbols:
-                    await publisher.publish({"symbol": symbol, "price": 1.0, "timestamp": 1000})
+                    await publisher.publish(CheckedUpdate({"symbol": symbol, "price": 1.0, "timestamp": 1000}))
 
         task = asyncio.create_task(publish())
         reads = []

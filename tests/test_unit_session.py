@@ -12,7 +12,7 @@ from stockstream.errors import ClientError, ErrorCode
 from stockstream.hub import Hub
 from stockstream.outbox import FlushScheduler
 from stockstream.session import Request, Services, Session
-from stockstream.updates import Update
+from stockstream.updates import CheckedUpdate, Update
 
 
 class FakeConnection:
@@ -100,13 +100,13 @@ async def test_snapshot_then_only_newer_updates() -> None:
     watcher = Session(services, FakeConnection())
     watcher.submit(Request("subscribe", ["AAPL"], ack=1))
     for n in range(1, 4):
-        await broker.publish({"symbol": "AAPL", "price": float(n), "timestamp": 1000})
+        await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": float(n), "timestamp": 1000}))
     connection = FakeConnection()
     session = Session(services, connection)
     session.submit(Request("subscribe", ["AAPL"], ack=1))
     await answered(connection, 1)
     for n in range(4, 7):
-        await broker.publish({"symbol": "AAPL", "price": float(n), "timestamp": 1000})
+        await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": float(n), "timestamp": 1000}))
     await asyncio.sleep(0.01)
     prices = [item.price for item in connection.sent if isinstance(item, Update)]
     assert prices == [3.0, 4.0, 5.0, 6.0]

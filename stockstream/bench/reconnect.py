@@ -30,7 +30,7 @@ import orjson
 
 from ..broker import create_broker
 from ..config import Settings
-from ..publisher import Publisher, make_update
+from ..publisher import Publisher, checked_price
 from .servers import ManagedProcess, start_redis, start_stockstream
 
 
@@ -127,7 +127,7 @@ async def _publish(publisher: Publisher, symbols: list[str], rate: float, second
             symbol = symbols[k % len(symbols)]
             k += 1
             batch.append(symbol)
-        results = await asyncio.gather(*(publisher.publish_checked(make_update(s, 100.0 + (k % 100) / 10))
+        results = await asyncio.gather(*(publisher.publish_checked(checked_price(s, 100.0 + (k % 100) / 10))
                                          for s in batch))
         for update in results:
             published[update.symbol] = max(published.get(update.symbol, 0), update.seq or 0)

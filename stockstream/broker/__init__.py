@@ -9,10 +9,10 @@ UpdateSink. `MemoryBroker` is the embedded single-process backend;
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Iterable, NamedTuple, Protocol
 
 from ..config import Settings
-from ..updates import Update
+from ..updates import CheckedUpdate, Update
 from .malformed import MalformedLog
 
 
@@ -66,8 +66,13 @@ class Broker(abc.ABC):
     # True for a backend held in this process: its rooms are not shared with
     # other instances.
     embedded: bool = False
-    # Figures a backend may keep (None: it keeps no such figure); read by /metrics.
-    reconnects: int | None = None
+    # Figures read by /metrics. `reconnects` counts the listener's reconnections
+    # (each followed by a resync); only a backend with a connection to lose
+    # keeps it, and says so with `counts_reconnects`.
+    counts_reconnects: bool = False
+    reconnects: int = 0
+    # The log of messages dropped as malformed; None for a backend that reads
+    # nothing it did not write itself.
     malformed: MalformedLog | None = None
 
     @property
@@ -92,8 +97,9 @@ class Broker(abc.ABC):
         """Stop feeding these symbols."""
 
     @abc.abstractmethod
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
-        """Store and distribute one validated update, adding its `seq`.
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        """Store and distribute one update, adding its `seq`. The update was
+        checked where it entered (`CheckedUpdate`): it is not checked again.
 
         With `dedupe=(stream, offset)`, an offset at or below the last one
         published for that stream is skipped (returns None): replays of an

@@ -20,19 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..config import Settings, redact_url
-from ..updates import Update
+from ..updates import CheckedUpdate, Update
 from . import BackendUnavailable, Snapshots
+from .clients import cluster_client, shard_listener_client
 from .keys import ClusterKeyLayout, KeyLayout
-from .redis import CONNECT_TIMEOUT, PUBLISH_SCRIPT, READ_BURST, RedisBroker
+from .redis import PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
 
@@ -42,6 +39,12 @@ assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
 TOPOLOGY_EVERY = 0.5
 # Failed slot-map reads in a row before the watcher restarts the listener.
 TOPOLOGY_TRIES = 4
+# While the listener waits for its shards (subscription confirmations, resync
+# markers), it reads them in turn, each this long at most, so a quiet shard
+# does not hold up the others...
+SHARD_POLL = 0.05
+# ...and gives up when they stay silent this long.
+SHARDS_ANSWER_WITHIN = 15.0
 
 
 class TopologyChanged(Exception):
@@ -96,14 +99,18 @@ class ClusterBroker(RedisBroker):
 
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
-        self._redis = RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-        self._publish_script = self._redis.register_script(CLUSTER_PUBLISH_SCRIPT)
         self._warned_not_cluster = False
         self._instance = self.marker_channel.rsplit(":", 1)[-1]
         self._marker_suffix = f":marker:{self._instance}".encode()
 
     def _key_layout(self) -> KeyLayout:
         return ClusterKeyLayout()
+
+    def _command_client(self) -> Any:
+        return cluster_client(self._url)
+
+    def _publish_source(self) -> str:
+        return CLUSTER_PUBLISH_SCRIPT
 
     async def start(self, sink: Any) -> None:
         # The history recorder listens with PSUBSCRIBE, which sees no sharded
@@ -151,9 +158,7 @@ class ClusterBroker(RedisBroker):
             raise
         shards = {}
         for node in self._redis.get_primaries():
-            client = aioredis.Redis(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
-                                    socket_connect_timeout=CONNECT_TIMEOUT)
-            shards[node.name] = client.pubsub()
+            shards[node.name] = shard_listener_client(node.host, node.port).pubsub()
         router = ShardRouter(self._owner_of, shards)
         self._pubsub = router
         wanted = {self.keys.channel(s) for s in self._wanted}
@@ -171,15 +176,8 @@ class ClusterBroker(RedisBroker):
         early: list[Update | bytes] = []
         pending = set(wanted)
         # Confirmations arrive per shard; read them all before going ready.
-        while pending:
-            progressed = False
-            for pubsub in shards.values():
-                message = await pubsub.get_message(timeout=0.05)
-                if message is not None:
-                    progressed = True
-                    self._route(message, early.append, pending)
-            if not progressed and time.monotonic() - self._last_heard > 15.0:
-                raise ConnectionError("cluster shards did not confirm subscriptions")
+        await self._poll_shards(shards, pending, lambda message: self._route(message, early.append, pending),
+                                self._last_heard + SHARDS_ANSWER_WITHIN, "cluster shards did not confirm subscriptions")
         if resync and self._sink is not None:
             self.reconnects += 1
             snapshots = await self._resync(shards, early)
@@ -212,18 +210,14 @@ class ClusterBroker(RedisBroker):
         for token in marker_of:
             self._markers.pop(token, None)  # met here, not by _deliver
         waiting = set(marker_of)
-        deadline = time.monotonic() + 15.0
-        while waiting:
-            progressed = False
-            for pubsub in shards.values():
-                message = await pubsub.get_message(timeout=0.05)
-                if message is not None:
-                    progressed = True
-                    self._route(message, early.append)
-                    if early and type(early[-1]) is bytes:
-                        waiting.discard(early[-1])
-            if not progressed and time.monotonic() > deadline:
-                raise ConnectionError("cluster shards did not return the resync markers")
+
+        def meet(message: dict[str, Any]) -> None:
+            self._route(message, early.append)
+            if early and type(early[-1]) is bytes:
+                waiting.discard(early[-1])
+
+        await self._poll_shards(shards, waiting, meet, time.monotonic() + SHARDS_ANSWER_WITHIN,
+                                "cluster shards did not return the resync markers")
         covered: set[str] = set(symbols)  # symbols whose marker is still ahead
         kept: list[Update | bytes] = []
         for item in early:
@@ -236,6 +230,22 @@ class ClusterBroker(RedisBroker):
             kept.append(item)
         early[:] = kept
         return {symbol: self._snapshot(symbol, raw) for symbol, (raw, _) in zip(symbols, reads)}
+
+    @staticmethod
+    async def _poll_shards(shards: dict[str, Any], pending: set[Any], handle: Callable[[dict[str, Any]], object],
+                           deadline: float, failure: str) -> None:
+        """Read every shard's pub/sub in turn, a short wait each, handing each
+        message to `handle`, until `handle` has emptied `pending`. A round in
+        which no shard said anything after `deadline` raises ConnectionError(failure)."""
+        while pending:
+            progressed = False
+            for pubsub in shards.values():
+                message = await pubsub.get_message(timeout=SHARD_POLL)
+                if message is not None:
+                    progressed = True
+                    handle(message)
+            if not progressed and time.monotonic() > deadline:
+                raise ConnectionError(failure)
 
     async def _read_marked(self, symbol: str) -> tuple[bytes | None, bytes]:
         """A symbol's snapshot key read in a transaction with its marker."""
@@ -356,7 +366,7 @@ class ClusterBroker(RedisBroker):
     # The cluster client also raises RedisClusterException (no reachable node,
     # slots not covered), which RedisBroker does not expect.
 
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         try:
             return await super().publish(update, dedupe=dedupe)
         except RedisClusterException as exc:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..config import Settings
-from ..updates import Update, encode_update, validate_fields
+from ..updates import CheckedUpdate, Update
 from . import Broker, Replay, Snapshots, UpdateSink
 
 
@@ -50,17 +50,16 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         self._wanted.difference_update(symbols)
 
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         if dedupe is not None:
             stream, offset = dedupe
             if offset <= self._offsets.get(stream, -1):
                 return None
             self._offsets[stream] = offset
-        symbol, price, timestamp, _ = validate_fields(update)
+        symbol = update.symbol
         self._seq[symbol] += 1
         seq = self._seq[symbol]
-        raw = encode_update(update, seq)
-        stored = Update(symbol, price, timestamp, seq, raw)
+        stored = Update(symbol, update.price, update.timestamp, seq, update.encode(seq))
         self._latest[symbol] = stored
         self._record(stored)
         if self._sink is not None and symbol in self._wanted:

@@ -32,9 +32,6 @@ import secrets
 import time
 from typing import Any, Callable
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,6 +39,7 @@ from ..backoff import Backoff
 from ..config import Settings
 from ..symbols import CHANNEL_PREFIX
 from ..updates import InvalidUpdate, parse_update
+from .clients import recorder_client
 
 log = logging.getLogger("stockstream.recorder")
 
@@ -101,8 +99,7 @@ class HistoryRecorder:
     def __init__(self, url: str, settings: Settings, history_key: Callable[[str], str]) -> None:
         self._settings = settings
         self._history_key = history_key
-        # No retries inside redis-py: a reconnect would hide a gap in the subscription.
-        self._redis = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        self._redis = recorder_client(url)
         self._append = self._redis.register_script(APPEND_SCRIPT)
         self._renew = self._redis.register_script(RENEW_SCRIPT)
         self._release = self._redis.register_script(RELEASE_SCRIPT)

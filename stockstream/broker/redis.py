@@ -14,16 +14,14 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, channel_for
-from ..updates import MAX_TIMESTAMP, InvalidUpdate, Update, encode_update, parse_update, validate_fields
+from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
+from .clients import command_client, listener_client
 from .malformed import MalformedLog
 from .keys import KeyLayout
 from .recorder import HistoryRecorder
@@ -74,9 +72,6 @@ return seq
 PROBE_AFTER = 5.0
 DEAD_AFTER = 15.0
 READ_BURST = 64
-# A Redis host that drops packets would otherwise hold a connect for the
-# operating system's TCP timeout (minutes); a REDIS_URL option wins over this.
-CONNECT_TIMEOUT = 5.0
 
 # Stream ids hold 64-bit milliseconds; query bounds beyond are clamped.
 MAX_STREAM_MS = 2**64 - 1
@@ -132,17 +127,14 @@ def _never_trimmed(info: dict[str, Any], symbol: str) -> bool:
 
 class RedisBroker(Broker):
     kind = "redis"
+    counts_reconnects = True
 
     def __init__(self, url: str, settings: Settings) -> None:
         self._url = url
         self._settings = settings
         self.keys = self._key_layout()
-        # A blocking pool: a burst of subscribes waits for a connection
-        # instead of failing past the pool's cap.
-        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5.0,
-                                                              socket_connect_timeout=CONNECT_TIMEOUT)
-        self._redis = aioredis.Redis(connection_pool=self._pool)
-        self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._redis: Any = self._command_client()
+        self._publish_script = self._redis.register_script(self._publish_source())
         self._sink: UpdateSink | None = None
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
@@ -162,6 +154,14 @@ class RedisBroker(Broker):
     def _key_layout(self) -> KeyLayout:
         """Key names; the cluster broker overrides this."""
         return KeyLayout()
+
+    def _command_client(self) -> Any:
+        """The client for commands and scripts; the cluster broker overrides this."""
+        return command_client(self._url)
+
+    def _publish_source(self) -> str:
+        """The publish script; the cluster broker overrides this."""
+        return PUBLISH_SCRIPT
 
     @property
     def ready(self) -> bool:
@@ -184,8 +184,7 @@ class RedisBroker(Broker):
             self._task = None
         self._fail_markers()
         await self._close_pubsub()
-        await self._redis.aclose()
-        await self._pool.disconnect()
+        await self._redis.aclose()  # and its connection pool
 
     # -- the listener ------------------------------------------------------
 
@@ -251,9 +250,7 @@ class RedisBroker(Broker):
                 backoff.reset()
 
     async def _listen(self, resync: bool) -> None:
-        # No retries inside redis-py: a silent reconnect would skip the resync.
-        client = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0),
-                                         socket_connect_timeout=CONNECT_TIMEOUT)
+        client = listener_client(self._url)
         self._pubsub = pubsub = client.pubsub()
         wanted = {self.keys.channel(s) for s in self._wanted}
         for channel in wanted:
@@ -419,9 +416,9 @@ class RedisBroker(Broker):
 
     # -- commands -------------------------------------------------------------
 
-    async def publish(self, update: dict[str, Any], *, dedupe: tuple[str, int] | None = None) -> Update | None:
-        symbol, price, timestamp, _ = validate_fields(update)
-        body = encode_update(update)
+    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
+        symbol, timestamp = update.symbol, update.timestamp
+        body = update.encode()
         horizon = max(0, int(time.time() * 1000 - self._settings.history_max_age * 1000))
         keys = [self.keys.channel(symbol), self.keys.seq(symbol), self.keys.history(symbol)]
         args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon]
@@ -434,7 +431,7 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
-        return Update(symbol, price, timestamp, int(seq), encode_update(update, int(seq)))
+        return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
         if not symbols:

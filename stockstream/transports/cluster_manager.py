@@ -14,11 +14,10 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from ..backoff import Backoff
+from ..broker.clients import manager_cluster_client, manager_shard_client
 
 log = logging.getLogger("stockstream.socketio.cluster")
 
@@ -30,7 +29,7 @@ class AsyncRedisClusterManager(AsyncPubSubManager):  # type: ignore[misc]
                  logger: Any = None) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.redis_url = url
-        self.redis = RedisCluster.from_url(url)
+        self.redis = manager_cluster_client(url)
 
     async def _publish(self, data: Any) -> Any:
         for attempt in range(2):
@@ -58,7 +57,7 @@ class AsyncRedisClusterManager(AsyncPubSubManager):  # type: ignore[misc]
             try:
                 await self.redis.initialize()
                 node = self.redis.get_node_from_key(self.channel)
-                client = aioredis.Redis(host=node.host, port=node.port)
+                client = manager_shard_client(node.host, node.port)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.ssubscribe(self.channel)
                 backoff.reset()
