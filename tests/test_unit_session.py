@@ -169,7 +169,7 @@ async def test_replies_and_updates_leave_through_the_outbox_in_request_order() -
     session = Session(services, connection)
     session.submit(Request("subscribe", ["AAPL"], ack=1))
     await answered(connection, 1)
-    await broker.publish({"symbol": "AAPL", "price": 1.0, "timestamp": 1000})
+    await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": 1.0, "timestamp": 1000}))
     session.submit(Request("ping", None, ack=2))
     await answered(connection, 2)
     kinds = [item[0] if isinstance(item, tuple) else item.price for item in connection.log]

@@ -6,8 +6,11 @@ URL's query override keyword arguments.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -61,10 +64,21 @@ def cluster_client(url: str) -> RedisCluster:
     return RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
 
 
-def shard_listener_client(host: str, port: int) -> aioredis.Redis:
+def _node_client(url: str, host: str, port: int, **options: Any) -> aioredis.Redis:
+    """A plain client of one cluster node, with what the cluster's URL says
+    besides the address: user, password, TLS and its query options."""
+    kwargs = parse_url(url)
+    kwargs.pop("db", None)  # a cluster has database 0 only
+    connection_class = kwargs.pop("connection_class", aioredis.Connection)
+    kwargs.update(options, host=host, port=port)
+    pool = aioredis.ConnectionPool(connection_class=connection_class, **kwargs)
+    return aioredis.Redis.from_pool(pool)
+
+
+def shard_listener_client(url: str, host: str, port: int) -> aioredis.Redis:
     """The cluster listener's pub/sub connection to one master: a plain client
     (redis-py's cluster pub/sub reads one shard at a time), no retries (see `_no_retries`)."""
-    return aioredis.Redis(host=host, port=port, retry=_no_retries(), socket_connect_timeout=CONNECT_TIMEOUT)
+    return _node_client(url, host, port, retry=_no_retries(), socket_connect_timeout=CONNECT_TIMEOUT)
 
 
 def manager_cluster_client(url: str) -> RedisCluster:
@@ -73,7 +87,7 @@ def manager_cluster_client(url: str) -> RedisCluster:
     return RedisCluster.from_url(url)
 
 
-def manager_shard_client(host: str, port: int) -> aioredis.Redis:
+def manager_shard_client(url: str, host: str, port: int) -> aioredis.Redis:
     """The Socket.IO cluster manager's `SSUBSCRIBE` connection to the master
     owning its channel: redis-py's defaults; the manager reconnects on any failure."""
-    return aioredis.Redis(host=host, port=port)
+    return _node_client(url, host, port)

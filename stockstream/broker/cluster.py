@@ -158,7 +158,7 @@ class ClusterBroker(RedisBroker):
             raise
         shards = {}
         for node in self._redis.get_primaries():
-            shards[node.name] = shard_listener_client(node.host, node.port).pubsub()
+            shards[node.name] = shard_listener_client(self._url, node.host, node.port).pubsub()
         router = ShardRouter(self._owner_of, shards)
         self._pubsub = router
         wanted = {self.keys.channel(s) for s in self._wanted}

@@ -57,7 +57,7 @@ class AsyncRedisClusterManager(AsyncPubSubManager):  # type: ignore[misc]
             try:
                 await self.redis.initialize()
                 node = self.redis.get_node_from_key(self.channel)
-                client = manager_shard_client(node.host, node.port)
+                client = manager_shard_client(self.redis_url, node.host, node.port)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.ssubscribe(self.channel)
                 backoff.reset()
