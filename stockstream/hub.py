@@ -74,6 +74,15 @@ class Hub:
             for session in room:
                 session.deliver(snapshot)
 
+    def on_resume(self, updates: dict[str, list[Update]]) -> None:
+        # Called by the listener at the stream position the replays were read
+        # at: each replayed update is numbered and delivered as a live one.
+        for symbol, replay in updates.items():
+            for update in replay:
+                self.on_update(update)
+            if symbol in self.rooms:
+                self._echoes.expect_echo(symbol, replay)
+
     def mark(self) -> int:
         """The current stream position: every update received so far is at or
         before it, every later one after it."""
