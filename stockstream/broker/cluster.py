@@ -122,6 +122,9 @@ class ShardRouter:
 
     def __init__(self, owner_of: Callable[[str], str | None]) -> None:
         self._owner_of = owner_of
+        # Set when a wanted channel may be placed nowhere: the watcher then
+        # compares the slot map with the placement again.
+        self.replan = True
         self.readers: dict[str, ShardReader] = {}
         self.placed: dict[str, str] = {}  # channel -> name of the reader it was subscribed on
 
@@ -131,6 +134,7 @@ class ShardRouter:
             if reader is None or reader.pubsub is None:
                 # No connection to its owner right now: the reader subscribes
                 # every wanted channel of its master when it (re)starts.
+                self.replan = True
                 continue
             self.placed[channel] = reader.name
             # One command per channel: SSUBSCRIBE takes channels of one slot only.
@@ -298,6 +302,7 @@ class ClusterBroker(RedisBroker):
 
     def _follow(self, router: ShardRouter, first: bool = False) -> None:
         """Start, stop and restart readers as the current slot map asks."""
+        router.replan = False
         wanted = [self.keys.channel(s) for s in self._wanted]
         plan = plan_readers(self._owners, {n: r.live for n, r in router.readers.items()}, router.placed, wanted)
         for channel in plan.release:
@@ -527,6 +532,7 @@ class ClusterBroker(RedisBroker):
                 channel = message["channel"].decode()
                 if router.placed.get(channel) == reader.name:
                     del router.placed[channel]
+                    router.replan = True
                     # Reads of the symbol now mark on its new owner, where nobody listens yet.
                     self._fail_markers_of({self._symbol_of_channel(channel)})
                 continue
@@ -552,12 +558,15 @@ class ClusterBroker(RedisBroker):
             failures = 0
             if owners != self._owners:
                 self._owners = owners
+                router.replan = True
                 try:
                     # The command client's slot map, for the reads that follow.
                     await self._redis.nodes_manager.initialize()
                 except (RedisError, RedisClusterException, OSError) as exc:
                     log.debug("cluster slot map refresh failed (commands retry it): %s", exc)
-            self._follow(router)
+            if router.replan:
+                # Only then: the comparison reads every wanted channel.
+                self._follow(router)
 
     async def _slot_owners(self) -> dict[int, str]:
         """slot -> master `host:port`, read from any reachable node."""
