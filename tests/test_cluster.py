@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -12,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from tests.support.inprocess import atomic_publisher, running_app
+from stockstream.updates import CheckedUpdate
+from tests.support.inprocess import running_app
 from tests.support.publishing import RawRedisPublisher, make_update
 from tests.support.redis_cluster import RedisCluster
 from tests.support.waiting import eventually, now_ms
@@ -502,3 +502,53 @@ async def test_socketio_emits_cross_instances_on_the_cluster(cluster_url) -> Non
         finally:
             for client in sockets:
                 await client.disconnect()
+
+
+async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> None:
+    """What a restarted shard reader gives a symbol, from where its clients stand: the
+    updates after that `seq` for the project's publisher; after the exact update (same
+    timestamp, other bytes) for a third-party one found in history; the snapshot when
+    history does not reach (a third-party update on a cluster) and it is news; nothing
+    when the promoted master is behind what clients hold (lost writes)."""
+    from stockstream.broker.cluster import ClusterBroker
+    from stockstream.config import Settings
+    from stockstream.updates import parse_update
+
+    broker = ClusterBroker(cluster_url, Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"}))
+    raw = RawRedisPublisher(cluster_url, cluster=True)
+    try:
+        async def resume(symbol: str, point: Any) -> list[Any]:
+            broker._wanted.add(symbol)
+            broker._points[symbol] = point
+            updates, tokens = await broker._resume_read(symbol)
+            for token in tokens:
+                broker._forget_marker(token)
+            return [u.raw for u in updates]
+
+        start = now_ms()  # history keeps a day: older timestamps are trimmed at once
+        ours = [await broker.publish(CheckedUpdate({"symbol": "RSQ", "price": p, "timestamp": start + p}))
+                for p in range(1, 6)]
+        assert await resume("RSQ", ours[1]) == [u.raw for u in ours[2:]]
+        assert await resume("RSQ", ours[-1]) == []
+        ahead = parse_update(ours[-1].raw.replace(b'"seq":5', b'"seq":9'), "RSQ")
+        assert await resume("RSQ", ahead) == []  # the shard lost what clients hold: nothing older
+        # Third-party updates in the same millisecond, recorded into history (as on one Redis).
+        same_ms = [json.dumps({"symbol": "RTP", "price": p, "timestamp": start}).encode() for p in (1, 2, 3)]
+        client = AsyncRedisCluster.from_url(cluster_url)
+        try:
+            for n, body in enumerate(same_ms, 1):
+                await client.xadd("stock:{RTP}:history", {"u": body}, id=f"{start}-{n}")
+            await client.set("stock:{RTP}", same_ms[-1])
+        finally:
+            await client.aclose()
+        assert await resume("RTP", parse_update(same_ms[0], "RTP")) == same_ms[1:]
+        # Not in history (SET + SPUBLISH on a cluster): the snapshot, once.
+        await raw.set_and_publish({"symbol": "RNH", "price": 1, "timestamp": 7000})
+        await raw.set_and_publish({"symbol": "RNH", "price": 2, "timestamp": 7001})
+        first = parse_update(b'{"symbol":"RNH","price":1,"timestamp":7000}', "RNH")
+        latest = b'{"symbol":"RNH","price":2,"timestamp":7001}'
+        assert await resume("RNH", first) == [latest]
+        assert await resume("RNH", parse_update(latest, "RNH")) == []
+    finally:
+        await raw.close()
+        await broker.close()
