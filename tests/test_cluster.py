@@ -243,9 +243,9 @@ async def test_failover_loses_nothing(cluster, cluster_url, clients) -> None:
     before and after). Every client (python-socketio, node socket.io-client, /live-price) of every
     symbol gets the published sequence once and in order: on a healthy shard every update; on the
     failed one, for the project's publisher, exactly what the promoted master's history holds;
-    for a third-party publisher (not in history on a cluster), what it received before, at most
-    the latest snapshot for the updates published while the shard's reader was away, then every
-    update published once the instance was ready again."""
+    for a third-party publisher (not in history on a cluster), everything delivered before the
+    kill, the latest snapshot in place of what was published while the shard's reader was away,
+    then every update published once the instance was ready again."""
     spread = symbols_per_master(cluster, 2)
     ours = [symbols[0] for symbols in spread.values()]
     theirs = [symbols[1] for symbols in spread.values()]
