@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from typing import Any, AsyncIterator
 
@@ -234,7 +235,7 @@ async def history_ns(url: str, symbol: str) -> list[int]:
 
 
 def strictly_increasing(ns: list[int]) -> bool:
-    return all(a < b for a, b in zip(ns, ns[1:]))
+    return all(a < b for a, b in itertools.pairwise(ns))
 
 
 class SteadyStream:
