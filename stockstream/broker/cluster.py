@@ -38,6 +38,7 @@ log = logging.getLogger("stockstream.redis.cluster")
 
 CLUSTER_PUBLISH_SCRIPT = PUBLISH_SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
+CLUSTER_SLOTS = 16384
 # How often the slot owners are compared with the readers' subscriptions.
 TOPOLOGY_EVERY = 0.5
 # Failed slot-map reads in a row before the watcher restarts the listener.
@@ -333,7 +334,12 @@ class ClusterBroker(RedisBroker):
         return self.keys.symbol_of(channel.split(":marker:", 1)[0].encode())
 
     def _update_ready(self, router: ShardRouter) -> None:
-        self._set_ready(bool(router.readers) and all(r.live for r in router.readers.values()))
+        ready = bool(router.readers) and all(r.live for r in router.readers.values())
+        if ready and len(self._owners) < CLUSTER_SLOTS:
+            # Slots without a master (one failed, no replica promoted yet):
+            # not ready while a wanted symbol is among them.
+            ready = all(self._owner_of(self.keys.channel(s)) is not None for s in self._wanted)
+        self._set_ready(ready)
 
     async def _run_reader(self, router: ShardRouter, reader: ShardReader, first: bool) -> None:
         """Keep one master's reader running until it is stopped: a failed
