@@ -224,6 +224,19 @@ async def shard_readers(port: int) -> set[int]:
     return ids
 
 
+async def settled_readers(ports: list[int], count: int) -> dict[int, set[int]]:
+    """shard_readers of each master, once each lists `count` of them (the connections
+    of instances that just stopped can stay listed a moment)."""
+    found: dict[int, set[int]] = {}
+
+    async def settled() -> bool:
+        for port in ports:
+            found[port] = await shard_readers(port)
+        return all(len(ids) == count for ids in found.values())
+    await eventually(settled, 10, f"{count} reader connections on every master", interval=0.05)
+    return found
+
+
 async def history_ns(url: str, symbol: str) -> list[int]:
     """The `n` of every entry of a symbol's history stream, on its current master."""
     client = AsyncRedisCluster.from_url(url)
@@ -358,8 +371,7 @@ async def test_failover_loses_nothing(cluster, cluster_url, clients) -> None:
             stream = SteadyStream([s[0] for s in spread.values()], [s[1] for s in spread.values()], publish, raw)
             await stream.subscribe([await clients.sio(urls[0]), await clients.ws(urls[0]),
                                     await clients.sio(urls[1], kind="node"), await clients.ws(urls[1])])
-            readers_before = {port: await shard_readers(port) for port in healthy}
-            assert all(len(ids) == len(urls) for ids in readers_before.values()), readers_before
+            readers_before = await settled_readers(healthy, len(urls))
             stream.start()
             try:
                 await stream.published_more(10, dict.fromkeys(stream.symbols, 0))
@@ -401,7 +413,7 @@ async def test_a_dropped_shard_connection_resumes_without_loss(cluster, cluster_
         async with atomic_publisher_cluster(cluster_url) as publish, instances(cluster_url, 1) as (url,):
             stream = SteadyStream([s[0] for s in spread.values()], [s[1] for s in spread.values()], publish, raw)
             await stream.subscribe([await clients.sio(url), await clients.ws(url)])
-            readers_before = {port: await shard_readers(port) for port in spread}
+            readers_before = await settled_readers(list(spread), 1)
             stream.start()
             try:
                 await stream.published_more(5, dict.fromkeys(stream.symbols, 0))
