@@ -78,6 +78,11 @@ class Hub:
         # Called by the listener at the stream position the replays were read
         # at: each replayed update is numbered and delivered as a live one.
         for symbol, replay in updates.items():
+            latest = self.latest.get(symbol)
+            if latest is not None and replay and replay[0].raw == latest.raw:
+                # A snapshot the listener could not place (it knew no resume
+                # point) that this room already holds.
+                replay = replay[1:]
             for update in replay:
                 self.on_update(update)
             if symbol in self.rooms:
