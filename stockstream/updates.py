@@ -5,6 +5,7 @@ and the frames that carry it are built once per update, never per recipient.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -44,7 +45,7 @@ class Update:
     """One price update: its parsed key fields and the bytes as published."""
 
     __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "_sio_payload", "_sio_frame", "_ws_frame",
-                 "_sio_recoverable")
+                 "_sio_recoverable", "_digest")
 
     def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
         self.symbol = symbol
@@ -59,6 +60,7 @@ class Update:
         self._sio_frame: bytes | None = None
         self._ws_frame: bytes | None = None
         self._sio_recoverable: tuple[str, bytes] | None = None
+        self._digest: str | None = None
 
     @property
     def sio_payload(self) -> str:
@@ -75,13 +77,24 @@ class Update:
         return self._sio_frame
 
     @property
+    def digest(self) -> str | None:
+        """What identifies an update published without a seq: a hash of its
+        bytes (None for an update with a seq, which its seq identifies). A
+        timestamp does not: many updates share one millisecond."""
+        if self.seq is not None:
+            return None
+        if self._digest is None:
+            self._digest = update_digest(self.raw)
+        return self._digest
+
+    @property
     def offset(self) -> str:
         """This update's place in its symbol's stream, as Socket.IO connection
-        state recovery hands it back: `SYMBOL:seq`, or `SYMBOL@timestamp`
-        for updates published without a seq."""
+        state recovery hands it back: `SYMBOL:seq`, or `SYMBOL@timestamp#digest`
+        for updates published without a seq (see stockstream.recovery)."""
         if self.seq is not None:
             return f"{self.symbol}:{self.seq}"
-        return f"{self.symbol}@{self.timestamp}"
+        return f"{self.symbol}@{self.timestamp}#{self.digest}"
 
     def sio_recoverable(self) -> tuple[str, bytes]:
         """`sio_payload` and `sio_frame` with the offset as the event's last argument."""
@@ -103,6 +116,12 @@ class Update:
 
     def __repr__(self) -> str:
         return f"Update({self.symbol!r}, price={self.price!r}, ts={self.timestamp}, seq={self.seq})"
+
+
+def update_digest(raw: bytes) -> str:
+    """The digest of an update's bytes: 64 bits, so that two different updates
+    of a symbol near the same time never share one in practice."""
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 def validate_fields(data: Any, channel_symbol: str | None = None) -> tuple[str, float, int, int | None]:

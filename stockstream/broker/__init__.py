@@ -127,6 +127,15 @@ class Broker(abc.ABC):
         """Stored updates after a point (a timestamp or a seq), oldest first,
         with the stream position the read stands at."""
 
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
+                                  limit: int = 10000) -> Replay:
+        """Stored updates after the one published without a seq at `timestamp`
+        whose bytes have `digest` (Update.digest), oldest first, with the
+        stream position the read stands at; complete only when that update is
+        found. A backend whose every update carries a seq has none such: the
+        timestamp is the best it can do."""
+        return await self.replay_at(symbol, timestamp, None, limit)
+
     async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                      limit: int = 10000) -> tuple[list[Update], bool]:
         """replay_at without the position: (updates, complete)."""

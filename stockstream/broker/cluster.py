@@ -387,6 +387,19 @@ class ClusterBroker(RedisBroker):
             raise BackendUnavailable(f"redis: {exc}") from exc
 
 
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        try:
+            await super().save_session(pid, data, ttl)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def take_session(self, pid: str) -> bytes | None:
+        try:
+            return await super().take_session(pid)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+
 def _slot_rows(reply: Any) -> list[Any]:
     """CLUSTER SLOTS as rows [start, end, [host, port, ...], ...]; redis-py
     may already have parsed it into {(start, end): {...}}."""

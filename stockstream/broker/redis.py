@@ -18,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, channel_for
-from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
+from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update, update_digest
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
 from .clients import command_client, listener_client
@@ -78,6 +78,14 @@ MAX_STREAM_MS = 2**64 - 1
 # A resume by seq reads history backwards in chunks growing up to the maximum.
 REPLAY_FIRST_CHUNK = 64
 REPLAY_MAX_CHUNK = 4096
+# A resume after an update published without a seq needs the history
+# recorder to have appended everything up to the latest snapshot. It lags the
+# live stream by a few milliseconds (more on a loaded machine, and a
+# publisher's PUBLISH follows its SET by a round trip), so the replay waits
+# for it, checking this often, at most this long; past that, history counts
+# as not reaching back (a fresh session rather than a gap).
+RECORDER_CHECK_EVERY = 0.01
+RECORDER_CATCH_UP = 2.0
 
 
 def history_key(symbol: str) -> str:
@@ -569,6 +577,68 @@ class RedisBroker(Broker):
             return [], False
         collected.reverse()
         return collected, True
+
+    # -- replay after an update published without a seq ------------------------
+    #
+    # Such an update is found in history by its bytes (Update.digest), scanning
+    # from its timestamp: the recorder files it under max(timestamp, newest
+    # id), never earlier. The replay is what follows it up to the snapshot
+    # read with the marker; the snapshot's own PUBLISH may come after the
+    # marker (SET, then PUBLISH), and the session's gate drops that echo.
+
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
+                                  limit: int = 10000) -> Replay:
+        if self.recorder is None:
+            # Nothing records third-party updates here (a publishing-only
+            # broker, or a cluster): their history is not kept.
+            return Replay([], False, 0)
+        tokens: list[bytes] = []
+        try:
+            updates, complete = await self._replay_after_digest(symbol, min(timestamp, MAX_TIMESTAMP), digest,
+                                                                limit, tokens)
+        except BaseException as exc:
+            for token in tokens:
+                self._forget_marker(token)
+            if isinstance(exc, (RedisError, OSError)):
+                raise BackendUnavailable(f"redis: {exc}") from exc
+            raise
+        return Replay(updates, complete, await self._position(tokens[0]))
+
+    async def _replay_after_digest(self, symbol: str, timestamp: int, digest: str, limit: int,
+                                   tokens: list[bytes]) -> tuple[list[Update], bool]:
+        key = self.keys.history(symbol)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.channel(symbol))
+            pipe.xrange(key, f"{timestamp}-0", "+", count=limit + 2)
+            tokens.append(self._mark(pipe, symbol))
+            raw_snapshot, entries, _ = await pipe.execute()
+        if raw_snapshot is None:
+            return [], False  # the client has an update this Redis never had
+        if update_digest(raw_snapshot) == digest:
+            return [], True  # nothing was published after the client's update
+        found = False  # the client's update, once met
+        after: list[tuple[bytes, dict[bytes, bytes]]] = []
+        deadline = time.monotonic() + RECORDER_CATCH_UP
+        while True:
+            for entry in entries:
+                raw = entry[1].get(b"u")
+                if not found:
+                    if raw == raw_snapshot:
+                        return [], False  # the latest update is recorded, the client's is not (trimmed)
+                    found = raw is not None and update_digest(raw) == digest
+                    continue
+                after.append(entry)
+                if raw == raw_snapshot:
+                    return self._entries(symbol, after), True
+                if len(after) > limit:
+                    return [], False
+            if time.monotonic() >= deadline:
+                log.info("replay of %s: history did not catch up with the latest update within %.1f s",
+                         symbol, RECORDER_CATCH_UP)
+                return [], False
+            await asyncio.sleep(RECORDER_CHECK_EVERY)
+            start = "(" + entries[-1][0].decode() if entries else f"{timestamp}-0"
+            entries = await self._redis.xrange(key, start, "+", count=limit + 2)
 
     def _snapshot(self, symbol: str, raw: bytes | None) -> Update | None:
         if raw is None:

@@ -27,7 +27,7 @@ from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
-from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, recover, save
+from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, forget, recover, save
 from .socketio_internals import SocketIOHooks, close_manager
 
 log = logging.getLogger("stockstream.socketio")
@@ -250,7 +250,7 @@ class SocketIOTransport:
             raise refusal(error) from None
         if self.recovery_window > 0:
             connection.recovery = RecoveryState()
-            await recover(session, connection.recovery, auth, self.recovery_stats)
+            await recover(session, connection.recovery, auth, self.recovery_stats, self._release)
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
@@ -258,9 +258,16 @@ class SocketIOTransport:
         recovery = session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
         if recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
             await save(session, recovery, self.recovery_window, self.recovery_stats)  # type: ignore[arg-type]
+        elif recovery is not None:
+            await forget(session, recovery)  # type: ignore[arg-type]
         if session is not None:
             await session.closed_by_transport()
             log.info("socket.io client disconnected sid=%s reason=%s", sid, reason)
+
+    async def _release(self, sid: str) -> None:
+        """Disconnect `sid` on whichever instance holds it (through the client
+        manager's channel when it is not here): its session is then saved."""
+        await self.server.disconnect(sid, namespace="/")
 
     async def shutdown(self) -> None:
         await self.server.shutdown()
