@@ -261,3 +261,36 @@ def _gaps(ns: list[int]) -> str:
     """Where a received sequence departs from 1, 2, 3, ...: short enough for a failure message."""
     problems = [f"{a}->{b}" for a, b in zip(ns, ns[1:]) if b != a + 1]
     return f"{len(ns)} received, first {ns[:3]}, breaks {problems[:10]}"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_reconnect_before_the_old_instance_noticed_the_drop_still_recovers(servers, redis_url, transport):
+    """When only the client's side of the connection is cut, the old instance
+    still holds the connection (unsaved) when the reconnect reaches the other
+    instance; that instance has it dropped and saved, waits for the save, and
+    the client is recovered with every update once, in order (here with the
+    original SET + PUBLISH publisher, and heartbeats far longer than the test)."""
+    env = {"RECOVERY_WINDOW": "120", "PING_INTERVAL": "25", "PING_TIMEOUT": "20"}
+    first, second = await servers.start_many(2, env, redis_url=redis_url)
+    async with switch_proxy(first.port) as proxy, publisher_of("raw", redis_url) as publish:
+        client = NodeSioClient(proxy.url, options={"transports": [transport], **FAST_RECONNECT})
+        await client.connect()
+        stream = Stream(publish, SYMBOLS, STREAM_RATE)
+        try:
+            assert (await client.subscribe(SYMBOLS)).get("ok") is True
+            stream.start()
+            for symbol in SYMBOLS:
+                await wait_for_n(client, symbol, 50)
+            proxy.target = second.port
+            proxy.cut(server_side=False)
+            again = await connected_again(client, 2)
+            assert again["recovered"] is True, again
+            last = await stream.stop()
+            for symbol in SYMBOLS:
+                await wait_for_n(client, symbol, last)
+                assert ns_of(client, symbol) == list(range(1, last + 1)), (symbol, _gaps(ns_of(client, symbol)))
+            assert "not recovered" not in second.output()
+        finally:
+            if stream._task is not None and not stream._task.done():
+                await stream.stop()
+            await client.close()
