@@ -97,13 +97,17 @@ def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("publisher", ["ours", "raw"])
+def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path, publisher: str) -> None:
     """The reconnect scenario stops the clients' instance: every client recovers
-    its session on the other one, with nothing lost, repeated or reordered."""
-    done, report = run_bench(tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30")
+    its session on the other one, with nothing lost, repeated or reordered,
+    with stockstream's publisher and with the original SET + PUBLISH one."""
+    done, report = run_bench(tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30",
+                             "--publisher", publisher)
     (run,) = report["runs"]
     assert run["scenario"] == "reconnect" and not run.get("error"), run
     result = run["result"]
+    assert result["publisher"] == publisher
     assert result["recovered"] == result["clients"] == 30
     assert result["all_live_again_s"] is not None and result["deliveries"] > 0
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .clients import TRANSPORTS, Target
 from .progress import Progress
-from .reconnect import format_reconnect, run_reconnect_scenario
+from .reconnect import PUBLISHERS, format_reconnect, run_reconnect_scenario
 from .report import environment, format_run, format_summary, summarize, write_json
 from .runner import BenchConfig, run_one
 from .scenarios import FULL, NAMES, QUICK, RunOptions, Scenario, describe
@@ -29,6 +29,7 @@ EPILOG = "scenarios:\n" + "".join(f"  {s.name:<8} {s.description}\n" for s in FU
 
 examples:
   python -m stockstream bench --scenario latency --quick
+  python -m stockstream bench --scenario reconnect --publisher raw
   python -m stockstream bench --compare --rounds 3 --json bench.json
   python -m stockstream bench --scenario fanout --instances 3 --server-cpus 0-2 --client-cpus 3-7
   python -m stockstream bench --url http://prod-host:5000 --redis-url redis://prod-redis:6379/0 --scenario spread
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--compare", action="store_true",
                       help="also run the Node.js reference server, alternating with stockstream, and print ratios")
     what.add_argument("--rounds", type=int, default=1, metavar="N", help="repeat everything N times (default 1)")
+    what.add_argument("--publisher", choices=PUBLISHERS, default="ours",
+                      help="reconnect: who publishes the prices: ours (stockstream's atomic publish, with seq; "
+                           "default) or raw (the original design's SET + PUBLISH, without seq)")
     what.add_argument("--transport", choices=TRANSPORTS, default="socketio",
                       help="socketio (default) or websocket (/live-price)")
 
@@ -266,7 +270,7 @@ def main(args: argparse.Namespace) -> int:
                     if scenario.name == "reconnect":
                         if kind != "stockstream" or config.target is not None:
                             continue  # it starts its own two instances, with recovery on
-                        record = run_reconnect_scenario(scenario, round_no, progress)
+                        record = run_reconnect_scenario(scenario, round_no, progress, args.publisher)
                         report["runs"].append(record)
                         print(format_reconnect(record), flush=True)
                         if record.get("error"):

@@ -74,7 +74,7 @@ async def _recover(session: "Session", state: RecoveryState, pid: str, offset: A
     except Exception:  # noqa: BLE001 - a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None
-    if opener is None:
+    if opener is None or saved is None:
         stats.not_recovered += 1
         log.info("session %s not recovered: a fresh session starts", pid)
         return
