@@ -131,3 +131,47 @@ async def test_publish_after_a_recorded_entry_of_the_same_millisecond(redis_url:
             assert (await client.get("stock:SMS")) is not None
     finally:
         await client.aclose()
+
+
+async def test_a_clean_stop_hands_recording_over_without_missing_or_repeating_an_update(redis_url: str) -> None:
+    """While a third-party publisher streams, the recording instance stops
+    cleanly: a standby takes over and history holds every update exactly
+    once, in publish order (a recovering client replays from it)."""
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    first_instance = running_app(redis_url, serve=False)
+    first, _ = await first_instance.__aenter__()
+    stopping = asyncio.Event()
+    published: list[int] = []
+
+    async def stream() -> None:
+        n = 0
+        while not stopping.is_set():
+            n += 1
+            await raw.publish("HND", 1.0, n=n)
+            published.append(n)
+            await asyncio.sleep(0.002)
+
+    try:
+        await eventually(lambda: leaders([broker_of(first)]), 5, "the first instance to lead")
+        async with running_app(redis_url, serve=False) as (second, _):
+            publishing = asyncio.create_task(stream())
+            await eventually(lambda: len(published) >= 100, 10, "updates before the stop")
+            await first_instance.__aexit__(None, None, None)
+            first_instance = None
+            await eventually(lambda: leaders([broker_of(second)]), 5, "the standby to take over")
+            count = len(published)
+            await eventually(lambda: len(published) >= count + 100, 10, "updates after the stop")
+            stopping.set()
+            await publishing
+
+            async def ns() -> list[int]:
+                return [orjson.loads(fields[b"u"])["n"] for _, fields in await client.xrange("stock:HND:history")]
+            await eventually(lambda: _len_at_least(ns, len(published)), 5, "every update in history")
+            assert await ns() == published
+    finally:
+        stopping.set()
+        if first_instance is not None:
+            await first_instance.__aexit__(None, None, None)
+        await raw.close()
+        await client.aclose()
