@@ -175,3 +175,38 @@ async def test_a_clean_stop_hands_recording_over_without_missing_or_repeating_an
             await first_instance.__aexit__(None, None, None)
         await raw.close()
         await client.aclose()
+
+
+async def test_a_replay_across_a_recording_gap_is_not_complete(redis_url: str) -> None:
+    """When recording stopped without a handoff (here: the only instance
+    stopped, so updates published meanwhile are not in history), a replay
+    after a third-party update recorded before the gap says it is not complete
+    rather than skip what was missed; one after the gap is complete."""
+    from stockstream.updates import parse_update
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+
+    async def recorded(count: int) -> None:
+        await eventually(lambda: _len_at_least(lambda: client.xrange("stock:GAP:history"), count), 5,
+                         f"{count} updates in history")
+
+    try:
+        async with running_app(redis_url, serve=False) as (first, _):
+            await eventually(lambda: leaders([broker_of(first)]), 5, "a recorder")
+            before = [await raw.publish("GAP", 1.0, n=n) for n in (1, 2)]
+            await recorded(2)
+        await raw.publish("GAP", 1.0, n=3)  # no instance records it
+        async with running_app(redis_url, serve=False) as (second, _):
+            broker = broker_of(second)
+            await eventually(lambda: leaders([broker]), 5, "a new recorder")
+            after = [await raw.publish("GAP", 1.0, n=n) for n in (4, 5)]
+            await recorded(4)
+            point = parse_update(orjson.dumps(before[0]), "GAP")
+            replay = await broker.replay_after_update("GAP", point.timestamp, point.digest or "")
+            assert (replay.complete, replay.updates) == (False, [])
+            point = parse_update(orjson.dumps(after[0]), "GAP")
+            replay = await broker.replay_after_update("GAP", point.timestamp, point.digest or "")
+            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [5]
+    finally:
+        await raw.close()
+        await client.aclose()

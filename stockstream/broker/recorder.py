@@ -27,6 +27,12 @@ recorded last; both subscriptions see the messages in the same order, so the
 successor skips, per symbol, what is up to the newest entry history already
 holds, and records the rest. With no standby around, the leader just stops.
 
+Every recorded entry carries the recording's epoch (field `e`): a tenure that
+starts without a handoff (the first, or after a crash or a lone stop) begins
+a new one, a successor keeps its predecessor's. Entries of one symbol with
+different epochs may have a gap between them, and a replay across them is
+not complete.
+
 Recorded entries get the id `{max(timestamp, newest entry's ms)}-*`, so ids
 keep growing. They are appended as they arrive: when one symbol has both kinds
 of publishers, history holds them in recording order, which may put a
@@ -56,6 +62,7 @@ LOCK_KEY = "stockstream:recorder"
 # READY + the successor's token; and the mark that a standby is polling.
 HANDOFF_KEY = "stockstream:recorder:handoff"
 STANDBY_KEY = "stockstream:recorder:standby"
+EPOCH_KEY = "stockstream:recorder:epoch"
 READY = b"ready:"
 PATTERN = CHANNEL_PREFIX + "*"
 # The lease bounds the failover window after a crash; renewing four times per
@@ -89,7 +96,7 @@ if newest then
   local newest_ms = tonumber(string.match(newest[1], '^(%d+)'))
   if newest_ms > ms then ms = newest_ms end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d', ms) .. '-*', 'u', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d', ms) .. '-*', 'u', ARGV[2], 'e', ARGV[6])
 redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[5])
 return 1
 """
@@ -136,6 +143,7 @@ class HistoryRecorder:
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         # The token of the tenure this instance leads, if it does.
         self._tenure: str | None = None
+        self._epoch = 0
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         # Until Redis first answers, an unreachable Redis is the listener's to report.
@@ -163,7 +171,7 @@ class HistoryRecorder:
                 acquired = await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS)
                 self._reached = True
                 if acquired:
-                    await self._lead(token)
+                    await self._lead(token, await self._redis.incr(EPOCH_KEY))
                 else:
                     await self._stand_by(token)
                 self._failing = False
@@ -178,11 +186,13 @@ class HistoryRecorder:
                 self._failing = True
                 await asyncio.sleep(backoff.next())
 
-    async def _lead(self, token: str, pubsub: Any = None, backlog: list[dict[str, Any]] | None = None) -> None:
+    async def _lead(self, token: str, epoch: int, pubsub: Any = None,
+                    backlog: list[dict[str, Any]] | None = None) -> None:
         """One tenure: record until the lock is lost, then let it go. A
         successor comes with its subscription and what it buffered meanwhile."""
         self.leading = True
         self._tenure = token
+        self._epoch = epoch
         log.info("recording third-party updates into history on this instance")
         keeper = asyncio.create_task(self._keep_lock(token))
         try:
@@ -258,7 +268,7 @@ class HistoryRecorder:
             while time.monotonic() < deadline:
                 if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
                     handed = True
-                    await self._lead(token, pubsub, backlog)
+                    await self._lead(token, int(await self._redis.get(EPOCH_KEY) or 0), pubsub, backlog)
                     return
                 message = await pubsub.get_message(timeout=HANDOFF_CHECK_EVERY)
                 while message is not None:
@@ -330,7 +340,7 @@ class HistoryRecorder:
                     continue  # published atomically, already in history
                 await self._append(keys=[LOCK_KEY, self._history_key(update.symbol)],
                                    args=[token, update.raw, update.timestamp,
-                                         settings.history_max_entries, horizon], client=pipe)
+                                         settings.history_max_entries, horizon, self._epoch], client=pipe)
                 count += 1
             if not count:
                 return

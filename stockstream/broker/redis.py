@@ -584,7 +584,9 @@ class RedisBroker(Broker):
     # from its timestamp: the recorder files it under max(timestamp, newest
     # id), never earlier. The replay is what follows it up to the snapshot
     # read with the marker; the snapshot's own PUBLISH may come after the
-    # marker (SET, then PUBLISH), and the session's gate drops that echo.
+    # marker (SET, then PUBLISH), and the session's gate drops that echo. An
+    # entry of another recording epoch than the client's update means the
+    # recorder may have missed updates in between: not complete.
 
     async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
                                   limit: int = 10000) -> Replay:
@@ -617,6 +619,7 @@ class RedisBroker(Broker):
         if update_digest(raw_snapshot) == digest:
             return [], True  # nothing was published after the client's update
         found = False  # the client's update, once met
+        epoch = None  # the recording epoch of the client's update (see recorder.py)
         after: list[tuple[bytes, dict[bytes, bytes]]] = []
         deadline = time.monotonic() + RECORDER_CATCH_UP
         while True:
@@ -626,7 +629,10 @@ class RedisBroker(Broker):
                     if raw == raw_snapshot:
                         return [], False  # the latest update is recorded, the client's is not (trimmed)
                     found = raw is not None and update_digest(raw) == digest
+                    epoch = entry[1].get(b"e")
                     continue
+                if b"e" in entry[1] and entry[1][b"e"] != epoch:
+                    return [], False  # recorded by a tenure that began after a gap
                 after.append(entry)
                 if raw == raw_snapshot:
                     return self._entries(symbol, after), True
