@@ -11,7 +11,7 @@ import redis.asyncio
 
 from stockstream.broker.redis import history_key
 
-from tests.support.inprocess import atomic_publisher
+from tests.support.inprocess import atomic_publisher, inprocess_stack
 from tests.support.node import NodeSioClient
 from tests.support.proxy import switch_proxy
 from tests.support.publishing import RawRedisPublisher
@@ -176,13 +176,14 @@ FAST_RECONNECT = {"reconnection": True, "reconnectionDelay": 150, "reconnectionD
 
 
 @contextlib.asynccontextmanager
-async def publisher_of(kind: str, redis_url: str) -> AsyncIterator[Any]:
-    """`raw`: the original design's SET + PUBLISH without seq; `ours`: the atomic publish."""
+async def publisher_of(kind: str, redis_url: str, cluster: bool = False) -> AsyncIterator[Any]:
+    """`raw`: the original design's SET + PUBLISH (SPUBLISH on a cluster)
+    without seq; `ours`: the atomic publish."""
     if kind == "ours":
-        async with atomic_publisher(redis_url) as publish:
+        async with atomic_publisher(redis_url, cluster) as publish:
             yield publish
         return
-    raw = RawRedisPublisher(redis_url)
+    raw = RawRedisPublisher(redis_url, cluster)
     try:
         yield raw.publish
     finally:
@@ -220,6 +221,39 @@ class Stream:
         return self.last
 
 
+async def cut_under_a_stream(proxy: Any, publish: Any, next_port: int, transport: str) -> tuple[bool, dict]:
+    """Subscribe a node socket.io-client through `proxy` while `publish`
+    streams, cut its connection (the reconnect, 150 ms later, goes to
+    `next_port`), and let the stream run on a little. Returns whether the
+    client then holds exactly the published sequence of each symbol, and its
+    second connect line; a failure message names the gaps."""
+    client = NodeSioClient(proxy.url, options={"transports": [transport], **FAST_RECONNECT})
+    await client.connect()
+    stream = Stream(publish, SYMBOLS, STREAM_RATE)
+    try:
+        ack = await client.subscribe(SYMBOLS)
+        assert ack.get("ok") is True, ack
+        stream.start()
+        for symbol in SYMBOLS:
+            await wait_for_n(client, symbol, 100)
+        proxy.target = next_port
+        proxy.cut()
+        again = await connected_again(client, 2)
+        if not again["recovered"]:
+            return False, again
+        await eventually(lambda: all(ns_of(client, s) and ns_of(client, s)[-1] > stream.last - 50
+                                     for s in SYMBOLS), 20.0, "live updates after the recovery")
+        last = await stream.stop()
+        for symbol in SYMBOLS:
+            await wait_for_n(client, symbol, last)
+            assert ns_of(client, symbol) == list(range(1, last + 1)), (symbol, _gaps(ns_of(client, symbol)))
+        return True, again
+    finally:
+        if stream._task is not None and not stream._task.done():
+            await stream.stop()
+        await client.close()
+
+
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 @pytest.mark.parametrize("publisher", ["raw", "ours"])
 async def test_fast_reconnect_under_a_steady_stream_recovers_every_update_once_in_order(
@@ -232,29 +266,30 @@ async def test_fast_reconnect_under_a_steady_stream_recovers_every_update_once_i
     env = {"RECOVERY_WINDOW": "120"}
     first, second = await servers.start_many(2, env, redis_url=redis_url)
     async with switch_proxy(first.port) as proxy, publisher_of(publisher, redis_url) as publish:
-        client = NodeSioClient(proxy.url, options={"transports": [transport], **FAST_RECONNECT})
-        await client.connect()
-        stream = Stream(publish, SYMBOLS, STREAM_RATE)
-        try:
-            ack = await client.subscribe(SYMBOLS)
-            assert ack.get("ok") is True, ack
-            stream.start()
-            for symbol in SYMBOLS:
-                await wait_for_n(client, symbol, 100)
-            proxy.target = second.port
-            proxy.cut()
-            again = await connected_again(client, 2)
-            assert again["recovered"] is True, again
-            await eventually(lambda: all(ns_of(client, s) and ns_of(client, s)[-1] > stream.last - 50
-                                         for s in SYMBOLS) and stream.last > 0, 20.0, "live updates after the recovery")
-            last = await stream.stop()
-            for symbol in SYMBOLS:
-                await wait_for_n(client, symbol, last)
-                assert ns_of(client, symbol) == list(range(1, last + 1)), (symbol, _gaps(ns_of(client, symbol)))
-        finally:
-            if stream._task is not None and not stream._task.done():
-                await stream.stop()
-            await client.close()
+        recovered, again = await cut_under_a_stream(proxy, publish, second.port, transport)
+        assert recovered, again
+
+
+async def test_embedded_backend_recovers_a_fast_reconnect():
+    """With the embedded backend (one instance), a client cut under a steady
+    stream and back 150 ms later is recovered with every update once, in order."""
+    async with inprocess_stack("memory", recovery_window=120.0) as stack, \
+            switch_proxy(stack.port) as proxy:
+        recovered, again = await cut_under_a_stream(proxy, stack.publish, stack.port, "websocket")
+        assert recovered, again
+
+
+@pytest.mark.parametrize("publisher", ["raw", "ours"])
+async def test_on_a_cluster_recovery_needs_history(servers, cluster_url, publisher):
+    """On a Redis Cluster, updates of stockstream's publisher are recovered
+    once and in order on another instance; those of a third party's SET +
+    SPUBLISH are not recorded into history (sharded messages), so its client
+    gets a fresh session (recovered false) rather than a gap."""
+    env = {"RECOVERY_WINDOW": "120", "REDIS_CLUSTER": "true"}
+    first, second = await servers.start_many(2, env, redis_url=cluster_url)
+    async with switch_proxy(first.port) as proxy, publisher_of(publisher, cluster_url, cluster=True) as publish:
+        recovered, again = await cut_under_a_stream(proxy, publish, second.port, "websocket")
+        assert recovered is (publisher == "ours"), again
 
 
 def _gaps(ns: list[int]) -> str:

@@ -13,6 +13,8 @@ from ..config import Settings
 from ..updates import CheckedUpdate, Update
 from . import Broker, Replay, Snapshots, UpdateSink
 
+SESSION_SWEEP_EVERY = 1.0
+
 
 class MemoryBroker(Broker):
     kind = "memory"
@@ -30,6 +32,7 @@ class MemoryBroker(Broker):
         self._offsets: dict[str, int] = {}
         # Recoverable sessions: pid -> (expiry on the monotonic clock, state).
         self._sessions: dict[str, tuple[float, bytes]] = {}
+        self._next_sweep = 0.0
 
     @property
     def ready(self) -> bool:
@@ -122,9 +125,13 @@ class MemoryBroker(Broker):
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
         now = time.monotonic()
-        # Expired entries are dropped here, so the dict stays bounded by what one window holds.
-        for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
-            del self._sessions[stale]
+        # Expired entries are dropped here, so the dict stays bounded by what one
+        # window holds; at most once a second, since every connection saves an
+        # entry when it opens (a scan per save would cost a connect storm dearly).
+        if now >= self._next_sweep:
+            self._next_sweep = now + SESSION_SWEEP_EVERY
+            for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
+                del self._sessions[stale]
         self._sessions[pid] = (now + ttl, data)
 
     async def take_session(self, pid: str) -> bytes | None:

@@ -86,7 +86,10 @@ async def _recover(session: "Session", state: RecoveryState, pid: str, offset: A
 
 async def save(session: "Session", state: RecoveryState, window: float, stats: RecoveryStats) -> None:
     """The connection dropped: keep its session for `window` seconds."""
-    if session.closed or state.frozen:
+    if session.closed:
+        await forget(session, state)  # nothing left to save; its reconnect must not wait
+        return
+    if state.frozen:
         return
     data = state.sent.to_state(session.subscriptions)
     state.frozen = True
