@@ -236,7 +236,7 @@ class HistoryRecorder:
             await self._redis.set(HANDOFF_KEY, token, px=int(HANDOFF_WAIT * 2000))
             deadline = time.monotonic() + HANDOFF_WAIT
             while time.monotonic() < deadline and self.leading:
-                answer = await self._redis.get(HANDOFF_KEY)
+                answer: Any = await self._redis.get(HANDOFF_KEY)
                 if answer is not None and answer.startswith(READY):
                     return
                 await asyncio.sleep(HANDOFF_CHECK_EVERY)
@@ -247,7 +247,7 @@ class HistoryRecorder:
     async def _stand_by(self, token: str) -> None:
         """A standby's poll: mark itself, and answer a stopping leader's request."""
         await self._redis.set(STANDBY_KEY, token, px=STANDBY_TTL_MS)
-        request = await self._redis.get(HANDOFF_KEY)
+        request: Any = await self._redis.get(HANDOFF_KEY)
         if request is None or request.startswith(READY):
             return
         pubsub = self._redis.pubsub()
@@ -293,7 +293,7 @@ class HistoryRecorder:
         for channel, datas in by_channel.items():
             symbol = channel[len(CHANNEL_PREFIX):].decode(errors="replace")
             buffered = {data: i for i, data in enumerate(datas)}  # the last occurrence of each
-            newest = await self._redis.xrevrange(self._history_key(symbol), "+", "-", count=len(datas) + 16)
+            newest: Any = await self._redis.xrevrange(self._history_key(symbol), "+", "-", count=len(datas) + 16)
             for _, fields in newest:
                 if fields.get(b"u") in buffered:
                     skip[channel] = buffered[fields[b"u"]] + 1
