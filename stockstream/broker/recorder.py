@@ -80,6 +80,8 @@ STANDBY_TTL_MS = 1000
 # lock as long as a crashed leader's lease could last.
 HANDOFF_WAIT = 1.0
 HANDOFF_CHECK_EVERY = 0.02
+# A stopping recorder's loop notices within one read (at most a second).
+STOP_WAIT = 2.0
 # Messages appended per round trip when they arrive in bursts.
 BATCH = 256
 # A silent subscription is probed after PROBE_AFTER seconds and counts as
@@ -144,6 +146,7 @@ class HistoryRecorder:
         # The token of the tenure this instance leads, if it does.
         self._tenure: str | None = None
         self._epoch = 0
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         # Until Redis first answers, an unreachable Redis is the listener's to report.
@@ -158,14 +161,22 @@ class HistoryRecorder:
         if self._task is not None:
             if self._tenure is not None:
                 await self._hand_over(self._tenure)
+            # Asked to stop as well as cancelled: redis-py's reads with a
+            # timeout can swallow a cancellation that lands as their timeout
+            # fires, which a recorder busy with a stream makes likely; the
+            # loop then stops at its next check.
+            self._stopping = True
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=STOP_WAIT)
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=0.1)
             self._task = None
         await self._redis.aclose()
 
     async def _run(self) -> None:
         backoff = Backoff(initial=0.2, cap=5.0)
-        while True:
+        while not self._stopping:
             try:
                 token = secrets.token_hex(16)
                 acquired = await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS)
@@ -202,7 +213,7 @@ class HistoryRecorder:
             if backlog:
                 await self._record(token, await self._unrecorded(backlog))
             heard = time.monotonic()
-            while not keeper.done():
+            while not keeper.done() and not self._stopping:
                 messages, answered = await _read_burst(pubsub)
                 now = time.monotonic()
                 if answered:
@@ -213,7 +224,8 @@ class HistoryRecorder:
                     await pubsub.ping()
                 if messages:
                     await self._record(token, messages)
-            keeper.result()
+            if keeper.done():
+                keeper.result()
         except LostLock:
             log.info("no longer recording history: the lock moved to another instance")
         finally:
@@ -265,7 +277,7 @@ class HistoryRecorder:
                                                                  int(HANDOFF_WAIT * 2000)]):
                 return  # another standby answered first
             deadline = time.monotonic() + LOCK_TTL_MS / 1000 + HANDOFF_WAIT
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._stopping:
                 if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
                     handed = True
                     await self._lead(token, int(await self._redis.get(EPOCH_KEY) or 0), pubsub, backlog)

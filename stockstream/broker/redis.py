@@ -622,7 +622,10 @@ class RedisBroker(Broker):
         epoch = None  # the recording epoch of the client's update (see recorder.py)
         after: list[tuple[bytes, dict[bytes, bytes]]] = []
         deadline = time.monotonic() + RECORDER_CATCH_UP
+        start = f"{timestamp}-0"
         while True:
+            if entries:
+                start = "(" + entries[-1][0].decode()  # the next read continues after this one
             for entry in entries:
                 raw = entry[1].get(b"u")
                 if not found:
@@ -643,7 +646,6 @@ class RedisBroker(Broker):
                          symbol, RECORDER_CATCH_UP)
                 return [], False
             await asyncio.sleep(RECORDER_CHECK_EVERY)
-            start = "(" + entries[-1][0].decode() if entries else f"{timestamp}-0"
             entries = await self._redis.xrange(key, start, "+", count=limit + 2)
 
     def _snapshot(self, symbol: str, raw: bytes | None) -> Update | None:
