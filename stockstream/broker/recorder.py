@@ -287,7 +287,8 @@ class HistoryRecorder:
                     if message["type"] in (b"pmessage", "pmessage"):
                         backlog.append(message)
                     message = await pubsub.get_message(timeout=0)
-            log.warning("history recorder: the stopping leader did not release its lock")
+            if not self._stopping:
+                log.warning("history recorder: the stopping leader did not release its lock")
         finally:
             if not handed:
                 await _close_quietly(pubsub)
