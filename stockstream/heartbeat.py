@@ -42,7 +42,7 @@ class _Ticker:
     """One timer for every member of one period, rescheduled on a fixed grid
     (start + k * period) so the beats do not drift by the time a walk takes."""
 
-    __slots__ = ("period", "members", "_handle", "_due")
+    __slots__ = ("_due", "_handle", "members", "period")
 
     def __init__(self, period: int) -> None:
         self.period = period
@@ -76,7 +76,7 @@ class _Ticker:
 class Heartbeats:
     """Every ticker of this instance, by period; built once by create_app."""
 
-    __slots__ = ("_tickers", "_period_of")
+    __slots__ = ("_period_of", "_tickers")
 
     def __init__(self) -> None:
         self._tickers: dict[int, _Ticker] = {}

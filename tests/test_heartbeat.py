@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,8 @@ from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.raw_ws import RawWebSocket
 from tests.support.waiting import PROMPT, eventually
 from tests.support.ws import WsClient
-from tests.test_unit_session import FakeConnection, stack as session_stack
+from tests.test_unit_session import FakeConnection
+from tests.test_unit_session import stack as session_stack
 
 
 def is_heartbeat(frame: dict[str, Any]) -> bool:
@@ -132,7 +135,7 @@ async def test_heartbeat_frames_come_numbered_at_the_period(memory_stack: Stack,
                for r in ws.replies.items if is_heartbeat(r)), "a heartbeat frame holds only type and seq"
     times = [t for _, t in beats[:4]]
     assert times[0] - asked_at <= 1.0 + 1.5, "the first heartbeat within a period (and a margin)"
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     # The timer runs on a fixed grid: one late beat makes the next gap shorter, never a burst.
     assert all(0.3 <= gap <= 2.5 for gap in gaps), gaps
     assert 0.7 <= (times[3] - times[0]) / 3 <= 1.6, gaps
