@@ -18,6 +18,9 @@ log = logging.getLogger("stockstream.heartbeat")
 MIN_HEARTBEAT_SECONDS = 1
 MAX_HEARTBEAT_SECONDS = 3600
 HEARTBEAT_EVENT = "heartbeat"
+# Members beaten per event-loop turn: a walk over many connections is spread
+# over several turns (a few milliseconds each) so price updates are not held up.
+BEATS_PER_TURN = 500
 
 
 class Beating(Protocol):
@@ -42,7 +45,7 @@ class _Ticker:
     """One timer for every member of one period, rescheduled on a fixed grid
     (start + k * period) so the beats do not drift by the time a walk takes."""
 
-    __slots__ = ("_due", "_handle", "members", "period")
+    __slots__ = ("_due", "_handle", "_walking", "members", "period")
 
     def __init__(self, period: int) -> None:
         self.period = period
@@ -51,14 +54,12 @@ class _Ticker:
         loop = asyncio.get_running_loop()
         self._due = loop.time() + period
         self._handle: asyncio.TimerHandle | None = loop.call_at(self._due, self._tick)
+        self._walking: asyncio.Handle | None = None
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        for member in list(self.members):
-            try:
-                member.beat()
-            except Exception:  # noqa: BLE001 - one member's failure must not stop the others' beats
-                log.exception("heartbeat failed")
+        if self._walking is None:  # else the last walk is not over: this beat is skipped
+            self._walk(list(self.members), 0)
         self._due += self.period
         now = loop.time()
         if self._due <= now:
@@ -67,10 +68,24 @@ class _Ticker:
             self._due = now + self.period
         self._handle = loop.call_at(self._due, self._tick)
 
+    def _walk(self, members: list[Beating], start: int) -> None:
+        self._walking = None
+        end = start + BEATS_PER_TURN
+        for member in members[start:end]:
+            if member not in self.members:
+                continue  # left during the walk
+            try:
+                member.beat()
+            except Exception:  # noqa: BLE001 - one member's failure must not stop the others' beats
+                log.exception("heartbeat failed")
+        if end < len(members):
+            self._walking = asyncio.get_running_loop().call_soon(self._walk, members, end)
+
     def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        for handle in (self._handle, self._walking):
+            if handle is not None:
+                handle.cancel()
+        self._handle = self._walking = None
 
 
 class Heartbeats:

@@ -14,7 +14,7 @@ import pytest
 
 from stockstream.app import node_of
 from stockstream.config import Settings, SettingsError
-from stockstream.heartbeat import MAX_HEARTBEAT_SECONDS, Heartbeats, check_heartbeat
+from stockstream.heartbeat import BEATS_PER_TURN, MAX_HEARTBEAT_SECONDS, Heartbeats, check_heartbeat
 from stockstream.session import Services, Session
 from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.raw_ws import RawWebSocket
@@ -92,6 +92,37 @@ async def test_one_timer_per_period_shared_by_its_members() -> None:
     assert (beats.timers(), beats.members()) == (0, 0)
     for session in sessions:
         await session.closed_by_transport()
+
+
+class Counter:
+    """A member that counts its beats."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+
+    def beat(self) -> None:
+        self.beats += 1
+
+
+async def test_a_walk_over_many_members_is_spread_over_loop_turns() -> None:
+    """A tick beats at most BEATS_PER_TURN members per event-loop turn, every member
+    exactly once per walk; one that leaves during the walk is not beaten, and a
+    member that raises does not stop the others."""
+    beats = Heartbeats()
+    broken = Counter()
+    broken.beat = lambda: 1 / 0  # type: ignore[method-assign]  # a member that fails, walked first
+    beats.set(broken, 1)
+    members = [Counter() for _ in range(2 * BEATS_PER_TURN + 10)]
+    for member in members:
+        beats.set(member, 1)
+    ticker, = beats._tickers.values()
+    ticker._tick()  # the timer's callback, without waiting a period
+    assert sum(m.beats for m in members) == BEATS_PER_TURN - 1
+    beats.stop(members[-1])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [m.beats for m in members] == [1] * (len(members) - 1) + [0]
+    beats.close()
 
 
 async def test_a_beat_is_queued_in_order_and_skipped_while_behind() -> None:
@@ -209,6 +240,21 @@ async def test_heartbeats_stop_when_connections_close(memory_stack: Stack, clien
     await eventually(lambda: heartbeats_.members() == 0 and heartbeats_.timers() == 0, PROMPT,
                      "every timer cancelled")
     assert len(services_of(memory_stack).sessions) == 0
+
+
+async def test_clients_that_ask_and_vanish_leave_no_timer(memory_stack: Stack) -> None:
+    """Clients that ask for a heartbeat and drop the connection at once, before or
+    while the subscribe is handled, leave no session, no member and no timer."""
+    heartbeats_ = services_of(memory_stack).heartbeats
+    for round_ in range(30):
+        raw = await RawWebSocket.open("127.0.0.1", memory_stack.port, "/live-price")
+        await raw.send_text(json.dumps({"action": "subscribe", "symbol": f"HV{round_ % 4}",
+                                        "heartbeat": 1 + round_ % 5}))
+        if round_ % 2:
+            await raw.read_some(0.01)  # sometimes after the reply went out
+        raw.close()
+    await eventually(lambda: len(services_of(memory_stack).sessions) == 0, 2 * PROMPT, "every session gone")
+    assert (heartbeats_.members(), heartbeats_.timers()) == (0, 0)
 
 
 async def test_hostile_sequences_on_one_connection(memory_stack: Stack, clients: Any) -> None:
