@@ -3,22 +3,33 @@
 
 Both documents share one set of JSON schemas (`SCHEMAS`), written in the subset
 of JSON Schema that OpenAPI 3.1 (draft 2020-12) and AsyncAPI 3.0 (draft-07)
-read alike. Error codes and their HTTP statuses come from the error catalogue,
-so the documents cannot drift from what the server answers.
+read alike. What the code enumerates, the documents take from the code, so they
+cannot drift from what the server answers: error codes and their HTTP statuses
+from the error catalogue, backend kinds from the brokers, the symbol pattern
+from symbols.py, the heartbeat bounds from heartbeat.py, and the requests from
+the one list a session answers (`Session.actions`, the Socket.IO events and the
+/live-price reply types derived from it): a request added there appears in the
+AsyncAPI document's messages and operations by itself.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from . import __version__
+from .broker import broker_kinds
 from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
 from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
+from .heartbeat import HEARTBEAT_EVENT, MAX_HEARTBEAT_SECONDS
 from .http_publish import PUBLISH_PATH, PayloadTooLarge
 from .client_requests import MAX_HISTORY_LIMIT
+from .session import Session
+from .symbols import SYMBOL_PATTERN
+from .transports import socketio_transport, websocket
 from .updates import MAX_TIMESTAMP
 
 OPENAPI_PATH = "/openapi.json"
@@ -54,13 +65,21 @@ def _error_codes(http: bool) -> list[str]:
 
 
 MS = {"type": "integer", "minimum": 0, "maximum": MAX_TIMESTAMP, "description": "milliseconds since the Unix epoch"}
-SYMBOL_TEXT = "[A-Za-z0-9^][A-Za-z0-9.\\-_/:=^]{0,31}"
+# Symbols are uppercased on input: what a client may send is the pattern with lower case too.
+SYMBOL_TEXT = SYMBOL_PATTERN.pattern.replace("A-Z", "A-Za-z")
 OK_TRUE = {"type": "boolean", "const": True}
 OK_FALSE = {"type": "boolean", "const": False}
 SYMBOL_LIST = _array(_ref("Symbol"))
+RESUME = {"since": MS, "sinceSeq": {"type": "integer", "minimum": 0}}
+HEARTBEAT = {"type": "integer", "minimum": 0, "maximum": MAX_HEARTBEAT_SECONDS,
+             "description": f"ask for a heartbeat message every this many seconds (1-{MAX_HEARTBEAT_SECONDS}); "
+                            "0 stops them; absent leaves them as they are"}
+# A subscribe that only sets the heartbeat: no symbol nor symbols.
+HEARTBEAT_ONLY = {**_object({"heartbeat": HEARTBEAT}, ["heartbeat"], "only sets the heartbeat", additional=True),
+                  "not": {"anyOf": [{"required": ["symbol"]}, {"required": ["symbols"]}]}}
 
 SCHEMAS: dict[str, Any] = {
-    "Symbol": {"type": "string", "pattern": "^[A-Z0-9^][A-Z0-9.\\-_/:=^]{0,31}$",
+    "Symbol": {"type": "string", "pattern": f"^{SYMBOL_PATTERN.pattern}$",
                "description": "a symbol as the server writes it (uppercased)"},
     "SymbolInput": {"type": "string", "pattern": f"^{SYMBOL_TEXT}$",
                     "description": "a symbol, case-insensitive (AAPL, brk.b, ^GSPC, BTC-USD, EUR/USD, ES=F)"},
@@ -87,7 +106,7 @@ SCHEMAS: dict[str, Any] = {
     "Health": _object({"status": {"type": "string", "const": "ok"}}, ["status"]),
     "Readiness": _object({
         "status": {"type": "string", "enum": ["ready", "unavailable"]},
-        "backend": {"type": "string", "enum": ["memory", "redis"]},
+        "backend": {"type": "string", "enum": broker_kinds()},
         "reason": {"type": "string"},
     }, ["status"], additional=True),
     "Quotes": _object({
@@ -116,14 +135,21 @@ SCHEMAS: dict[str, Any] = {
     "Published": _object({"published": _array(_ref("Update"), "each update as stored, with its seq, in request order")},
                          ["published"]),
     # -- Socket.IO and /live-price ------------------------------------------------------
+    "SubscribeRequest": {"oneOf": [
+        _ref("SymbolInput"),
+        _array({"type": "string"}, minItems=1),
+        _object({"symbol": {"type": "string"}, **RESUME, "heartbeat": HEARTBEAT}, ["symbol"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), **RESUME, "heartbeat": HEARTBEAT},
+                ["symbols"], additional=True),
+        HEARTBEAT_ONLY,
+    ], "description": "one symbol, a list, or an object; `since` (ms) or `sinceSeq` resume from history; "
+                      "`heartbeat` asks for heartbeat messages"},
     "SymbolsRequest": {"oneOf": [
         _ref("SymbolInput"),
         _array({"type": "string"}, minItems=1),
-        _object({"symbol": {"type": "string"}, "since": MS, "sinceSeq": {"type": "integer", "minimum": 0}},
-                ["symbol"], additional=True),
-        _object({"symbols": _array({"type": "string"}, minItems=1), "since": MS,
-                 "sinceSeq": {"type": "integer", "minimum": 0}}, ["symbols"], additional=True),
-    ], "description": "one symbol, a list, or an object; `since` (ms) or `sinceSeq` resume from history"},
+        _object({"symbol": {"type": "string"}, **RESUME}, ["symbol"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), **RESUME}, ["symbols"], additional=True),
+    ], "description": "one symbol, a list, or an object"},
     "HistoryRequest": _object({"symbol": {"type": "string"}, "from": MS, "to": MS,
                                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT}},
                               ["symbol"], additional=True),
@@ -153,10 +179,10 @@ SCHEMAS: dict[str, Any] = {
                        "a request that failed as a whole (the subscription set is unchanged)"),
     "StreamError": {"allOf": [_ref("Error"), {"properties": {"code": {"enum": _error_codes(http=False)}}}],
                     "description": "an error of the streaming transports (all codes but the HTTP-only ones)"},
-    "SubscribeAck": {"oneOf": [_ref("Subscribed"), _ref("Refused")]},
-    "UnsubscribeAck": {"oneOf": [_ref("Unsubscribed"), _ref("Refused")]},
-    "HistoryAck": {"oneOf": [_ref("HistoryResult"), _ref("Refused")]},
-    "AuthenticateAck": {"oneOf": [_ref("Authenticated"), _ref("Refused")]},
+    "Pong": _object({"ok": OK_TRUE}, ["ok"]),
+    "Heartbeat": _object({"seq": {"type": "integer", "minimum": 1,
+                                  "description": "1, 2, 3, ... on each connection"}}, ["seq"],
+                         "sent every `heartbeat` seconds while the connection asks for it"),
 }
 
 
@@ -177,7 +203,8 @@ def _reply(kind: str, result: str | dict[str, Any]) -> dict[str, Any]:
 
 
 LIVE_PRICE_SCHEMAS: dict[str, Any] = {
-    "SubscribeFrame": {"allOf": [_frame("subscribe", {}, []), _ref("FrameSymbols")]},
+    "SubscribeFrame": {"allOf": [_frame("subscribe", {**RESUME, "heartbeat": HEARTBEAT}, []),
+                                 {"oneOf": [_ref("FrameSymbols"), HEARTBEAT_ONLY]}]},
     "UnsubscribeFrame": {"allOf": [_frame("unsubscribe", {}, []), _ref("FrameSymbols")]},
     "FrameSymbols": {"oneOf": [
         _object({"symbol": {"type": "string"}}, ["symbol"], additional=True),
@@ -188,11 +215,9 @@ LIVE_PRICE_SCHEMAS: dict[str, Any] = {
                            ["symbol"]),
     "AuthenticateFrame": _frame("authenticate", {"token": {"type": "string"}}, ["token"]),
     "PingFrame": _frame("ping", {}, []),
-    "SubscribedFrame": _reply("subscribed", "Subscribed"),
-    "UnsubscribedFrame": _reply("unsubscribed", "Unsubscribed"),
-    "HistoryReplyFrame": _reply("history", "HistoryResult"),
-    "AuthenticatedFrame": _reply("authenticated", "Authenticated"),
-    "PongFrame": _reply("pong", _object({"ok": OK_TRUE}, ["ok"])),
+    "HeartbeatFrame": _object({"type": {"type": "string", "const": HEARTBEAT_EVENT},
+                               "seq": {"type": "integer", "minimum": 1}}, ["type", "seq"],
+                              "sent every `heartbeat` seconds while the connection asks for it"),
     "ErrorFrame": {"allOf": [_object({"type": {"type": "string", "const": "error"}, "id": FRAME_ID}, ["type"],
                                      additional=True), _ref("StreamError")]},
 }
@@ -334,38 +359,95 @@ def _message(name: str, payload: dict[str, Any], summary: str) -> dict[str, Any]
     return {"name": name, "title": name, "summary": summary, "contentType": "application/json", "payload": payload}
 
 
-SOCKETIO_MESSAGES = {
-    "subscribe": _message("subscribe", _ref("SymbolsRequest"), "subscribe to symbols (with an ack callback)"),
-    "subscribeAck": _message("subscribe ack", _ref("SubscribeAck"), "the ack of subscribe"),
-    "unsubscribe": _message("unsubscribe", _ref("SymbolsRequest"), "unsubscribe from symbols"),
-    "unsubscribeAck": _message("unsubscribe ack", _ref("UnsubscribeAck"), "the ack of unsubscribe"),
-    "history": _message("history", _ref("HistoryRequest"), "stored updates of a symbol"),
-    "historyAck": _message("history ack", _ref("HistoryAck"), "the ack of history"),
-    "authenticate": _message("authenticate", _ref("TokenRequest"), "authenticate with a JWT"),
-    "authenticateAck": _message("authenticate ack", _ref("AuthenticateAck"), "the ack of authenticate"),
-    "authenticated": _message("authenticated", _ref("AuthenticatedEvent"), "sent after a successful authenticate"),
-    "stockUpdate": _message("stockUpdate", _ref("Update"),
-                            "one update, exactly as published; with connection state recovery an opaque string "
-                            "offset follows as a second argument"),
-    "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the server "
-                                                    "ends the connection (auth_failed, slow_client, server_shutdown)"),
+@dataclass(frozen=True)
+class RequestDoc:
+    """How one request of Session.actions is described: its Socket.IO payload,
+    its /live-price frame, and the result its ack (or reply frame) carries."""
+
+    summary: str
+    payload: dict[str, Any]
+    frame: dict[str, Any]
+    result: dict[str, Any]
+
+
+# The requests described in detail, in the documents' order. A request of
+# Session.actions that is not here is still listed, with a generic description.
+REQUEST_DOCS = {
+    "subscribe": RequestDoc("subscribe to symbols, and set the connection's heartbeat", _ref("SubscribeRequest"),
+                            _ref("SubscribeFrame"), _ref("Subscribed")),
+    "unsubscribe": RequestDoc("unsubscribe from symbols", _ref("SymbolsRequest"), _ref("UnsubscribeFrame"),
+                              _ref("Unsubscribed")),
+    "history": RequestDoc("stored updates of a symbol", _ref("HistoryRequest"), _ref("HistoryFrame"),
+                          _ref("HistoryResult")),
+    "authenticate": RequestDoc("authenticate with a JWT", _ref("TokenRequest"), _ref("AuthenticateFrame"),
+                               _ref("Authenticated")),
+    "ping": RequestDoc("answered with pong", {}, _ref("PingFrame"), _ref("Pong")),
 }
 
-LIVE_PRICE_MESSAGES = {
-    "subscribe": _message("subscribe", _ref("SubscribeFrame"), "subscribe to symbols"),
-    "unsubscribe": _message("unsubscribe", _ref("UnsubscribeFrame"), "unsubscribe from symbols"),
-    "history": _message("history", _ref("HistoryFrame"), "stored updates of a symbol"),
-    "authenticate": _message("authenticate", _ref("AuthenticateFrame"), "authenticate with a JWT"),
-    "ping": _message("ping", _ref("PingFrame"), "answered with pong"),
-    "update": _message("update", _ref("Update"), "a price update, bare (no type key), exactly as published"),
-    "subscribed": _message("subscribed", _ref("SubscribedFrame"), "the reply to subscribe"),
-    "unsubscribed": _message("unsubscribed", _ref("UnsubscribedFrame"), "the reply to unsubscribe"),
-    "historyReply": _message("history", _ref("HistoryReplyFrame"), "the reply to history"),
-    "authenticated": _message("authenticated", _ref("AuthenticatedFrame"), "the reply to authenticate"),
-    "pong": _message("pong", _ref("PongFrame"), "the reply to ping"),
-    "error": _message("error", _ref("ErrorFrame"), "a refused request or frame; auth_failed and slow_client "
-                                                   "close the socket (1008), server_shutdown too (1001)"),
-}
+
+def _generic_doc(action: str) -> RequestDoc:
+    return RequestDoc(f"the {action} request", {"description": f"the {action} request's payload"},
+                      _frame(action, {}, []), _object({"ok": OK_TRUE}, ["ok"], additional=True))
+
+
+def requests() -> list[tuple[str, RequestDoc]]:
+    """Every request a session answers, with its description: the detailed ones
+    first, then any other in name order."""
+    actions = Session.actions
+    names = [a for a in REQUEST_DOCS if a in actions] + sorted(a for a in actions if a not in REQUEST_DOCS)
+    return [(a, REQUEST_DOCS.get(a) or _generic_doc(a)) for a in names]
+
+
+def _reply_message(action: str) -> str:
+    """The /live-price message name of a request's reply: its frame type, unless
+    that is the request's own name (`history`)."""
+    kind = websocket.REPLY_TYPES.get(action, action)
+    return f"{action}Reply" if kind == action else kind
+
+
+def socketio_messages() -> dict[str, Any]:
+    """Each Socket.IO event and ack, from the events the transport takes."""
+    messages: dict[str, Any] = {}
+    for action, doc in requests():
+        if action not in socketio_transport.EVENTS:
+            continue
+        messages[action] = _message(action, copy.deepcopy(doc.payload), doc.summary + " (with an ack callback)")
+        messages[action + "Ack"] = _message(f"{action} ack", {"oneOf": [copy.deepcopy(doc.result), _ref("Refused")]},
+                                            f"the ack of {action}")
+    messages.update({
+        "authenticated": _message("authenticated", _ref("AuthenticatedEvent"),
+                                  "sent after a successful authenticate"),
+        "stockUpdate": _message("stockUpdate", _ref("Update"),
+                                "one update, exactly as published; with connection state recovery an opaque "
+                                "string offset follows as a second argument"),
+        HEARTBEAT_EVENT: _message(HEARTBEAT_EVENT, _ref("Heartbeat"),
+                                  "every `heartbeat` seconds, after a subscribe that asked for it"),
+        "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the "
+                                                        "server ends the connection (auth_failed, slow_client, "
+                                                        "server_shutdown)"),
+    })
+    return messages
+
+
+def live_price_messages() -> dict[str, Any]:
+    """Each /live-price frame, from the requests a session answers."""
+    messages: dict[str, Any] = {}
+    replies: dict[str, Any] = {}
+    for action, doc in requests():
+        messages[action] = _message(action, copy.deepcopy(doc.frame), doc.summary)
+        kind = websocket.REPLY_TYPES.get(action, action)
+        # The reply is the ack's object with a `type`: the schema itself, not a reference to it.
+        result = doc.result["$ref"].rsplit("/", 1)[1] if "$ref" in doc.result else doc.result
+        replies[_reply_message(action)] = _message(kind, _reply(kind, result), f"the reply to {action}")
+    messages["update"] = _message("update", _ref("Update"), "a price update, bare (no type key), exactly as published")
+    messages.update(replies)
+    messages[HEARTBEAT_EVENT] = _message(HEARTBEAT_EVENT, _ref("HeartbeatFrame"),
+                                         "every `heartbeat` seconds, after a subscribe that asked for it "
+                                         "(or LIVE_PRICE_HEARTBEAT)")
+    messages["error"] = _message("error", _ref("ErrorFrame"), "a refused request or frame; auth_failed and "
+                                                              "slow_client close the socket (1008), "
+                                                              "server_shutdown too (1001)")
+    return messages
 
 
 def _operation(action: str, channel: str, message: str, summary: str, reply: str | None = None) -> dict[str, Any]:
@@ -384,22 +466,22 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
     """The AsyncAPI 3.0 description of the Socket.IO events and `/live-price` frames,
     from the server's point of view (it receives requests and sends updates)."""
     schemas = {**copy.deepcopy(SCHEMAS), **copy.deepcopy(LIVE_PRICE_SCHEMAS)}
-    operations = {
-        "socketioSubscribe": _operation("receive", "socketio", "subscribe", "subscribe", "subscribeAck"),
-        "socketioUnsubscribe": _operation("receive", "socketio", "unsubscribe", "unsubscribe", "unsubscribeAck"),
-        "socketioHistory": _operation("receive", "socketio", "history", "history", "historyAck"),
-        "socketioAuthenticate": _operation("receive", "socketio", "authenticate", "authenticate", "authenticateAck"),
+    operations: dict[str, Any] = {}
+    for action, doc in requests():
+        name = action[:1].upper() + action[1:]
+        if action in socketio_transport.EVENTS:
+            operations[f"socketio{name}"] = _operation("receive", "socketio", action, doc.summary, action + "Ack")
+        operations[f"livePrice{name}"] = _operation("receive", "livePrice", action, doc.summary,
+                                                    _reply_message(action))
+    operations.update({
         "socketioAuthenticated": _operation("send", "socketio", "authenticated", "authenticated"),
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
+        "socketioHeartbeat": _operation("send", "socketio", HEARTBEAT_EVENT, "heartbeats, when asked for"),
         "socketioError": _operation("send", "socketio", "error", "errors"),
-        "livePriceSubscribe": _operation("receive", "livePrice", "subscribe", "subscribe", "subscribed"),
-        "livePriceUnsubscribe": _operation("receive", "livePrice", "unsubscribe", "unsubscribe", "unsubscribed"),
-        "livePriceHistory": _operation("receive", "livePrice", "history", "history", "historyReply"),
-        "livePriceAuthenticate": _operation("receive", "livePrice", "authenticate", "authenticate", "authenticated"),
-        "livePricePing": _operation("receive", "livePrice", "ping", "ping", "pong"),
         "livePriceUpdate": _operation("send", "livePrice", "update", "price updates of subscribed symbols"),
+        "livePriceHeartbeat": _operation("send", "livePrice", HEARTBEAT_EVENT, "heartbeats, when asked for"),
         "livePriceError": _operation("send", "livePrice", "error", "errors"),
-    }
+    })
     return {
         "asyncapi": "3.0.0",
         "info": {"title": TITLE, "version": __version__,
@@ -420,10 +502,10 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "channels": {
             "socketio": {"address": "/", "title": "Socket.IO namespace /",
                          "servers": [{"$ref": "#/servers/socketio"}],
-                         "messages": {k: copy.deepcopy(v) for k, v in SOCKETIO_MESSAGES.items()}},
+                         "messages": socketio_messages()},
             "livePrice": {"address": "/live-price", "title": "/live-price",
                           "servers": [{"$ref": "#/servers/livePrice"}],
-                          "messages": {k: copy.deepcopy(v) for k, v in LIVE_PRICE_MESSAGES.items()}},
+                          "messages": live_price_messages()},
         },
         "operations": operations,
         "components": {"schemas": schemas},

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from .errors import ClientError, ErrorCode, invalid_payload
+from .heartbeat import check_heartbeat
 from .symbols import SymbolError, normalize_symbol
 
 MAX_HISTORY_LIMIT = 5000
@@ -15,11 +16,13 @@ DEFAULT_HISTORY_LIMIT = 1000
 
 @dataclass(frozen=True)
 class SymbolsRequest:
-    """A subscribe or unsubscribe: symbols as sent, and an optional resume point."""
+    """A subscribe or unsubscribe: symbols as sent, an optional resume point,
+    and (subscribe) the heartbeat period asked for: None leaves it as it is."""
 
     symbols: list[str]
     since_ms: int | None = None
     since_seq: int | None = None
+    heartbeat: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,27 @@ def _non_negative_int(value: Any, name: str) -> int:
     return value
 
 
-def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
-    """`"AAPL"`, `["AAPL", ...]`, `{"symbol": ...}` or `{"symbols": [...]}` (+ since)."""
-    since_ms = since_seq = None
+def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = False) -> SymbolsRequest:
+    """`"AAPL"`, `["AAPL", ...]`, `{"symbol": ...}` or `{"symbols": [...]}` (+ since).
+
+    A subscribe's object may carry `heartbeat` (seconds, 0 for off), and then
+    needs no symbols: `{"heartbeat": 5}` only sets the heartbeat.
+    """
+    since_ms = since_seq = heartbeat = None
     if isinstance(payload, dict):
+        if subscribe and payload.get("heartbeat") is not None:
+            try:
+                heartbeat = check_heartbeat(payload["heartbeat"])
+            except ValueError as exc:
+                raise invalid_payload(str(exc)) from None
         if "symbols" in payload:
             raw = payload["symbols"]
             if not isinstance(raw, list):
                 raise invalid_payload("symbols must be a list of strings")
         elif "symbol" in payload:
             raw = [payload["symbol"]]
+        elif heartbeat is not None:
+            return SymbolsRequest([], heartbeat=heartbeat)
         else:
             raise invalid_payload("expected a symbol or a list of symbols")
         if payload.get("since") is not None:
@@ -75,7 +89,7 @@ def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
     if len(raw) > max_symbols:
         raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                           f"at most {max_symbols} symbols per connection")
-    return SymbolsRequest(raw, since_ms, since_seq)
+    return SymbolsRequest(raw, since_ms, since_seq, heartbeat)
 
 
 def split_symbols(raw: list[str]) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from .heartbeat import check_heartbeat
 from .symbols import SymbolError, normalize_symbol
 
 
@@ -70,6 +71,10 @@ def _non_negative_float(raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError("expected a number of 0 or more")
     return value
+
+
+def _heartbeat(raw: str) -> int:
+    return check_heartbeat(_int(raw))
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -138,6 +143,7 @@ class Settings:
     slow_client_timeout: float = _setting(10.0, _positive_float, "Seconds a client may stay behind before it is disconnected with slow_client")
     ping_interval: int = _setting(25, _positive_int, "Whole seconds between Socket.IO heartbeats (below the load balancer's idle timeout)")
     ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")
+    live_price_heartbeat: int = _setting(0, _heartbeat, "Seconds between heartbeat frames on every /live-price connection, unless its subscribe asks otherwise (1-3600); 0: only for clients that ask")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
     recovery_window: float = _setting(0.0, _non_negative_float, "Seconds a Socket.IO client that lost its connection may recover its session (subscriptions and missed updates) on any instance; 0 turns connection state recovery off")

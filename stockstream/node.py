@@ -114,6 +114,7 @@ class Node:
             self.admin_ui = None
         await self.socketio.shutdown()
         self.scheduler.close()
+        self.services.heartbeats.close()
         await self.broker.close()
 
 

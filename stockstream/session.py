@@ -20,6 +20,7 @@ from .broker import BackendUnavailable, Broker
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
+from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
@@ -72,6 +73,7 @@ class Services:
     verifier: TokenVerifier
     scheduler: FlushScheduler
     sessions: Sessions = field(default_factory=Sessions)
+    heartbeats: Heartbeats = field(default_factory=Heartbeats)
 
 
 class Connection(Sink, Protocol):
@@ -90,6 +92,10 @@ class Connection(Sink, Protocol):
     def encode_error(self, error: ClientError, request: "Request | None" = None) -> str:
         """The message text of an error: the answer to `request`, or (None)
         one that tells the client unprompted."""
+
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        """The message text of an event the server sends unprompted
+        (a heartbeat): on /live-price a frame with `type` name."""
 
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
@@ -112,7 +118,7 @@ class Request:
 
 class Session:
     __slots__ = ("id", "services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
-                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "__weakref__")
+                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
         self.id = connection.id
@@ -132,9 +138,12 @@ class Session:
         self._bucket = TokenBucket(self.settings.request_rate, self.settings.request_burst)
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._beats = 0  # heartbeats sent
         if identity is not None:
             self._set_identity(identity)
         services.sessions.add(self)
+        if connection.transport == "websocket" and self.settings.live_price_heartbeat:
+            services.heartbeats.set(self, self.settings.live_price_heartbeat)
 
     # -- delivery (the hot path) ------------------------------------------------
 
@@ -213,7 +222,7 @@ class Session:
     async def _subscribe(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
         if self.settings.require_auth and self.identity is None:
             raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
-        request = parse_symbols_request(payload, self.settings.max_subscriptions)
+        request = parse_symbols_request(payload, self.settings.max_subscriptions, subscribe=True)
         valid, invalid = split_symbols(request.symbols)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
         allowed = []
@@ -239,7 +248,15 @@ class Session:
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
         if recovered is not None:
             result["recovered"] = recovered
-        return result, lambda: self.open_streams(first, positions)
+        heartbeat = request.heartbeat
+
+        def after() -> None:
+            self.open_streams(first, positions)
+            # Only a subscribe that succeeded changes the heartbeat, and its
+            # first beat comes after the reply.
+            if heartbeat is not None:
+                self.services.heartbeats.set(self, heartbeat)
+        return result, after
 
     # -- streams: held while their first updates are read, opened after the reply
 
@@ -346,6 +363,17 @@ class Session:
     }
     actions = frozenset(_handlers)
 
+    # -- heartbeats ----------------------------------------------------------------
+
+    def beat(self) -> None:
+        """One heartbeat, queued behind what is already queued; none for a
+        client that is behind (they would only pile up in its backlog)."""
+        outbox = self.outbox
+        if self.closed or outbox.given_up or outbox.behind_since is not None:
+            return
+        self._beats += 1
+        outbox.push(self.connection.encode_event(HEARTBEAT_EVENT, {"seq": self._beats}))
+
     # -- identity -----------------------------------------------------------------
 
     def _set_identity(self, identity: Identity) -> None:
@@ -407,6 +435,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.services.heartbeats.stop(self)
         self.outbox.close()
         if self._expiry is not None:
             self._expiry.cancel()

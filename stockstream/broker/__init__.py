@@ -144,6 +144,15 @@ class Broker(abc.ABC):
         """The state saved under `pid`, removed so it is recovered at most once."""
 
 
+def broker_kinds() -> list[str]:
+    """The `kind` of every backend create_broker can build (readiness and
+    /metrics report it; the API documents list these)."""
+    from .cluster import ClusterBroker
+    from .memory import MemoryBroker
+    from .redis import RedisBroker
+    return [MemoryBroker.kind, RedisBroker.kind, ClusterBroker.kind]
+
+
 def create_broker(settings: Settings) -> Broker:
     """The Redis broker when Redis is configured, else the embedded one."""
     if settings.backend_url and settings.redis_cluster:

@@ -164,6 +164,9 @@ class SocketIOConnection:
             return f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}])
         return "2" + dumps(["error", error.to_dict()])
 
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        return "2" + dumps([name, payload])
+
     def joined(self, symbols: list[str]) -> None:
         # Mirrored into python-socketio's rooms so emits from other instances
         # or external emitters addressed to a symbol's room reach this client.

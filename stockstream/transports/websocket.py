@@ -64,6 +64,9 @@ class WebSocketConnection:
     def encode_error(self, error: ClientError, request: Request | None = None) -> str:
         return self._encode({"type": "error", **error.to_dict()}, request)
 
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        return dumps({"type": name, **payload})
+
     @staticmethod
     def _encode(message: dict[str, Any], request: Request | None) -> str:
         if request is not None and request.ack is not None:
