@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .api_docs import DOCUMENT_PATHS, ApiDocs
 from .broker import Broker
 from .config import Settings
-from .cors import allow_api_cors
 from .demo import DemoPage
-from .http_routes import Routes, errors_as_json
-from .http_publish import PublishRoute
+from .http.common import errors_as_json
+from .http.cors import allow_api_cors
+from .http.docs import DOCUMENT_PATHS, ApiDocs
+from .http.publish import PublishRoute
+from .http.routes import Routes
 from .metrics import MetricsRoute, build_registry
 from .node import Node
 

@@ -101,7 +101,7 @@ async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack, node_h
 
 def test_every_route_is_described() -> None:
     """Every HTTP route the application serves has its path and method in the OpenAPI document."""
-    from stockstream.api_docs import openapi_document
+    from stockstream.http.docs import openapi_document
     document = openapi_document()
     app = create_app(settings_for(None, 0))
     missing = []
@@ -119,7 +119,7 @@ def test_every_route_is_described() -> None:
 def test_error_codes_come_from_the_catalogue() -> None:
     """Both documents list exactly the catalogue's codes: HTTP all of them, the
     streaming transports all but the HTTP-only ones."""
-    from stockstream.api_docs import asyncapi_document, openapi_document
+    from stockstream.http.docs import asyncapi_document, openapi_document
     every = [c.value for c in ErrorCode]
     assert openapi_document()["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
     assert "forbidden" in every and "not_found" in every

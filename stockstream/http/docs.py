@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import __version__
-from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
-from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
-from .http_publish import PUBLISH_PATH, PayloadTooLarge
-from .client_requests import MAX_HISTORY_LIMIT
-from .updates import MAX_TIMESTAMP
+from .. import __version__
+from ..candles import INTERVALS_MS, MAX_SCANNED_UPDATES
+from ..client_requests import MAX_HISTORY_LIMIT
+from ..errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
+from ..updates import MAX_TIMESTAMP
+from .common import PUBLISH_PATH, PayloadTooLarge
 
 OPENAPI_PATH = "/openapi.json"
 ASYNCAPI_PATH = "/asyncapi.json"
