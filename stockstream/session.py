@@ -185,7 +185,7 @@ class Session:
         except BackendUnavailable:
             self._reply_error(request, BACKEND_DOWN)
             return
-        except Exception:  # noqa: BLE001 - one bad request must not end the session
+        except Exception:  # one bad request must not end the session
             log.exception("request %r failed", request.action)
             self._reply_error(request, INTERNAL_ERROR)
             return

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
-from ..symbols import CHANNEL_PREFIX, channel_for
+from ..symbols import channel_for
 from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff

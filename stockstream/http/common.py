@@ -51,7 +51,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         code = {404: ErrorCode.NOT_FOUND, 403: ErrorCode.FORBIDDEN}.get(exc.status, ErrorCode.INVALID_PAYLOAD)
         return json_response({"error": {"code": code.value, "message": exc.reason}}, exc.status)
-    except Exception:  # noqa: BLE001 - a bug answers 500 in the catalogue's shape, logged here
+    except Exception:  # a bug answers 500 in the catalogue's shape, logged here
         if request.headers.get("Upgrade"):
             raise  # a WebSocket's response has started: nothing can be sent in its place
         log.exception("%s %s failed", request.method, request.path)

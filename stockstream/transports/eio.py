@@ -179,7 +179,7 @@ class WebSocketDriver:
                 pass
             except engineio.exceptions.SocketIsClosedError:
                 return
-            except Exception:  # noqa: BLE001 - as engineio does: one failed packet does not end the connection
+            except Exception:  # as engineio does: one failed packet does not end the connection
                 log.exception("%s: error handling a packet", socket.sid)
 
     async def _receive(self, ws: web.WebSocketResponse, timeout: float | None = None) -> eio_packet.Packet | None:
