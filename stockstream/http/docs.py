@@ -203,7 +203,7 @@ READ_ERRORS = [ErrorCode.INVALID_PAYLOAD, ErrorCode.INVALID_SYMBOL, ErrorCode.AU
                ErrorCode.FORBIDDEN_SYMBOL, ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL]
 PUBLISH_ERRORS = [ErrorCode.INVALID_PAYLOAD, ErrorCode.INVALID_SYMBOL, ErrorCode.AUTH_REQUIRED, ErrorCode.AUTH_FAILED,
                   ErrorCode.FORBIDDEN, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL]
-READ_SECURITY = [{}, {"bearer": []}, {"tokenQuery": []}]
+READ_SECURITY: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"tokenQuery": []}]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
