@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transports", ("transports",)),
     ("sessions", ("session", "recovery")),
     ("hub", ("hub",)),
-    ("features", ("auth", "publisher", "simulator", "kafka_bridge")),
+    ("ways in", ("auth", "publisher", "simulator", "kafka_bridge")),
     ("broker", ("broker",)),
 ]
 
@@ -141,7 +141,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_lower_layers_do_not_import_upper_ones() -> None:
-    """Dependencies point one way: entry -> wiring -> transports -> sessions -> hub -> features -> broker -> base."""
+    """Dependencies point one way: entry -> wiring -> transports -> sessions -> hub -> ways in -> broker -> base."""
     upward = [
         f"{module} ({LAYERS[layer_of(module)][0] if layer_of(module) < len(LAYERS) else 'base'})"
         f" imports {dep} ({LAYERS[layer_of(dep)][0]})"
