@@ -183,7 +183,7 @@ class BaseClient(asyncio.Protocol):
         buf = self._buf
         if buf:
             buf += data
-            data = buf  # type: ignore[assignment]
+            data = buf  # type: ignore[assignment]  # a bytearray is read here as bytes are
         now = time.time_ns()  # one clock read per read() is precise enough and much cheaper
         pos = 0
         end_of_data = len(data)

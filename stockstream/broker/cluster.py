@@ -227,7 +227,7 @@ class ClusterBroker(RedisBroker):
                 if item in marker_of:
                     covered.discard(marker_of[item])
                     continue
-            elif item.symbol in covered:  # type: ignore[union-attr]
+            elif item.symbol in covered:  # type: ignore[union-attr]  # not bytes: an Update
                 continue
             kept.append(item)
         early[:] = kept

@@ -353,6 +353,7 @@ class RedisBroker(Broker):
             future = self._markers.get(item)  # removed by its reader (_position)
             if future is not None and not future.done():
                 future.set_result(self._sink.mark() if self._sink is not None else 0)
+        # Not bytes, so an Update: `type() is` (the fast test) narrows only the first branch.
         elif self._sink is not None and item.symbol in self._wanted:  # type: ignore[union-attr]
             self._sink.on_update(item)  # type: ignore[arg-type]
 
