@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import (
     DecodeError,
@@ -100,7 +101,7 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_CHARS:
             raise _auth_failed(f"token is too long (over {MAX_TOKEN_CHARS} characters)")
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            algorithm: Any = jwt.get_unverified_header(token).get("alg")
         except PyJWTError:
             raise _auth_failed("malformed token") from None
         key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
@@ -232,7 +233,7 @@ def _public_key(settings: Settings) -> tuple[str, Any] | None:
         return None
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
-            key = x509.load_pem_x509_certificate(pem).public_key()
+            key: PublicKeyTypes = x509.load_pem_x509_certificate(pem).public_key()
         else:
             key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError, UnsupportedAlgorithm):

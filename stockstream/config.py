@@ -217,7 +217,7 @@ class Settings:
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
         if url:
             try:
-                urlsplit(url).port
+                urlsplit(url).port  # noqa: B018 - reading the port is what checks it
             except ValueError as exc:  # the message quotes the port only, never the password
                 raise SettingsError(f"REDIS_URL: {exc}") from None
 

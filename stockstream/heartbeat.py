@@ -76,7 +76,7 @@ class _Ticker:
                 continue  # left during the walk
             try:
                 member.beat()
-            except Exception:  # noqa: BLE001 - one member's failure must not stop the others' beats
+            except Exception:  # one member's failure must not stop the others' beats
                 log.exception("heartbeat failed")
         if end < len(members):
             self._walking = asyncio.get_running_loop().call_soon(self._walk, members, end)

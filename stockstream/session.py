@@ -1,9 +1,12 @@
 """One Session per client connection, whichever transport carries it.
 
 The session holds the subscription set and the identity, runs the client's
-requests strictly in the order they were sent, and owns the connection's
-Outbox. Transports only translate frames to requests and replies to frames:
-the subscribe path, from request to snapshot to live updates, is in this file.
+requests (`Session.actions` names them) strictly in the order they were sent,
+and owns the connection's Outbox: its replies, errors and updates leave in one
+order. A transport decodes frames into Requests and, when its session asks,
+encodes replies in its own framing (the Connection protocol); it never queues
+anything itself. The subscribe path, from request to snapshot to live updates,
+is in this file.
 """
 from __future__ import annotations
 
@@ -194,7 +197,7 @@ class Session:
         except BackendUnavailable:
             self._reply_error(request, BACKEND_DOWN)
             return
-        except Exception:  # noqa: BLE001 - one bad request must not end the session
+        except Exception:  # one bad request must not end the session
             log.exception("request %r failed", request.action)
             self._reply_error(request, INTERNAL_ERROR)
             return

@@ -16,7 +16,7 @@ import pytest
 import referencing
 import referencing.jsonschema
 
-from stockstream.app import create_app
+from stockstream.app import api_vocabulary, create_app
 from stockstream.auth import mint_token
 from stockstream.broker import broker_kinds
 from stockstream.errors import ErrorCode
@@ -106,7 +106,7 @@ async def test_openapi_document_is_valid_openapi_3_1(docs_stack: Stack) -> None:
     openapi_spec_validator.validate(document)
     broken = copy.deepcopy(document)
     broken["paths"]["/api/publish"]["post"]["responses"]["200"] = {"content": {}}  # no description
-    with pytest.raises(Exception):
+    with pytest.raises(jsonschema.ValidationError):
         openapi_spec_validator.validate(broken)
 
 
@@ -124,8 +124,8 @@ async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack, node_h
 
 def test_every_route_is_described() -> None:
     """Every HTTP route the application serves has its path and method in the OpenAPI document."""
-    from stockstream.api_docs import openapi_document
-    document = openapi_document()
+    from stockstream.http.docs import openapi_document
+    document = openapi_document(api_vocabulary())
     app = create_app(settings_for(None, 0))
     missing = []
     for route in app.router.routes():
@@ -142,11 +142,11 @@ def test_every_route_is_described() -> None:
 def test_error_codes_come_from_the_catalogue() -> None:
     """Both documents list exactly the catalogue's codes: HTTP all of them, the
     streaming transports all but the HTTP-only ones."""
-    from stockstream.api_docs import asyncapi_document, openapi_document
+    from stockstream.http.docs import asyncapi_document, openapi_document
     every = [c.value for c in ErrorCode]
-    assert openapi_document()["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
+    assert openapi_document(api_vocabulary())["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
     assert "forbidden" in every and "not_found" in every
-    streaming = asyncapi_document()["components"]["schemas"]["StreamError"]["allOf"][1]["properties"]["code"]["enum"]
+    streaming = asyncapi_document(api_vocabulary())["components"]["schemas"]["StreamError"]["allOf"][1]["properties"]["code"]["enum"]
     assert streaming == [c for c in every if c not in ("forbidden", "not_found")]
 
 
@@ -154,11 +154,11 @@ def test_enumerations_come_from_the_code() -> None:
     """The readiness backend lists every broker's kind (redis-cluster included), the
     symbol patterns are symbols.py's, the heartbeat bounds heartbeat.py's, and every
     request a session answers has its messages and operations on both channels."""
-    from stockstream.api_docs import asyncapi_document, openapi_document
-    schemas = openapi_document()["components"]["schemas"]
+    from stockstream.http.docs import asyncapi_document, openapi_document
+    schemas = openapi_document(api_vocabulary())["components"]["schemas"]
     assert schemas["Readiness"]["properties"]["backend"]["enum"] == broker_kinds() == list(BACKEND_KINDS.values())
     assert schemas["Symbol"]["pattern"] == f"^{SYMBOL_PATTERN.pattern}$"
-    document = asyncapi_document()
+    document = asyncapi_document(api_vocabulary())
     heartbeat = document["components"]["schemas"]["SubscribeFrame"]["allOf"][0]["properties"]["heartbeat"]
     assert (heartbeat["minimum"], heartbeat["maximum"]) == (0, MAX_HEARTBEAT_SECONDS)
     socketio = document["channels"]["socketio"]["messages"]
@@ -180,12 +180,12 @@ async def test_a_new_request_appears_in_the_documents_by_itself(monkeypatch: pyt
                                                                 node_harness: None) -> None:
     """A request added to the session's list (and so to the Socket.IO events and the
     /live-price reply types) is listed in the AsyncAPI document's messages and
-    operations without touching api_docs, and the document stays valid AsyncAPI 3.0."""
-    from stockstream.api_docs import asyncapi_document
+    operations without touching the document builder, and the document stays valid AsyncAPI 3.0."""
+    from stockstream.http.docs import asyncapi_document
     monkeypatch.setattr(Session, "actions", Session.actions | {"frobnicate"})
     monkeypatch.setattr(socketio_transport, "EVENTS", socketio_transport.EVENTS | {"frobnicate"})
     monkeypatch.setitem(websocket.REPLY_TYPES, "frobnicate", "frobnicated")
-    document = asyncapi_document()
+    document = asyncapi_document(api_vocabulary())
     assert {"frobnicate", "frobnicateAck"} <= set(document["channels"]["socketio"]["messages"])
     assert {"frobnicate", "frobnicated"} <= set(document["channels"]["livePrice"]["messages"])
     assert {"socketioFrobnicate", "livePriceFrobnicate"} <= set(document["operations"])

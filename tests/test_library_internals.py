@@ -153,7 +153,7 @@ async def test_connect_reply_hooks_wrap_the_connect_packet() -> None:
         calls.append("eio.send")
         sent.append(data)
 
-    server.eio.send = send  # type: ignore[method-assign]
+    server.eio.send = send  # type: ignore[method-assign]  # records what would be sent
     await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s1"}, namespace="/"))
     await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s2"}, namespace="/admin"))
     await server._send_packet("e1", sio_packet.Packet(sio_packet.EVENT, ["x", {"sid": "s3"}], namespace="/"))

@@ -9,7 +9,6 @@ import inspect
 import orjson
 import pytest
 import socketio
-from socketio import packet as sio_packet
 
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings

@@ -144,9 +144,9 @@ def _pinning(args: argparse.Namespace, starts_servers: bool,
             return None, None  # one core: pinning would only make both sides wait for each other
         server_cores = max(1, min(instances, len(usable) - 1))
         server, client = usable[:server_cores], usable[server_cores:]
-    elif server is None:
+    elif server is None and client is not None:
         server = [c for c in usable if c not in client] or usable[:1]
-    elif client is None:
+    elif client is None and server is not None:
         client = [c for c in usable if c not in server] or usable
     return server, client
 

@@ -12,7 +12,7 @@ import ssl
 import time
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 from urllib.parse import quote
 
 import orjson
@@ -166,8 +166,8 @@ class BaseClient(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key))
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
+        self.transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -183,7 +183,7 @@ class BaseClient(asyncio.Protocol):
         buf = self._buf
         if buf:
             buf += data
-            data = buf  # type: ignore[assignment]
+            data = buf  # type: ignore[assignment]  # a bytearray is read here as bytes are
         now = time.time_ns()  # one clock read per read() is precise enough and much cheaper
         pos = 0
         end_of_data = len(data)

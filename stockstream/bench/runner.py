@@ -94,7 +94,7 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 target = Target("127.0.0.1", ports[0], config.transport, token=config.token,
                                 more_ports=tuple(ports[1:]))
             record["target"] = {"host": target.host, "ports": list(target.ports), "pids": server_pids}
-            worker_cpus = [{c} for c in config.client_cpus] if config.client_cpus else []
+            worker_cpus: list[Optional[set[int]]] = [{c} for c in config.client_cpus] if config.client_cpus else []
             pool = WorkerPool(config.workers, worker_cpus, run_id)
             stack.callback(pool.stop)
             client_pids = [os.getpid()] + pool.pids + ([redis_pid] if redis_pid else [])

@@ -457,6 +457,7 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
     # ... then bisect between the last passing and the failing rate, for a sharper figure.
     for _ in range(ctx.options.refine_steps if best is not None and failed_rate is not None else 0):
         number += 1
+        assert best is not None and failed_rate is not None  # the range above is empty otherwise
         rate = round((best["rate_target"] + failed_rate) / 2, 2)
         window, failure = await step(number, rate)
         if failure is None:

@@ -12,12 +12,12 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
-from ..symbols import CHANNEL_PREFIX, channel_for
+from ..symbols import channel_for
 from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
@@ -103,7 +103,7 @@ def _stream_info(reply: Any) -> dict[str, Any] | None:
     """XINFO STREAM's reply; None when the stream does not exist."""
     if isinstance(reply, ResponseError) and "no such key" in str(reply).lower():
         return None
-    return _raised(reply)
+    return cast("dict[str, Any]", _raised(reply))
 
 
 def _id_ms(entry_id: bytes) -> int:
@@ -146,7 +146,7 @@ class RedisBroker(Broker):
         self._marker_bytes = self.marker_channel.encode()
         self._markers: dict[bytes, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
-        self.malformed = MalformedLog(log)
+        self.malformed: MalformedLog = MalformedLog(log)
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
         self.recorder: HistoryRecorder | None = None
@@ -325,7 +325,7 @@ class RedisBroker(Broker):
         return False
 
     async def _read(self, pubsub: Any) -> dict[str, Any] | None:
-        message = await pubsub.get_message(timeout=PROBE_AFTER)
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=PROBE_AFTER)
         now = time.monotonic()
         if message is not None:
             self._last_heard = now
@@ -353,6 +353,7 @@ class RedisBroker(Broker):
             future = self._markers.get(item)  # removed by its reader (_position)
             if future is not None and not future.done():
                 future.set_result(self._sink.mark() if self._sink is not None else 0)
+        # Not bytes, so an Update: `type() is` (the fast test) narrows only the first branch.
         elif self._sink is not None and item.symbol in self._wanted:  # type: ignore[union-attr]
             self._sink.on_update(item)  # type: ignore[arg-type]
 
@@ -519,7 +520,7 @@ class RedisBroker(Broker):
             return [], False
         first, last = info["first-entry"], info["last-entry"]
         reaches = at_point or (first is not None and _id_ms(first[0]) <= since_ms) or _never_trimmed(info, symbol)
-        tail = at_point or (last is not None and last[1].get(b"u") == snapshot.raw)
+        tail = at_point or (snapshot is not None and last is not None and last[1].get(b"u") == snapshot.raw)
         if not (reaches and tail):
             return [], False
         return [u for u in self._entries(symbol, entries) if u.timestamp > since_ms], True

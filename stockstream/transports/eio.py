@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import engineio
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -127,12 +127,14 @@ class WebSocketDriver:
         socket = self._socket
         ws = web.WebSocketResponse(max_msg_size=self._server.max_http_buffer_size, compress=False)
         await ws.prepare(request)
-        bound_send_buffer(request.transport, self._send_buffer)
+        # A prepared WebSocket response has its connection's transport.
+        transport = cast(asyncio.Transport, request.transport)
+        bound_send_buffer(transport, self._send_buffer)
         try:
             if not await self._open(ws):
                 return ws
-            socket.queue.attach(functools.partial(_write_packet, request.transport))
-            self._websockets[socket.sid] = OpenWebSocket(request.transport, ws)
+            socket.queue.attach(functools.partial(_write_packet, transport))
+            self._websockets[socket.sid] = OpenWebSocket(transport, ws)
             await self._serve(ws)
         except ValueError:
             # A frame that is not an Engine.IO packet: a protocol violation.
@@ -179,7 +181,7 @@ class WebSocketDriver:
                 pass
             except engineio.exceptions.SocketIsClosedError:
                 return
-            except Exception:  # noqa: BLE001 - as engineio does: one failed packet does not end the connection
+            except Exception:  # as engineio does: one failed packet does not end the connection
                 log.exception("%s: error handling a packet", socket.sid)
 
     async def _receive(self, ws: web.WebSocketResponse, timeout: float | None = None) -> eio_packet.Packet | None:

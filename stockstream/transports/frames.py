@@ -60,10 +60,10 @@ def failed_by_code(failed: list[dict[str, str]]) -> list[ClientError]:
             for code, symbols in groups.items()]
 
 
-def abort_later(transport: asyncio.BaseTransport | None) -> None:
+def abort_later(transport: asyncio.Transport | None) -> None:
     """Cut a connection that has not closed by itself in time."""
     if transport is not None:
-        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)  # type: ignore[attr-defined]
+        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
 
 
 def bound_send_buffer(transport: asyncio.BaseTransport | None, outbound_bytes: int) -> None:

@@ -60,10 +60,10 @@ async def recover(session: "Session", state: RecoveryState, auth: Any, stats: Re
         saved = None
     try:
         opener = await restore(session, saved, auth.get("offset")) if saved is not None else None
-    except Exception:  # noqa: BLE001 - a recovery that fails must still leave a working, fresh session
+    except Exception:  # a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None
-    if opener is None:
+    if opener is None or saved is None:
         stats.not_recovered += 1
         log.info("session %s not recovered: a fresh session starts", pid)
         return

@@ -49,8 +49,7 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
         self._transport = transport
 
     def recovery_state(self, sid: str) -> RecoveryState | None:
-        session = self._transport.sessions.get(sid)
-        return session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
+        return _recovery_of(self._transport.sessions.get(sid))
 
     async def malformed_packet(self, eio_sid: str) -> None:
         # Not a Socket.IO packet: a protocol violation, not a server error.
@@ -73,14 +72,20 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
             session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
+def _recovery_of(session: Session | None) -> RecoveryState | None:
+    """The recovery state of a Socket.IO session (the registry holds both transports' sessions)."""
+    connection = session.connection if session is not None else None
+    return connection.recovery if isinstance(connection, SocketIOConnection) else None
+
+
 def _socketio_frame(item: Update | str) -> bytes:
     # An update's frame is built once for all its recipients; other messages are Socket.IO packet texts.
-    return item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+    return item.sio_frame if type(item) is Update else text_frame("4" + item)
 
 
 def _recoverable_frame(item: Update | str) -> bytes:
     # The same, each update carrying its offset (connection state recovery).
-    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)
 
 
 class SocketIOConnection:
@@ -132,7 +137,7 @@ class SocketIOConnection:
             record = self.recovery.sent.record
             for item in items:
                 if type(item) is Update:
-                    record(item)  # type: ignore[arg-type]
+                    record(item)
         return sent
 
     def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
@@ -141,9 +146,9 @@ class SocketIOConnection:
         recoverable = self.recovery is not None
         for item in items:
             if type(item) is Update:
-                text = item.sio_recoverable()[0] if recoverable else item.sio_payload  # type: ignore[union-attr]
+                text = item.sio_recoverable()[0] if recoverable else item.sio_payload
             else:
-                text = item  # type: ignore[assignment]
+                text = item
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
         return True
 
@@ -258,9 +263,9 @@ class SocketIOTransport:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.get(sid)
-        recovery = session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
-        if recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
-            await save(session, recovery, self.recovery_window, self.recovery_stats)  # type: ignore[arg-type]
+        recovery = _recovery_of(session)
+        if session is not None and recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
+            await save(session, recovery, self.recovery_window, self.recovery_stats)
         if session is not None:
             await session.closed_by_transport()
             log.info("socket.io client disconnected sid=%s reason=%s", sid, reason)

@@ -36,7 +36,7 @@ GOING_AWAY = 1001
 
 def _live_price_frame(item: Update | str) -> bytes:
     # An update goes out as published, its frame built once for all its recipients.
-    return item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
+    return item.ws_frame if type(item) is Update else text_frame(item)
 
 
 class WebSocketConnection:

@@ -10,30 +10,43 @@ from symbols.py, the heartbeat bounds from heartbeat.py, and the requests from
 the one list a session answers (`Session.actions`, the Socket.IO events and the
 /live-price reply types derived from it): a request added there appears in the
 AsyncAPI document's messages and operations by itself.
+
+The names that live above this module (the requests, the transports' event and
+frame names, the backend kinds) come in as a `Vocabulary` built by the wiring
+(`app.api_vocabulary`), so the document builder imports only the base and
+`http.common` and stays a low floor of the import graph.
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import __version__
-from .broker import broker_kinds
-from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
-from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
-from .heartbeat import HEARTBEAT_EVENT, MAX_HEARTBEAT_SECONDS
-from .http_publish import PUBLISH_PATH, PayloadTooLarge
-from .client_requests import MAX_HISTORY_LIMIT
-from .session import Session
-from .symbols import SYMBOL_PATTERN
-from .transports import socketio_transport, websocket
-from .updates import MAX_TIMESTAMP
+from .. import __version__
+from ..candles import INTERVALS_MS, MAX_SCANNED_UPDATES
+from ..client_requests import MAX_HISTORY_LIMIT
+from ..errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
+from ..heartbeat import HEARTBEAT_EVENT, MAX_HEARTBEAT_SECONDS
+from ..symbols import SYMBOL_PATTERN
+from ..updates import MAX_TIMESTAMP
+from .common import PUBLISH_PATH, PayloadTooLarge
 
 OPENAPI_PATH = "/openapi.json"
 ASYNCAPI_PATH = "/asyncapi.json"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the documents enumerate from the running code."""
+
+    actions: Sequence[str]  # every request a session answers, in its table's order
+    socketio_events: Collection[str]  # those of them Socket.IO takes as events
+    reply_types: Mapping[str, str]  # the /live-price frame `type` of each reply, where not the action's name
+    backends: Sequence[str]  # readiness's `backend`: the brokers' kinds
 DOCUMENT_PATHS = (OPENAPI_PATH, ASYNCAPI_PATH)
 
 TITLE = "stockstream"
@@ -106,7 +119,7 @@ SCHEMAS: dict[str, Any] = {
     "Health": _object({"status": {"type": "string", "const": "ok"}}, ["status"]),
     "Readiness": _object({
         "status": {"type": "string", "enum": ["ready", "unavailable"]},
-        "backend": {"type": "string", "enum": broker_kinds()},
+        "backend": {"type": "string", "description": "the backend's kind (enumerated from the brokers)"},
         "reason": {"type": "string"},
     }, ["status"], additional=True),
     "Quotes": _object({
@@ -228,7 +241,7 @@ READ_ERRORS = [ErrorCode.INVALID_PAYLOAD, ErrorCode.INVALID_SYMBOL, ErrorCode.AU
                ErrorCode.FORBIDDEN_SYMBOL, ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL]
 PUBLISH_ERRORS = [ErrorCode.INVALID_PAYLOAD, ErrorCode.INVALID_SYMBOL, ErrorCode.AUTH_REQUIRED, ErrorCode.AUTH_FAILED,
                   ErrorCode.FORBIDDEN, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL]
-READ_SECURITY = [{}, {"bearer": []}, {"tokenQuery": []}]
+READ_SECURITY: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"tokenQuery": []}]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -270,7 +283,14 @@ def _page(content_type: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {content_type: {"schema": {"type": "string"}}}}
 
 
-def openapi_document() -> dict[str, Any]:
+def _schemas(vocabulary: Vocabulary) -> dict[str, Any]:
+    """The shared schemas, with what only the running code can enumerate."""
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["Readiness"]["properties"]["backend"]["enum"] = list(vocabulary.backends)
+    return schemas
+
+
+def openapi_document(vocabulary: Vocabulary) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every HTTP route."""
     too_large = PayloadTooLarge(0)
     paths: dict[str, Any] = {
@@ -344,7 +364,7 @@ def openapi_document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": _schemas(vocabulary),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "tokenQuery": {"type": "apiKey", "in": "query", "name": "token"},
@@ -390,26 +410,26 @@ def _generic_doc(action: str) -> RequestDoc:
                       _frame(action, {}, []), _object({"ok": OK_TRUE}, ["ok"], additional=True))
 
 
-def requests() -> list[tuple[str, RequestDoc]]:
+def requests(vocabulary: Vocabulary) -> list[tuple[str, RequestDoc]]:
     """Every request a session answers, with its description: the detailed ones
     first, then any other in name order."""
-    actions = Session.actions
+    actions = vocabulary.actions
     names = [a for a in REQUEST_DOCS if a in actions] + sorted(a for a in actions if a not in REQUEST_DOCS)
     return [(a, REQUEST_DOCS.get(a) or _generic_doc(a)) for a in names]
 
 
-def _reply_message(action: str) -> str:
+def _reply_message(vocabulary: Vocabulary, action: str) -> str:
     """The /live-price message name of a request's reply: its frame type, unless
     that is the request's own name (`history`)."""
-    kind = websocket.REPLY_TYPES.get(action, action)
+    kind = vocabulary.reply_types.get(action, action)
     return f"{action}Reply" if kind == action else kind
 
 
-def socketio_messages() -> dict[str, Any]:
+def socketio_messages(vocabulary: Vocabulary) -> dict[str, Any]:
     """Each Socket.IO event and ack, from the events the transport takes."""
     messages: dict[str, Any] = {}
-    for action, doc in requests():
-        if action not in socketio_transport.EVENTS:
+    for action, doc in requests(vocabulary):
+        if action not in vocabulary.socketio_events:
             continue
         messages[action] = _message(action, copy.deepcopy(doc.payload), doc.summary + " (with an ack callback)")
         messages[action + "Ack"] = _message(f"{action} ack", {"oneOf": [copy.deepcopy(doc.result), _ref("Refused")]},
@@ -429,16 +449,16 @@ def socketio_messages() -> dict[str, Any]:
     return messages
 
 
-def live_price_messages() -> dict[str, Any]:
+def live_price_messages(vocabulary: Vocabulary) -> dict[str, Any]:
     """Each /live-price frame, from the requests a session answers."""
     messages: dict[str, Any] = {}
     replies: dict[str, Any] = {}
-    for action, doc in requests():
+    for action, doc in requests(vocabulary):
         messages[action] = _message(action, copy.deepcopy(doc.frame), doc.summary)
-        kind = websocket.REPLY_TYPES.get(action, action)
+        kind = vocabulary.reply_types.get(action, action)
         # The reply is the ack's object with a `type`: the schema itself, not a reference to it.
         result = doc.result["$ref"].rsplit("/", 1)[1] if "$ref" in doc.result else doc.result
-        replies[_reply_message(action)] = _message(kind, _reply(kind, result), f"the reply to {action}")
+        replies[_reply_message(vocabulary, action)] = _message(kind, _reply(kind, result), f"the reply to {action}")
     messages["update"] = _message("update", _ref("Update"), "a price update, bare (no type key), exactly as published")
     messages.update(replies)
     messages[HEARTBEAT_EVENT] = _message(HEARTBEAT_EVENT, _ref("HeartbeatFrame"),
@@ -462,17 +482,17 @@ def _operation(action: str, channel: str, message: str, summary: str, reply: str
     return operation
 
 
-def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
+def asyncapi_document(vocabulary: Vocabulary, host: str = "localhost:5000") -> dict[str, Any]:
     """The AsyncAPI 3.0 description of the Socket.IO events and `/live-price` frames,
     from the server's point of view (it receives requests and sends updates)."""
-    schemas = {**copy.deepcopy(SCHEMAS), **copy.deepcopy(LIVE_PRICE_SCHEMAS)}
+    schemas = {**_schemas(vocabulary), **copy.deepcopy(LIVE_PRICE_SCHEMAS)}
     operations: dict[str, Any] = {}
-    for action, doc in requests():
+    for action, doc in requests(vocabulary):
         name = action[:1].upper() + action[1:]
-        if action in socketio_transport.EVENTS:
+        if action in vocabulary.socketio_events:
             operations[f"socketio{name}"] = _operation("receive", "socketio", action, doc.summary, action + "Ack")
         operations[f"livePrice{name}"] = _operation("receive", "livePrice", action, doc.summary,
-                                                    _reply_message(action))
+                                                    _reply_message(vocabulary, action))
     operations.update({
         "socketioAuthenticated": _operation("send", "socketio", "authenticated", "authenticated"),
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
@@ -502,10 +522,10 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "channels": {
             "socketio": {"address": "/", "title": "Socket.IO namespace /",
                          "servers": [{"$ref": "#/servers/socketio"}],
-                         "messages": socketio_messages()},
+                         "messages": socketio_messages(vocabulary)},
             "livePrice": {"address": "/live-price", "title": "/live-price",
                           "servers": [{"$ref": "#/servers/livePrice"}],
-                          "messages": live_price_messages()},
+                          "messages": live_price_messages(vocabulary)},
         },
         "operations": operations,
         "components": {"schemas": schemas},
@@ -515,8 +535,9 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
 class ApiDocs:
     """Serves both documents; AsyncAPI's servers name the host the client asked."""
 
-    def __init__(self) -> None:
-        self._openapi = orjson.dumps(openapi_document())
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self._vocabulary = vocabulary
+        self._openapi = orjson.dumps(openapi_document(vocabulary))
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get(OPENAPI_PATH, self.openapi)
@@ -526,4 +547,4 @@ class ApiDocs:
         return web.Response(body=self._openapi, content_type="application/json")
 
     async def asyncapi(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(asyncapi_document(request.host)), content_type="application/json")
+        return web.Response(body=orjson.dumps(asyncapi_document(self._vocabulary, request.host)), content_type="application/json")
