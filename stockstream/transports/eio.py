@@ -199,7 +199,7 @@ class WebSocketDriver:
             return
         self._ended = True
         if self._task is None:
-            self._task = asyncio.ensure_future(self._handle_packets())
+            self._task = self._ws.spawn(self._handle_packets())  # type: ignore[union-attr]  # set once opened
 
     # -- inside --------------------------------------------------------------
 
@@ -237,7 +237,7 @@ class WebSocketDriver:
             self._paused = True
             self._ws.pause_reading()
         if self._task is None:
-            self._task = asyncio.ensure_future(self._handle_packets())
+            self._task = self._ws.spawn(self._handle_packets())  # type: ignore[union-attr]  # set once opened
 
     async def _handle_packets(self) -> None:
         """Hand the waiting packets to Engine.IO in order; once the

@@ -6,7 +6,6 @@ Session with Socket.IO, so both transports behave the same.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -70,8 +69,8 @@ class WebSocketConnection:
 
     def closed(self) -> None:
         session, self.session = self.session, None
-        if session is not None:
-            asyncio.ensure_future(self._release(session))
+        if session is not None and self._ws is not None:
+            self._ws.spawn(self._release(session))
 
     async def _release(self, session: Session) -> None:
         await session.closed_by_transport()

@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from typing import Any, Protocol
+from typing import Any, Coroutine, Protocol
 
 from aiohttp import web
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -84,6 +84,14 @@ class OpenConnections:
 
     def __init__(self) -> None:
         self.open: set[WebSocketProtocol] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` (a connection's closing, its waiting messages) in a task kept until it ends."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def close_all(self) -> None:
         """Cut every connection still open (at the very end of a shutdown)."""
@@ -174,6 +182,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
         abort_later(self.transport)
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self._registry.spawn(work)
+
     def send_text(self, text: str) -> None:
         self._write(text_frame(text))
 
@@ -191,12 +202,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # -- incoming --------------------------------------------------------------
 
-    def _message_part(self, data: str | bytes, finished: bool) -> None:
+    def _message_part(self, part: str | bytes | bytearray, finished: bool) -> None:
+        data = bytes(part) if isinstance(part, bytearray) else part
         size = len(data)
-        if type(data) is str and size * 4 > self._max_size:
+        if isinstance(data, str) and size * 4 > self._max_size:
             size = len(data.encode(errors="surrogatepass"))  # the limit counts bytes, as they came
-        elif type(data) is bytearray:
-            data = bytes(data)
         if finished and self._parts is None:
             if size > self._max_size:
                 self._too_big()
