@@ -26,6 +26,7 @@ from aiohttp import web
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import ProtocolError
 
 from .aiohttp_internals import Detached, take_over
 from .frames import abort_later, bound_send_buffer, text_frame
@@ -111,6 +112,9 @@ class Pings:
 
 
 class WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket after its handshake: frames in through wsproto to the
+    endpoint, frames out straight to the transport, pings on a timer."""
+
     __slots__ = ("transport", "_ws", "_endpoint", "_max_size", "_parts", "_size", "_pings", "_timer",
                  "_waiting_pong", "_registry", "_closing")
 
@@ -141,19 +145,25 @@ class WebSocketProtocol(asyncio.Protocol):
         ws = self._ws
         if ws.state is ConnectionState.CLOSED:
             return  # after the closing handshake: nothing more is read
-        ws.receive_data(data)
-        for event in ws.events():
-            if isinstance(event, CloseConnection):
-                self._closed_by_peer(event)
-                return
-            if self._closing:
-                continue  # closing: only the client's close frame matters
-            if isinstance(event, (TextMessage, BytesMessage)):
-                self._message_part(event.data, event.message_finished)
-            elif isinstance(event, Ping):
-                self._write(ws.send(event.response()))
-            elif isinstance(event, Pong):
-                self._pong()
+        try:
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, CloseConnection):
+                    self._closed_by_peer(event)
+                    return
+                if self._closing:
+                    continue  # closing: only the client's close frame matters
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    self._message_part(event.data, event.message_finished)
+                elif isinstance(event, Ping):
+                    self._write(ws.send(event.response()))
+                elif isinstance(event, Pong):
+                    self._pong()
+        except ProtocolError as error:
+            # wsproto reports broken framing as a close event; this is what it
+            # refuses outright (frames in a state that allows none).
+            log.info("closing a WebSocket: %s", error)
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.open.discard(self)
