@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 import dataclasses
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ LOOPBACK_SOURCES = 4
 
 
 def loopback_sources(host: str) -> tuple[str, ...]:
-    """The source addresses clients of `host` connect from: several for a loopback IPv4 target."""
-    if not host.startswith("127."):
+    """The source addresses clients of `host` connect from: several for a
+    loopback IPv4 target on Linux (elsewhere 127.0.0.2 and up need configuring)."""
+    if not host.startswith("127.") or not sys.platform.startswith("linux"):
         return ()
     return tuple(f"127.0.0.{n}" for n in range(1, LOOPBACK_SOURCES + 1))
 
