@@ -108,3 +108,34 @@ def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path) 
     assert result["all_live_again_s"] is not None and result["deliveries"] > 0
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
     assert "all live again after" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_idle_run_with_browser_headers(tmp_path: Path) -> None:
+    """`--headers browser` connects every client with a browser's headers and
+    cookie, the report says so, and memory per connection is measured."""
+    done, report = run_bench(tmp_path, "--scenario", "idle", "--quick", "--clients", "50", "--headers", "browser")
+    (run,) = report["runs"]
+    assert not run.get("error"), run.get("error")
+    assert run["headers"] == "browser"
+    result = run["result"]
+    assert result["connections"] == result["still_open"] == 50
+    assert result["server_rss_per_connection_bytes"] is not None
+    assert "browser headers" in done.stdout
+
+
+def test_browser_upgrade_request_and_loopback_sources() -> None:
+    """The browser header set carries a cookie of a browser's size; clients of
+    a loopback server connect from several source addresses in turn."""
+    from stockstream.bench.clients import Target, loopback_sources
+    from stockstream.bench.wsproto import handshake_request, new_key
+    request = handshake_request("127.0.0.1:5000", "/live-price", new_key(), "browser")
+    cookie = next(line for line in request.split(b"\r\n") if line.startswith(b"Cookie: "))
+    assert 350 <= len(cookie) <= 600
+    assert len(request.split(b"\r\n")) >= 16
+    assert b"Cookie" not in handshake_request("127.0.0.1:5000", "/live-price", new_key())
+    target = Target("127.0.0.1", 5000, local_hosts=loopback_sources("127.0.0.1"))
+    sources = {target.for_client(i).local_host for i in range(8)}
+    assert len(sources) == len(loopback_sources("127.0.0.1")) > 1
+    assert loopback_sources("example.com") == ()

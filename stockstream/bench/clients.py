@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 import dataclasses
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ from .stats import bucket_of, new_histogram
 SIO_UPDATE_PREFIX = b'42["stockUpdate",'
 SIO_UPDATE_PREFIX_LEN = len(SIO_UPDATE_PREFIX)
 TRANSPORTS = ("socketio", "websocket")
+# Loopback source addresses spread over for a loopback target (every 127.x.y.z
+# is the loopback interface on Linux): about 110,000 ephemeral ports in all.
+LOOPBACK_SOURCES = 4
+
+
+def loopback_sources(host: str) -> tuple[str, ...]:
+    """The source addresses clients of `host` connect from: several for a
+    loopback IPv4 target on Linux (elsewhere 127.0.0.2 and up need configuring)."""
+    if not host.startswith("127.") or not sys.platform.startswith("linux"):
+        return ()
+    return tuple(f"127.0.0.{n}" for n in range(1, LOOPBACK_SOURCES + 1))
 
 
 class ClientError(Exception):
@@ -39,16 +51,23 @@ class Target:
     tls: bool = False
     token: str = ""
     more_ports: tuple[int, ...] = ()  # further instances on the same host: clients are spread over all
+    headers: str = "few"  # the upgrade request's headers: wsproto.HEADER_SETS
+    # Loopback source addresses clients connect from, in turn: one address
+    # has about 28,000 ephemeral ports, too few for 50,000 connections.
+    local_hosts: tuple[str, ...] = ()
+    local_host: str = ""  # this client's source address ("" : the system's choice)
 
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.port, *self.more_ports)
 
     def for_client(self, index: int) -> "Target":
-        """Where the `index`-th client connects: the instances in turn."""
-        if not self.more_ports:
+        """Where the `index`-th client connects: the instances in turn, from the source addresses in turn."""
+        if not self.more_ports and not self.local_hosts:
             return self
-        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=())
+        local_host = self.local_hosts[index % len(self.local_hosts)] if self.local_hosts else ""
+        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=(),
+                                   local_hosts=(), local_host=local_host)
 
     @property
     def host_header(self) -> str:
@@ -167,7 +186,8 @@ class BaseClient(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
-        self.transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key))
+        self.transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key,
+                                                       self.target.headers))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -489,6 +509,7 @@ async def open_client(receiver: Receiver, target: Target, symbols: list[str], ti
             _, client = await loop.create_connection(
                 lambda: cls(receiver, target, symbols), target.host, target.port,
                 ssl=ssl_context, server_hostname=target.host if ssl_context else None,
+                local_addr=(target.local_host, 0) if target.local_host else None,
             )
             await client.ready
             connected = time.perf_counter_ns()

@@ -83,7 +83,8 @@ def _client(result: dict[str, Any]) -> str:
 def format_run(record: dict[str, Any]) -> str:
     instances = record.get("instances", 1)
     on = f"{instances} x {record['server']}" if instances > 1 else record["server"]
-    head = f"== {record['scenario']} on {on} (round {record['round']}) =="
+    headers = f", {record['headers']} headers" if record.get("headers", "few") != "few" else ""
+    head = f"== {record['scenario']} on {on} (round {record['round']}{headers}) =="
     if record.get("error"):
         return head + "\n  error: " + record["error"]
     result = record.get("result") or {}

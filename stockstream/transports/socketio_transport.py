@@ -212,6 +212,19 @@ def refusal(error: ClientError) -> socketio.exceptions.ConnectionRefusedError:
     return refused
 
 
+# What is kept of the environ python-socketio holds for each connection's life
+# (`get_environ`, the Admin UI); the rest (every request header, the cookie,
+# and the aiohttp request of the connection's first HTTP request) goes.
+KEPT_ENVIRON = frozenset({"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR",
+                          "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR"})
+
+
+def slim_environ(environ: dict[str, Any]) -> None:
+    """Drop from a connection's environ, in place, what nothing reads once it is connected."""
+    for key in [key for key in environ if key not in KEPT_ENVIRON]:
+        del environ[key]
+
+
 class SocketIOTransport:
     def __init__(self, services: Services) -> None:
         settings = services.settings
@@ -246,6 +259,7 @@ class SocketIOTransport:
         self.server.attach(app)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        slim_environ(environ)
         identity = None
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
@@ -273,3 +287,5 @@ class SocketIOTransport:
     async def shutdown(self) -> None:
         await self.server.shutdown()
         await close_manager(self.server.manager)
+        # Taken from aiohttp, so not closed by its shutdown.
+        self.server.eio.connections.close_all()
