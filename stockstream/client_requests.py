@@ -78,6 +78,26 @@ def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
     return SymbolsRequest(raw, since_ms, since_seq)
 
 
+@dataclass(frozen=True)
+class CandlesRequest:
+    """A subscribeCandles or unsubscribeCandles: symbols as sent and the interval named."""
+
+    symbols: list[str]
+    interval: str
+
+
+def parse_candles_request(payload: Any, max_symbols: int) -> CandlesRequest:
+    """`{"symbol": ..., "interval": ...}` or `{"symbols": [...], "interval": ...}`.
+    The interval is checked by the caller: an unknown one fails the symbols
+    (`invalid_interval`), not the request."""
+    if not isinstance(payload, dict):
+        raise invalid_payload('expected an object with "symbol" or "symbols" and "interval"')
+    interval = payload.get("interval")
+    if not isinstance(interval, str):
+        raise invalid_payload('"interval" must be a string such as "1m"')
+    return CandlesRequest(parse_symbols_request(payload, max_symbols).symbols, interval[:16])
+
+
 def split_symbols(raw: list[str]) -> tuple[list[str], list[str]]:
     """Valid symbols (normalized, deduplicated, in order) and the invalid inputs."""
     valid: dict[str, None] = {}

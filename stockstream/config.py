@@ -140,6 +140,8 @@ class Settings:
     ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
+    candle_min_interval_ms: int = _setting(250, _non_negative_int, "Milliseconds between two `candle` events of one live candle while it changes (the latest state is sent; 0: every change)")
+    token_expiry_warning: float = _setting(60.0, _non_negative_float, "Seconds before a connection's token expires that it is sent `tokenExpiring` (0: no warning)")
     recovery_window: float = _setting(0.0, _non_negative_float, "Seconds a Socket.IO client that lost its connection may recover its session (subscriptions and missed updates) on any instance; 0 turns connection state recovery off")
     kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     kafka_topic: str = _setting("stock-prices", doc="Kafka topic of price updates")

@@ -17,13 +17,16 @@ import orjson
 
 from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
+from .candle_streams import LIVE_INTERVALS_MS, CandleStream, CandleStreams, StreamKey
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import SymbolsRequest, encodable, parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
+                              parse_symbols_request, parse_token, split_symbols)
+from .shared_events import SharedEvent
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")
@@ -72,6 +75,10 @@ class Services:
     verifier: TokenVerifier
     scheduler: FlushScheduler
     sessions: Sessions = field(default_factory=Sessions)
+    candles: CandleStreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.candles = CandleStreams(self.hub, self.broker, self.settings.candle_min_interval_ms)
 
 
 class Connection(Sink, Protocol):
@@ -90,6 +97,9 @@ class Connection(Sink, Protocol):
     def encode_error(self, error: ClientError, request: "Request | None" = None) -> str:
         """The message text of an error: the answer to `request`, or (None)
         one that tells the client unprompted."""
+
+    def encode_event(self, name: str, body: dict[str, Any]) -> str:
+        """The message text of a server event no request asked for (`tokenExpiring`)."""
 
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
@@ -111,7 +121,7 @@ class Request:
 
 
 class Session:
-    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
+    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "candles", "gates", "outbox", "identity",
                  "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
@@ -120,6 +130,8 @@ class Session:
         self.settings = services.settings
         self.connection = connection
         self.subscriptions: set[str] = set()
+        # The live candle streams followed, by (symbol, interval).
+        self.candles: dict[StreamKey, CandleStream] = {}
         self.gates = Gates()
         self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
                              self.settings.slow_client_timeout, self._on_slow)
@@ -142,6 +154,11 @@ class Session:
         if self.gates and not self.gates.offer(update):
             return
         self.outbox.push_update(update)
+
+    def deliver_event(self, event: SharedEvent) -> None:
+        """A live candle (CandleMember): queued in order, framed once for all its clients."""
+        if not self.outbox.given_up:
+            self.outbox.push(event)
 
     # -- requests ---------------------------------------------------------------
 
@@ -198,7 +215,10 @@ class Session:
             # is undone, so no stream is left behind a gate never opened.
             log.warning("reply to %r could not be encoded; request undone", request.action)
             if result.get("added"):
-                await self.drop(result["added"])
+                if request.action == "subscribeCandles":
+                    await self._drop_candles([(s, result["interval"]) for s in result["added"]])
+                else:
+                    await self.drop(result["added"])
             self._reply_error(request, INTERNAL_ERROR)
             return
         for text in texts:
@@ -322,16 +342,94 @@ class Session:
         updates = await self.services.broker.history(query.symbol, query.start_ms, query.end_ms, query.limit)
         return {"ok": True, "symbol": query.symbol, "updates": [orjson.Fragment(u.raw) for u in updates]}, None
 
-    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], None]:
+    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None] | None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
         revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
         if revoked:
             await self.drop(revoked)
+        revoked_candles = [key for key in self.candles if not identity.allows(key[0])]
+        if revoked_candles:
+            await self._drop_candles(revoked_candles)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
         if revoked:
             result["revoked"] = revoked
-        return result, None
+        dropped = sorted(set(revoked).union(symbol for symbol, _ in revoked_candles))
+        if not dropped:
+            return result, None
+        # After the answer: the client learns why those streams stopped.
+        notice = ClientError(ErrorCode.FORBIDDEN_SYMBOL, "the new token does not allow these symbols: "
+                             "they were unsubscribed", symbols=dropped)
+        return result, lambda: self.outbox.push(self.connection.encode_error(notice))
+
+    # -- live candles -------------------------------------------------------------
+
+    async def _subscribe_candles(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
+        if self.settings.require_auth and self.identity is None:
+            raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = self._candle_symbols(request.symbols, interval)
+        allowed = []
+        for symbol in valid:
+            if self.identity is not None and not self.identity.allows(symbol):
+                failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
+            else:
+                allowed.append(symbol)
+        added = [s for s in allowed if (s, interval) not in self.candles]
+        if len(self.candles) + len(added) > self.settings.max_subscriptions:
+            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                              f"at most {self.settings.max_subscriptions} candle streams per connection")
+        if added and not self.services.broker.ready:
+            raise BackendUnavailable("backend not ready")
+        streams = []
+        for symbol in added:
+            stream = self.candles[(symbol, interval)] = self.services.candles.acquire(symbol, interval)
+            streams.append(stream)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(s.loading) for s in streams)), BACKEND_TIMEOUT)
+        except BaseException as exc:
+            await self._drop_candles([(s, interval) for s in added])
+            if isinstance(exc, (BackendUnavailable, asyncio.TimeoutError)):
+                raise BackendUnavailable("candle stream did not start in time") from None
+            raise
+        result = {"ok": True, "interval": interval, "symbols": self._candle_set(interval), "added": added,
+                  "failed": failed}
+
+        def start_streams() -> None:
+            for stream in streams:
+                stream.add(self)
+        return result, start_streams
+
+    async def _unsubscribe_candles(self, payload: Any) -> tuple[dict[str, Any], None]:
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = self._candle_symbols(request.symbols, interval)
+        removed = [s for s in valid if (s, interval) in self.candles]
+        await self._drop_candles([(s, interval) for s in removed])
+        return {"ok": True, "interval": interval, "symbols": self._candle_set(interval), "removed": removed,
+                "failed": failed}, None
+
+    @staticmethod
+    def _candle_symbols(raw: list[str], interval: str) -> tuple[list[str], list[dict[str, str]]]:
+        """The valid symbols of a candles request, and the failed entries:
+        an interval with no live candles fails every symbol."""
+        valid, invalid = split_symbols(raw)
+        failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+        if interval not in LIVE_INTERVALS_MS:
+            failed += [{"symbol": s, "code": ErrorCode.INVALID_INTERVAL.value} for s in valid]
+            valid = []
+        return valid, failed
+
+    def _candle_set(self, interval: str) -> list[str]:
+        return sorted(symbol for symbol, each in self.candles if each == interval)
+
+    async def _drop_candles(self, keys: list[StreamKey]) -> None:
+        for key in keys:
+            stream = self.candles.pop(key, None)
+            if stream is not None:
+                stream.remove(self)
+                await self.services.candles.release(stream)
 
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
@@ -343,6 +441,8 @@ class Session:
         "history": _history,
         "authenticate": _authenticate,
         "ping": _ping,
+        "subscribeCandles": _subscribe_candles,
+        "unsubscribeCandles": _unsubscribe_candles,
     }
     actions = frozenset(_handlers)
 
@@ -359,12 +459,29 @@ class Session:
             if previous is not None:
                 hub.release_user(previous)
         self.identity = identity
+        # One timer per connection: the warning first (TOKEN_EXPIRY_WARNING
+        # before exp), then the end; a new token starts it again.
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         if identity.expires_at is not None:
-            delay = max(0.0, identity.expires_at - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+            left = identity.expires_at - time.time()
+            warning = self.settings.token_expiry_warning
+            loop = asyncio.get_running_loop()
+            if warning > 0:
+                self._expiry = loop.call_later(max(0.0, left - warning), self._warn_expiry)
+            else:
+                self._expiry = loop.call_later(max(0.0, left), self._expire)
+
+    def _warn_expiry(self) -> None:
+        self._expiry = None
+        identity = self.identity
+        if self.closed or identity is None or identity.expires_at is None:
+            return
+        left = max(0.0, identity.expires_at - time.time())
+        self.outbox.push(self.connection.encode_event(
+            "tokenExpiring", {"expiresAt": identity.expires_at_ms, "in": int(left * 1000)}))
+        self._expiry = asyncio.get_running_loop().call_later(left, self._expire)
 
     def _expire(self) -> None:
         self._expiry = None
@@ -420,3 +537,4 @@ class Session:
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)
+        await self._drop_candles(list(self.candles))

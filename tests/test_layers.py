@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wiring", ("node", "metrics", "http_routes", "http_publish", "api_docs", "tls")),
     ("transports", ("transports",)),
     ("sessions", ("session", "recovery")),
-    ("hub", ("hub",)),
+    ("hub", ("hub", "candle_streams")),
     ("features", ("auth", "publisher", "simulator", "kafka_bridge")),
     ("broker", ("broker",)),
 ]

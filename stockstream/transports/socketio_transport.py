@@ -23,7 +23,9 @@ from aiohttp import web
 from engineio import packet as eio_packet
 
 from ..errors import ClientError, invalid_payload
+from ..outbox import Item
 from ..session import Request, Services, Session
+from ..shared_events import SharedEvent
 from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
@@ -73,14 +75,15 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
             session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
-def _socketio_frame(item: Update | str) -> bytes:
-    # An update's frame is built once for all its recipients; other messages are Socket.IO packet texts.
-    return item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+def _socketio_frame(item: Item) -> bytes:
+    # An update's (or shared event's) frame is built once for all its
+    # recipients; other messages are Socket.IO packet texts.
+    return text_frame("4" + item) if type(item) is str else item.sio_frame  # type: ignore[union-attr,operator]
 
 
-def _recoverable_frame(item: Update | str) -> bytes:
+def _recoverable_frame(item: Item) -> bytes:
     # The same, each update carrying its offset (connection state recovery).
-    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+    return item.sio_recoverable()[1] if type(item) is Update else _socketio_frame(item)  # type: ignore[union-attr]
 
 
 class SocketIOConnection:
@@ -116,7 +119,7 @@ class SocketIOConnection:
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
         return 0 if eio_socket is None else eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
         if self.recovery is not None and self.recovery.frozen:
             return True  # saved for recovery: what was not sent yet is replayed from history
         transport = self._direct or self._direct_transport()
@@ -135,13 +138,15 @@ class SocketIOConnection:
                     record(item)  # type: ignore[arg-type]
         return sent
 
-    def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
+    def _send_polling(self, queue: Any, items: Collection[Item], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
             return False
         recoverable = self.recovery is not None
         for item in items:
             if type(item) is Update:
                 text = item.sio_recoverable()[0] if recoverable else item.sio_payload  # type: ignore[union-attr]
+            elif type(item) is SharedEvent:
+                text = item.sio_payload  # type: ignore[union-attr]
             else:
                 text = item  # type: ignore[assignment]
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
@@ -163,6 +168,9 @@ class SocketIOConnection:
         if request is not None and request.ack is not None:
             return f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}])
         return "2" + dumps(["error", error.to_dict()])
+
+    def encode_event(self, name: str, body: dict[str, Any]) -> str:
+        return "2" + dumps([name, body])
 
     def joined(self, symbols: list[str]) -> None:
         # Mirrored into python-socketio's rooms so emits from other instances

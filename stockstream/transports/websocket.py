@@ -16,8 +16,8 @@ from aiohttp import WSMsgType, web
 
 from ..errors import ClientError, invalid_payload
 from ..client_requests import encodable
+from ..outbox import Item
 from ..session import Request, Services, Session
-from ..updates import Update
 from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_items
 
 log = logging.getLogger("stockstream.websocket")
@@ -29,14 +29,16 @@ REPLY_TYPES = {
     "authenticate": "authenticated",
     "history": "history",
     "ping": "pong",
+    "subscribeCandles": "candlesSubscribed",
+    "unsubscribeCandles": "candlesUnsubscribed",
 }
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 
 
-def _live_price_frame(item: Update | str) -> bytes:
-    # An update goes out as published, its frame built once for all its recipients.
-    return item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
+def _live_price_frame(item: Item) -> bytes:
+    # An update goes out as published, its frame (as a shared event's) built once for all its recipients.
+    return text_frame(item) if type(item) is str else item.ws_frame  # type: ignore[union-attr,arg-type]
 
 
 class WebSocketConnection:
@@ -54,7 +56,7 @@ class WebSocketConnection:
         transport = self._transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
         transport = self._transport
         return True if transport is None else write_items(transport, items, limit, _live_price_frame)
 
@@ -63,6 +65,9 @@ class WebSocketConnection:
 
     def encode_error(self, error: ClientError, request: Request | None = None) -> str:
         return self._encode({"type": "error", **error.to_dict()}, request)
+
+    def encode_event(self, name: str, body: dict[str, Any]) -> str:
+        return dumps({"type": name, **body})
 
     @staticmethod
     def _encode(message: dict[str, Any], request: Request | None) -> str:
