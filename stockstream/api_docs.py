@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from . import __version__
+from .candle_streams import LIVE_INTERVALS_MS
 from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
 from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
 from .http_publish import PUBLISH_PATH, PayloadTooLarge
@@ -131,7 +132,8 @@ SCHEMAS: dict[str, Any] = {
                                _object({"token": {"type": "string"}}, ["token"])]},
     "Failed": _array(_object({"symbol": {"type": "string"},
                               "code": {"type": "string", "enum": [ErrorCode.INVALID_SYMBOL.value,
-                                                                  ErrorCode.FORBIDDEN_SYMBOL.value]}},
+                                                                  ErrorCode.FORBIDDEN_SYMBOL.value,
+                                                                  ErrorCode.INVALID_INTERVAL.value]}},
                              ["symbol", "code"]), "symbols of the request that were not taken"),
     "Subscribed": _object({
         "ok": OK_TRUE, "symbols": {**SYMBOL_LIST, "description": "the connection's whole subscription set, sorted"},
@@ -157,6 +159,34 @@ SCHEMAS: dict[str, Any] = {
     "UnsubscribeAck": {"oneOf": [_ref("Unsubscribed"), _ref("Refused")]},
     "HistoryAck": {"oneOf": [_ref("HistoryResult"), _ref("Refused")]},
     "AuthenticateAck": {"oneOf": [_ref("Authenticated"), _ref("Refused")]},
+    # -- live candles and token expiry ---------------------------------------------------
+    "CandlesRequest": {"oneOf": [
+        _object({"symbol": {"type": "string"}, "interval": {"type": "string"}}, ["symbol", "interval"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), "interval": {"type": "string"}},
+                ["symbols", "interval"], additional=True),
+    ], "description": "symbols and one interval (" + ", ".join(LIVE_INTERVALS_MS) + "); another interval fails "
+                      "every symbol with invalid_interval"},
+    "CandlesSubscribed": _object({
+        "ok": OK_TRUE, "interval": {"type": "string"},
+        "symbols": {**SYMBOL_LIST, "description": "every symbol followed at this interval, sorted"},
+        "added": SYMBOL_LIST, "failed": _ref("Failed"),
+    }, ["ok", "interval", "symbols", "added", "failed"]),
+    "CandlesUnsubscribed": _object({"ok": OK_TRUE, "interval": {"type": "string"}, "symbols": SYMBOL_LIST,
+                                    "removed": SYMBOL_LIST, "failed": _ref("Failed")},
+                                   ["ok", "interval", "symbols", "removed", "failed"]),
+    "SubscribeCandlesAck": {"oneOf": [_ref("CandlesSubscribed"), _ref("Refused")]},
+    "UnsubscribeCandlesAck": {"oneOf": [_ref("CandlesUnsubscribed"), _ref("Refused")]},
+    "LiveCandle": _object({
+        "symbol": _ref("Symbol"), "interval": {"type": "string", "enum": list(LIVE_INTERVALS_MS)}, "start": MS,
+        "open": {"type": "number"}, "high": {"type": "number"}, "low": {"type": "number"},
+        "close": {"type": "number"}, "count": {"type": "integer", "minimum": 1},
+        "volume": {"type": ["number", "null"], "description": "summed volume; null when no update carried one"},
+        "closed": {"type": "boolean", "description": "true once, when the period is over: the final candle"},
+    }, ["symbol", "interval", "start", "open", "high", "low", "close", "volume", "count", "closed"],
+        "the current candle of a followed symbol and interval, the same as /api/candles' for its period"),
+    "TokenExpiring": _object({
+        "expiresAt": MS, "in": {"type": "integer", "minimum": 0, "description": "milliseconds left"},
+    }, ["expiresAt", "in"], "the token expires soon: authenticate again with a new one to stay connected"),
 }
 
 
@@ -188,6 +218,12 @@ LIVE_PRICE_SCHEMAS: dict[str, Any] = {
                            ["symbol"]),
     "AuthenticateFrame": _frame("authenticate", {"token": {"type": "string"}}, ["token"]),
     "PingFrame": _frame("ping", {}, []),
+    "SubscribeCandlesFrame": {"allOf": [_frame("subscribeCandles", {}, []), _ref("CandlesRequest")]},
+    "UnsubscribeCandlesFrame": {"allOf": [_frame("unsubscribeCandles", {}, []), _ref("CandlesRequest")]},
+    "CandlesSubscribedFrame": _reply("candlesSubscribed", "CandlesSubscribed"),
+    "CandlesUnsubscribedFrame": _reply("candlesUnsubscribed", "CandlesUnsubscribed"),
+    "CandleFrame": _reply("candle", "LiveCandle"),
+    "TokenExpiringFrame": _reply("tokenExpiring", "TokenExpiring"),
     "SubscribedFrame": _reply("subscribed", "Subscribed"),
     "UnsubscribedFrame": _reply("unsubscribed", "Unsubscribed"),
     "HistoryReplyFrame": _reply("history", "HistoryResult"),
@@ -347,8 +383,20 @@ SOCKETIO_MESSAGES = {
     "stockUpdate": _message("stockUpdate", _ref("Update"),
                             "one update, exactly as published; with connection state recovery an opaque string "
                             "offset follows as a second argument"),
+    "subscribeCandles": _message("subscribeCandles", _ref("CandlesRequest"), "follow live candles"),
+    "subscribeCandlesAck": _message("subscribeCandles ack", _ref("SubscribeCandlesAck"),
+                                    "the ack of subscribeCandles; then the current candle of each symbol added"),
+    "unsubscribeCandles": _message("unsubscribeCandles", _ref("CandlesRequest"), "stop following live candles"),
+    "unsubscribeCandlesAck": _message("unsubscribeCandles ack", _ref("UnsubscribeCandlesAck"),
+                                      "the ack of unsubscribeCandles"),
+    "candle": _message("candle", _ref("LiveCandle"), "the current candle: at most every CANDLE_MIN_INTERVAL_MS "
+                                                     "while it changes, and once closed at its end"),
+    "tokenExpiring": _message("tokenExpiring", _ref("TokenExpiring"),
+                              "sent TOKEN_EXPIRY_WARNING seconds before the token's exp"),
     "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the server "
-                                                    "ends the connection (auth_failed, slow_client, server_shutdown)"),
+                                                    "ends the connection (auth_failed, slow_client, server_shutdown); "
+                                                    "forbidden_symbol with `symbols` after a new token that no longer "
+                                                    "allows them"),
 }
 
 LIVE_PRICE_MESSAGES = {
@@ -363,6 +411,17 @@ LIVE_PRICE_MESSAGES = {
     "historyReply": _message("history", _ref("HistoryReplyFrame"), "the reply to history"),
     "authenticated": _message("authenticated", _ref("AuthenticatedFrame"), "the reply to authenticate"),
     "pong": _message("pong", _ref("PongFrame"), "the reply to ping"),
+    "subscribeCandles": _message("subscribeCandles", _ref("SubscribeCandlesFrame"), "follow live candles"),
+    "unsubscribeCandles": _message("unsubscribeCandles", _ref("UnsubscribeCandlesFrame"),
+                                   "stop following live candles"),
+    "candlesSubscribed": _message("candlesSubscribed", _ref("CandlesSubscribedFrame"),
+                                  "the reply to subscribeCandles; then the current candle of each symbol added"),
+    "candlesUnsubscribed": _message("candlesUnsubscribed", _ref("CandlesUnsubscribedFrame"),
+                                    "the reply to unsubscribeCandles"),
+    "candle": _message("candle", _ref("CandleFrame"), "the current candle: at most every CANDLE_MIN_INTERVAL_MS "
+                                                      "while it changes, and once closed at its end"),
+    "tokenExpiring": _message("tokenExpiring", _ref("TokenExpiringFrame"),
+                              "sent TOKEN_EXPIRY_WARNING seconds before the token's exp"),
     "error": _message("error", _ref("ErrorFrame"), "a refused request or frame; auth_failed and slow_client "
                                                    "close the socket (1008), server_shutdown too (1001)"),
 }
@@ -392,6 +451,12 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "socketioAuthenticated": _operation("send", "socketio", "authenticated", "authenticated"),
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
         "socketioError": _operation("send", "socketio", "error", "errors"),
+        "socketioSubscribeCandles": _operation("receive", "socketio", "subscribeCandles", "subscribeCandles",
+                                               "subscribeCandlesAck"),
+        "socketioUnsubscribeCandles": _operation("receive", "socketio", "unsubscribeCandles", "unsubscribeCandles",
+                                                 "unsubscribeCandlesAck"),
+        "socketioCandle": _operation("send", "socketio", "candle", "live candles of followed symbols"),
+        "socketioTokenExpiring": _operation("send", "socketio", "tokenExpiring", "the token expires soon"),
         "livePriceSubscribe": _operation("receive", "livePrice", "subscribe", "subscribe", "subscribed"),
         "livePriceUnsubscribe": _operation("receive", "livePrice", "unsubscribe", "unsubscribe", "unsubscribed"),
         "livePriceHistory": _operation("receive", "livePrice", "history", "history", "historyReply"),
@@ -399,6 +464,12 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "livePricePing": _operation("receive", "livePrice", "ping", "ping", "pong"),
         "livePriceUpdate": _operation("send", "livePrice", "update", "price updates of subscribed symbols"),
         "livePriceError": _operation("send", "livePrice", "error", "errors"),
+        "livePriceSubscribeCandles": _operation("receive", "livePrice", "subscribeCandles", "subscribeCandles",
+                                                "candlesSubscribed"),
+        "livePriceUnsubscribeCandles": _operation("receive", "livePrice", "unsubscribeCandles", "unsubscribeCandles",
+                                                  "candlesUnsubscribed"),
+        "livePriceCandle": _operation("send", "livePrice", "candle", "live candles of followed symbols"),
+        "livePriceTokenExpiring": _operation("send", "livePrice", "tokenExpiring", "the token expires soon"),
     }
     return {
         "asyncapi": "3.0.0",
