@@ -108,3 +108,22 @@ def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path) 
     assert result["all_live_again_s"] is not None and result["deliveries"] > 0
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
     assert "all live again after" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quick_candles_run_compares_candles_with_stock_updates(tmp_path: Path) -> None:
+    """The candles scenario runs the same clients on live candles, then on
+    stockUpdate: candle events arrive (conflated: far fewer than the updates
+    the same clients get), every stockUpdate is delivered, and both CPU figures
+    per tick are reported."""
+    done, report = run_bench(tmp_path, "--scenario", "candles", "--quick", "--clients", "20", "--duration", "1")
+    (run,) = report["runs"]
+    assert run["scenario"] == "candles" and not run.get("error"), run.get("error")
+    result = run["result"]
+    candles, updates = result["candles"], result["stock_updates"]
+    assert candles["candle_events"] > 0 and candles["deliveries"] == 0, candles
+    assert 0 < candles["candle_events"] < updates["deliveries"], (candles["candle_events"], updates["deliveries"])
+    assert updates["loss"] == 0 and updates["deliveries"] == updates["expected"] > 0, updates
+    assert result["server_cpu_us_per_tick_candles"] > 0 and result["server_cpu_us_per_tick_updates"] > 0, result
+    assert "candle events/s" in done.stdout
