@@ -78,9 +78,12 @@ async def test_first_candle_equals_api_candles_then_it_moves(stack: Stack, clien
     start = now_ms() // HOUR * HOUR
     for i, (price, volume) in enumerate([(10.0, 5), (13.5, None), (9.25, 7)]):
         await stack.publish("CNDL", price, timestamp=start + i, **({"volume": volume} if volume else {}))
-    if stack.raw is not None:  # a third-party SET + PUBLISH, without seq
+    # A third-party SET + PUBLISH, without seq (on a Redis Cluster such updates
+    # are not recorded into history, so /api/candles would not count it).
+    third_party = stack.raw is not None and stack.backend != "cluster"
+    if third_party:
         await stack.raw.publish("CNDL", 11.0, timestamp=start + 3)
-    count = 4 if stack.raw is not None else 3
+    count = 4 if third_party else 3
     expected = await eventually(lambda: _api_with_count(stack.url, start, count), what="history of the period")
     market = await open_market(clients, stack.url, kind)
     ack = await market.request("subscribeCandles", {"symbols": ["cndl"], "interval": "1h"})
