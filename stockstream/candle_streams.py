@@ -42,6 +42,15 @@ CLOSE_GRACE_MS = 100
 StreamKey = tuple[str, str]  # (symbol, interval)
 
 
+class CandleCounts:
+    """Figures of every stream of an instance, past ones included (read by /metrics)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events = 0  # candle events handed to clients, one per event and client
+
+
 class CandleMember(Protocol):
     """What a candle stream sends to: anything that queues a shared event."""
 
@@ -125,7 +134,7 @@ def candle_body(symbol: str, interval: str, candle: Candle, closed: bool) -> dic
 class CandleStream:
     """The live candle of one (symbol, interval) for every member on this instance."""
 
-    def __init__(self, key: StreamKey, hub: Hub, broker: Broker, min_interval: float) -> None:
+    def __init__(self, key: StreamKey, hub: Hub, broker: Broker, min_interval: float, counts: CandleCounts) -> None:
         self.key = key
         self.symbol, self.interval = key
         self._hub = hub
@@ -135,7 +144,7 @@ class CandleStream:
         self.members: set[CandleMember] = set()
         # Sessions holding the stream: members, and those waiting for it to load.
         self.refs = 0
-        self.events_sent = 0
+        self._counts = counts
         self._gate: Gate | None = Gate()  # holds live updates while history is read
         self._dirty = False
         self._last_emit = float("-inf")
@@ -235,7 +244,7 @@ class CandleStream:
         self._last_emit = asyncio.get_running_loop().time()
         for member in self.members:
             member.deliver_event(event)
-        self.events_sent += len(self.members)
+        self._counts.events += len(self.members)
         return event
 
     def _watch_boundary(self) -> None:
@@ -272,7 +281,7 @@ class CandleStream:
         else:
             snapshot = self._latest
         member.deliver_event(snapshot)
-        self.events_sent += 1
+        self._counts.events += 1
 
     def remove(self, member: CandleMember) -> None:
         self.members.discard(member)
@@ -296,6 +305,7 @@ class CandleStreams:
         self._broker = broker
         self._min_interval = min_interval_ms / 1000
         self._streams: dict[StreamKey, CandleStream] = {}
+        self.counts = CandleCounts()
 
     def acquire(self, symbol: str, interval: str) -> CandleStream:
         """The stream of (symbol, interval), started if new; the caller holds it until release()."""
@@ -303,7 +313,7 @@ class CandleStreams:
         stream = self._streams.get(key)
         if stream is None or stream.failed:
             # A stream whose start failed goes away once its holders release it.
-            stream = self._streams[key] = CandleStream(key, self._hub, self._broker, self._min_interval)
+            stream = self._streams[key] = CandleStream(key, self._hub, self._broker, self._min_interval, self.counts)
         stream.refs += 1
         return stream
 
@@ -317,7 +327,3 @@ class CandleStreams:
 
     def __len__(self) -> int:
         return len(self._streams)
-
-    @property
-    def events_sent(self) -> int:
-        return sum(s.events_sent for s in self._streams.values())

@@ -10,7 +10,9 @@ import contextlib
 from collections import defaultdict
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.candle_clients import CANDLE_KEYS, Market, as_api_candle
 from tests.support.clients import ClientPool
@@ -158,6 +160,40 @@ async def test_unsubscribe_candles_stops_them(stack: Stack, clients: ClientPool,
     assert [c for c in market.candles(mark) if c["interval"] == "1h"] == [], "a 1h candle after the unsubscribe ack"
     again = await market.request("unsubscribeCandles", {"symbols": ["UNS"], "interval": "1h"})
     assert again["removed"] == [] and again["ok"] is True, again
+
+
+async def test_one_candle_per_symbol_and_interval_whatever_the_clients(stack: Stack, clients: ClientPool) -> None:
+    """Three clients (both transports) following one symbol at one interval share
+    one candle stream; each change is one event per client; the stream goes when
+    the last client leaves (also by disconnecting), as /metrics shows."""
+    markets = [await open_market(clients, stack.url, kind) for kind in ("python", "ws", "python")]
+    for market in markets:
+        ack = await market.request("subscribeCandles", {"symbol": "SHR", "interval": "1h"})
+        assert ack["added"] == ["SHR"], ack
+    before = await candle_metrics(stack.url)
+    assert before["stockstream_candle_streams_active"] == 1, before
+    await stack.publish("SHR", 3.0)
+    for market in markets:
+        await market.wait_candle(lambda c: c["close"] == 3.0)
+    after = await candle_metrics(stack.url)
+    assert after["stockstream_candle_events_total"] == before["stockstream_candle_events_total"] + 3, after
+    await markets[0].request("unsubscribeCandles", {"symbol": "SHR", "interval": "1h"})
+    await markets[1].client.close()
+    assert (await candle_metrics(stack.url))["stockstream_candle_streams_active"] == 1
+    await markets[2].client.close()
+    await eventually(lambda: _no_streams(stack.url), what="the stream to go with its last client")
+
+
+async def candle_metrics(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/metrics") as resp:
+            text = await resp.text()
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name.startswith("stockstream_candle_")}
+
+
+async def _no_streams(url: str) -> bool:
+    return (await candle_metrics(url))["stockstream_candle_streams_active"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS, indirect=True)
