@@ -286,10 +286,10 @@ async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
     refused = await sio.call("subscribeCandles", {"symbols": ["DOC"]})
     check("socketio", "subscribeCandlesAck", refused)
     assert schemas.rejects("/channels/socketio/messages/subscribeCandles/payload", {"symbols": ["DOC"]})
-    named = await sio.timeline.wait_for(
-        lambda items: (lambda found: found if len(found) == 2 else None)(
-            {e[1]: e[2][0] for e in items if e[0] == "event" and e[1] in ("candle", "tokenExpiring")}),
-        what="a candle and tokenExpiring")
+    def both(items: list[Any]) -> dict[str, Any] | None:
+        found = {e[1]: e[2][0] for e in items if e[0] == "event" and e[1] in ("candle", "tokenExpiring")}
+        return found if len(found) == 2 else None
+    named = await sio.timeline.wait_for(both, what="a candle and tokenExpiring")
     check("socketio", "candle", named["candle"])
     check("socketio", "tokenExpiring", named["tokenExpiring"])
     unsubscribe = {"symbol": "DOE", "interval": "1m"}

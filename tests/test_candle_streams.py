@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -185,9 +186,8 @@ async def test_one_candle_per_symbol_and_interval_whatever_the_clients(stack: St
 
 
 async def candle_metrics(url: str) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(url + "/metrics") as resp:
-            text = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        text = await resp.text()
     return {sample.name: sample.value for family in text_string_to_metric_families(text)
             for sample in family.samples if sample.name.startswith("stockstream_candle_")}
 

@@ -4,14 +4,21 @@ stream's start from history, conflation, boundary close and sharing
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 
 from stockstream.broker.memory import MemoryBroker
-from stockstream.candle_streams import CLOSE_GRACE_MS, CandleBuilder, CandleStreams, candle_body
+from stockstream.candle_streams import (
+    CLOSE_GRACE_MS,
+    CandleBuilder,
+    CandleStreams,
+    candle_body,
+)
 from stockstream.candles import Tick, bucket_start, build_candles
 from stockstream.config import Settings
 from stockstream.hub import Hub
@@ -166,7 +173,7 @@ async def test_changes_are_conflated_to_one_event_per_min_interval(backend: Any)
     await member.events.wait_for(lambda items: items and items[-1][1]["count"] == 40, what="the final state")
     times = [t for t, _, _ in member.events.items]
     assert 2 <= len(times) <= 8, times
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.14, f"two events within the minimum interval: {gaps}"
     assert member.bodies()[-1]["close"] == 139.0 and member.bodies()[-1]["high"] == 139.0
     await streams.release(stream)
@@ -185,7 +192,7 @@ async def test_candle_closes_at_the_boundary_without_an_update(backend: Any) -> 
         first.add(member)
     published = await publisher.publish("AAA", 42.0)
     start = bucket_start(published["timestamp"], SECOND)
-    arrived, closed, event = await members[0].events.next(lambda e: e[1]["closed"], timeout=PROMPT)
+    _, closed, event = await members[0].events.next(lambda e: e[1]["closed"], timeout=PROMPT)
     assert closed["start"] == start and closed["count"] == 1 and closed["close"] == 42.0
     assert now_ms() >= start + SECOND, "closed before its period ended"
     _, _, other = await members[1].events.next(lambda e: e[1]["closed"])

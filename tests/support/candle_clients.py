@@ -8,7 +8,8 @@ each client received, in arrival order.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .waiting import PROMPT, JsParsed
 
