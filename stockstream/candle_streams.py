@@ -165,6 +165,9 @@ class CandleStream:
     async def _load(self) -> None:
         await self._hub.join(self, [self.symbol])
         start = bucket_start(now_ms(), self.builder.interval_ms)
+        # The stream starts with the current period: an earlier one's updates
+        # still on their way would make a candle of that period from only them.
+        self.builder.closed_until = start
         replay = await self._broker.replay_at(self.symbol, since_ms=start - 1)
         gate = self._gate
         assert gate is not None

@@ -133,7 +133,8 @@ async def backend() -> AsyncIterator[tuple[MemoryBroker, Hub, Publisher]]:
 
 async def test_a_stream_starts_from_the_current_periods_history(backend: Any) -> None:
     """The first candle a member gets is built from what history holds of the
-    current period (the previous period's updates left out), as /api/candles."""
+    current period (the previous period's updates left out), as /api/candles;
+    a live update of the previous period makes no candle."""
     broker, hub, publisher = backend
     start = bucket_start(now_ms(), HOUR)
     await publisher.publish("AAA", 5.0, timestamp=start - 10)  # the previous hour
@@ -150,9 +151,11 @@ async def test_a_stream_starts_from_the_current_periods_history(backend: Any) ->
     assert api_dict(snapshot) == expected.to_dict() and snapshot["closed"] is False
     assert snapshot == {"symbol": "AAA", "interval": "1h", "start": start, "open": 10.0, "high": 14.0,
                         "low": 9.0, "close": 11.0, "volume": 40, "count": 4, "closed": False}
+    await publisher.publish("AAA", 99.0, timestamp=start - 5)  # late: the previous hour
     await publisher.publish("AAA", 20.0, timestamp=start + 5)
     _, live, _ = await member.events.next(lambda e: e[1]["count"] == 5)
     assert (live["high"], live["close"], live["volume"]) == (20.0, 20.0, 40)
+    assert [body["start"] for body in member.bodies()] == [start, start], "a candle of the previous hour"
     await streams.release(stream)
     assert "AAA" not in hub.rooms, "the released stream still holds its hub room"
 
