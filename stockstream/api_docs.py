@@ -15,8 +15,7 @@ import orjson
 from aiohttp import web
 
 from . import __version__
-from .candle_streams import LIVE_INTERVALS_MS
-from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
+from .candles import INTERVALS_MS, LIVE_INTERVALS_MS, MAX_SCANNED_UPDATES
 from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
 from .http_publish import PUBLISH_PATH, PayloadTooLarge
 from .client_requests import MAX_HISTORY_LIMIT

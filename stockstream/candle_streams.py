@@ -22,12 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
 
-from .broker import Broker
-from .candles import MAX_SCANNED_UPDATES, Candle, Tick, bucket_start, volume_of
+from .broker import BackendUnavailable, Broker
+from .candles import (
+    LIVE_INTERVALS_MS,
+    MAX_SCANNED_UPDATES,
+    Candle,
+    Tick,
+    bucket_start,
+    volume_of,
+)
 from .gate import Gate, echo_of
 from .hub import Hub
 from .shared_events import SharedEvent
@@ -35,8 +43,6 @@ from .updates import Update
 
 log = logging.getLogger("stockstream.candles")
 
-# The intervals clients may follow live (contract §3c), with their length.
-LIVE_INTERVALS_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 CLOSE_GRACE_MS = 100
 
 StreamKey = tuple[str, str]  # (symbol, interval)
@@ -330,3 +336,57 @@ class CandleStreams:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+
+class CandleFollows:
+    """The live candle streams one connection follows, by (symbol, interval)."""
+
+    __slots__ = ("_member", "_registry", "_streams")
+
+    def __init__(self, registry: CandleStreams, member: CandleMember) -> None:
+        self._registry = registry
+        self._member = member
+        self._streams: dict[StreamKey, CandleStream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._streams
+
+    def keys(self) -> list[StreamKey]:
+        return list(self._streams)
+
+    def symbols(self, interval: str) -> list[str]:
+        """The symbols followed at `interval`, sorted."""
+        return sorted(symbol for symbol, each in self._streams if each == interval)
+
+    async def start(self, symbols: list[str], interval: str, timeout: float) -> Callable[[], None]:
+        """Hold the streams of these symbols and wait until each has loaded;
+        the function returned makes the member join them (each sends its
+        current candle), to be called once the request is answered.
+        BackendUnavailable (nothing held) when they do not load in time."""
+        streams = []
+        for symbol in symbols:
+            stream = self._streams[(symbol, interval)] = self._registry.acquire(symbol, interval)
+            streams.append(stream)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(s.loading) for s in streams)), timeout)
+        except BaseException as exc:
+            await self.drop([(symbol, interval) for symbol in symbols])
+            if isinstance(exc, (BackendUnavailable, asyncio.TimeoutError)):
+                raise BackendUnavailable("candle stream did not start in time") from None
+            raise
+
+        def join() -> None:
+            for stream in streams:
+                stream.add(self._member)
+        return join
+
+    async def drop(self, keys: Iterable[StreamKey]) -> None:
+        """Stop following these streams (the member hears nothing more of them)."""
+        for key in list(keys):
+            stream = self._streams.pop(key, None)
+            if stream is not None:
+                stream.remove(self._member)
+                await self._registry.release(stream)

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from .candles import LIVE_INTERVALS_MS
 from .errors import ClientError, ErrorCode, invalid_payload
 from .symbols import SymbolError, normalize_symbol
 
@@ -96,6 +97,17 @@ def parse_candles_request(payload: Any, max_symbols: int) -> CandlesRequest:
     if not isinstance(interval, str):
         raise invalid_payload('"interval" must be a string such as "1m"')
     return CandlesRequest(parse_symbols_request(payload, max_symbols).symbols, interval[:16])
+
+
+def split_candle_symbols(request: CandlesRequest) -> tuple[list[str], list[dict[str, str]]]:
+    """The valid symbols of a candles request, and its `failed` entries: an
+    interval with no live candles fails every symbol (`invalid_interval`)."""
+    valid, invalid = split_symbols(request.symbols)
+    failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+    if request.interval not in LIVE_INTERVALS_MS:
+        failed += [{"symbol": s, "code": ErrorCode.INVALID_INTERVAL.value} for s in valid]
+        valid = []
+    return valid, failed
 
 
 def split_symbols(raw: list[str]) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ import orjson
 
 from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
-from .candle_streams import LIVE_INTERVALS_MS, CandleStream, CandleStreams, StreamKey
+from .candle_streams import CandleFollows, CandleStreams
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
@@ -25,7 +25,7 @@ from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
 from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
-                              parse_symbols_request, parse_token, split_symbols)
+                              parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
 from .shared_events import SharedEvent
 from .updates import Update
 
@@ -130,8 +130,7 @@ class Session:
         self.settings = services.settings
         self.connection = connection
         self.subscriptions: set[str] = set()
-        # The live candle streams followed, by (symbol, interval).
-        self.candles: dict[StreamKey, CandleStream] = {}
+        self.candles = CandleFollows(services.candles, self)
         self.gates = Gates()
         self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
                              self.settings.slow_client_timeout, self._on_slow)
@@ -216,7 +215,7 @@ class Session:
             log.warning("reply to %r could not be encoded; request undone", request.action)
             if result.get("added"):
                 if request.action == "subscribeCandles":
-                    await self._drop_candles([(s, result["interval"]) for s in result["added"]])
+                    await self.candles.drop((s, result["interval"]) for s in result["added"])
                 else:
                     await self.drop(result["added"])
             self._reply_error(request, INTERNAL_ERROR)
@@ -348,9 +347,8 @@ class Session:
         revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
         if revoked:
             await self.drop(revoked)
-        revoked_candles = [key for key in self.candles if not identity.allows(key[0])]
-        if revoked_candles:
-            await self._drop_candles(revoked_candles)
+        revoked_candles = [key for key in self.candles.keys() if not identity.allows(key[0])]
+        await self.candles.drop(revoked_candles)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
         if revoked:
             result["revoked"] = revoked
@@ -369,7 +367,7 @@ class Session:
             raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
         request = parse_candles_request(payload, self.settings.max_subscriptions)
         interval = request.interval
-        valid, failed = self._candle_symbols(request.symbols, interval)
+        valid, failed = split_candle_symbols(request)
         allowed = []
         for symbol in valid:
             if self.identity is not None and not self.identity.allows(symbol):
@@ -382,54 +380,18 @@ class Session:
                               f"at most {self.settings.max_subscriptions} candle streams per connection")
         if added and not self.services.broker.ready:
             raise BackendUnavailable("backend not ready")
-        streams = []
-        for symbol in added:
-            stream = self.candles[(symbol, interval)] = self.services.candles.acquire(symbol, interval)
-            streams.append(stream)
-        try:
-            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(s.loading) for s in streams)), BACKEND_TIMEOUT)
-        except BaseException as exc:
-            await self._drop_candles([(s, interval) for s in added])
-            if isinstance(exc, (BackendUnavailable, asyncio.TimeoutError)):
-                raise BackendUnavailable("candle stream did not start in time") from None
-            raise
-        result = {"ok": True, "interval": interval, "symbols": self._candle_set(interval), "added": added,
-                  "failed": failed}
-
-        def start_streams() -> None:
-            for stream in streams:
-                stream.add(self)
-        return result, start_streams
+        join = await self.candles.start(added, interval, BACKEND_TIMEOUT)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "added": added,
+                "failed": failed}, join
 
     async def _unsubscribe_candles(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_candles_request(payload, self.settings.max_subscriptions)
         interval = request.interval
-        valid, failed = self._candle_symbols(request.symbols, interval)
+        valid, failed = split_candle_symbols(request)
         removed = [s for s in valid if (s, interval) in self.candles]
-        await self._drop_candles([(s, interval) for s in removed])
-        return {"ok": True, "interval": interval, "symbols": self._candle_set(interval), "removed": removed,
+        await self.candles.drop((s, interval) for s in removed)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "removed": removed,
                 "failed": failed}, None
-
-    @staticmethod
-    def _candle_symbols(raw: list[str], interval: str) -> tuple[list[str], list[dict[str, str]]]:
-        """The valid symbols of a candles request, and the failed entries:
-        an interval with no live candles fails every symbol."""
-        valid, invalid = split_symbols(raw)
-        failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
-        if interval not in LIVE_INTERVALS_MS:
-            failed += [{"symbol": s, "code": ErrorCode.INVALID_INTERVAL.value} for s in valid]
-            valid = []
-        return valid, failed
-
-    def _candle_set(self, interval: str) -> list[str]:
-        return sorted(symbol for symbol, each in self.candles if each == interval)
-
-    async def _drop_candles(self, keys: list[StreamKey]) -> None:
-        for key in keys:
-            stream = self.candles.pop(key, None)
-            if stream is not None:
-                stream.remove(self)
-                await self.services.candles.release(stream)
 
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
@@ -537,4 +499,4 @@ class Session:
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)
-        await self._drop_candles(list(self.candles))
+        await self.candles.drop(self.candles.keys())
