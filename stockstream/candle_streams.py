@@ -73,23 +73,25 @@ class CandleBuilder:
     Pure state: the caller decides when to tell anyone (see CandleStream).
     """
 
-    __slots__ = ("_last_raw", "_last_seq", "candle", "closed_until", "interval_ms")
+    __slots__ = ("_last_raw", "candle", "closed_until", "interval_ms")
 
     def __init__(self, interval_ms: int) -> None:
         self.interval_ms = interval_ms
         self.candle: Candle | None = None
         # Periods starting before this are over: their updates are late.
         self.closed_until = 0
-        self._last_seq: int | None = None
         self._last_raw: bytes | None = None
 
     def add(self, update: Update) -> tuple[Candle | None, bool]:
         """Count one update: (the candle it closed, or None; whether the current candle changed)."""
-        if self._repeated(update):
-            return None, False
         start = bucket_start(update.timestamp, self.interval_ms)
-        if start < self.closed_until:
+        if start < self.closed_until or update.raw == self._last_raw:
+            # Late (its period is over), or the update counted last sent
+            # again: after a feed interruption the hub re-sends each symbol's
+            # latest update, usually that one. (Comparing seqs instead would
+            # stop the candle when a restarted backend numbers from 1 again.)
             return None, False
+        self._last_raw = update.raw
         tick = Tick(update.timestamp, update.price, volume_of(update))
         closed = None
         current = self.candle
@@ -115,19 +117,6 @@ class CandleBuilder:
         if candle is not None and at_ms >= candle.start + self.interval_ms + CLOSE_GRACE_MS:
             return self.close()
         return None
-
-    def _repeated(self, update: Update) -> bool:
-        # After a feed interruption the hub re-sends each symbol's latest
-        # update, usually one already counted: it counts once. An update
-        # without seq is recognised by its bytes.
-        if update.seq is not None:
-            if self._last_seq is not None and update.seq <= self._last_seq:
-                return True
-            self._last_seq = update.seq
-        elif update.raw == self._last_raw:
-            return True
-        self._last_raw = update.raw
-        return False
 
 
 def candle_body(symbol: str, interval: str, candle: Candle, closed: bool) -> dict[str, Any]:

@@ -59,18 +59,20 @@ def test_an_update_of_the_next_period_closes_the_candle_at_the_boundary() -> Non
 
 
 def test_late_and_repeated_updates_do_not_count() -> None:
-    """An update of a closed period, or one counted already (same seq, or the same
-    bytes without seq, as a resync re-sends it), leaves the candle as it was."""
+    """An update of a closed period, or the one counted last sent again (as a
+    resync re-sends it), leaves the candle as it was; a backend that numbers
+    from seq 1 again is followed."""
     builder = CandleBuilder(SECOND)
     base = 1_700_000_000_000
-    builder.add(update(base + 10, 1.0, 1))
-    builder.add(update(base + 1_010, 2.0, 2))  # closes `base`
-    assert builder.add(update(base + 500, 9.0, 3)) == (None, False)  # late
-    assert builder.add(update(base + 1_010, 2.0, 2)) == (None, False)  # seq already counted
+    builder.add(update(base + 10, 1.0, 41))
+    builder.add(update(base + 1_010, 2.0, 42))  # closes `base`
+    assert builder.add(update(base + 500, 9.0, 43)) == (None, False)  # late
+    assert builder.add(update(base + 1_010, 2.0, 42)) == (None, False)  # the last one, again
     third_party = update(base + 1_020, 3.0)
     assert builder.add(third_party) == (None, True)
     assert builder.add(update(base + 1_020, 3.0)) == (None, False)  # byte-identical re-send
-    assert builder.candle is not None and builder.candle.count == 2
+    assert builder.add(update(base + 1_030, 4.0, 1)) == (None, True)  # seq restarted
+    assert builder.candle is not None and (builder.candle.count, builder.candle.close) == (3, 4.0)
 
 
 def test_close_due_waits_for_the_grace_after_the_boundary() -> None:
