@@ -85,7 +85,8 @@ class NodeCollector:
             connections.add_metric([transport], sessions.count(transport))
         yield connections
         yield GaugeMetricFamily("stockstream_subscriptions_active",
-                                "Subscriptions held, one per connection and symbol", value=hub.subscription_count)
+                                "Subscriptions held, one per connection and symbol (and one per live candle stream)",
+                                value=hub.subscription_count)
         yield GaugeMetricFamily("stockstream_symbols_active",
                                 "Distinct symbols with at least one subscriber on this instance", value=len(hub.rooms))
         yield GaugeMetricFamily("stockstream_candle_streams_active",
