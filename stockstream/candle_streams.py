@@ -147,6 +147,7 @@ class CandleStream:
         self._flush: asyncio.TimerHandle | None = None
         self._boundary: asyncio.TimerHandle | None = None
         self._stopped = False
+        self._rereading: asyncio.Future[None] | None = None
         self.loading: asyncio.Task[None] = asyncio.ensure_future(self._load())
         # Read by whoever waits for it; a load nobody waits for any more must not log as unread.
         self.loading.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -171,6 +172,40 @@ class CandleStream:
         else:
             first = await self._stored_then_held(start, gate)
         if gate.open:
+            self._gate = None
+        for update in first:
+            self._count(update)
+
+    def resync(self) -> None:
+        """The feed was interrupted: updates may have been missed, so the
+        current period is read again from history (live updates are held
+        meanwhile, as when the stream started)."""
+        if self._stopped or self._gate is not None or not self.loading.done() or self.failed:
+            return  # starting (its own read follows the interruption), or reading already
+        self._gate = Gate()
+        self._rereading = asyncio.ensure_future(self._reread())
+
+    async def _reread(self) -> None:
+        gate = self._gate
+        assert gate is not None
+        current = self.builder.candle
+        start = current.start if current is not None else bucket_start(now_ms(), self.builder.interval_ms)
+        try:
+            replay = await self._broker.replay_at(self.symbol, since_ms=start - 1)
+            if replay.complete:
+                first = gate.release(replay.updates, replay.position, echo_of(replay.updates))
+            else:
+                first = await self._stored_then_held(start, gate)
+        except Exception:  # noqa: BLE001 - the candle goes on with what it has, rather than stop
+            log.warning("could not read %s's history again after a resync; its %s candle may lack updates",
+                        self.symbol, self.interval, exc_info=True)
+            first = gate.release([], -1)
+        else:
+            # The candle of the period is built again from all its updates.
+            if self.builder.candle is current:
+                self.builder = CandleBuilder(self.builder.interval_ms)
+                self.builder.closed_until = start
+        if gate.open and self._gate is gate:
             self._gate = None
         for update in first:
             self._count(update)
@@ -290,8 +325,9 @@ class CandleStream:
             if handle is not None:
                 handle.cancel()
         self._flush = self._boundary = None
-        if not self.loading.done():
-            self.loading.cancel()
+        for task in (self.loading, self._rereading):
+            if task is not None and not task.done():
+                task.cancel()
         await self._hub.leave(self, [self.symbol])
 
 
@@ -304,6 +340,7 @@ class CandleStreams:
         self._min_interval = min_interval_ms / 1000
         self._streams: dict[StreamKey, CandleStream] = {}
         self.counts = CandleCounts()
+        hub.resync_listeners.append(self.resync)
 
     def acquire(self, symbol: str, interval: str) -> CandleStream:
         """The stream of (symbol, interval), started if new; the caller holds it until release()."""
@@ -322,6 +359,13 @@ class CandleStreams:
         if self._streams.get(stream.key) is stream:
             del self._streams[stream.key]
         await stream.stop()
+
+    def resync(self, symbols: Iterable[str]) -> None:
+        """The hub's feed of these symbols was interrupted and is back."""
+        wanted = set(symbols)
+        for (symbol, _), stream in list(self._streams.items()):
+            if symbol in wanted:
+                stream.resync()
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -20,6 +20,7 @@ from tests.support.clients import ClientPool
 from tests.support.http_api import get_json
 from tests.support.inprocess import Stack, atomic_publisher, inprocess_stack
 from tests.support.protocol import assert_error_ack, assert_error_object, failed_entries
+from tests.support.proxy import switch_proxy
 from tests.support.waiting import PROMPT, canonical, eventually, now_ms
 
 HOUR = 3_600_000
@@ -240,6 +241,39 @@ def assert_error(market: Market, answer: dict[str, Any], code: str) -> None:
         assert_error_object(answer, code)
     else:
         assert_error_ack(answer, code)
+
+
+# -- an interrupted feed ------------------------------------------------------------------------
+
+@pytest.mark.slow
+async def test_candle_is_read_again_after_the_feed_was_interrupted(redis_server: Any, redis_url: str,
+                                                                    clients: ClientPool) -> None:
+    """Updates published while this instance's connection to Redis is cut are in
+    the current candle once it is back: the candle of the period is read again
+    from history, and equals /api/candles'."""
+    async with switch_proxy(redis_server.port) as proxy:
+        async with inprocess_stack("redis", f"redis://127.0.0.1:{proxy.port}/0") as stack, \
+                atomic_publisher(redis_url) as publish:
+            market = await open_market(clients, stack.url, "python")
+            ack = await market.request("subscribeCandles", {"symbol": "GAP", "interval": "1h"})
+            assert ack["added"] == ["GAP"], ack
+            first = await publish("GAP", 10.0, volume=1)
+            start = first["timestamp"] // HOUR * HOUR
+            await publish("GAP", 11.0, volume=1)
+            await market.wait_candle(lambda c: c["count"] == 2)
+            proxy.refusing = True
+            proxy.cut()
+            await eventually(lambda: not stack.broker.ready, what="the instance to notice the cut")
+            for price in (15.0, 9.0, 12.0):  # never reach this instance's listener
+                await publish("GAP", price, volume=2)
+            proxy.refusing = False
+            candle = await market.wait_candle(lambda c: c["count"] == 5, timeout=PROMPT * 3,
+                                              what="the candle with the updates published during the cut")
+            assert (candle["high"], candle["low"], candle["close"], candle["volume"]) == (15.0, 9.0, 12.0, 8), candle
+            assert same(as_api_candle(candle), await api_candle(stack.url, "GAP", "1h", start))
+            await publish("GAP", 13.0, volume=1)
+            moved = await market.wait_candle(lambda c: c["count"] == 6)
+            assert moved["close"] == 13.0 and moved["volume"] == 9, moved
 
 
 # -- two instances ----------------------------------------------------------------------------
