@@ -16,6 +16,8 @@ clock only closes a candle nobody else closes, CLOSE_GRACE_MS after its end,
 so that an update stamped just before the boundary and still in flight is
 counted. An update of a period already closed is late: it is left out of the
 live candles (the closed candle was final), while `/api/candles` has it.
+When the hub's feed was interrupted (a resync), the current period is read
+again from history, so updates this instance missed meanwhile count too.
 """
 from __future__ import annotations
 
