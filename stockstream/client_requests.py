@@ -6,8 +6,9 @@ from typing import Any
 
 import orjson
 
+from .candles import LIVE_INTERVALS_MS
 from .errors import ClientError, ErrorCode, invalid_payload
-from .heartbeat import check_heartbeat
+from .config import check_heartbeat
 from .symbols import SymbolError, normalize_symbol
 
 MAX_HISTORY_LIMIT = 5000
@@ -90,6 +91,37 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
         raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                           f"at most {max_symbols} symbols per connection")
     return SymbolsRequest(raw, since_ms, since_seq, heartbeat)
+
+
+@dataclass(frozen=True)
+class CandlesRequest:
+    """A subscribeCandles or unsubscribeCandles: symbols as sent and the interval named."""
+
+    symbols: list[str]
+    interval: str
+
+
+def parse_candles_request(payload: Any, max_symbols: int) -> CandlesRequest:
+    """`{"symbol": ..., "interval": ...}` or `{"symbols": [...], "interval": ...}`.
+    The interval is checked by the caller: an unknown one fails the symbols
+    (`invalid_interval`), not the request."""
+    if not isinstance(payload, dict):
+        raise invalid_payload('expected an object with "symbol" or "symbols" and "interval"')
+    interval = payload.get("interval")
+    if not isinstance(interval, str):
+        raise invalid_payload('"interval" must be a string such as "1m"')
+    return CandlesRequest(parse_symbols_request(payload, max_symbols).symbols, interval[:16])
+
+
+def split_candle_symbols(request: CandlesRequest) -> tuple[list[str], list[dict[str, str]]]:
+    """The valid symbols of a candles request, and its `failed` entries: an
+    interval with no live candles fails every symbol (`invalid_interval`)."""
+    valid, invalid = split_symbols(request.symbols)
+    failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+    if request.interval not in LIVE_INTERVALS_MS:
+        failed += [{"symbol": s, "code": ErrorCode.INVALID_INTERVAL.value} for s in valid]
+        valid = []
+    return valid, failed
 
 
 def split_symbols(raw: list[str]) -> tuple[list[str], list[str]]:

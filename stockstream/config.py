@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from .heartbeat import check_heartbeat
 from .symbols import SymbolError, normalize_symbol
 
 
@@ -70,6 +69,22 @@ def _non_negative_float(raw: str) -> float:
     value = _float(raw)
     if not value >= 0 or value == float("inf"):
         raise ValueError("expected a number of 0 or more")
+    return value
+
+
+# Heartbeat periods a client (or LIVE_PRICE_HEARTBEAT) may ask for; 0 is off.
+MIN_HEARTBEAT_SECONDS = 1
+MAX_HEARTBEAT_SECONDS = 3600
+
+
+def check_heartbeat(value: object) -> int:
+    """A heartbeat period as a client may ask for it: 0 (off) or whole seconds
+    from MIN_HEARTBEAT_SECONDS to MAX_HEARTBEAT_SECONDS; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("heartbeat must be a whole number of seconds")
+    if value != 0 and not MIN_HEARTBEAT_SECONDS <= value <= MAX_HEARTBEAT_SECONDS:
+        raise ValueError(f"heartbeat must be 0 (off) or from {MIN_HEARTBEAT_SECONDS} "
+                         f"to {MAX_HEARTBEAT_SECONDS} seconds")
     return value
 
 
@@ -146,6 +161,8 @@ class Settings:
     live_price_heartbeat: int = _setting(0, _heartbeat, "Seconds between heartbeat frames on every /live-price connection, unless its subscribe asks otherwise (1-3600); 0: only for clients that ask")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
+    candle_min_interval_ms: int = _setting(250, _non_negative_int, "Milliseconds between two `candle` events of one live candle while it changes (the latest state is sent; 0: every change)")
+    token_expiry_warning: float = _setting(60.0, _non_negative_float, "Seconds before a connection's token expires that it is sent `tokenExpiring` (0: no warning)")
     recovery_window: float = _setting(0.0, _non_negative_float, "Seconds a Socket.IO client that lost its connection may recover its session (subscriptions and missed updates) on any instance; 0 turns connection state recovery off")
     kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     kafka_topic: str = _setting("stock-prices", doc="Kafka topic of price updates")

@@ -15,8 +15,6 @@ from typing import Protocol
 
 log = logging.getLogger("stockstream.heartbeat")
 
-MIN_HEARTBEAT_SECONDS = 1
-MAX_HEARTBEAT_SECONDS = 3600
 HEARTBEAT_EVENT = "heartbeat"
 # Members beaten per event-loop turn: a walk over many connections is spread
 # over several turns (a few milliseconds each) so price updates are not held up.
@@ -28,17 +26,6 @@ class Beating(Protocol):
 
     def beat(self) -> None:
         """Queue one heartbeat (or skip it, when the client cannot take it now)."""
-
-
-def check_heartbeat(value: object) -> int:
-    """A heartbeat period as a client may ask for it: 0 (off) or whole seconds
-    from MIN_HEARTBEAT_SECONDS to MAX_HEARTBEAT_SECONDS; ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("heartbeat must be a whole number of seconds")
-    if value != 0 and not MIN_HEARTBEAT_SECONDS <= value <= MAX_HEARTBEAT_SECONDS:
-        raise ValueError(f"heartbeat must be 0 (off) or from {MIN_HEARTBEAT_SECONDS} "
-                         f"to {MAX_HEARTBEAT_SECONDS} seconds")
-    return value
 
 
 class _Ticker:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from .broker import Broker
 from .gate import Gates
@@ -41,6 +41,9 @@ class Hub:
         # is no price yet): a client joining a room gets it as its snapshot,
         # without a Redis read and without any race against the live updates.
         self.latest: dict[str, Update | None] = {}
+        # Told the symbols of each resync, after their rooms got the snapshots
+        # (live candles read the current period again: they missed updates).
+        self.resync_listeners: list[Callable[[Iterable[str]], None]] = []
 
     # -- UpdateSink ------------------------------------------------------------
 
@@ -73,6 +76,8 @@ class Hub:
             self._echoes.expect_echo(symbol, [snapshot])
             for session in room:
                 session.deliver(snapshot)
+        for listener in self.resync_listeners:
+            listener(snapshots.keys())
 
     def mark(self) -> int:
         """The current stream position: every update received so far is at or

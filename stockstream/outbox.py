@@ -14,9 +14,10 @@ import asyncio
 import time
 from typing import Callable, Collection, Protocol, Union
 
+from .shared_events import SharedEvent
 from .updates import Update
 
-Item = Union[Update, str]
+Item = Union[Update, str, SharedEvent]
 RECHECK_BLOCKED = 0.02
 MAX_DELAY_SAMPLES = 10000
 DELAY_SAMPLE_EVERY = 16
@@ -86,10 +87,11 @@ class Outbox:
             self._scheduled = True
             self._scheduler.mark(self)
 
-    def push(self, text: str) -> None:
-        """Queue a message text (acks, errors, replies); never conflated."""
+    def push(self, message: str | SharedEvent) -> None:
+        """Queue a message text (acks, errors, replies) or an event framed
+        once for many clients (a candle); never conflated."""
         self._n += 1
-        self._pending[self._n] = text
+        self._pending[self._n] = message
         if not self._scheduled:
             self._scheduled = True
             self._scheduler.mark(self)

@@ -20,6 +20,7 @@ import orjson
 
 from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
+from .candle_streams import CandleFollows, CandleStreams
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
@@ -27,7 +28,9 @@ from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import SymbolsRequest, encodable, parse_history_query, parse_symbols_request, parse_token, split_symbols
+from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
+                              parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
+from .shared_events import SharedEvent
 from .updates import Update
 
 log = logging.getLogger("stockstream.session")
@@ -77,6 +80,10 @@ class Services:
     scheduler: FlushScheduler
     sessions: Sessions = field(default_factory=Sessions)
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
+    candles: CandleStreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.candles = CandleStreams(self.hub, self.broker, self.settings.candle_min_interval_ms)
 
 
 class Connection(Sink, Protocol):
@@ -97,8 +104,8 @@ class Connection(Sink, Protocol):
         one that tells the client unprompted."""
 
     def encode_event(self, name: str, payload: dict[str, Any]) -> str:
-        """The message text of an event the server sends unprompted
-        (a heartbeat): on /live-price a frame with `type` name."""
+        """The message text of an event the server sends unprompted (a
+        heartbeat, `tokenExpiring`): on /live-price a frame with `type` name."""
 
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
@@ -120,7 +127,7 @@ class Request:
 
 
 class Session:
-    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
+    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "candles", "gates", "outbox", "identity",
                  "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
@@ -129,6 +136,7 @@ class Session:
         self.settings = services.settings
         self.connection = connection
         self.subscriptions: set[str] = set()
+        self.candles = CandleFollows(services.candles, self)
         self.gates = Gates()
         self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
                              self.settings.slow_client_timeout, self._on_slow)
@@ -154,6 +162,11 @@ class Session:
         if self.gates and not self.gates.offer(update):
             return
         self.outbox.push_update(update)
+
+    def deliver_event(self, event: SharedEvent) -> None:
+        """A live candle (CandleMember): queued in order, framed once for all its clients."""
+        if not self.outbox.given_up:
+            self.outbox.push(event)
 
     # -- requests ---------------------------------------------------------------
 
@@ -210,7 +223,10 @@ class Session:
             # is undone, so no stream is left behind a gate never opened.
             log.warning("reply to %r could not be encoded; request undone", request.action)
             if result.get("added"):
-                await self.drop(result["added"])
+                if request.action == "subscribeCandles":
+                    await self.candles.drop((s, result["interval"]) for s in result["added"])
+                else:
+                    await self.drop(result["added"])
             self._reply_error(request, INTERNAL_ERROR)
             return
         for text in texts:
@@ -342,16 +358,57 @@ class Session:
         updates = await self.services.broker.history(query.symbol, query.start_ms, query.end_ms, query.limit)
         return {"ok": True, "symbol": query.symbol, "updates": [orjson.Fragment(u.raw) for u in updates]}, None
 
-    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], None]:
+    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None] | None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
         revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
         if revoked:
             await self.drop(revoked)
+        revoked_candles = [key for key in self.candles.keys() if not identity.allows(key[0])]
+        await self.candles.drop(revoked_candles)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
         if revoked:
             result["revoked"] = revoked
-        return result, None
+        dropped = sorted(set(revoked).union(symbol for symbol, _ in revoked_candles))
+        if not dropped:
+            return result, None
+        # After the answer: the client learns why those streams stopped.
+        notice = ClientError(ErrorCode.FORBIDDEN_SYMBOL, "the new token does not allow these symbols: "
+                             "they were unsubscribed", symbols=dropped)
+        return result, lambda: self.outbox.push(self.connection.encode_error(notice))
+
+    # -- live candles -------------------------------------------------------------
+
+    async def _subscribe_candles(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
+        if self.settings.require_auth and self.identity is None:
+            raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = split_candle_symbols(request)
+        allowed = []
+        for symbol in valid:
+            if self.identity is not None and not self.identity.allows(symbol):
+                failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
+            else:
+                allowed.append(symbol)
+        added = [s for s in allowed if (s, interval) not in self.candles]
+        if len(self.candles) + len(added) > self.settings.max_subscriptions:
+            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                              f"at most {self.settings.max_subscriptions} candle streams per connection")
+        if added and not self.services.broker.ready:
+            raise BackendUnavailable("backend not ready")
+        join = await self.candles.start(added, interval, BACKEND_TIMEOUT)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "added": added,
+                "failed": failed}, join
+
+    async def _unsubscribe_candles(self, payload: Any) -> tuple[dict[str, Any], None]:
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = split_candle_symbols(request)
+        removed = [s for s in valid if (s, interval) in self.candles]
+        await self.candles.drop((s, interval) for s in removed)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "removed": removed,
+                "failed": failed}, None
 
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
@@ -363,6 +420,8 @@ class Session:
         "history": _history,
         "authenticate": _authenticate,
         "ping": _ping,
+        "subscribeCandles": _subscribe_candles,
+        "unsubscribeCandles": _unsubscribe_candles,
     }
     actions = frozenset(_handlers)
 
@@ -390,12 +449,29 @@ class Session:
             if previous is not None:
                 hub.release_user(previous)
         self.identity = identity
+        # One timer per connection: the warning first (TOKEN_EXPIRY_WARNING
+        # before exp), then the end; a new token starts it again.
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         if identity.expires_at is not None:
-            delay = max(0.0, identity.expires_at - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+            left = identity.expires_at - time.time()
+            warning = self.settings.token_expiry_warning
+            loop = asyncio.get_running_loop()
+            if warning > 0:
+                self._expiry = loop.call_later(max(0.0, left - warning), self._warn_expiry)
+            else:
+                self._expiry = loop.call_later(max(0.0, left), self._expire)
+
+    def _warn_expiry(self) -> None:
+        self._expiry = None
+        identity = self.identity
+        if self.closed or identity is None or identity.expires_at is None:
+            return
+        left = max(0.0, identity.expires_at - time.time())
+        self.outbox.push(self.connection.encode_event(
+            "tokenExpiring", {"expiresAt": identity.expires_at_ms, "in": int(left * 1000)}))
+        self._expiry = asyncio.get_running_loop().call_later(left, self._expire)
 
     def _expire(self) -> None:
         self._expiry = None
@@ -452,3 +528,4 @@ class Session:
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
         await hub.leave(self, symbols)
+        await self.candles.drop(self.candles.keys())

@@ -20,7 +20,7 @@ from stockstream.app import api_vocabulary, create_app
 from stockstream.auth import mint_token
 from stockstream.broker import broker_kinds
 from stockstream.errors import ErrorCode
-from stockstream.heartbeat import MAX_HEARTBEAT_SECONDS
+from stockstream.config import MAX_HEARTBEAT_SECONDS
 from stockstream.session import Session
 from stockstream.symbols import SYMBOL_PATTERN
 from stockstream.transports import socketio_transport, websocket
@@ -353,3 +353,54 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_s
     assert schemas.rejects("/channels/livePrice/messages/heartbeat/payload", {"type": "heartbeat", "seq": 0})
     assert schemas.rejects("/channels/socketio/messages/heartbeat/payload", {"seq": "1"})
     assert schemas.rejects("/channels/livePrice/messages/update/payload", {"symbol": "DOC", "price": 1})
+
+
+async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(docs_stack: Stack,
+                                                                                clients: Any) -> None:
+    """subscribeCandles and unsubscribeCandles with their acks and reply frames,
+    `candle` and `tokenExpiring` on both transports, and the forbidden_symbol
+    error after a narrower token, validate against the AsyncAPI document."""
+    _, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
+    schemas = asyncapi_schemas(document)
+    settings = settings_for(None, 0, jwt_secret=SECRET)
+    # 30 s left, under TOKEN_EXPIRY_WARNING (60 s): tokenExpiring comes at once.
+    token = mint_token(settings, "reader", symbols=["DOC", "DOE"], ttl=30)
+    await docs_stack.publish("DOC", 20.5, volume=7)
+
+    def check(channel: str, name: str, instance: Any) -> None:
+        schemas.check(f"/channels/{channel}/messages/{name}/payload", instance)
+
+    sio = await clients.sio(docs_stack.url, auth={"token": token})
+    subscribe = {"symbols": ["DOC", "DOE", "DOF"], "interval": "1m"}
+    check("socketio", "subscribeCandles", subscribe)
+    ack = await sio.call("subscribeCandles", subscribe)
+    check("socketio", "subscribeCandlesAck", ack)
+    assert ack["failed"] == [{"symbol": "DOF", "code": "forbidden_symbol"}], ack
+    refused = await sio.call("subscribeCandles", {"symbols": ["DOC"]})
+    check("socketio", "subscribeCandlesAck", refused)
+    assert schemas.rejects("/channels/socketio/messages/subscribeCandles/payload", {"symbols": ["DOC"]})
+    def both(items: list[Any]) -> dict[str, Any] | None:
+        found = {e[1]: e[2][0] for e in items if e[0] == "event" and e[1] in ("candle", "tokenExpiring")}
+        return found if len(found) == 2 else None
+    named = await sio.timeline.wait_for(both, what="a candle and tokenExpiring")
+    check("socketio", "candle", named["candle"])
+    check("socketio", "tokenExpiring", named["tokenExpiring"])
+    unsubscribe = {"symbol": "DOE", "interval": "1m"}
+    check("socketio", "unsubscribeCandles", unsubscribe)
+    check("socketio", "unsubscribeCandlesAck", await sio.call("unsubscribeCandles", unsubscribe))
+    narrower = mint_token(settings, "reader", symbols=["DOE"], ttl=3600)
+    assert (await sio.call("authenticate", narrower))["ok"] is True
+    check("socketio", "error", await sio.expect_error(lambda e: e.get("code") == "forbidden_symbol"))
+
+    ws = await clients.ws(f"{docs_stack.ws_url}?token={token}")
+    frames = [({"action": "subscribeCandles", "symbol": "DOC", "interval": "1m", "id": 1}, "candlesSubscribed"),
+              ({"action": "unsubscribeCandles", "symbols": ["DOC"], "interval": "1m", "id": 2}, "candlesUnsubscribed")]
+    for request, reply_name in frames:
+        check("livePrice", request["action"], request)
+        await ws.send(request)
+        check("livePrice", reply_name, await ws.replies.wait_for(
+            lambda rs, i=request["id"]: next((r for r in rs if r.get("id") == i), None)))
+    for name in ("candle", "tokenExpiring"):
+        check("livePrice", name, await ws.replies.wait_for(
+            lambda rs, n=name: next((r for r in rs if r.get("type") == n), None)))
+    assert schemas.rejects("/channels/livePrice/messages/candle/payload", {"type": "candle", "symbol": "DOC"})

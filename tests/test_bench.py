@@ -139,3 +139,20 @@ def test_browser_upgrade_request_and_loopback_sources() -> None:
     sources = {target.for_client(i).local_host for i in range(8)}
     assert len(sources) == len(loopback_sources("127.0.0.1")) > 1
     assert loopback_sources("example.com") == ()
+
+
+def test_quick_candles_run_compares_candles_with_stock_updates(tmp_path: Path) -> None:
+    """The candles scenario runs the same clients on live candles, then on
+    stockUpdate: candle events arrive (conflated: far fewer than the updates
+    the same clients get), every stockUpdate is delivered, and both CPU figures
+    per tick are reported."""
+    done, report = run_bench(tmp_path, "--scenario", "candles", "--quick", "--clients", "20", "--duration", "1")
+    (run,) = report["runs"]
+    assert run["scenario"] == "candles" and not run.get("error"), run.get("error")
+    result = run["result"]
+    candles, updates = result["candles"], result["stock_updates"]
+    assert candles["candle_events"] > 0 and candles["deliveries"] == 0, candles
+    assert 0 < candles["candle_events"] < updates["deliveries"], (candles["candle_events"], updates["deliveries"])
+    assert updates["loss"] == 0 and updates["deliveries"] == updates["expected"] > 0, updates
+    assert result["server_cpu_us_per_tick_candles"] > 0 and result["server_cpu_us_per_tick_updates"] > 0, result
+    assert "candle events/s" in done.stdout

@@ -14,7 +14,8 @@ import pytest
 
 from stockstream.app import node_of
 from stockstream.config import Settings, SettingsError
-from stockstream.heartbeat import BEATS_PER_TURN, MAX_HEARTBEAT_SECONDS, Heartbeats, check_heartbeat
+from stockstream.config import MAX_HEARTBEAT_SECONDS, check_heartbeat
+from stockstream.heartbeat import BEATS_PER_TURN, Heartbeats
 from stockstream.session import Services, Session
 from tests.support.inprocess import Stack, inprocess_stack
 from tests.support.raw_ws import RawWebSocket

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wiring", ("node", "metrics", "http", "tls")),
     ("transports", ("transports",)),
     ("sessions", ("session", "recovery")),
-    ("hub", ("hub",)),
+    ("hub", ("hub", "candle_streams")),
     ("ways in", ("auth", "publisher", "simulator", "kafka_bridge")),
     ("broker", ("broker",)),
 ]

@@ -268,6 +268,8 @@ def main(args: argparse.Namespace) -> int:
                     on = f"{config.instances} x {kind}" if config.instances > 1 else kind
                     progress.log(f"-- {scenario.name} on {on}, round {round_no}/{config.rounds}: "
                                  f"{describe(scenario)}, {config.headers} headers")
+                    if scenario.name == "candles" and kind != "stockstream":
+                        continue  # live candles are stockstream's own: the reference has none
                     if scenario.name == "reconnect":
                         if kind != "stockstream" or config.target is not None:
                             continue  # it starts its own two instances, with recovery on

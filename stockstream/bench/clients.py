@@ -23,6 +23,8 @@ from .stats import bucket_of, new_histogram
 
 SIO_UPDATE_PREFIX = b'42["stockUpdate",'
 SIO_UPDATE_PREFIX_LEN = len(SIO_UPDATE_PREFIX)
+SIO_CANDLE_PREFIX = b'42["candle",'
+WS_CANDLE_PREFIX = b'{"type":"candle"'
 TRANSPORTS = ("socketio", "websocket")
 # Loopback source addresses spread over for a loopback target (every 127.x.y.z
 # is the loopback interface on Linux): about 110,000 ephemeral ports in all.
@@ -56,6 +58,9 @@ class Target:
     # has about 28,000 ephemeral ports, too few for 50,000 connections.
     local_hosts: tuple[str, ...] = ()
     local_host: str = ""  # this client's source address ("" : the system's choice)
+    # When set, clients follow the live candles of their symbols at this interval
+    # (subscribeCandles) instead of their prices.
+    candle_interval: str = ""
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -100,6 +105,7 @@ class Receiver:
         self.reset()
 
     def reset(self) -> None:
+        self.candles = 0  # candle events received (counted, not checked: they are conflated)
         self.delivered = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -146,13 +152,14 @@ class Receiver:
         """Open connections per symbol, from what each one was acknowledged."""
         counts: dict[str, int] = {}
         for client in self.clients:
-            if client.subscribed and not client.closed:
+            if client.subscribed and not client.closed and not client.target.candle_interval:
                 for symbol in client.symbols:
                     counts[symbol] = counts.get(symbol, 0) + 1
         return counts
 
     def window_counts(self) -> dict[str, Any]:
         return {
+            "candles": self.candles,
             "delivered": self.delivered,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
@@ -346,6 +353,13 @@ def _resolve(future: "asyncio.Future[Any]", value: Any) -> None:
         future.set_result(value)
 
 
+def subscribe_request(target: Target, symbols: list[str]) -> tuple[str, dict[str, Any]]:
+    """The request that subscribes a client: to prices, or to live candles."""
+    if target.candle_interval:
+        return "subscribeCandles", {"symbols": symbols, "interval": target.candle_interval}
+    return "subscribe", {"symbols": symbols}
+
+
 def _check_subscribe_answer(answer: Any) -> None:
     if not isinstance(answer, dict) or not answer.get("ok"):
         error = answer.get("error", answer) if isinstance(answer, dict) else answer
@@ -380,6 +394,9 @@ class SocketIOClient(BaseClient):
                 receiver.cached_payload = bytes(payload)
                 receiver.cached_update = update
             receiver.on_update(self.last_seq, update, now)
+            return
+        if payload.startswith(SIO_CANDLE_PREFIX):
+            receiver.candles += 1
             return
         kind = payload[:1]
         if kind == b"2":  # Engine.IO ping: the server drops us without a pong
@@ -427,7 +444,7 @@ class SocketIOClient(BaseClient):
         ack_id = self._next_ack
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = future
-        self.send(b"42" + str(ack_id).encode() + orjson.dumps(["subscribe", {"symbols": symbols}]))
+        self.send(b"42" + str(ack_id).encode() + orjson.dumps(subscribe_request(self.target, symbols)))
         _check_subscribe_answer(await future)
         self.subscribed = True
 
@@ -446,6 +463,9 @@ class LiveWsClient(BaseClient):
         receiver = self.receiver
         if payload == receiver.cached_payload:
             receiver.on_update(self.last_seq, receiver.cached_update, now)
+            return
+        if payload.startswith(WS_CANDLE_PREFIX):
+            receiver.candles += 1
             return
         try:
             message = orjson.loads(payload)
@@ -475,9 +495,10 @@ class LiveWsClient(BaseClient):
     async def subscribe(self, symbols: list[str]) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies.append(future)
-        self.send(orjson.dumps({"action": "subscribe", "symbols": symbols}))
+        event, body = subscribe_request(self.target, symbols)
+        self.send(orjson.dumps({"action": event, **body}))
         answer = await future
-        if isinstance(answer, dict) and answer.get("type") == "subscribed":
+        if isinstance(answer, dict) and answer.get("type") in ("subscribed", "candlesSubscribed"):
             answer = {"ok": True, **answer}
         elif isinstance(answer, dict) and answer.get("type") == "error":
             answer = {"ok": False, "error": answer}

@@ -20,6 +20,7 @@ HEADLINES: list[tuple[str, str, Callable[[dict[str, Any]], Optional[float]], str
     ("idle", "idle: server RSS bytes per connection", lambda r: r.get("server_rss_per_connection_bytes"), "lower"),
     ("connect", "connect: connections/s", lambda r: r.get("connects_per_s"), "higher"),
     ("connect", "connect: subscribes/s", lambda r: r.get("subscribes_per_s"), "higher"),
+    ("candles", "candles: server CPU µs per tick", lambda r: r.get("server_cpu_us_per_tick_candles"), "lower"),
 ]
 
 
@@ -121,6 +122,24 @@ def format_run(record: dict[str, Any]) -> str:
         other = result.get("other_cpu_on_server_cores_percent")
         if other is not None and other >= NOISY_PERCENT:
             rows.append(["other processes on the server's core", f"{_fmt(other)}%  NOISY: figures may be off"])
+        if result.get("disconnects"):
+            rows.append(["disconnects", _fmt(result["disconnects"])])
+        if result.get("server_errors"):
+            rows.append(["server errors", ", ".join(f"{k} x{v}" for k, v in result["server_errors"].items())])
+    elif scenario == "candles":
+        candles, updates = result.get("candles") or {}, result.get("stock_updates") or {}
+        rows += [
+            ["candle events/s", _fmt(result.get("candle_events_per_s"))],
+            ["server CPU µs per tick: candles / stockUpdate",
+             f"{_fmt(result.get('server_cpu_us_per_tick_candles'), 2)} / "
+             f"{_fmt(result.get('server_cpu_us_per_tick_updates'), 2)}"
+             + (f"  (x{result['cpu_per_tick_ratio']:.2f})" if result.get("cpu_per_tick_ratio") else "")],
+            ["server CPU: candles / stockUpdate",
+             f"{_fmt(candles.get('server_cpu_percent'))}% / {_fmt(updates.get('server_cpu_percent'))}%"],
+            ["stockUpdate deliveries/s (loss)",
+             f"{_fmt(updates.get('deliveries_per_s'))} ({_fmt(updates.get('loss'))})"],
+            ["load generator CPU: candles", _client(candles)],
+        ]
         if result.get("disconnects"):
             rows.append(["disconnects", _fmt(result["disconnects"])])
         if result.get("server_errors"):

@@ -27,10 +27,11 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
-from ..candles import INTERVALS_MS, MAX_SCANNED_UPDATES
+from ..candles import INTERVALS_MS, LIVE_INTERVALS_MS, MAX_SCANNED_UPDATES
 from ..client_requests import MAX_HISTORY_LIMIT
 from ..errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
-from ..heartbeat import HEARTBEAT_EVENT, MAX_HEARTBEAT_SECONDS
+from ..config import MAX_HEARTBEAT_SECONDS
+from ..heartbeat import HEARTBEAT_EVENT
 from ..symbols import SYMBOL_PATTERN
 from ..updates import MAX_TIMESTAMP
 from .common import PUBLISH_PATH, PayloadTooLarge
@@ -170,7 +171,8 @@ SCHEMAS: dict[str, Any] = {
                                _object({"token": {"type": "string"}}, ["token"])]},
     "Failed": _array(_object({"symbol": {"type": "string"},
                               "code": {"type": "string", "enum": [ErrorCode.INVALID_SYMBOL.value,
-                                                                  ErrorCode.FORBIDDEN_SYMBOL.value]}},
+                                                                  ErrorCode.FORBIDDEN_SYMBOL.value,
+                                                                  ErrorCode.INVALID_INTERVAL.value]}},
                              ["symbol", "code"]), "symbols of the request that were not taken"),
     "Subscribed": _object({
         "ok": OK_TRUE, "symbols": {**SYMBOL_LIST, "description": "the connection's whole subscription set, sorted"},
@@ -196,6 +198,32 @@ SCHEMAS: dict[str, Any] = {
     "Heartbeat": _object({"seq": {"type": "integer", "minimum": 1,
                                   "description": "1, 2, 3, ... on each connection"}}, ["seq"],
                          "sent every `heartbeat` seconds while the connection asks for it"),
+    # -- live candles and token expiry ---------------------------------------------------
+    "CandlesRequest": {"oneOf": [
+        _object({"symbol": {"type": "string"}, "interval": {"type": "string"}}, ["symbol", "interval"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), "interval": {"type": "string"}},
+                ["symbols", "interval"], additional=True),
+    ], "description": "symbols and one interval (" + ", ".join(LIVE_INTERVALS_MS) + "); another interval fails "
+                      "every symbol with invalid_interval"},
+    "CandlesSubscribed": _object({
+        "ok": OK_TRUE, "interval": {"type": "string"},
+        "symbols": {**SYMBOL_LIST, "description": "every symbol followed at this interval, sorted"},
+        "added": SYMBOL_LIST, "failed": _ref("Failed"),
+    }, ["ok", "interval", "symbols", "added", "failed"]),
+    "CandlesUnsubscribed": _object({"ok": OK_TRUE, "interval": {"type": "string"}, "symbols": SYMBOL_LIST,
+                                    "removed": SYMBOL_LIST, "failed": _ref("Failed")},
+                                   ["ok", "interval", "symbols", "removed", "failed"]),
+    "LiveCandle": _object({
+        "symbol": _ref("Symbol"), "interval": {"type": "string", "enum": list(LIVE_INTERVALS_MS)}, "start": MS,
+        "open": {"type": "number"}, "high": {"type": "number"}, "low": {"type": "number"},
+        "close": {"type": "number"}, "count": {"type": "integer", "minimum": 1},
+        "volume": {"type": ["number", "null"], "description": "summed volume; null when no update carried one"},
+        "closed": {"type": "boolean", "description": "true once, when the period is over: the final candle"},
+    }, ["symbol", "interval", "start", "open", "high", "low", "close", "volume", "count", "closed"],
+        "the current candle of a followed symbol and interval, the same as /api/candles' for its period"),
+    "TokenExpiring": _object({
+        "expiresAt": MS, "in": {"type": "integer", "minimum": 0, "description": "milliseconds left"},
+    }, ["expiresAt", "in"], "the token expires soon: authenticate again with a new one to stay connected"),
 }
 
 
@@ -231,6 +259,10 @@ LIVE_PRICE_SCHEMAS: dict[str, Any] = {
     "HeartbeatFrame": _object({"type": {"type": "string", "const": HEARTBEAT_EVENT},
                                "seq": {"type": "integer", "minimum": 1}}, ["type", "seq"],
                               "sent every `heartbeat` seconds while the connection asks for it"),
+    "SubscribeCandlesFrame": {"allOf": [_frame("subscribeCandles", {}, []), _ref("CandlesRequest")]},
+    "UnsubscribeCandlesFrame": {"allOf": [_frame("unsubscribeCandles", {}, []), _ref("CandlesRequest")]},
+    "CandleFrame": _reply("candle", "LiveCandle"),
+    "TokenExpiringFrame": _reply("tokenExpiring", "TokenExpiring"),
     "ErrorFrame": {"allOf": [_object({"type": {"type": "string", "const": "error"}, "id": FRAME_ID}, ["type"],
                                      additional=True), _ref("StreamError")]},
 }
@@ -402,7 +434,15 @@ REQUEST_DOCS = {
     "authenticate": RequestDoc("authenticate with a JWT", _ref("TokenRequest"), _ref("AuthenticateFrame"),
                                _ref("Authenticated")),
     "ping": RequestDoc("answered with pong", {}, _ref("PingFrame"), _ref("Pong")),
+    "subscribeCandles": RequestDoc("follow live candles; the current candle of each symbol added follows the "
+                                   "reply", _ref("CandlesRequest"), _ref("SubscribeCandlesFrame"),
+                                   _ref("CandlesSubscribed")),
+    "unsubscribeCandles": RequestDoc("stop following live candles", _ref("CandlesRequest"),
+                                     _ref("UnsubscribeCandlesFrame"), _ref("CandlesUnsubscribed")),
 }
+
+CANDLE_SUMMARY = "the current candle: at most every CANDLE_MIN_INTERVAL_MS while it changes, and once closed at its end"
+TOKEN_EXPIRING_SUMMARY = "sent TOKEN_EXPIRY_WARNING seconds before the token's exp"
 
 
 def _generic_doc(action: str) -> RequestDoc:
@@ -442,9 +482,12 @@ def socketio_messages(vocabulary: Vocabulary) -> dict[str, Any]:
                                 "string offset follows as a second argument"),
         HEARTBEAT_EVENT: _message(HEARTBEAT_EVENT, _ref("Heartbeat"),
                                   "every `heartbeat` seconds, after a subscribe that asked for it"),
+        "candle": _message("candle", _ref("LiveCandle"), CANDLE_SUMMARY),
+        "tokenExpiring": _message("tokenExpiring", _ref("TokenExpiring"), TOKEN_EXPIRING_SUMMARY),
         "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the "
                                                         "server ends the connection (auth_failed, slow_client, "
-                                                        "server_shutdown)"),
+                                                        "server_shutdown); forbidden_symbol with `symbols` after "
+                                                        "a new token that no longer allows them"),
     })
     return messages
 
@@ -464,6 +507,8 @@ def live_price_messages(vocabulary: Vocabulary) -> dict[str, Any]:
     messages[HEARTBEAT_EVENT] = _message(HEARTBEAT_EVENT, _ref("HeartbeatFrame"),
                                          "every `heartbeat` seconds, after a subscribe that asked for it "
                                          "(or LIVE_PRICE_HEARTBEAT)")
+    messages["candle"] = _message("candle", _ref("CandleFrame"), CANDLE_SUMMARY)
+    messages["tokenExpiring"] = _message("tokenExpiring", _ref("TokenExpiringFrame"), TOKEN_EXPIRING_SUMMARY)
     messages["error"] = _message("error", _ref("ErrorFrame"), "a refused request or frame; auth_failed and "
                                                               "slow_client close the socket (1008), "
                                                               "server_shutdown too (1001)")
@@ -498,9 +543,13 @@ def asyncapi_document(vocabulary: Vocabulary, host: str = "localhost:5000") -> d
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
         "socketioHeartbeat": _operation("send", "socketio", HEARTBEAT_EVENT, "heartbeats, when asked for"),
         "socketioError": _operation("send", "socketio", "error", "errors"),
+        "socketioCandle": _operation("send", "socketio", "candle", "live candles of followed symbols"),
+        "socketioTokenExpiring": _operation("send", "socketio", "tokenExpiring", "the token expires soon"),
         "livePriceUpdate": _operation("send", "livePrice", "update", "price updates of subscribed symbols"),
         "livePriceHeartbeat": _operation("send", "livePrice", HEARTBEAT_EVENT, "heartbeats, when asked for"),
         "livePriceError": _operation("send", "livePrice", "error", "errors"),
+        "livePriceCandle": _operation("send", "livePrice", "candle", "live candles of followed symbols"),
+        "livePriceTokenExpiring": _operation("send", "livePrice", "tokenExpiring", "the token expires soon"),
     })
     return {
         "asyncapi": "3.0.0",

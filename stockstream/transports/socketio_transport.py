@@ -23,6 +23,7 @@ from aiohttp import web
 from engineio import packet as eio_packet
 
 from ..errors import ClientError, invalid_payload
+from ..outbox import Item
 from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
@@ -78,14 +79,15 @@ def _recovery_of(session: Session | None) -> RecoveryState | None:
     return connection.recovery if isinstance(connection, SocketIOConnection) else None
 
 
-def _socketio_frame(item: Update | str) -> bytes:
-    # An update's frame is built once for all its recipients; other messages are Socket.IO packet texts.
-    return item.sio_frame if type(item) is Update else text_frame("4" + item)
+def _socketio_frame(item: Item) -> bytes:
+    # An update's (or shared event's) frame is built once for all its
+    # recipients; other messages are Socket.IO packet texts.
+    return text_frame("4" + item) if isinstance(item, str) else item.sio_frame
 
 
-def _recoverable_frame(item: Update | str) -> bytes:
+def _recoverable_frame(item: Item) -> bytes:
     # The same, each update carrying its offset (connection state recovery).
-    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)
+    return item.sio_recoverable()[1] if type(item) is Update else _socketio_frame(item)
 
 
 class SocketIOConnection:
@@ -121,7 +123,7 @@ class SocketIOConnection:
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
         return 0 if eio_socket is None else eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
         if self.recovery is not None and self.recovery.frozen:
             return True  # saved for recovery: what was not sent yet is replayed from history
         transport = self._direct or self._direct_transport()
@@ -140,15 +142,17 @@ class SocketIOConnection:
                     record(item)
         return sent
 
-    def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
+    def _send_polling(self, queue: Any, items: Collection[Item], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
             return False
         recoverable = self.recovery is not None
         for item in items:
-            if type(item) is Update:
+            if isinstance(item, str):
+                text = item
+            elif type(item) is Update:
                 text = item.sio_recoverable()[0] if recoverable else item.sio_payload
             else:
-                text = item
+                text = item.sio_payload
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
         return True
 

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from ..errors import ClientError, invalid_payload
 from ..client_requests import encodable
+from ..outbox import Item
 from ..session import Request, Services, Session
-from ..updates import Update
 from .aiohttp_internals import Detached, take_over
 from .frames import bound_send_buffer, dumps, text_frame, write_items
 from .ws_protocol import GOING_AWAY, OpenConnections, Pings, WebSocketProtocol, handshake_response
@@ -31,13 +31,15 @@ REPLY_TYPES = {
     "authenticate": "authenticated",
     "history": "history",
     "ping": "pong",
+    "subscribeCandles": "candlesSubscribed",
+    "unsubscribeCandles": "candlesUnsubscribed",
 }
 POLICY_VIOLATION = 1008
 
 
-def _live_price_frame(item: Update | str) -> bytes:
-    # An update goes out as published, its frame built once for all its recipients.
-    return item.ws_frame if type(item) is Update else text_frame(item)
+def _live_price_frame(item: Item) -> bytes:
+    # An update goes out as published, its frame (as a shared event's) built once for all its recipients.
+    return text_frame(item) if isinstance(item, str) else item.ws_frame
 
 
 class WebSocketConnection:
@@ -82,7 +84,7 @@ class WebSocketConnection:
         ws = self._ws
         return 0 if ws is None else ws.backlog()
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
         ws = self._ws
         transport = None if ws is None else ws.transport
         return True if transport is None else write_items(transport, items, limit, _live_price_frame)
