@@ -8,6 +8,7 @@ import orjson
 
 from .errors import ClientError, ErrorCode, invalid_payload
 from .symbols import SymbolError, normalize_symbol
+from .throttle import MAX_THROTTLE_MS, MIN_THROTTLE_MS
 
 MAX_HISTORY_LIMIT = 5000
 DEFAULT_HISTORY_LIMIT = 1000
@@ -15,11 +16,13 @@ DEFAULT_HISTORY_LIMIT = 1000
 
 @dataclass(frozen=True)
 class SymbolsRequest:
-    """A subscribe or unsubscribe: symbols as sent, and an optional resume point."""
+    """A subscribe or unsubscribe: symbols as sent, an optional resume point,
+    and an optional throttle period (ms)."""
 
     symbols: list[str]
     since_ms: int | None = None
     since_seq: int | None = None
+    throttle_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def _non_negative_int(value: Any, name: str) -> int:
 
 def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
     """`"AAPL"`, `["AAPL", ...]`, `{"symbol": ...}` or `{"symbols": [...]}` (+ since)."""
-    since_ms = since_seq = None
+    since_ms = since_seq = throttle_ms = None
     if isinstance(payload, dict):
         if "symbols" in payload:
             raw = payload["symbols"]
@@ -62,6 +65,12 @@ def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
             since_ms = _non_negative_int(payload["since"], "since")
         if payload.get("sinceSeq") is not None:
             since_seq = _non_negative_int(payload["sinceSeq"], "sinceSeq")
+        if payload.get("throttle") is not None:
+            throttle_ms = payload["throttle"]
+            if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) \
+                    or not MIN_THROTTLE_MS <= throttle_ms <= MAX_THROTTLE_MS:
+                raise invalid_payload(f"throttle must be an integer number of milliseconds"
+                                      f" from {MIN_THROTTLE_MS} to {MAX_THROTTLE_MS}")
     elif isinstance(payload, list):
         raw = payload
     elif isinstance(payload, str):
@@ -75,7 +84,7 @@ def parse_symbols_request(payload: Any, max_symbols: int) -> SymbolsRequest:
     if len(raw) > max_symbols:
         raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                           f"at most {max_symbols} symbols per connection")
-    return SymbolsRequest(raw, since_ms, since_seq)
+    return SymbolsRequest(raw, since_ms, since_seq, throttle_ms)
 
 
 def split_symbols(raw: list[str]) -> tuple[list[str], list[str]]:

@@ -100,6 +100,12 @@ class Outbox:
         for key in stale:
             del self._pending[key]
 
+    def drop_updates(self, unwanted: Callable[[Update], bool]) -> None:
+        """Forget queued updates that are `unwanted` (a subscription ended)."""
+        stale = [k for k, v in self._pending.items() if type(v) is Update and unwanted(v)]
+        for key in stale:
+            del self._pending[key]
+
     def flush(self) -> bool:
         """Write what is pending unless the socket is backed up; True if still pending."""
         self._scheduled = False

@@ -30,6 +30,12 @@ class KeyLayout:
         """The last offset published from one partition of a source."""
         return f"stockstream:dedupe:{stream}"
 
+    def every_channel(self) -> str:
+        """The glob matching every symbol's snapshot key and channel (for
+        PSUBSCRIBE and SCAN; it also matches other keys of a symbol, which
+        `symbol_of` + the symbol pattern tell apart)."""
+        return CHANNEL_PREFIX + "*"
+
     def symbol_of(self, channel: bytes) -> str:
         """The symbol a channel name carries (raises UnicodeDecodeError)."""
         return channel[len(CHANNEL_PREFIX):].decode()
@@ -42,6 +48,9 @@ class ClusterKeyLayout(KeyLayout):
 
     def channel(self, symbol: str) -> str:
         return CHANNEL_PREFIX + "{" + symbol + "}"
+
+    def every_channel(self) -> str:
+        return CHANNEL_PREFIX + "{*}"
 
     def dedupe(self, symbol: str, stream: str) -> str:
         # Per symbol, so the check runs on the symbol's shard inside its script.

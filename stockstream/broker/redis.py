@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings, redact_url
-from ..symbols import CHANNEL_PREFIX, channel_for
+from ..symbols import CHANNEL_PREFIX, SYMBOL_PATTERN, channel_for
 from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
@@ -139,6 +139,14 @@ class RedisBroker(Broker):
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._wanted: set[str] = set()
+        # Every symbol wanted too (a wildcard subscription: PSUBSCRIBE), and
+        # whether the pattern is live on the current connection. While it is,
+        # each update arrives twice (as a message of its channel and as a
+        # pmessage): the pmessage is the one used. Both switches happen where
+        # the (un)subscribe confirmation sits in the stream, so no update is
+        # lost or doubled around them.
+        self._all = False
+        self._pattern_live = False
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
         self._last_heard = 0.0
@@ -223,6 +231,47 @@ class RedisBroker(Broker):
             except (RedisError, OSError):
                 pass
 
+    async def subscribe_all(self) -> None:
+        pattern = self.keys.every_channel()
+        if not self._all:
+            self._all = True
+            self._confirming[pattern] = asyncio.get_running_loop().create_future()
+            if self._pubsub is not None:
+                try:
+                    await self._pubsub.psubscribe(pattern)
+                except (RedisError, OSError):
+                    pass  # the listener reconnects and subscribes the pattern
+        waiting = self._confirming.get(pattern)
+        if waiting is not None:
+            await asyncio.shield(waiting)
+
+    async def unsubscribe_all(self) -> None:
+        if not self._all:
+            return
+        self._all = False
+        future = self._confirming.pop(self.keys.every_channel(), None)
+        if future is not None and not future.done():
+            future.cancel()
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.punsubscribe(self.keys.every_channel())
+            except (RedisError, OSError):
+                pass
+
+    async def symbols_with_price(self, limit: int) -> list[str]:
+        found = set()
+        try:
+            async for key in self._redis.scan_iter(match=self.keys.every_channel(), count=1000, _type="STRING"):
+                try:
+                    symbol = self.keys.symbol_of(key)
+                except UnicodeDecodeError:
+                    continue
+                if SYMBOL_PATTERN.fullmatch(symbol):
+                    found.add(symbol)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return sorted(found)[:limit]
+
     async def _listen_forever(self) -> None:
         backoff = Backoff(initial=0.1, cap=5.0)
         first = True
@@ -257,11 +306,18 @@ class RedisBroker(Broker):
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
+        self._pattern_live = False
         await pubsub.subscribe(self.marker_channel, *wanted)
         # What arrives before every channel is confirmed (and, after an
         # interruption, before the resync read's marker) waits, in order.
         early: list[Update | bytes] = []
         pending = set(wanted) | {self.marker_channel}
+        if self._all:
+            pattern = self.keys.every_channel()
+            if pattern not in self._confirming or self._confirming[pattern].done():
+                self._confirming[pattern] = asyncio.get_running_loop().create_future()
+            await pubsub.psubscribe(pattern)
+            pending.add(pattern)
         while pending:
             message = await self._read(pubsub)
             if message is not None:
@@ -309,19 +365,25 @@ class RedisBroker(Broker):
         """Handle one pub/sub message; True when it was a published message."""
         kind = message["type"]
         # s-kinds: sharded pub/sub in cluster mode.
-        if kind in ("message", "smessage"):
+        if kind in ("message", "smessage", "pmessage"):
             if self._is_marker(message["channel"]):
                 on_update(message["data"])  # a read's marker, in stream order
                 return True
+            if self._pattern_live and kind == "message":
+                return True  # its pmessage follows
             update = self._parse(message)
             if update is not None:
                 on_update(update)
             return True
-        if kind in ("subscribe", "ssubscribe"):
+        if kind in ("subscribe", "ssubscribe", "psubscribe"):
             channel = message["channel"].decode()
+            if kind == "psubscribe":
+                self._pattern_live = True
             self._confirm(channel)
             if awaiting is not None:
                 awaiting.discard(channel)
+        elif kind == "punsubscribe":
+            self._pattern_live = False
         return False
 
     async def _read(self, pubsub: Any) -> dict[str, Any] | None:
@@ -353,7 +415,7 @@ class RedisBroker(Broker):
             future = self._markers.get(item)  # removed by its reader (_position)
             if future is not None and not future.done():
                 future.set_result(self._sink.mark() if self._sink is not None else 0)
-        elif self._sink is not None and item.symbol in self._wanted:  # type: ignore[union-attr]
+        elif self._sink is not None and (item.symbol in self._wanted or self._all):  # type: ignore[union-attr]
             self._sink.on_update(item)  # type: ignore[arg-type]
 
     # -- markers ---------------------------------------------------------------
