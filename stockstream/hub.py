@@ -89,18 +89,22 @@ class Hub:
     def on_resync(self, snapshots: dict[str, Update | None]) -> None:
         # Called by the listener at the stream position the snapshots were
         # read at: what it received before is covered, what follows is newer.
+        wildcard = self.wildcard
         for symbol, snapshot in snapshots.items():
             room = self.rooms.get(symbol)
-            if not room:
+            if not room and not wildcard:
                 continue
-            self.latest[symbol] = snapshot
+            if room:
+                self.latest[symbol] = snapshot
             if snapshot is None:
                 continue
             self.position += 1
             snapshot.pos = self.position
             self._echoes.expect_echo(symbol, [snapshot])
-            for session in room:
+            for session in room or ():
                 session.deliver(snapshot)
+            for member in list(wildcard):
+                member.deliver_wildcard(snapshot)
 
     def mark(self) -> int:
         """The current stream position: every update received so far is at or

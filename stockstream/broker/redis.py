@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..config import Settings, redact_url
 from ..symbols import CHANNEL_PREFIX, SYMBOL_PATTERN, channel_for
@@ -24,6 +24,7 @@ from ..backoff import Backoff
 from .clients import command_client, listener_client
 from .malformed import MalformedLog
 from .keys import KeyLayout
+from .discovery import SymbolDiscovery
 from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
@@ -147,6 +148,10 @@ class RedisBroker(Broker):
         # lost or doubled around them.
         self._all = False
         self._pattern_live = False
+        # A cluster has no patterns: its `*` is the symbols found by scanning
+        # (see discovery.py), kept subscribed apart from the rooms' own.
+        self._explicit: set[str] = set()
+        self._discovery: SymbolDiscovery | None = None
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
         self._last_heard = 0.0
@@ -190,6 +195,9 @@ class RedisBroker(Broker):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._discovery is not None:
+            await self._discovery.stop()
+            self._discovery = None
         self._fail_markers()
         await self._close_pubsub()
         await self._redis.aclose()  # and its connection pool
@@ -197,6 +205,11 @@ class RedisBroker(Broker):
     # -- the listener ------------------------------------------------------
 
     async def subscribe(self, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        self._explicit.update(symbols)
+        await self._subscribe_channels(symbols)
+
+    async def _subscribe_channels(self, symbols: Iterable[str]) -> None:
         waiting = []
         new = []
         for symbol in symbols:
@@ -216,6 +229,12 @@ class RedisBroker(Broker):
             await asyncio.gather(*(asyncio.shield(f) for f in waiting))
 
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        self._explicit.difference_update(symbols)
+        found = self._discovery.found if self._discovery is not None else ()
+        await self._unsubscribe_channels([s for s in symbols if s not in found])
+
+    async def _unsubscribe_channels(self, symbols: Iterable[str]) -> None:
         channels = []
         for symbol in symbols:
             if symbol in self._wanted:
@@ -232,6 +251,16 @@ class RedisBroker(Broker):
                 pass
 
     async def subscribe_all(self) -> None:
+        if self.keys.cluster:
+            self._all = True
+            if self._discovery is None:
+                self._discovery = SymbolDiscovery(self.symbols_with_price, self._subscribe_channels,
+                                                  self._settings.wildcard_discovery_interval)
+            try:
+                await self._discovery.start()
+            except BackendUnavailable:
+                raise
+            return
         pattern = self.keys.every_channel()
         if not self._all:
             self._all = True
@@ -249,6 +278,11 @@ class RedisBroker(Broker):
         if not self._all:
             return
         self._all = False
+        if self._discovery is not None:
+            discovery, self._discovery = self._discovery, None
+            found = await discovery.stop()
+            await self._unsubscribe_channels([s for s in found if s not in self._explicit])
+            return
         future = self._confirming.pop(self.keys.every_channel(), None)
         if future is not None and not future.done():
             future.cancel()
@@ -268,7 +302,7 @@ class RedisBroker(Broker):
                     continue
                 if SYMBOL_PATTERN.fullmatch(symbol):
                     found.add(symbol)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
         return sorted(found)[:limit]
 
@@ -325,6 +359,10 @@ class RedisBroker(Broker):
         if resync and self._sink is not None:
             self.reconnects += 1
             symbols = sorted(self._wanted)
+            if self._all:
+                # `*` clients get a fresh snapshot of every priced symbol too.
+                priced = await self.symbols_with_price(self._settings.wildcard_snapshot_max)
+                symbols = sorted(self._wanted.union(priced))
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
                 token = self._mark(pipe, "")
@@ -493,6 +531,8 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
+        if seq == 1 and self._discovery is not None:
+            await self._discovery.announce(symbol)  # a symbol new to the cluster
         return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
