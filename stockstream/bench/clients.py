@@ -39,6 +39,7 @@ class Target:
     tls: bool = False
     token: str = ""
     more_ports: tuple[int, ...] = ()  # further instances on the same host: clients are spread over all
+    throttle_ms: int = 0  # subscribe throttled at this period (0: unthrottled)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -321,6 +322,13 @@ async def subscribe_client(client: BaseClient, timeout: float) -> tuple[int, str
     return (time.perf_counter_ns() - started) // 1000, ""
 
 
+def _subscribe_body(target: Target, symbols: list[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {"symbols": symbols}
+    if target.throttle_ms:
+        body["throttle"] = target.throttle_ms
+    return body
+
+
 def _resolve(future: "asyncio.Future[Any]", value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -407,7 +415,7 @@ class SocketIOClient(BaseClient):
         ack_id = self._next_ack
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = future
-        self.send(b"42" + str(ack_id).encode() + orjson.dumps(["subscribe", {"symbols": symbols}]))
+        self.send(b"42" + str(ack_id).encode() + orjson.dumps(["subscribe", _subscribe_body(self.target, symbols)]))
         _check_subscribe_answer(await future)
         self.subscribed = True
 
@@ -455,7 +463,7 @@ class LiveWsClient(BaseClient):
     async def subscribe(self, symbols: list[str]) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies.append(future)
-        self.send(orjson.dumps({"action": "subscribe", "symbols": symbols}))
+        self.send(orjson.dumps({"action": "subscribe", **_subscribe_body(self.target, symbols)}))
         answer = await future
         if isinstance(answer, dict) and answer.get("type") == "subscribed":
             answer = {"ok": True, **answer}
