@@ -19,6 +19,7 @@ from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES
 from .errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
 from .http_publish import PUBLISH_PATH, PayloadTooLarge
 from .client_requests import MAX_HISTORY_LIMIT
+from .throttle import MAX_THROTTLE_MS, MIN_THROTTLE_MS
 from .updates import MAX_TIMESTAMP
 
 OPENAPI_PATH = "/openapi.json"
@@ -58,10 +59,16 @@ SYMBOL_TEXT = "[A-Za-z0-9^][A-Za-z0-9.\\-_/:=^]{0,31}"
 OK_TRUE = {"type": "boolean", "const": True}
 OK_FALSE = {"type": "boolean", "const": False}
 SYMBOL_LIST = _array(_ref("Symbol"))
+SUBSCRIPTION_LIST = _array(_ref("Subscription"))
+THROTTLE = {"type": "integer", "minimum": MIN_THROTTLE_MS, "maximum": MAX_THROTTLE_MS,
+            "description": "at most one update per symbol per this many ms: the latest, the last of a burst "
+                           "always; a later subscribe of the symbol with another value (or none) changes it"}
 
 SCHEMAS: dict[str, Any] = {
     "Symbol": {"type": "string", "pattern": "^[A-Z0-9^][A-Z0-9.\\-_/:=^]{0,31}$",
                "description": "a symbol as the server writes it (uppercased)"},
+    "Subscription": {"oneOf": [_ref("Symbol"), {"type": "string", "const": "*",
+                                                 "description": "every symbol (counts as one subscription)"}]},
     "SymbolInput": {"type": "string", "pattern": f"^{SYMBOL_TEXT}$",
                     "description": "a symbol, case-insensitive (AAPL, brk.b, ^GSPC, BTC-USD, EUR/USD, ES=F)"},
     "Update": _object({
@@ -119,11 +126,15 @@ SCHEMAS: dict[str, Any] = {
     "SymbolsRequest": {"oneOf": [
         _ref("SymbolInput"),
         _array({"type": "string"}, minItems=1),
-        _object({"symbol": {"type": "string"}, "since": MS, "sinceSeq": {"type": "integer", "minimum": 0}},
-                ["symbol"], additional=True),
+        _object({"symbol": {"type": "string"}, "since": MS, "sinceSeq": {"type": "integer", "minimum": 0},
+                 "throttle": THROTTLE}, ["symbol"], additional=True),
         _object({"symbols": _array({"type": "string"}, minItems=1), "since": MS,
-                 "sinceSeq": {"type": "integer", "minimum": 0}}, ["symbols"], additional=True),
-    ], "description": "one symbol, a list, or an object; `since` (ms) or `sinceSeq` resume from history"},
+                 "sinceSeq": {"type": "integer", "minimum": 0}, "throttle": THROTTLE}, ["symbols"], additional=True),
+    ], "description": "one symbol, a list, or an object; `since` (ms) or `sinceSeq` resume from history; "
+                      "`throttle` (ms) slows the stream down; the symbol `*` is every symbol (throttled: "
+                      "`stockUpdates` lists)"},
+    "UpdateList": _array(_ref("Update"), "the latest update of each symbol that changed in the period (or, "
+                                         "first, of each priced symbol: the snapshots, in chunks)", minItems=1),
     "HistoryRequest": _object({"symbol": {"type": "string"}, "from": MS, "to": MS,
                                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT}},
                               ["symbol"], additional=True),
@@ -134,11 +145,12 @@ SCHEMAS: dict[str, Any] = {
                                                                   ErrorCode.FORBIDDEN_SYMBOL.value]}},
                              ["symbol", "code"]), "symbols of the request that were not taken"),
     "Subscribed": _object({
-        "ok": OK_TRUE, "symbols": {**SYMBOL_LIST, "description": "the connection's whole subscription set, sorted"},
-        "added": SYMBOL_LIST, "failed": _ref("Failed"),
+        "ok": OK_TRUE, "symbols": {**SUBSCRIPTION_LIST, "description": "the connection's whole subscription set, sorted"},
+        "added": SUBSCRIPTION_LIST, "failed": _ref("Failed"),
         "recovered": {"type": "boolean", "description": "with since/sinceSeq: whether history reached back"},
+        "throttle": {**THROTTLE, "description": "the request's throttle, echoed"},
     }, ["ok", "symbols", "added", "failed"]),
-    "Unsubscribed": _object({"ok": OK_TRUE, "symbols": SYMBOL_LIST, "removed": SYMBOL_LIST,
+    "Unsubscribed": _object({"ok": OK_TRUE, "symbols": SUBSCRIPTION_LIST, "removed": SUBSCRIPTION_LIST,
                              "failed": _ref("Failed")}, ["ok", "symbols", "removed", "failed"]),
     "HistoryResult": _object({"ok": OK_TRUE, "symbol": _ref("Symbol"), "updates": _array(_ref("Update"), "oldest first")},
                              ["ok", "symbol", "updates"]),
@@ -179,6 +191,8 @@ def _reply(kind: str, result: str | dict[str, Any]) -> dict[str, Any]:
 LIVE_PRICE_SCHEMAS: dict[str, Any] = {
     "SubscribeFrame": {"allOf": [_frame("subscribe", {}, []), _ref("FrameSymbols")]},
     "UnsubscribeFrame": {"allOf": [_frame("unsubscribe", {}, []), _ref("FrameSymbols")]},
+    "StockUpdatesFrame": _object({"type": {"type": "string", "const": "stockUpdates"},
+                                  "updates": _ref("UpdateList")}, ["type", "updates"]),
     "FrameSymbols": {"oneOf": [
         _object({"symbol": {"type": "string"}}, ["symbol"], additional=True),
         _object({"symbols": _array({"type": "string"}, minItems=1)}, ["symbols"], additional=True),
@@ -347,6 +361,8 @@ SOCKETIO_MESSAGES = {
     "stockUpdate": _message("stockUpdate", _ref("Update"),
                             "one update, exactly as published; with connection state recovery an opaque string "
                             "offset follows as a second argument"),
+    "stockUpdates": _message("stockUpdates", _ref("UpdateList"),
+                             "`*` with a throttle: one event per period (a market overview)"),
     "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the server "
                                                     "ends the connection (auth_failed, slow_client, server_shutdown)"),
 }
@@ -358,6 +374,8 @@ LIVE_PRICE_MESSAGES = {
     "authenticate": _message("authenticate", _ref("AuthenticateFrame"), "authenticate with a JWT"),
     "ping": _message("ping", _ref("PingFrame"), "answered with pong"),
     "update": _message("update", _ref("Update"), "a price update, bare (no type key), exactly as published"),
+    "stockUpdates": _message("stockUpdates", _ref("StockUpdatesFrame"),
+                             "`*` with a throttle: one frame per period (a market overview)"),
     "subscribed": _message("subscribed", _ref("SubscribedFrame"), "the reply to subscribe"),
     "unsubscribed": _message("unsubscribed", _ref("UnsubscribedFrame"), "the reply to unsubscribe"),
     "historyReply": _message("history", _ref("HistoryReplyFrame"), "the reply to history"),
@@ -391,6 +409,7 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "socketioAuthenticate": _operation("receive", "socketio", "authenticate", "authenticate", "authenticateAck"),
         "socketioAuthenticated": _operation("send", "socketio", "authenticated", "authenticated"),
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
+        "socketioStockUpdates": _operation("send", "socketio", "stockUpdates", "throttled `*`: changed symbols per period"),
         "socketioError": _operation("send", "socketio", "error", "errors"),
         "livePriceSubscribe": _operation("receive", "livePrice", "subscribe", "subscribe", "subscribed"),
         "livePriceUnsubscribe": _operation("receive", "livePrice", "unsubscribe", "unsubscribe", "unsubscribed"),
@@ -398,6 +417,7 @@ def asyncapi_document(host: str = "localhost:5000") -> dict[str, Any]:
         "livePriceAuthenticate": _operation("receive", "livePrice", "authenticate", "authenticate", "authenticated"),
         "livePricePing": _operation("receive", "livePrice", "ping", "ping", "pong"),
         "livePriceUpdate": _operation("send", "livePrice", "update", "price updates of subscribed symbols"),
+        "livePriceStockUpdates": _operation("send", "livePrice", "stockUpdates", "throttled `*`: changed symbols per period"),
         "livePriceError": _operation("send", "livePrice", "error", "errors"),
     }
     return {
