@@ -79,7 +79,9 @@ class Hub:
             return
         if room:
             self.latest[update.symbol] = update
-            self.deliveries += len(room)
+            # A throttle group counts what it emits, when it emits it.
+            groups = self.groups.get(update.symbol)
+            self.deliveries += len(room) - len(groups) if groups else len(room)
             for session in room:
                 session.deliver(update)
         if wildcard:

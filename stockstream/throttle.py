@@ -13,7 +13,8 @@ update of each symbol that changed in the period and emits them together.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .updates import BATCH_SYMBOL, Update
 
@@ -36,7 +37,7 @@ class ThrottleGroup:
     member through `deliver_throttled`, the same object for all.
     """
 
-    __slots__ = ("symbol", "period_ms", "members", "pending", "_timer", "_on_emit")
+    __slots__ = ("_on_emit", "_timer", "members", "pending", "period_ms", "symbol")
 
     def __init__(self, symbol: str, period_ms: int, on_emit: Callable[[int], None] | None = None) -> None:
         self.symbol = symbol

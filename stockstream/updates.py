@@ -106,7 +106,7 @@ class Update:
         return orjson.loads(self.raw)
 
     @classmethod
-    def batch(cls, updates: list["Update"]) -> "Update":
+    def batch(cls, updates: list[Update]) -> Update:
         """Several symbols' updates as one `stockUpdates` message (a throttled
         market overview), its frames built once for all recipients. It travels
         as an Update of symbol `*`, so queues and transports carry it like any

@@ -17,7 +17,7 @@ SNAPSHOT_CHUNK = 500
 
 
 class WildcardStream:
-    __slots__ = ("throttle_ms", "held", "echoes", "floors")
+    __slots__ = ("echoes", "floors", "held", "throttle_ms")
 
     def __init__(self, throttle_ms: int | None) -> None:
         self.throttle_ms = throttle_ms

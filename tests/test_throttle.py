@@ -6,12 +6,20 @@ latest, the last of a burst always, never an older one after a newer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
 
-from tests.support.market import (CLIENT_KINDS, arrival_times, error_code, open_client, subscribe,
-                                  two_instances, unsubscribe)
+from tests.support.market import (
+    CLIENT_KINDS,
+    arrival_times,
+    error_code,
+    open_client,
+    subscribe,
+    two_instances,
+    unsubscribe,
+)
 from tests.support.waiting import PROMPT
 
 PERIOD_MS = 500
@@ -43,7 +51,7 @@ def assert_throttled(prices: list[float], times: list[float], duration: float, l
     """The bounds of one throttled stream: increasing, spaced, few, ending with `last`."""
     assert prices == sorted(set(prices)), f"older after newer, or repeated: {prices}"
     assert prices[-1] == last
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= PERIOD_MS / 1000 - MARGIN_S for gap in gaps), f"too close: {gaps}"
     # At most one per period over the burst, plus the leading and trailing edges.
     assert len(prices) <= duration / (PERIOD_MS / 1000) + 2, (len(prices), duration)
@@ -89,7 +97,7 @@ async def test_mixed_subscribers_of_one_symbol_each_get_their_promise(redis_url,
         assert_throttled([u["price"] for u in slow.updates.items], slow_times, duration, sent[-1])
         fast_prices = [u["price"] for u in fast.updates.items]
         assert fast_prices == sorted(set(fast_prices)) and len(fast_prices) < BURST
-        assert all(b - a >= 0.1 - MARGIN_S / 2 for a, b in zip(fast_times, fast_times[1:]))
+        assert all(b - a >= 0.1 - MARGIN_S / 2 for a, b in itertools.pairwise(fast_times))
 
 
 @pytest.mark.parametrize("value", [99, 60001, 0, -100, "1000", 1000.5, True, [500], {"ms": 500}])

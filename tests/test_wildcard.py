@@ -3,6 +3,7 @@ both kinds of publisher, and the throttled market overview (`stockUpdates`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -10,8 +11,16 @@ import pytest
 from stockstream.auth import mint_token
 from stockstream.config import Settings
 from tests.support.inprocess import inprocess_stack
-from tests.support.market import (CLIENT_KINDS, batch_inbox, batches, error_code, open_client, subscribe,
-                                  two_instances, unsubscribe)
+from tests.support.market import (
+    CLIENT_KINDS,
+    batch_inbox,
+    batches,
+    error_code,
+    open_client,
+    subscribe,
+    two_instances,
+    unsubscribe,
+)
 from tests.support.waiting import PROMPT
 
 SECRET = "w" * 40
@@ -167,7 +176,7 @@ async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, kind)
         await inbox.wait_for(done, PROMPT, "every symbol's last price")
         live = batches(client)[1:]
         assert len(live) <= duration / (PERIOD_MS / 1000) + 2, len(live)
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= PERIOD_MS / 1000 - MARGIN_S for gap in gaps), gaps
         seen: dict[str, float] = {}
         for batch in live:

@@ -256,10 +256,7 @@ class RedisBroker(Broker):
             if self._discovery is None:
                 self._discovery = SymbolDiscovery(self.symbols_with_price, self._subscribe_channels,
                                                   self._settings.wildcard_discovery_interval)
-            try:
-                await self._discovery.start()
-            except BackendUnavailable:
-                raise
+            await self._discovery.start()
             return
         pattern = self.keys.every_channel()
         if not self._all:

@@ -103,6 +103,6 @@ class two_instances:
         self._stack.push_async_callback(raw.close)
         return TwoInstances(urls, publish, raw)
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
