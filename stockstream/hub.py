@@ -85,7 +85,7 @@ class Hub:
             for session in room:
                 session.deliver(update)
         if wildcard:
-            for member in list(wildcard):
+            for member in wildcard:
                 member.deliver_wildcard(update)
 
     def on_resync(self, snapshots: dict[str, Update | None]) -> None:
@@ -105,7 +105,7 @@ class Hub:
             self._echoes.expect_echo(symbol, [snapshot])
             for session in room or ():
                 session.deliver(snapshot)
-            for member in list(wildcard):
+            for member in wildcard:
                 member.deliver_wildcard(snapshot)
 
     def mark(self) -> int:

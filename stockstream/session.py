@@ -327,7 +327,8 @@ class Session:
         broker = self.services.broker
         await self.services.hub.join_wildcard(self, throttle_ms)
         priced = await broker.symbols_with_price(self.settings.wildcard_snapshot_max)
-        wanted = [s for s in priced if s not in self.subscriptions]
+        # Unthrottled, a symbol subscribed on its own streams there; the overview has them all.
+        wanted = priced if throttle_ms is not None else [s for s in priced if s not in self.subscriptions]
         snapshots: dict[str, Update] = {}
         positions: dict[str, int] = {}
         for i in range(0, len(wanted), WILDCARD_READ_CHUNK):
@@ -436,7 +437,8 @@ class Session:
     async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
-        revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
+        revoked = [s for s in sorted(self.subscriptions)
+                   if not (identity.wildcard if s == WILDCARD else identity.allows(s))]
         if revoked:
             await self.drop(revoked)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}

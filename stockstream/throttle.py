@@ -75,7 +75,7 @@ class ThrottleGroup:
         if not members:
             return
         item = Update.batch(updates) if self.symbol == BATCH_SYMBOL else updates[0]
-        for member in list(members):
+        for member in members:
             member.deliver_throttled(item)
         if self._on_emit is not None:
             self._on_emit(len(members))

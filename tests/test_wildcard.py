@@ -185,3 +185,18 @@ async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, kind)
                 assert u["price"] > seen.get(u["symbol"], 0.0), (u, seen)
                 seen[u["symbol"]] = u["price"]
         assert not client.updates.items
+
+
+async def test_a_token_without_wildcard_drops_it(clients):
+    """Re-authenticating with a token whose symbols claim lacks "*" drops `*` (listed in
+    `revoked`): only the symbols subscribed on their own still stream."""
+    async with inprocess_stack("memory", jwt_secret=SECRET) as stack:
+        client = await open_client(clients, "python", stack.url)
+        await authenticate(client, token(symbols=["*"]))
+        assert (await subscribe(client, {"symbols": ["*", "KEEP"]}))["added"] == ["KEEP", "*"]
+        reply = await client.call("authenticate", token(symbols=["KEEP"]))
+        assert reply["ok"] is True and reply["revoked"] == ["*"], reply
+        await stack.publish("GONE", 1.0)
+        await stack.publish("KEEP", 2.0)
+        await client.expect_update(lambda u: u["symbol"] == "KEEP")
+        assert [u["symbol"] for u in client.updates.items] == ["KEEP"]

@@ -37,7 +37,10 @@ class SymbolDiscovery:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """One pass now (errors reach the caller), then one per interval in the background."""
+        """One pass now (errors reach the caller), then one per interval in the
+        background; once running, it only keeps running."""
+        if self._task is not None:
+            return
         await self.scan()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="stockstream-symbol-discovery")
