@@ -262,13 +262,17 @@ class Session:
                 failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
             else:
                 allowed.append(symbol)
-        added = [s for s in allowed if s not in self.subscriptions]
-        if len(self.subscriptions) + len(added) > self.settings.max_subscriptions:
+        # `*` at another period starts afresh, with its snapshots.
+        restart = WILDCARD in allowed and self.wildcard is not None and self.wildcard.throttle_ms != request.throttle_ms
+        added = [s for s in allowed if s not in self.subscriptions or (restart and s == WILDCARD)]
+        if len(self.subscriptions) - restart + len(added) > self.settings.max_subscriptions:
             raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} symbols per connection")
         if added and not self.services.broker.ready:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
+        if restart:
+            await self.drop([WILDCARD])
         symbols = [s for s in added if s != WILDCARD]
         self.hold(symbols)
         if len(symbols) < len(added):

@@ -200,3 +200,23 @@ async def test_a_token_without_wildcard_drops_it(clients):
         await stack.publish("KEEP", 2.0)
         await client.expect_update(lambda u: u["symbol"] == "KEEP")
         assert [u["symbol"] for u in client.updates.items] == ["KEEP"]
+
+
+async def test_subscribing_to_wildcard_at_another_period_starts_it_afresh(clients):
+    """`*` subscribed again with a throttle after being unthrottled is listed in `added`,
+    starts with its snapshots again, and then sends `stockUpdates` lists instead of
+    single updates."""
+    async with inprocess_stack("memory") as stack:
+        await stack.publish("AFR", 1.0)
+        client = await open_client(clients, "ws", stack.url)
+        assert (await subscribe(client, {"symbol": "*"}))["added"] == ["*"]
+        await client.expect_update(lambda u: u["symbol"] == "AFR")
+        ack = await subscribe(client, {"symbol": "*", "throttle": 100})
+        assert ack["added"] == ["*"] and ack["symbols"] == ["*"] and ack["throttle"] == 100, ack
+        await client.replies.wait_for(lambda _: batches(client), PROMPT, "the snapshot list")
+        assert [u["price"] for u in batches(client)[0]] == [1.0]
+        seen = len(client.updates.items)
+        await stack.publish("AFR", 2.0)
+        await client.replies.wait_for(lambda _: len(batches(client)) == 2, PROMPT, "a live list")
+        assert [u["price"] for u in batches(client)[1]] == [2.0]
+        assert len(client.updates.items) == seen
