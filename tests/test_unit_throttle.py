@@ -11,7 +11,7 @@ from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
 from stockstream.hub import Hub
 from stockstream.throttle import ThrottleGroup
-from stockstream.updates import Update
+from stockstream.updates import CheckedUpdate, Update
 from stockstream.wildcard import WildcardStream
 
 PERIOD = 60  # ms: short, the grouping does not depend on the length
@@ -183,3 +183,24 @@ def test_a_wildcard_start_drops_what_its_snapshots_cover() -> None:
     snapshot = update(1.5, "AAPL")
     out = stream.release({"AAPL": snapshot}, {"AAPL": 5})
     assert out == [snapshot, unread, newer]
+
+
+async def test_a_throttled_joiner_never_gets_what_its_snapshot_covers() -> None:
+    """A session joining a group that holds an update gets that update as its snapshot
+    (the room's latest) and not a second time when the period ends; then later ones."""
+    from stockstream.session import Request, Session
+    from tests.test_unit_session import FakeConnection, answered, stack
+
+    services, broker = await stack()
+    first_connection, joiner_connection = FakeConnection(), FakeConnection()
+    first, joiner = Session(services, first_connection), Session(services, joiner_connection)
+    first.submit(Request("subscribe", {"symbol": "AAPL", "throttle": 100}, ack=1))
+    await answered(first_connection, 1)
+    await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": 1.0, "timestamp": 1}))  # at once
+    await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": 2.0, "timestamp": 2}))  # held
+    joiner.submit(Request("subscribe", {"symbol": "AAPL", "throttle": 100}, ack=1))
+    await answered(joiner_connection, 1)
+    await wait_until(lambda: [u.price for u in first_connection.sent] == [1.0, 2.0])
+    await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": 3.0, "timestamp": 3}))
+    await wait_until(lambda: [u.price for u in joiner_connection.sent][-1:] == [3.0])
+    assert [u.price for u in joiner_connection.sent] == [2.0, 3.0]
