@@ -77,10 +77,13 @@ async def test_a_throttled_stream_keeps_its_bounds(redis_url, clients, kind, pub
         assert len(live) < BURST / 3
 
 
-async def test_mixed_subscribers_of_one_symbol_each_get_their_promise(redis_url, clients):
-    """On one symbol and instance: an unthrottled client gets every update once, in
-    order; clients at two periods each get a throttled stream ending with the last."""
-    async with two_instances(redis_url) as pair:
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
+async def test_mixed_subscribers_of_one_symbol_each_get_their_promise(request, clients, cluster):
+    """On one symbol and instance (on one Redis, and on a Redis Cluster): an unthrottled
+    client gets every update once, in order; clients at two periods each get a throttled
+    stream ending with the last."""
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    async with two_instances(url, cluster=cluster) as pair:
         url = pair.urls[1]
         plain = await open_client(clients, "python", url)
         slow = await open_client(clients, "ws", url)
