@@ -220,3 +220,19 @@ async def test_subscribing_to_wildcard_at_another_period_starts_it_afresh(client
         await client.replies.wait_for(lambda _: len(batches(client)) == 2, PROMPT, "a live list")
         assert [u["price"] for u in batches(client)[1]] == [2.0]
         assert len(client.updates.items) == seen
+
+
+async def test_on_a_cluster_stockstream_publishers_announce_new_symbols(cluster_url, clients):
+    """With the cluster's scans a minute apart, a symbol first published by stockstream's
+    publisher (another process) still reaches a `*` client on another instance within
+    moments: its first update is announced to every instance, which subscribes it."""
+    async with two_instances(cluster_url, cluster=True, wildcard_discovery_interval=60.0) as pair:
+        client = await open_client(clients, "python", pair.urls[1])
+        assert (await subscribe(client, {"symbol": "*"}))["added"] == ["*"]
+        deadline = time.monotonic() + PROMPT
+        price = 0.0
+        while not client.updates_for("ANN"):
+            assert time.monotonic() < deadline, "the announced symbol never arrived"
+            price += 1
+            await pair.publish("ours", "ANN", price)
+            await asyncio.sleep(0.05)

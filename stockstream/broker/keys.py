@@ -56,6 +56,11 @@ class ClusterKeyLayout(KeyLayout):
         # Per symbol, so the check runs on the symbol's shard inside its script.
         return f"{self.channel(symbol)}:dedupe:{stream}"
 
+    def new_symbols(self) -> str:
+        """The (cluster-wide, not sharded) channel on which stockstream's
+        publishers announce a symbol's first update, for `*` subscriptions."""
+        return "stockstream:new-symbols"
+
     def marker(self, symbol: str, instance: str) -> str:
         """An instance's marker channel for reads of a symbol: in the
         symbol's slot, so the marker travels on the shard connection that

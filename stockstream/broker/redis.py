@@ -255,7 +255,7 @@ class RedisBroker(Broker):
             self._all = True
             if self._discovery is None:
                 self._discovery = SymbolDiscovery(self.symbols_with_price, self._subscribe_channels,
-                                                  self._settings.wildcard_discovery_interval)
+                                                  self._settings.wildcard_discovery_interval, self._hear_new_symbols)
             await self._discovery.start()
             return
         pattern = self.keys.every_channel()
@@ -288,6 +288,23 @@ class RedisBroker(Broker):
                 await self._pubsub.punsubscribe(self.keys.every_channel())
             except (RedisError, OSError):
                 pass
+
+    async def _announce(self, symbol: str) -> None:
+        """Tell every instance that `symbol` just got its first update (a
+        cluster's `*` subscriptions cannot see new channels otherwise)."""
+        if self._discovery is not None:
+            await self._discovery.announce(symbol)
+        try:
+            await self._redis.publish(self.keys.new_symbols(), symbol)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # The update is published; other instances find the symbol by scanning.
+            log.debug("announcing new symbol %s failed: %s", symbol, exc)
+
+    async def _hear_new_symbols(self) -> Any:
+        """A pub/sub connection subscribed to the new-symbol announcements."""
+        pubsub = listener_client(self._url).pubsub()
+        await pubsub.subscribe(self.keys.new_symbols())
+        return pubsub
 
     async def symbols_with_price(self, limit: int) -> list[str]:
         found = set()
@@ -528,8 +545,8 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
-        if seq == 1 and self._discovery is not None:
-            await self._discovery.announce(symbol)  # a symbol new to the cluster
+        if seq == 1 and self.keys.cluster:
+            await self._announce(symbol)
         return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
