@@ -122,5 +122,5 @@ class SymbolDiscovery:
 async def _close_quietly(pubsub: Any) -> None:
     try:
         await pubsub.aclose()
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
-        pass
+    except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        log.debug("closing the announcements connection: %s", exc)

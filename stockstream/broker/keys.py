@@ -36,6 +36,11 @@ class KeyLayout:
         `symbol_of` + the symbol pattern tell apart)."""
         return CHANNEL_PREFIX + "*"
 
+    def new_symbols(self) -> str:
+        """The channel (on a cluster a plain, cluster-wide one) on which stockstream's
+        publishers announce a symbol's first update, for `*` subscriptions."""
+        return "stockstream:new-symbols"
+
     def symbol_of(self, channel: bytes) -> str:
         """The symbol a channel name carries (raises UnicodeDecodeError)."""
         return channel[len(CHANNEL_PREFIX):].decode()
@@ -55,11 +60,6 @@ class ClusterKeyLayout(KeyLayout):
     def dedupe(self, symbol: str, stream: str) -> str:
         # Per symbol, so the check runs on the symbol's shard inside its script.
         return f"{self.channel(symbol)}:dedupe:{stream}"
-
-    def new_symbols(self) -> str:
-        """The (cluster-wide, not sharded) channel on which stockstream's
-        publishers announce a symbol's first update, for `*` subscriptions."""
-        return "stockstream:new-symbols"
 
     def marker(self, symbol: str, instance: str) -> str:
         """An instance's marker channel for reads of a symbol: in the
