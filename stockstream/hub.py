@@ -85,6 +85,7 @@ class Hub:
             for session in room:
                 session.deliver(update)
         if wildcard:
+            self.deliveries += len(wildcard) - len(self.wildcard_groups)
             for member in wildcard:
                 member.deliver_wildcard(update)
 
