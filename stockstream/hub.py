@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, cast
 
 from .broker import Broker
 from .gate import Gates
@@ -40,6 +40,12 @@ class WildcardSubscriber(Protocol):
     """What the hub hands every symbol's updates to (a `*` subscription)."""
 
     def deliver_wildcard(self, update: Update) -> None: ...
+
+
+class WildcardMember(WildcardSubscriber, Protocol):
+    """A `*` subscriber, served unthrottled or by a `*` group's batches."""
+
+    def deliver_throttled(self, update: Update) -> None: ...
 
 
 class Hub:
@@ -134,14 +140,14 @@ class Hub:
         if self.users[user] <= 0:
             del self.users[user]
 
-    async def join(self, session: Subscriber, symbols: Iterable[str],
+    async def join(self, session: ThrottledSubscriber, symbols: Iterable[str],
                    throttle_ms: int | None = None) -> tuple[dict[str, Update | None], int]:
         """Enter rooms; returns once the broker feeds every one of them, with
         the latest update of those rooms that already streamed one and the
         stream position it stands at (taken before any await: every update
         delivered to the session from then on is after it). With `throttle_ms`
         the session joins each room's group at that period instead
-        (it must then be a ThrottledSubscriber)."""
+        (the group then hands it what it emits)."""
         symbols = list(symbols)
         position = self.position
         known = {}
@@ -154,7 +160,7 @@ class Hub:
             if throttle_ms is None:
                 room.add(session)
             else:
-                self._group(symbol, throttle_ms).members.add(session)  # type: ignore[arg-type]
+                self._group(symbol, throttle_ms).members.add(session)
         if symbols:
             await self.broker.subscribe(symbols)
         return known, position
@@ -202,7 +208,7 @@ class Hub:
     def _count_emitted(self, members: int) -> None:
         self.deliveries += members
 
-    def group_of(self, session: Subscriber, symbol: str) -> ThrottleGroup | None:
+    def group_of(self, session: object, symbol: str) -> ThrottleGroup | None:
         """The group `session` is served by for `symbol` (None: unthrottled or absent)."""
         for group in self.groups.get(symbol, {}).values():
             if session in group.members:
@@ -218,7 +224,8 @@ class Hub:
         group = self.group_of(session, symbol)
         if group is None:
             return
-        group.members.discard(session)  # type: ignore[arg-type]
+        # Only a member of the group (a ThrottledSubscriber) is found in it.
+        group.members.discard(cast(ThrottledSubscriber, session))
         if not group.members:
             group.close()
             room.discard(group)
@@ -252,29 +259,29 @@ class Hub:
 
     # -- wildcard ----------------------------------------------------------------
 
-    async def join_wildcard(self, member: WildcardSubscriber | ThrottledSubscriber, throttle_ms: int | None = None) -> int:
+    async def join_wildcard(self, member: WildcardMember, throttle_ms: int | None = None) -> int:
         """Receive every symbol's updates (throttled: batches of `*`); returns
         once the broker feeds every symbol, with the stream position it was
         taken at (before any await)."""
         position = self.position
         if throttle_ms is None:
-            self.wildcard.add(member)  # type: ignore[arg-type]
+            self.wildcard.add(member)
         else:
             group = self.wildcard_groups.get(throttle_ms)
             if group is None:
                 group = self.wildcard_groups[throttle_ms] = ThrottleGroup(BATCH_SYMBOL, throttle_ms,
                                                                           self._count_emitted)
                 self.wildcard.add(group)
-            group.members.add(member)  # type: ignore[arg-type]
+            group.members.add(member)
         await self.broker.subscribe_all()
         return position
 
-    async def leave_wildcard(self, member: object) -> None:
+    async def leave_wildcard(self, member: WildcardMember) -> None:
         """Stop receiving every symbol; the broker stops feeding them when no one wants them."""
-        self.wildcard.discard(member)  # type: ignore[arg-type]
+        self.wildcard.discard(member)
         for period, group in list(self.wildcard_groups.items()):
             if member in group.members:
-                group.members.discard(member)  # type: ignore[arg-type]
+                group.members.discard(member)
                 if not group.members:
                     group.close()
                     del self.wildcard_groups[period]

@@ -56,7 +56,7 @@ async def test_members_of_one_period_share_one_group_and_one_emitted_object() ->
     hub = make_hub()
     members = [Member() for _ in range(1000)]
     for m in members:
-        await hub.join(m, ["AAPL"], PERIOD)  # type: ignore[arg-type]
+        await hub.join(m, ["AAPL"], PERIOD)
     assert list(hub.groups["AAPL"]) == [PERIOD]
     assert len(hub.rooms["AAPL"]) == 1 and isinstance(next(iter(hub.rooms["AAPL"])), ThrottleGroup)
     assert hub.subscription_count == 1000
@@ -75,7 +75,7 @@ async def test_leading_edge_at_once_trailing_edge_latest_never_older() -> None:
     waits and goes out at its end; nothing older follows something newer."""
     hub = make_hub()
     member = Member()
-    await hub.join(member, ["AAPL"], PERIOD)  # type: ignore[arg-type]
+    await hub.join(member, ["AAPL"], PERIOD)
     group = hub.groups["AAPL"][PERIOD]
     hub.on_update(update(1.0))
     assert [u.price for u in member.throttled] == [1.0]
@@ -95,9 +95,9 @@ async def test_mixed_subscribers_get_their_own_pace() -> None:
     group emits its own latest: two periods make two groups."""
     hub = make_hub()
     plain, slow, fast = Member(), Member(), Member()
-    await hub.join(plain, ["AAPL"])  # type: ignore[arg-type]
-    await hub.join(slow, ["AAPL"], PERIOD * 4)  # type: ignore[arg-type]
-    await hub.join(fast, ["AAPL"], PERIOD)  # type: ignore[arg-type]
+    await hub.join(plain, ["AAPL"])
+    await hub.join(slow, ["AAPL"], PERIOD * 4)
+    await hub.join(fast, ["AAPL"], PERIOD)
     assert sorted(hub.groups["AAPL"]) == [PERIOD, PERIOD * 4]
     for price in range(1, 11):
         hub.on_update(update(float(price)))
@@ -115,15 +115,15 @@ async def test_the_last_member_leaving_closes_its_group() -> None:
     room goes with its last member."""
     hub = make_hub()
     a, b = Member(), Member()
-    await hub.join(a, ["AAPL"], PERIOD)  # type: ignore[arg-type]
-    await hub.join(b, ["AAPL"])  # type: ignore[arg-type]
+    await hub.join(a, ["AAPL"], PERIOD)
+    await hub.join(b, ["AAPL"])
     group = hub.groups["AAPL"][PERIOD]
     hub.on_update(update(1.0))
     hub.on_update(update(2.0))
     assert group._timer is not None
-    await hub.leave(a, ["AAPL"])  # type: ignore[arg-type]
+    await hub.leave(a, ["AAPL"])
     assert group._timer is None and "AAPL" not in hub.groups and hub.rooms["AAPL"] == {b}
-    await hub.leave(b, ["AAPL"])  # type: ignore[arg-type]
+    await hub.leave(b, ["AAPL"])
     assert "AAPL" not in hub.rooms
 
 
@@ -132,23 +132,23 @@ async def test_retune_neither_loses_nor_repeats() -> None:
     a floor covering what the new group holds that it already had."""
     hub = make_hub()
     member, other = Member(), Member()
-    await hub.join(member, ["AAPL"], PERIOD * 100)  # type: ignore[arg-type]
+    await hub.join(member, ["AAPL"], PERIOD * 100)
     hub.on_update(update(1.0))
     hub.on_update(update(2.0))  # held by the slow group for `member`
-    held, floor = hub.retune(member, "AAPL", None)  # type: ignore[arg-type]
+    held, floor = hub.retune(member, "AAPL", None)
     assert held is not None and held.price == 2.0 and floor is None
     assert member in hub.rooms["AAPL"]
     # Unthrottled -> a group holding an update the member already got directly.
-    await hub.join(other, ["AAPL"], PERIOD * 100)  # type: ignore[arg-type]
+    await hub.join(other, ["AAPL"], PERIOD * 100)
     hub.on_update(update(3.0))  # leading edge for `other`'s fresh group
     hub.on_update(update(4.0))  # held there; `member` got it directly
-    held, floor = hub.retune(member, "AAPL", PERIOD * 100)  # type: ignore[arg-type]
+    held, floor = hub.retune(member, "AAPL", PERIOD * 100)
     assert held is None and floor == hub.position and [u.price for u in member.direct][-1] == 4.0
     # Both groups holding the newest update, which the member has not had: nothing to do.
-    await hub.join(Member(), ["AAPL"], PERIOD * 50)  # type: ignore[arg-type]
+    await hub.join(Member(), ["AAPL"], PERIOD * 50)
     hub.on_update(update(5.0))  # the PERIOD*50 group emits it at once, the other holds it
     hub.on_update(update(6.0))
-    assert hub.retune(member, "AAPL", PERIOD * 50) == (None, None)  # type: ignore[arg-type]
+    assert hub.retune(member, "AAPL", PERIOD * 50) == (None, None)
 
 
 async def test_wildcard_groups_emit_one_batch_of_latest_per_symbol() -> None:
@@ -157,7 +157,7 @@ async def test_wildcard_groups_emit_one_batch_of_latest_per_symbol() -> None:
     hub = make_hub()
     members = [Member(), Member()]
     for m in members:
-        await hub.join_wildcard(m, PERIOD)  # type: ignore[arg-type]
+        await hub.join_wildcard(m, PERIOD)
     hub.on_update(update(1.0, "AAPL"))
     for price, symbol in [(2.0, "AAPL"), (10.0, "MSFT"), (3.0, "AAPL"), (11.0, "MSFT"), (7.0, "IBM")]:
         hub.on_update(update(price, symbol))
