@@ -194,8 +194,9 @@ LIVE_PRICE_SCHEMAS: dict[str, Any] = {
     "StockUpdatesFrame": _object({"type": {"type": "string", "const": "stockUpdates"},
                                   "updates": _ref("UpdateList")}, ["type", "updates"]),
     "FrameSymbols": {"oneOf": [
-        _object({"symbol": {"type": "string"}}, ["symbol"], additional=True),
-        _object({"symbols": _array({"type": "string"}, minItems=1)}, ["symbols"], additional=True),
+        _object({"symbol": {"type": "string"}, "throttle": THROTTLE}, ["symbol"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), "throttle": THROTTLE}, ["symbols"],
+                additional=True),
     ]},
     "HistoryFrame": _frame("history", {"symbol": {"type": "string"}, "from": MS, "to": MS,
                                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT}},

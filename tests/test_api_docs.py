@@ -282,6 +282,7 @@ async def test_throttled_and_wildcard_messages_match_the_asyncapi_schemas(docs_s
     ws = await clients.ws(docs_stack.url)
     subscribe = {"action": "subscribe", "symbol": "*", "throttle": 100}
     schemas.check("/channels/livePrice/messages/subscribe/payload", subscribe)
+    assert schemas.rejects("/channels/livePrice/messages/subscribe/payload", {**subscribe, "throttle": 60001})
     reply = await ws.request(subscribe)
     schemas.check("/channels/livePrice/messages/subscribed/payload", reply)
     batch = await ws.next_reply(lambda r: r.get("type") == "stockUpdates")
