@@ -38,6 +38,15 @@ WILDCARD = "*"
 WILDCARD_READ_CHUNK = 500
 
 
+def _split_with_wildcard(raw: list[str]) -> tuple[list[str], list[str], int | None]:
+    """split_symbols without `*`, and the place `*` takes among the valid
+    symbols in request order (None: not requested)."""
+    if WILDCARD not in raw:
+        return *split_symbols(raw), None
+    valid, invalid = split_symbols([s for s in raw if s != WILDCARD])
+    return valid, invalid, len(split_symbols(raw[:raw.index(WILDCARD)])[0])
+
+
 class Sessions:
     """Every open session of this instance by its connection's id: the one
     registry (transports look sessions up here; draining and metrics read it)."""
@@ -249,11 +258,11 @@ class Session:
         if self.settings.require_auth and self.identity is None:
             raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
-        valid, invalid = split_symbols([s for s in request.symbols if s != WILDCARD])
+        valid, invalid, at = _split_with_wildcard(request.symbols)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
-        if WILDCARD in request.symbols:
+        if at is not None:
             if self.settings.wildcard_enabled and (self.identity is None or self.identity.wildcard):
-                valid.append(WILDCARD)
+                valid.insert(at, WILDCARD)
             else:
                 failed.append({"symbol": WILDCARD, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
         allowed = []
@@ -402,9 +411,9 @@ class Session:
 
     async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
-        valid, invalid = split_symbols([s for s in request.symbols if s != WILDCARD])
-        if WILDCARD in request.symbols:
-            valid.append(WILDCARD)
+        valid, invalid, at = _split_with_wildcard(request.symbols)
+        if at is not None:
+            valid.insert(at, WILDCARD)
         removed = [s for s in valid if s in self.subscriptions]
         await self.drop(removed)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
