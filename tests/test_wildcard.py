@@ -83,7 +83,7 @@ async def test_wildcard_counts_as_one_subscription(clients):
         client = await open_client(clients, "python", stack.url)
         for i in range(5):
             await stack.publish(f"S{i}", 1.0)
-        ack = await subscribe(client, {"symbols": ["aapl", "*", "AAPL"]})
+        ack = await subscribe(client, {"symbols": ["aapl", "*"]})
         assert ack["added"] == ["AAPL", "*"] and ack["symbols"] == ["*", "AAPL"], ack
         reply = await subscribe(client, {"symbol": "MSFT"})
         assert error_code(reply) == "too_many_subscriptions", reply
