@@ -48,6 +48,7 @@ class Identity:
     symbols: frozenset[str] | None = None  # None: every symbol
     expires_at: float | None = None  # epoch seconds; None: never expires
     publishes: frozenset[str] | None = frozenset()  # None: every symbol; empty: none
+    wildcard: bool = False  # the symbols claim holds "*": may subscribe to `*` (every symbol at once)
 
     def allows(self, symbol: str) -> bool:
         """Whether this identity may subscribe to `symbol` (a normalized symbol)."""
@@ -151,8 +152,10 @@ def _identity(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise _auth_failed(_SUB_MESSAGE)
+    claim = claims.get("symbols")
+    wildcard = claim == ALL_SYMBOLS or (isinstance(claim, list) and ALL_SYMBOLS in claim)
     return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims),
-                    publishes=_publish_claim(claims))
+                    publishes=_publish_claim(claims), wildcard=wildcard)
 
 
 def _expiry(claims: dict[str, Any]) -> float | None:

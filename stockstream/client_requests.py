@@ -10,6 +10,7 @@ from .candles import LIVE_INTERVALS_MS
 from .errors import ClientError, ErrorCode, invalid_payload
 from .config import check_heartbeat
 from .symbols import SymbolError, normalize_symbol
+from .throttle import MAX_THROTTLE_MS, MIN_THROTTLE_MS
 
 MAX_HISTORY_LIMIT = 5000
 DEFAULT_HISTORY_LIMIT = 1000
@@ -18,12 +19,14 @@ DEFAULT_HISTORY_LIMIT = 1000
 @dataclass(frozen=True)
 class SymbolsRequest:
     """A subscribe or unsubscribe: symbols as sent, an optional resume point,
-    and (subscribe) the heartbeat period asked for: None leaves it as it is."""
+    and (subscribe) the heartbeat period asked for (None leaves it as it is)
+    and an optional throttle period (ms)."""
 
     symbols: list[str]
     since_ms: int | None = None
     since_seq: int | None = None
     heartbeat: int | None = None
+    throttle_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
     A subscribe's object may carry `heartbeat` (seconds, 0 for off), and then
     needs no symbols: `{"heartbeat": 5}` only sets the heartbeat.
     """
-    since_ms = since_seq = heartbeat = None
+    since_ms = since_seq = heartbeat = throttle_ms = None
     if isinstance(payload, dict):
         if subscribe and payload.get("heartbeat") is not None:
             try:
@@ -77,6 +80,12 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
             since_ms = _non_negative_int(payload["since"], "since")
         if payload.get("sinceSeq") is not None:
             since_seq = _non_negative_int(payload["sinceSeq"], "sinceSeq")
+        if payload.get("throttle") is not None:
+            throttle_ms = payload["throttle"]
+            if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) \
+                    or not MIN_THROTTLE_MS <= throttle_ms <= MAX_THROTTLE_MS:
+                raise invalid_payload(f"throttle must be an integer number of milliseconds"
+                                      f" from {MIN_THROTTLE_MS} to {MAX_THROTTLE_MS}")
     elif isinstance(payload, list):
         raw = payload
     elif isinstance(payload, str):
@@ -90,7 +99,7 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
     if len(raw) > max_symbols:
         raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                           f"at most {max_symbols} symbols per connection")
-    return SymbolsRequest(raw, since_ms, since_seq, heartbeat)
+    return SymbolsRequest(raw, since_ms, since_seq, heartbeat, throttle_ms)
 
 
 @dataclass(frozen=True)

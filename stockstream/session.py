@@ -31,13 +31,27 @@ from .ratelimit import TokenBucket
 from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
                               parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
 from .shared_events import SharedEvent
-from .updates import Update
+from .updates import BATCH_SYMBOL, Update
+from .wildcard import WildcardStream
 
 log = logging.getLogger("stockstream.session")
 
 # How long a subscribe may wait for the backend before answering `unavailable`.
 BACKEND_TIMEOUT = 5.0
 BACKEND_DOWN = ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly")
+# The subscription to every symbol (it counts as one subscription).
+WILDCARD = "*"
+# Symbols per snapshot read when a `*` subscription starts.
+WILDCARD_READ_CHUNK = 500
+
+
+def _split_with_wildcard(raw: list[str]) -> tuple[list[str], list[str], int | None]:
+    """split_symbols without `*`, and the place `*` takes among the valid
+    symbols in request order (None: not requested)."""
+    if WILDCARD not in raw:
+        return *split_symbols(raw), None
+    valid, invalid = split_symbols([s for s in raw if s != WILDCARD])
+    return valid, invalid, len(split_symbols(raw[:raw.index(WILDCARD)])[0])
 
 
 class Sessions:
@@ -128,7 +142,8 @@ class Request:
 
 class Session:
     __slots__ = ("id", "services", "settings", "connection", "subscriptions", "candles", "gates", "outbox", "identity",
-                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "__weakref__")
+                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "throttles", "floors",
+                 "wildcard", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
         self.id = connection.id
@@ -150,6 +165,12 @@ class Session:
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self._beats = 0  # heartbeats sent
+        # Throttled subscriptions (symbol -> period ms); the `*` subscription.
+        self.throttles: dict[str, int] = {}
+        self.wildcard: WildcardStream | None = None
+        # Per throttled symbol: its group may still hold an update at or
+        # before this stream position, which the client already has.
+        self.floors: dict[str, int] | None = None
         if identity is not None:
             self._set_identity(identity)
         services.sessions.add(self)
@@ -167,6 +188,29 @@ class Session:
         """A live candle (CandleMember): queued in order, framed once for all its clients."""
         if not self.outbox.given_up:
             self.outbox.push(event)
+
+    def deliver_throttled(self, update: Update) -> None:
+        if update.symbol == BATCH_SYMBOL:
+            self._deliver_any(update)
+            return
+        floors = self.floors
+        if floors:
+            floor = floors.get(update.symbol)
+            if floor is not None:
+                if update.pos <= floor:
+                    return
+                del floors[update.symbol]
+        self.deliver(update)
+
+    def deliver_wildcard(self, update: Update) -> None:
+        if update.symbol not in self.subscriptions:  # else its own subscription delivers it
+            self._deliver_any(update)
+
+    def _deliver_any(self, update: Update) -> None:
+        wildcard = self.wildcard
+        item = wildcard.offer(update) if wildcard is not None else None
+        if item is not None:
+            self.outbox.push_update(item)
 
     # -- requests ---------------------------------------------------------------
 
@@ -242,40 +286,103 @@ class Session:
         if self.settings.require_auth and self.identity is None:
             raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
         request = parse_symbols_request(payload, self.settings.max_subscriptions, subscribe=True)
-        valid, invalid = split_symbols(request.symbols)
+        valid, invalid, at = _split_with_wildcard(request.symbols)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+        if at is not None:
+            if self.settings.wildcard_enabled and (self.identity is None or self.identity.wildcard):
+                valid.insert(at, WILDCARD)
+            else:
+                failed.append({"symbol": WILDCARD, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
         allowed = []
         for symbol in valid:
-            if self.identity is not None and not self.identity.allows(symbol):
+            if self.identity is not None and symbol != WILDCARD and not self.identity.allows(symbol):
                 failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
             else:
                 allowed.append(symbol)
-        added = [s for s in allowed if s not in self.subscriptions]
-        if len(self.subscriptions) + len(added) > self.settings.max_subscriptions:
+        # `*` at another period starts afresh, with its snapshots.
+        restart = WILDCARD in allowed and self.wildcard is not None and self.wildcard.throttle_ms != request.throttle_ms
+        added = [s for s in allowed if s not in self.subscriptions or (restart and s == WILDCARD)]
+        if len(self.subscriptions) - restart + len(added) > self.settings.max_subscriptions:
             raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} symbols per connection")
         if added and not self.services.broker.ready:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
-        self.hold(added)
+        if restart:
+            await self.drop([WILDCARD])
+        symbols = [s for s in added if s != WILDCARD]
+        self.hold(symbols)
+        if len(symbols) < len(added):
+            self.subscriptions.add(WILDCARD)
+            self.wildcard = WildcardStream(request.throttle_ms)
         try:
-            first, positions, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
+            first, positions, recovered, wild = await asyncio.wait_for(self._starts(symbols, request), BACKEND_TIMEOUT)
         except (BackendUnavailable, asyncio.TimeoutError):
             await self.drop(added)
             raise BackendUnavailable("subscribe timed out") from None
-        self.connection.joined(added)
+        self.connection.joined(symbols)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
-        if recovered is not None:
+        if recovered is not None and symbols:
             result["recovered"] = recovered
+        if request.throttle_ms is not None:
+            result["throttle"] = request.throttle_ms
+        retuned = [s for s in allowed if s not in added and self.throttles.get(s) != request.throttle_ms]
+
         heartbeat = request.heartbeat
 
-        def after() -> None:
+        def start() -> None:
+            self.retune(retuned, request.throttle_ms)
             self.open_streams(first, positions)
+            if wild is not None and self.wildcard is not None:
+                for item in self.wildcard.release(*wild):
+                    self.outbox.push_update(item)
             # Only a subscribe that succeeded changes the heartbeat, and its
             # first beat comes after the reply.
             if heartbeat is not None:
                 self.services.heartbeats.set(self, heartbeat)
-        return result, after
+        return result, start
+
+    # -- throttled and `*` streams
+
+    def retune(self, symbols: list[str], throttle_ms: int | None) -> None:
+        """Serve subscribed symbols at another throttle period (None: unthrottled)
+        from now on, without a gap or a repeat (a `*` subscription is kept as it is)."""
+        hub = self.services.hub
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                continue
+            held, floor = hub.retune(self, symbol, throttle_ms)
+            if throttle_ms is None:
+                self.throttles.pop(symbol, None)
+            else:
+                self.throttles[symbol] = throttle_ms
+            if held is not None:
+                self.deliver(held)
+            if floor is not None:
+                self.floors = {**(self.floors or {}), symbol: floor}
+
+    async def _starts(self, symbols: list[str], request: SymbolsRequest) -> tuple[
+            dict[str, list[Update]], dict[str, int], bool | None, tuple[dict[str, Update], dict[str, int]] | None]:
+        first, positions, recovered = await self._first_updates(symbols, request)
+        return first, positions, recovered, await self._wildcard_first(request.throttle_ms)
+
+    async def _wildcard_first(self, throttle_ms: int | None) -> tuple[dict[str, Update], dict[str, int]] | None:
+        """Join every symbol's stream (if held), then read the snapshots of
+        the priced symbols not subscribed on their own, with their positions."""
+        if self.wildcard is None or self.wildcard.held is None:
+            return None
+        broker = self.services.broker
+        await self.services.hub.join_wildcard(self, throttle_ms)
+        priced = await broker.symbols_with_price(self.settings.wildcard_snapshot_max)
+        # Unthrottled, a symbol subscribed on its own streams there; the overview has them all.
+        wanted = priced if throttle_ms is not None else [s for s in priced if s not in self.subscriptions]
+        snapshots: dict[str, Update] = {}
+        positions: dict[str, int] = {}
+        for i in range(0, len(wanted), WILDCARD_READ_CHUNK):
+            read = await broker.snapshots_at(wanted[i:i + WILDCARD_READ_CHUNK])
+            positions.update(read.positions)
+            snapshots.update((s, u) for s, u in read.snapshots.items() if u is not None)
+        return snapshots, positions
 
     # -- streams: held while their first updates are read, opened after the reply
 
@@ -291,6 +398,9 @@ class Session:
         for symbol, updates in first.items():
             for update in self.gates.release(symbol, updates, positions[symbol]):
                 self.outbox.push_update(update)
+            if symbol in self.throttles:
+                # Its group may emit an update this start already covers.
+                self.floors = {**(self.floors or {}), symbol: positions[symbol]}
 
     async def _first_updates(self, symbols: list[str], request: SymbolsRequest
                              ) -> tuple[dict[str, list[Update]], dict[str, int], bool | None]:
@@ -299,7 +409,9 @@ class Session:
         the stream position each was read at (see Gate)."""
         broker = self.services.broker
         hub = self.services.hub
-        known, joined_at = await hub.join(self, symbols)
+        known, joined_at = await hub.join(self, symbols, request.throttle_ms)
+        if request.throttle_ms is not None:
+            self.throttles.update(dict.fromkeys(symbols, request.throttle_ms))
         first: dict[str, list[Update]] = {s: [] for s in symbols}
         positions = dict.fromkeys(symbols, joined_at)
         recovered = None
@@ -333,7 +445,9 @@ class Session:
 
     async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
-        valid, invalid = split_symbols(request.symbols)
+        valid, invalid, at = _split_with_wildcard(request.symbols)
+        if at is not None:
+            valid.insert(at, WILDCARD)
         removed = [s for s in valid if s in self.subscriptions]
         await self.drop(removed)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
@@ -344,7 +458,16 @@ class Session:
         for symbol in symbols:
             self.subscriptions.discard(symbol)
             self.gates.drop(symbol)
+            self.throttles.pop(symbol, None)
+            if self.floors:
+                self.floors.pop(symbol, None)
             self.outbox.drop_symbol(symbol)
+        if WILDCARD in symbols:
+            symbols = [s for s in symbols if s != WILDCARD]
+            self.wildcard = None
+            # What `*` queued: batches, and updates of symbols not subscribed on their own.
+            self.outbox.drop_updates(lambda u: u.symbol not in self.subscriptions)
+            await self.services.hub.leave_wildcard(self)
         if not self.closed:
             self.connection.left(symbols)
         await self.services.hub.leave(self, symbols)
@@ -361,7 +484,8 @@ class Session:
     async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None] | None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
-        revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
+        revoked = [s for s in sorted(self.subscriptions)
+                   if not (identity.wildcard if s == WILDCARD else identity.allows(s))]
         if revoked:
             await self.drop(revoked)
         revoked_candles = [key for key in self.candles.keys() if not identity.allows(key[0])]
@@ -527,5 +651,8 @@ class Session:
             hub.release_user(self.identity.user)
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
+        if self.wildcard is not None:
+            self.wildcard = None
+            await hub.leave_wildcard(self)
         await hub.leave(self, symbols)
         await self.candles.drop(self.candles.keys())

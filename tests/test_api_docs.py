@@ -404,3 +404,32 @@ async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
         check("livePrice", name, await ws.replies.wait_for(
             lambda rs, n=name: next((r for r in rs if r.get("type") == n), None)))
     assert schemas.rejects("/channels/livePrice/messages/candle/payload", {"type": "candle", "symbol": "DOC"})
+
+
+async def test_throttled_and_wildcard_messages_match_the_asyncapi_schemas(docs_stack: Stack, clients: Any) -> None:
+    """A throttled `*` subscribe, its ack and the `stockUpdates` event and frame, as
+    sent on both transports, validate against the AsyncAPI document; a throttle out of
+    range does not."""
+    _, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
+    schemas = asyncapi_schemas(document)
+    await docs_stack.publish("WILD", 1.0)
+    request = {"symbols": ["*", "DOC"], "throttle": 100}
+    schemas.check("/channels/socketio/messages/subscribe/payload", request)
+    assert schemas.rejects("/channels/socketio/messages/subscribe/payload", {"symbol": "DOC", "throttle": 50})
+    sio = await clients.sio(docs_stack.url)
+    ack = await sio.call("subscribe", request)
+    assert ack["ok"] is True and ack["throttle"] == 100 and "*" in ack["symbols"], ack
+    schemas.check("/channels/socketio/messages/subscribeAck/payload", ack)
+    event = await sio.timeline.next(lambda e: e[0] == "event" and e[1] == "stockUpdates")
+    schemas.check("/channels/socketio/messages/stockUpdates/payload", event[2][0])
+
+    ws = await clients.ws(docs_stack.url)
+    subscribe = {"action": "subscribe", "symbol": "*", "throttle": 100}
+    schemas.check("/channels/livePrice/messages/subscribe/payload", subscribe)
+    assert schemas.rejects("/channels/livePrice/messages/subscribe/payload", {**subscribe, "throttle": 60001})
+    reply = await ws.request(subscribe)
+    schemas.check("/channels/livePrice/messages/subscribed/payload", reply)
+    batch = await ws.next_reply(lambda r: r.get("type") == "stockUpdates")
+    schemas.check("/channels/livePrice/messages/stockUpdates/payload", batch)
+    unsubscribed = await ws.request({"action": "unsubscribe", "symbol": "*"})
+    schemas.check("/channels/livePrice/messages/unsubscribed/payload", unsubscribed)

@@ -156,3 +156,21 @@ def test_quick_candles_run_compares_candles_with_stock_updates(tmp_path: Path) -
     assert updates["loss"] == 0 and updates["deliveries"] == updates["expected"] > 0, updates
     assert result["server_cpu_us_per_tick_candles"] > 0 and result["server_cpu_us_per_tick_updates"] > 0, result
     assert "candle events/s" in done.stdout
+
+
+def test_quick_throttle_run_compares_throttled_and_unthrottled(tmp_path: Path) -> None:
+    """The throttle scenario runs the same clients throttled, then unthrottled: the
+    throttled ones get fewer deliveries than ticks x clients, nothing repeated or out of
+    order, and both phases report server CPU per delivery and per tick."""
+    done, report = run_bench(tmp_path, "--scenario", "throttle", "--quick", "--clients", "40", "--duration", "2")
+    (run,) = report["runs"]
+    assert run["scenario"] == "throttle" and not run.get("error"), run
+    result = run["result"]
+    throttled, plain = result["throttled"], result["unthrottled"]
+    assert plain["deliveries"] == plain["ticks"] * 40 / 20  # 40 clients over 20 symbols: 2 per symbol
+    assert 0 < throttled["deliveries"] < plain["deliveries"] / 2
+    for phase in (throttled, plain):
+        assert (phase["duplicates"], phase["out_of_order"]) == (0, 0)
+        assert phase["server_cpu_us_per_tick"] is not None and phase["server_cpu_us_per_delivery"] is not None
+    assert result["server_cpu_throttled_over_unthrottled"] is not None
+    assert "server CPU throttled / unthrottled" in done.stdout

@@ -61,6 +61,7 @@ class Target:
     # When set, clients follow the live candles of their symbols at this interval
     # (subscribeCandles) instead of their prices.
     candle_interval: str = ""
+    throttle_ms: int = 0  # subscribe throttled at this period (0: unthrottled)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -354,10 +355,13 @@ def _resolve(future: "asyncio.Future[Any]", value: Any) -> None:
 
 
 def subscribe_request(target: Target, symbols: list[str]) -> tuple[str, dict[str, Any]]:
-    """The request that subscribes a client: to prices, or to live candles."""
+    """The request that subscribes a client: to prices (throttled or not), or to live candles."""
     if target.candle_interval:
         return "subscribeCandles", {"symbols": symbols, "interval": target.candle_interval}
-    return "subscribe", {"symbols": symbols}
+    body: dict[str, Any] = {"symbols": symbols}
+    if target.throttle_ms:
+        body["throttle"] = target.throttle_ms
+    return "subscribe", body
 
 
 def _check_subscribe_answer(answer: Any) -> None:

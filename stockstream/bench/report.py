@@ -21,6 +21,8 @@ HEADLINES: list[tuple[str, str, Callable[[dict[str, Any]], Optional[float]], str
     ("connect", "connect: connections/s", lambda r: r.get("connects_per_s"), "higher"),
     ("connect", "connect: subscribes/s", lambda r: r.get("subscribes_per_s"), "higher"),
     ("candles", "candles: server CPU µs per tick", lambda r: r.get("server_cpu_us_per_tick_candles"), "lower"),
+    ("throttle", "throttle: server CPU throttled / unthrottled", lambda r: r.get("server_cpu_throttled_over_unthrottled"),
+     "lower"),
 ]
 
 
@@ -151,6 +153,18 @@ def format_run(record: dict[str, Any]) -> str:
             ["server RSS per connection", _bytes(result.get("server_rss_per_connection_bytes"))],
             ["server CPU while idle", f"{_fmt(result.get('server_idle_cpu_percent'))}%"],
         ]
+    elif scenario == "throttle":
+        for phase in ("throttled", "unthrottled"):
+            figures = result.get(phase) or {}
+            rows += [
+                [f"{phase}: ticks / deliveries", f"{_fmt(figures.get('ticks'))} / {_fmt(figures.get('deliveries'))}"],
+                [f"{phase}: server CPU", f"{_fmt(figures.get('server_cpu_s'), 2)} s ({_fmt(figures.get('server_cpu_percent'))}%)"],
+                [f"{phase}: server CPU µs per delivery / per tick",
+                 f"{_fmt(figures.get('server_cpu_us_per_delivery'), 2)} / {_fmt(figures.get('server_cpu_us_per_tick'), 2)}"],
+                [f"{phase}: duplicates / out of order",
+                 f"{_fmt(figures.get('duplicates'))} / {_fmt(figures.get('out_of_order'))}"],
+            ]
+        rows.append(["server CPU throttled / unthrottled", _fmt(result.get("server_cpu_throttled_over_unthrottled"), 3)])
     elif scenario == "connect":
         rows += [
             ["connections/s", _fmt(result.get("connects_per_s"))],

@@ -42,6 +42,7 @@ class Scenario:
     warmup: float  # seconds of an unmeasured window first
     steps: int = 1  # fanout: rate steps at most
     publishes: bool = True
+    throttle_ms: int = 0  # throttle: the period the clients ask for
     description: str = ""
 
 
@@ -62,6 +63,9 @@ FULL: dict[str, Scenario] = {
     "candles": Scenario("candles", 1000, 100, 10, 1000.0, 10.0, 2.0,
                         description="1,000 clients x 10 of 100 symbols at 1,000 ticks/s following live 1s candles, "
                                     "then the same clients on stockUpdate: server CPU per tick, candle events/s"),
+    "throttle": Scenario("throttle", 10000, 100, 1, 2000.0, 10.0, 2.0, throttle_ms=1000,
+                         description="10,000 clients with throttle 1000 ms on 100 hot symbols at 2,000 ticks/s, "
+                                     "then the same unthrottled: server CPU per delivery and per tick"),
 }
 
 QUICK: dict[str, Scenario] = {
@@ -73,6 +77,7 @@ QUICK: dict[str, Scenario] = {
     "reconnect": dataclasses.replace(FULL["reconnect"], clients=100, symbols=10, rate=200.0, duration=3.0, warmup=1.0),
     "candles": dataclasses.replace(FULL["candles"], clients=100, symbols=20, symbols_per_client=5, rate=200.0,
                                    duration=2.0, warmup=0.5),
+    "throttle": dataclasses.replace(FULL["throttle"], clients=500, symbols=20, rate=400.0, duration=3.0, warmup=1.0),
 }
 
 # The interval the candles scenario follows: the shortest, so candles also close during a window.
@@ -92,6 +97,8 @@ def describe(sc: Scenario) -> str:
         text += f", {sc.rate:g} ticks/s rising up to {sc.steps} steps of {sc.duration:g}s"
     elif sc.publishes:
         text += f", {sc.rate:g} ticks/s for {sc.duration:g}s"
+        if sc.throttle_ms:
+            text += f", throttle {sc.throttle_ms} ms then unthrottled"
     elif sc.name == "idle":
         text += f", watched idle for {sc.duration:g}s"
     return text
@@ -366,7 +373,8 @@ async def _drain(pool: WorkerPool, expected: int) -> None:
 # ----------------------------------------------------------------- scenarios
 async def run_scenario(ctx: RunContext, scenario: Scenario) -> dict[str, Any]:
     runner = {"fanout": _fanout, "spread": _steady, "latency": _steady, "idle": _idle, "connect": _connect,
-              "candles": _candles}
+              "candles": _candles,
+              "throttle": _throttle}
     await ctx.publisher.check()
     ctx.baseline_rss = ctx.server.rss_bytes() if ctx.server else None
     try:
@@ -579,3 +587,44 @@ async def _connect(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
         "client": client_usage(ctx, client_before, client_after),
     }
     return {"connection": connection, "subscription": subscription, "windows": [], "result": result}
+
+
+async def _throttle(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
+    """The same clients and ticks twice: throttled, then unthrottled. Throttled
+    clients get fewer updates by design, so what is compared is the server's
+    CPU per tick published and per update delivered, not loss."""
+    phases: dict[str, dict[str, Any]] = {}
+    windows: list[dict[str, Any]] = []
+    connection: dict[str, Any] = {}
+    plain_target = ctx.target
+    for phase, throttle_ms in (("throttled", sc.throttle_ms), ("unthrottled", 0)):
+        ctx.target = dataclasses.replace(plain_target, throttle_ms=throttle_ms)
+        try:
+            symbols, connection, _, warm = await _connect_and_warm_up(ctx, sc)
+            if error := _failed_connect(connection):
+                return {"connection": connection, "windows": windows, "result": {}, "error": error}
+            window = await measure_window(ctx, f"{phase}", symbols, sc.rate, sc.duration)
+        finally:
+            ctx.target = plain_target
+        windows += [*warm, window]
+        cpu = window["server_cpu_s"]
+        phases[phase] = {
+            "ticks": window["ticks"],
+            "deliveries": window["deliveries"],
+            "deliveries_per_s": window["deliveries_per_s"],
+            "out_of_order": window["out_of_order"],
+            "duplicates": window["duplicates"],
+            "server_cpu_s": cpu,
+            "server_cpu_percent": window["server_cpu_percent"],
+            "server_cpu_us_per_delivery": window["server_cpu_us_per_delivery"],
+            "server_cpu_us_per_tick": round(cpu * 1e6 / window["ticks"], 2) if cpu is not None and window["ticks"]
+            else None,
+            "latency_ms": window["latency_ms"],
+        }
+        await ctx.pool.call_all("close", timeout=30.0)
+    throttled, plain = phases["throttled"], phases["unthrottled"]
+    ratio = (round(throttled["server_cpu_s"] / plain["server_cpu_s"], 3)
+             if throttled["server_cpu_s"] is not None and plain["server_cpu_s"] else None)
+    result = {"throttle_ms": sc.throttle_ms, **phases, "server_cpu_throttled_over_unthrottled": ratio,
+              "server_cpu_us_per_delivery": throttled["server_cpu_us_per_delivery"]}
+    return {"connection": connection, "windows": windows, "result": result}

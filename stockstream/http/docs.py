@@ -33,6 +33,7 @@ from ..errors import HTTP_ONLY_CODES, HTTP_STATUS, ErrorCode
 from ..config import MAX_HEARTBEAT_SECONDS
 from ..heartbeat import HEARTBEAT_EVENT
 from ..symbols import SYMBOL_PATTERN
+from ..throttle import MAX_THROTTLE_MS, MIN_THROTTLE_MS
 from ..updates import MAX_TIMESTAMP
 from .common import PUBLISH_PATH, PayloadTooLarge
 
@@ -91,10 +92,16 @@ HEARTBEAT = {"type": "integer", "minimum": 0, "maximum": MAX_HEARTBEAT_SECONDS,
 # A subscribe that only sets the heartbeat: no symbol nor symbols.
 HEARTBEAT_ONLY = {**_object({"heartbeat": HEARTBEAT}, ["heartbeat"], "only sets the heartbeat", additional=True),
                   "not": {"anyOf": [{"required": ["symbol"]}, {"required": ["symbols"]}]}}
+SUBSCRIPTION_LIST = _array(_ref("Subscription"))
+THROTTLE = {"type": "integer", "minimum": MIN_THROTTLE_MS, "maximum": MAX_THROTTLE_MS,
+            "description": "at most one update per symbol per this many ms: the latest, the last of a burst "
+                           "always; a later subscribe of the symbol with another value (or none) changes it"}
 
 SCHEMAS: dict[str, Any] = {
     "Symbol": {"type": "string", "pattern": f"^{SYMBOL_PATTERN.pattern}$",
                "description": "a symbol as the server writes it (uppercased)"},
+    "Subscription": {"oneOf": [_ref("Symbol"), {"type": "string", "const": "*",
+                                                 "description": "every symbol (counts as one subscription)"}]},
     "SymbolInput": {"type": "string", "pattern": f"^{SYMBOL_TEXT}$",
                     "description": "a symbol, case-insensitive (AAPL, brk.b, ^GSPC, BTC-USD, EUR/USD, ES=F)"},
     "Update": _object({
@@ -152,18 +159,22 @@ SCHEMAS: dict[str, Any] = {
     "SubscribeRequest": {"oneOf": [
         _ref("SymbolInput"),
         _array({"type": "string"}, minItems=1),
-        _object({"symbol": {"type": "string"}, **RESUME, "heartbeat": HEARTBEAT}, ["symbol"], additional=True),
-        _object({"symbols": _array({"type": "string"}, minItems=1), **RESUME, "heartbeat": HEARTBEAT},
-                ["symbols"], additional=True),
+        _object({"symbol": {"type": "string"}, **RESUME, "heartbeat": HEARTBEAT, "throttle": THROTTLE}, ["symbol"],
+                additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), **RESUME, "heartbeat": HEARTBEAT,
+                 "throttle": THROTTLE}, ["symbols"], additional=True),
         HEARTBEAT_ONLY,
     ], "description": "one symbol, a list, or an object; `since` (ms) or `sinceSeq` resume from history; "
-                      "`heartbeat` asks for heartbeat messages"},
+                      "`heartbeat` asks for heartbeat messages; `throttle` (ms) slows the stream down; the "
+                      "symbol `*` is every symbol (throttled: `stockUpdates` lists)"},
     "SymbolsRequest": {"oneOf": [
         _ref("SymbolInput"),
         _array({"type": "string"}, minItems=1),
         _object({"symbol": {"type": "string"}, **RESUME}, ["symbol"], additional=True),
         _object({"symbols": _array({"type": "string"}, minItems=1), **RESUME}, ["symbols"], additional=True),
     ], "description": "one symbol, a list, or an object"},
+    "UpdateList": _array(_ref("Update"), "the latest update of each symbol that changed in the period (or, "
+                                         "first, of each priced symbol: the snapshots, in chunks)", minItems=1),
     "HistoryRequest": _object({"symbol": {"type": "string"}, "from": MS, "to": MS,
                                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT}},
                               ["symbol"], additional=True),
@@ -175,11 +186,12 @@ SCHEMAS: dict[str, Any] = {
                                                                   ErrorCode.INVALID_INTERVAL.value]}},
                              ["symbol", "code"]), "symbols of the request that were not taken"),
     "Subscribed": _object({
-        "ok": OK_TRUE, "symbols": {**SYMBOL_LIST, "description": "the connection's whole subscription set, sorted"},
-        "added": SYMBOL_LIST, "failed": _ref("Failed"),
+        "ok": OK_TRUE, "symbols": {**SUBSCRIPTION_LIST, "description": "the connection's whole subscription set, sorted"},
+        "added": SUBSCRIPTION_LIST, "failed": _ref("Failed"),
         "recovered": {"type": "boolean", "description": "with since/sinceSeq: whether history reached back"},
+        "throttle": {**THROTTLE, "description": "the request's throttle, echoed"},
     }, ["ok", "symbols", "added", "failed"]),
-    "Unsubscribed": _object({"ok": OK_TRUE, "symbols": SYMBOL_LIST, "removed": SYMBOL_LIST,
+    "Unsubscribed": _object({"ok": OK_TRUE, "symbols": SUBSCRIPTION_LIST, "removed": SUBSCRIPTION_LIST,
                              "failed": _ref("Failed")}, ["ok", "symbols", "removed", "failed"]),
     "HistoryResult": _object({"ok": OK_TRUE, "symbol": _ref("Symbol"), "updates": _array(_ref("Update"), "oldest first")},
                              ["ok", "symbol", "updates"]),
@@ -244,12 +256,15 @@ def _reply(kind: str, result: str | dict[str, Any]) -> dict[str, Any]:
 
 
 LIVE_PRICE_SCHEMAS: dict[str, Any] = {
-    "SubscribeFrame": {"allOf": [_frame("subscribe", {**RESUME, "heartbeat": HEARTBEAT}, []),
+    "SubscribeFrame": {"allOf": [_frame("subscribe", {**RESUME, "heartbeat": HEARTBEAT, "throttle": THROTTLE}, []),
                                  {"oneOf": [_ref("FrameSymbols"), HEARTBEAT_ONLY]}]},
     "UnsubscribeFrame": {"allOf": [_frame("unsubscribe", {}, []), _ref("FrameSymbols")]},
+    "StockUpdatesFrame": _object({"type": {"type": "string", "const": "stockUpdates"},
+                                  "updates": _ref("UpdateList")}, ["type", "updates"]),
     "FrameSymbols": {"oneOf": [
-        _object({"symbol": {"type": "string"}}, ["symbol"], additional=True),
-        _object({"symbols": _array({"type": "string"}, minItems=1)}, ["symbols"], additional=True),
+        _object({"symbol": {"type": "string"}, "throttle": THROTTLE}, ["symbol"], additional=True),
+        _object({"symbols": _array({"type": "string"}, minItems=1), "throttle": THROTTLE}, ["symbols"],
+                additional=True),
     ]},
     "HistoryFrame": _frame("history", {"symbol": {"type": "string"}, "from": MS, "to": MS,
                                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT}},
@@ -482,6 +497,8 @@ def socketio_messages(vocabulary: Vocabulary) -> dict[str, Any]:
                                 "string offset follows as a second argument"),
         HEARTBEAT_EVENT: _message(HEARTBEAT_EVENT, _ref("Heartbeat"),
                                   "every `heartbeat` seconds, after a subscribe that asked for it"),
+        "stockUpdates": _message("stockUpdates", _ref("UpdateList"),
+                                 "`*` with a throttle: one event per period (a market overview)"),
         "candle": _message("candle", _ref("LiveCandle"), CANDLE_SUMMARY),
         "tokenExpiring": _message("tokenExpiring", _ref("TokenExpiring"), TOKEN_EXPIRING_SUMMARY),
         "error": _message("error", _ref("StreamError"), "a request failed and gave no ack callback, or the "
@@ -503,6 +520,8 @@ def live_price_messages(vocabulary: Vocabulary) -> dict[str, Any]:
         result = doc.result["$ref"].rsplit("/", 1)[1] if "$ref" in doc.result else doc.result
         replies[_reply_message(vocabulary, action)] = _message(kind, _reply(kind, result), f"the reply to {action}")
     messages["update"] = _message("update", _ref("Update"), "a price update, bare (no type key), exactly as published")
+    messages["stockUpdates"] = _message("stockUpdates", _ref("StockUpdatesFrame"),
+                                        "`*` with a throttle: one frame per period (a market overview)")
     messages.update(replies)
     messages[HEARTBEAT_EVENT] = _message(HEARTBEAT_EVENT, _ref("HeartbeatFrame"),
                                          "every `heartbeat` seconds, after a subscribe that asked for it "
@@ -542,11 +561,13 @@ def asyncapi_document(vocabulary: Vocabulary, host: str = "localhost:5000") -> d
         "socketioAuthenticated": _operation("send", "socketio", "authenticated", "authenticated"),
         "socketioStockUpdate": _operation("send", "socketio", "stockUpdate", "price updates of subscribed symbols"),
         "socketioHeartbeat": _operation("send", "socketio", HEARTBEAT_EVENT, "heartbeats, when asked for"),
+        "socketioStockUpdates": _operation("send", "socketio", "stockUpdates", "throttled `*`: changed symbols per period"),
         "socketioError": _operation("send", "socketio", "error", "errors"),
         "socketioCandle": _operation("send", "socketio", "candle", "live candles of followed symbols"),
         "socketioTokenExpiring": _operation("send", "socketio", "tokenExpiring", "the token expires soon"),
         "livePriceUpdate": _operation("send", "livePrice", "update", "price updates of subscribed symbols"),
         "livePriceHeartbeat": _operation("send", "livePrice", HEARTBEAT_EVENT, "heartbeats, when asked for"),
+        "livePriceStockUpdates": _operation("send", "livePrice", "stockUpdates", "throttled `*`: changed symbols per period"),
         "livePriceError": _operation("send", "livePrice", "error", "errors"),
         "livePriceCandle": _operation("send", "livePrice", "candle", "live candles of followed symbols"),
         "livePriceTokenExpiring": _operation("send", "livePrice", "tokenExpiring", "the token expires soon"),
