@@ -184,6 +184,8 @@ async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Cal
     if points is None:
         return None
     identity = session.identity
+    if "*" in state.get("symbols", []):
+        return None  # a `*` subscription starts again with its snapshots
     symbols = [s for s in state.get("symbols", []) if isinstance(s, str)
                and (identity is None or identity.allows(s))][:session.settings.max_subscriptions]
     if len(symbols) != len(state.get("symbols", [])):

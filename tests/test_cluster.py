@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from tests.support.inprocess import atomic_publisher, running_app
+from tests.support.inprocess import running_app
 from tests.support.redis_cluster import RedisCluster
 from tests.support.waiting import eventually, now_ms
 
@@ -230,7 +230,7 @@ async def failover_while_streaming(cluster: RedisCluster, cluster_url: str, clie
                         try:
                             await publish(symbol, 1 + n, n=n)
                             published[symbol].append(n)
-                        except Exception:  # noqa: BLE001 - the slot's owner is being promoted
+                        except Exception:  # the slot's owner is being promoted
                             ok = False
                     n += 1
                     if ok and all([await ready(http, u) for u in urls]):

@@ -180,7 +180,7 @@ async def publisher_of(kind: str, redis_url: str, cluster: bool = False) -> Asyn
     """`raw`: the original design's SET + PUBLISH (SPUBLISH on a cluster)
     without seq; `ours`: the atomic publish."""
     if kind == "ours":
-        async with atomic_publisher(redis_url, cluster) as publish:
+        async with atomic_publisher(redis_url, redis_cluster=cluster) as publish:
             yield publish
         return
     raw = RawRedisPublisher(redis_url, cluster)

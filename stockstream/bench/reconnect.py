@@ -280,7 +280,7 @@ def run_reconnect_scenario(scenario: Any, round_no: int, progress: Any, publishe
     try:
         record["result"] = asyncio.run(run_reconnect(plan, log_dir, progress.log))
         shutil.rmtree(log_dir, ignore_errors=True)
-    except Exception as exc:  # noqa: BLE001 - reported, with the logs kept
+    except Exception as exc:  # reported, with the logs kept
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["logs"] = str(log_dir)
     else:

@@ -28,7 +28,7 @@ from ..config import Settings, redact_url
 from ..updates import CheckedUpdate, Update
 from . import BackendUnavailable, Snapshots
 from .clients import cluster_client, shard_listener_client
-from .keys import ClusterKeyLayout, KeyLayout
+from .keys import ClusterKeyLayout
 from .redis import PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
@@ -96,6 +96,7 @@ class ShardRouter:
 
 class ClusterBroker(RedisBroker):
     kind = "redis-cluster"
+    keys: ClusterKeyLayout
 
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
@@ -103,7 +104,7 @@ class ClusterBroker(RedisBroker):
         self._instance = self.marker_channel.rsplit(":", 1)[-1]
         self._marker_suffix = f":marker:{self._instance}".encode()
 
-    def _key_layout(self) -> KeyLayout:
+    def _key_layout(self) -> ClusterKeyLayout:
         return ClusterKeyLayout()
 
     def _command_client(self) -> Any:
@@ -141,7 +142,8 @@ class ClusterBroker(RedisBroker):
 
     def _owner_of(self, channel: str) -> str:
         node = self._redis.nodes_manager.get_node_from_slot(self._redis.keyslot(channel))
-        return node.name
+        name: str = node.name
+        return name
 
     async def _listen(self, resync: bool) -> None:
         try:
@@ -225,7 +227,7 @@ class ClusterBroker(RedisBroker):
                 if item in marker_of:
                     covered.discard(marker_of[item])
                     continue
-            elif item.symbol in covered:  # type: ignore[union-attr]
+            elif item.symbol in covered:  # type: ignore[union-attr]  # not bytes: an Update
                 continue
             kept.append(item)
         early[:] = kept

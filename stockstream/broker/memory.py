@@ -24,6 +24,7 @@ class MemoryBroker(Broker):
         self._settings = settings
         self._sink: UpdateSink | None = None
         self._wanted: set[str] = set()
+        self._all = False
         self._latest: dict[str, Update] = {}
         self._seq: collections.Counter[str] = collections.Counter()
         self._history: dict[str, collections.deque[Update]] = {}
@@ -53,6 +54,15 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         self._wanted.difference_update(symbols)
 
+    async def subscribe_all(self) -> None:
+        self._all = True
+
+    async def unsubscribe_all(self) -> None:
+        self._all = False
+
+    async def symbols_with_price(self, limit: int) -> list[str]:
+        return sorted(self._latest)[:limit]
+
     async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         if dedupe is not None:
             stream, offset = dedupe
@@ -65,7 +75,7 @@ class MemoryBroker(Broker):
         stored = Update(symbol, update.price, update.timestamp, seq, update.encode(seq))
         self._latest[symbol] = stored
         self._record(stored)
-        if self._sink is not None and symbol in self._wanted:
+        if self._sink is not None and (self._all or symbol in self._wanted):
             self._sink.on_update(stored)
         return stored
 

@@ -326,7 +326,7 @@ class HistoryRecorder:
             await asyncio.sleep(RENEW_EVERY)
             try:
                 renewed = await self._renew(keys=[LOCK_KEY], args=[token, LOCK_TTL_MS])
-            except Exception as exc:  # noqa: BLE001 - retried until the lease runs out
+            except Exception as exc:  # retried until the lease runs out
                 if time.monotonic() >= held_until:
                     raise LostLock() from exc
                 continue

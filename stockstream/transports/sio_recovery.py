@@ -71,7 +71,7 @@ async def _recover(session: "Session", state: RecoveryState, pid: str, offset: A
         saved = None
     try:
         opener = await restore(session, saved, offset) if saved is not None else None
-    except Exception:  # noqa: BLE001 - a recovery that fails must still leave a working, fresh session
+    except Exception:  # a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None
     if opener is None or saved is None:
