@@ -3,17 +3,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .api_docs import DOCUMENT_PATHS, ApiDocs
-from .broker import Broker
+from .broker import Broker, broker_kinds
 from .config import Settings
-from .cors import allow_api_cors
 from .demo import DemoPage
-from .http_routes import Routes, errors_as_json
-from .http_publish import PublishRoute
+from .http.common import errors_as_json
+from .http.cors import allow_api_cors
+from .http.docs import DOCUMENT_PATHS, ApiDocs, Vocabulary
+from .http.publish import PublishRoute
+from .http.routes import Routes
 from .metrics import MetricsRoute, build_registry
 from .node import Node
+from .session import Session
+from .transports import socketio_transport, websocket
 
 NODE = web.AppKey("node", Node)
+
+
+def api_vocabulary() -> Vocabulary:
+    """What the API documents enumerate, taken from the code that answers."""
+    return Vocabulary(actions=tuple(Session.actions), socketio_events=socketio_transport.EVENTS,
+                      reply_types=websocket.REPLY_TYPES, backends=broker_kinds())
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -26,7 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     PublishRoute(node).attach(app)
     MetricsRoute(build_registry(node)).attach(app)
     DemoPage().attach(app)
-    ApiDocs().attach(app)
+    ApiDocs(api_vocabulary()).attach(app)
     allow_api_cors(app, settings.cors_origins, DOCUMENT_PATHS)
 
     async def start(app: web.Application) -> None:

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import (
     DecodeError,
@@ -47,6 +48,7 @@ class Identity:
     symbols: frozenset[str] | None = None  # None: every symbol
     expires_at: float | None = None  # epoch seconds; None: never expires
     publishes: frozenset[str] | None = frozenset()  # None: every symbol; empty: none
+    wildcard: bool = False  # the symbols claim holds "*": may subscribe to `*` (every symbol at once)
 
     def allows(self, symbol: str) -> bool:
         """Whether this identity may subscribe to `symbol` (a normalized symbol)."""
@@ -100,7 +102,7 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_CHARS:
             raise _auth_failed(f"token is too long (over {MAX_TOKEN_CHARS} characters)")
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            algorithm: Any = jwt.get_unverified_header(token).get("alg")
         except PyJWTError:
             raise _auth_failed("malformed token") from None
         key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
@@ -150,8 +152,10 @@ def _identity(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise _auth_failed(_SUB_MESSAGE)
+    claim = claims.get("symbols")
+    wildcard = claim == ALL_SYMBOLS or (isinstance(claim, list) and ALL_SYMBOLS in claim)
     return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims),
-                    publishes=_publish_claim(claims))
+                    publishes=_publish_claim(claims), wildcard=wildcard)
 
 
 def _expiry(claims: dict[str, Any]) -> float | None:
@@ -232,7 +236,7 @@ def _public_key(settings: Settings) -> tuple[str, Any] | None:
         return None
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
-            key = x509.load_pem_x509_certificate(pem).public_key()
+            key: PublicKeyTypes = x509.load_pem_x509_certificate(pem).public_key()
         else:
             key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -26,6 +26,9 @@ INTERVALS_MS = {
     "1h": 3_600_000,
     "1d": 86_400_000,
 }
+# The intervals clients may follow live (subscribeCandles): a day's candle
+# would start from a day of history.
+LIVE_INTERVALS_MS = {name: INTERVALS_MS[name] for name in ("1s", "1m", "5m", "1h")}
 
 
 class Tick(NamedTuple):

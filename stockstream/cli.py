@@ -11,6 +11,7 @@ from . import __version__
 from .broker import BackendUnavailable
 from .commands.arguments import add_redis_argument
 from .commands.arguments import setting_type as _setting_type
+from .commands.extras import MissingExtra, require
 from .config import Settings, SettingsError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
@@ -41,7 +42,10 @@ def _prog() -> str:
     return "stockstream" if sys.argv and os.path.basename(sys.argv[0]) == "stockstream" else "python -m stockstream"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
+    """The whole command line. The benchmark's options are declared only with
+    `bench=True` (which loads the benchmark); without it `bench` is listed but
+    takes its arguments unparsed, so `--help` and the server never load it."""
     parser = argparse.ArgumentParser(prog=_prog(),
                                      description="stockstream: real-time stock price streaming over Socket.IO and WebSocket.")
     parser.add_argument("--version", action="version", version=f"stockstream {__version__}")
@@ -73,9 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.token import add_token_arguments
     add_token_arguments(sub.add_parser("token", help="mint a development JWT with the configured key"))
 
-    from . import bench
-    bench.add_arguments(sub.add_parser("bench", help="load-test a server (or compare with the Node.js reference)"))
+    from .commands import bench as bench_command
+    bench_parser = sub.add_parser("bench", help=bench_command.HELP, add_help=bench)
+    if bench:
+        bench_command.bench_arguments(bench_parser)
     return parser
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; the benchmark is loaded only when `bench` is the command."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return build_parser(bench=True).parse_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def add_kafka_producer_argument(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +149,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from .publisher import checked_price
     update = checked_price(args.symbol, args.price, args.timestamp, **_extra_fields(args.extra))
     if args.kafka:
+        require("aiokafka", "kafka", "publish --kafka")
         from .kafka_bridge import produce
         asyncio.run(produce(settings, [update.to_dict()]))
         print(orjson.dumps(update.to_dict()).decode())
@@ -144,6 +162,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("simulate")
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kafka:
+        require("aiokafka", "kafka", "simulate --kafka")
     from .simulator import simulate
     return asyncio.run(simulate(settings, kafka=args.kafka, duration=args.duration, seed=args.seed))
 
@@ -165,13 +185,16 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from . import bench
-    return bench.main(args)
+    from .commands import bench
+    return bench.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_arguments(argv)
+    except MissingExtra as exc:
+        print(f"stockstream: {exc}", file=sys.stderr)
+        return 1
     try:
         settings = settings_from(args)
     except SettingsError as exc:

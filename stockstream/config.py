@@ -72,6 +72,26 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+# Heartbeat periods a client (or LIVE_PRICE_HEARTBEAT) may ask for; 0 is off.
+MIN_HEARTBEAT_SECONDS = 1
+MAX_HEARTBEAT_SECONDS = 3600
+
+
+def check_heartbeat(value: object) -> int:
+    """A heartbeat period as a client may ask for it: 0 (off) or whole seconds
+    from MIN_HEARTBEAT_SECONDS to MAX_HEARTBEAT_SECONDS; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("heartbeat must be a whole number of seconds")
+    if value != 0 and not MIN_HEARTBEAT_SECONDS <= value <= MAX_HEARTBEAT_SECONDS:
+        raise ValueError(f"heartbeat must be 0 (off) or from {MIN_HEARTBEAT_SECONDS} "
+                         f"to {MAX_HEARTBEAT_SECONDS} seconds")
+    return value
+
+
+def _heartbeat(raw: str) -> int:
+    return check_heartbeat(_int(raw))
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -129,6 +149,9 @@ class Settings:
     jwt_leeway: float = _setting(0.0, _non_negative_float, "Seconds of clock skew tolerated on exp/nbf")
     require_auth: bool = _setting(False, _bool, "Refuse subscribe until the client authenticated (needs a JWT key)")
     max_subscriptions: int = _setting(200, _positive_int, "Symbols one connection may subscribe to")
+    wildcard_enabled: bool = _setting(True, _bool, "Allow subscribing to `*` (every symbol; with auth on, only tokens whose symbols claim holds \"*\")")
+    wildcard_snapshot_max: int = _setting(1000, _non_negative_int, "Most symbols whose snapshot a `*` subscription starts with (the first ones in alphabetical order)")
+    wildcard_discovery_interval: float = _setting(2.0, _positive_float, "Redis Cluster: seconds between the scans of every master for symbols new to a `*` subscription")
     max_message_bytes: int = _setting(16384, _positive_int, "Largest inbound message on either transport")
     request_rate: float = _setting(20.0, _positive_float, "Control requests per second per connection (sustained)")
     request_burst: int = _setting(50, _positive_int, "Control requests a connection may send at once")
@@ -136,10 +159,13 @@ class Settings:
     outbound_buffer_bytes: int = _setting(262144, _positive_int, "Bytes queued to one client before it counts as behind (then updates are conflated)")
     write_delay: float = _setting(0.0, _non_negative_float, "Seconds updates may wait so several share one write to a client (0: at once); trades latency for CPU")
     slow_client_timeout: float = _setting(10.0, _positive_float, "Seconds a client may stay behind before it is disconnected with slow_client")
-    ping_interval: int = _setting(25, _positive_int, "Whole seconds between Socket.IO heartbeats (below the load balancer's idle timeout)")
-    ping_timeout: int = _setting(20, _positive_int, "Whole seconds a Socket.IO client has to answer a heartbeat before it is disconnected")
+    ping_interval: int = _setting(25, _positive_int, "Whole seconds between heartbeats: Socket.IO pings and /live-price ping frames (below the load balancer's idle timeout)")
+    ping_timeout: int = _setting(20, _positive_int, "Whole seconds a client (Socket.IO or /live-price) has to answer a heartbeat before it is disconnected")
+    live_price_heartbeat: int = _setting(0, _heartbeat, "Seconds between heartbeat frames on every /live-price connection, unless its subscribe asks otherwise (1-3600); 0: only for clients that ask")
     history_max_entries: int = _setting(10000, _non_negative_int, "Updates kept per symbol; 0 keeps no history")
     history_max_age: float = _setting(86400.0, _positive_float, "Seconds an update is kept in history")
+    candle_min_interval_ms: int = _setting(250, _non_negative_int, "Milliseconds between two `candle` events of one live candle while it changes (the latest state is sent; 0: every change)")
+    token_expiry_warning: float = _setting(60.0, _non_negative_float, "Seconds before a connection's token expires that it is sent `tokenExpiring` (0: no warning)")
     recovery_window: float = _setting(0.0, _non_negative_float, "Seconds a Socket.IO client that lost its connection may recover its session (subscriptions and missed updates) on any instance; 0 turns connection state recovery off")
     kafka_bootstrap: str = _setting("", doc="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     kafka_topic: str = _setting("stock-prices", doc="Kafka topic of price updates")
@@ -211,7 +237,7 @@ class Settings:
             raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix://")
         if url:
             try:
-                urlsplit(url).port
+                urlsplit(url).port  # noqa: B018 - reading the port is what checks it
             except ValueError as exc:  # the message quotes the port only, never the password
                 raise SettingsError(f"REDIS_URL: {exc}") from None
 

@@ -13,6 +13,7 @@ from typing import Any
 class ErrorCode(str, enum.Enum):
     INVALID_PAYLOAD = "invalid_payload"
     INVALID_SYMBOL = "invalid_symbol"
+    INVALID_INTERVAL = "invalid_interval"
     AUTH_REQUIRED = "auth_required"
     AUTH_FAILED = "auth_failed"
     FORBIDDEN_SYMBOL = "forbidden_symbol"
@@ -30,6 +31,7 @@ class ErrorCode(str, enum.Enum):
 HTTP_STATUS = {
     ErrorCode.INVALID_PAYLOAD: 400,
     ErrorCode.INVALID_SYMBOL: 400,
+    ErrorCode.INVALID_INTERVAL: 400,
     ErrorCode.AUTH_REQUIRED: 401,
     ErrorCode.AUTH_FAILED: 401,
     ErrorCode.FORBIDDEN_SYMBOL: 403,

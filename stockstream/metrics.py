@@ -85,9 +85,16 @@ class NodeCollector:
             connections.add_metric([transport], sessions.count(transport))
         yield connections
         yield GaugeMetricFamily("stockstream_subscriptions_active",
-                                "Subscriptions held, one per connection and symbol", value=hub.subscription_count)
+                                "Subscriptions held, one per connection and symbol (and one per live candle stream)",
+                                value=hub.subscription_count)
         yield GaugeMetricFamily("stockstream_symbols_active",
                                 "Distinct symbols with at least one subscriber on this instance", value=len(hub.rooms))
+        yield GaugeMetricFamily("stockstream_candle_streams_active",
+                                "Live candles built on this instance, one per symbol and interval followed",
+                                value=len(node.services.candles))
+        yield CounterMetricFamily("stockstream_candle_events",
+                                  "Live candle events handed to clients (one per event and client)",
+                                  value=node.services.candles.counts.events)
         yield GaugeMetricFamily("stockstream_auth_users_active",
                                 "Distinct authenticated users with an open connection", value=len(hub.users))
 

@@ -113,7 +113,9 @@ class Node:
             await stop_admin_ui(self.admin_ui)
             self.admin_ui = None
         await self.socketio.shutdown()
+        self.websocket.shutdown()
         self.scheduler.close()
+        self.services.heartbeats.close()
         await self.broker.close()
 
 

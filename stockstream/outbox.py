@@ -14,9 +14,10 @@ import asyncio
 import time
 from typing import Callable, Collection, Protocol, Union
 
+from .shared_events import SharedEvent
 from .updates import Update
 
-Item = Union[Update, str]
+Item = Union[Update, str, SharedEvent]
 RECHECK_BLOCKED = 0.02
 MAX_DELAY_SAMPLES = 10000
 DELAY_SAMPLE_EVERY = 16
@@ -79,17 +80,20 @@ class Outbox:
             self._n += 1
             self._pending[self._n] = update
         else:
-            if update.symbol in self._pending:
+            previous = self._pending.get(update.symbol)
+            if previous is not None:
                 self._scheduler.stats.conflated += 1
+                update = _conflated(previous, update)
             self._pending[update.symbol] = update
         if not self._scheduled:
             self._scheduled = True
             self._scheduler.mark(self)
 
-    def push(self, text: str) -> None:
-        """Queue a message text (acks, errors, replies); never conflated."""
+    def push(self, message: str | SharedEvent) -> None:
+        """Queue a message text (acks, errors, replies) or an event framed
+        once for many clients (a candle); never conflated."""
         self._n += 1
-        self._pending[self._n] = text
+        self._pending[self._n] = message
         if not self._scheduled:
             self._scheduled = True
             self._scheduler.mark(self)
@@ -97,6 +101,12 @@ class Outbox:
     def drop_symbol(self, symbol: str) -> None:
         """Forget queued updates of a symbol (it was unsubscribed)."""
         stale = [k for k, v in self._pending.items() if type(v) is Update and v.symbol == symbol]
+        for key in stale:
+            del self._pending[key]
+
+    def drop_updates(self, unwanted: Callable[[Update], bool]) -> None:
+        """Forget queued updates that are `unwanted` (a subscription ended)."""
+        stale = [k for k, v in self._pending.items() if type(v) is Update and unwanted(v)]
         for key in stale:
             del self._pending[key]
 
@@ -146,12 +156,24 @@ class Outbox:
         rekeyed: dict[object, Item] = {}
         for key, item in self._pending.items():
             if type(item) is Update:
-                if item.symbol in rekeyed:
+                previous = rekeyed.get(item.symbol)
+                if previous is not None:
                     self._scheduler.stats.conflated += 1
+                    item = _conflated(previous, item)
                 rekeyed[item.symbol] = item
             else:
                 rekeyed[key] = item
         self._pending = rekeyed
+
+
+def _conflated(previous: Item, newer: Update) -> Update:
+    """What replaces a queued update: the newer one; for `stockUpdates` batches,
+    one batch with the newest update of every symbol of both."""
+    if newer.parts is None or type(previous) is not Update or previous.parts is None:
+        return newer
+    latest = {u.symbol: u for u in previous.parts}
+    latest.update((u.symbol, u) for u in newer.parts)
+    return Update.batch(list(latest.values()))
 
 
 class FlushScheduler:

@@ -10,6 +10,26 @@ client's reconnect names the pid and the last offset it *received*: what was
 sent after it was lost in flight, so each symbol resumes from its last update
 at or before that offset, and history replays the rest exactly once, in
 order, before live updates (the session's gates order the two).
+
+An offset names one update exactly. With a seq (stockstream's publisher) it
+is `SYMBOL:seq`. Without one (the original `SET` + `PUBLISH`) it is
+`SYMBOL@timestamp#digest`, the digest a hash of the update's bytes: a
+timestamp alone is not a position, since many updates share a millisecond,
+and neither is a history entry id, which the recorder assigns after the
+update went out live (the instance sending it never sees it). The timestamp
+says where in history to start looking (the recorder files an update at its
+timestamp or later), the digest which entry it is. Byte-identical updates of
+one symbol (same price, timestamp and every other field) are one position:
+a client cannot tell them apart either.
+
+The reconnect may reach the other instance before the old one has noticed
+the drop and saved the session: a long-polling connection is only noticed
+at the next missed heartbeat, and even a cut WebSocket takes a moment. So
+while a connection lives, its pid's entry in the broker names it
+(`LIVE_PREFIX` + Socket.IO sid). A reconnect that finds that asks the
+instance holding the connection to disconnect it (which saves the session at
+once) and waits for the saved state, at most SAVE_WAIT seconds. A client
+that disconnected itself leaves no entry: its reconnect starts fresh at once.
 """
 from __future__ import annotations
 
@@ -17,7 +37,8 @@ import asyncio
 import collections
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import orjson
 
@@ -35,7 +56,21 @@ SENT_LOG_SIZE = 256
 # How long a recovery may wait for the backend before it gives up (fresh session).
 RECOVERY_TIMEOUT = 5.0
 
-Position = tuple[int | None, int]  # (seq, timestamp) of the last update a client has
+# What a saved pid holds while its connection lives: this prefix and the
+# connection's Socket.IO sid. Kept this long (a connection living longer only
+# loses the wait for its save: its reconnect may start fresh).
+LIVE_PREFIX = b"live:"
+LIVE_TTL = 86400.0
+# How long a reconnect waits for the session of a connection still live
+# when it arrives to be saved: the holding instance saves it within a round
+# trip or two of being asked; the bound covers a loaded machine. An instance
+# that died meanwhile never saves: then a fresh session starts after it.
+SAVE_WAIT = 2.0
+SAVE_CHECK_EVERY = 0.02
+
+# (seq, timestamp, digest) of the last update a client has: the seq, or for
+# an update without one its timestamp and digest (see Update.digest).
+Position = tuple[int | None, int, str | None]
 
 
 def new_pid() -> str:
@@ -49,15 +84,15 @@ class SentLog:
     __slots__ = ("entries", "base")
 
     def __init__(self) -> None:
-        self.entries: collections.deque[tuple[str, int | None, int]] = collections.deque()
+        self.entries: collections.deque[tuple[str, int | None, int, str | None]] = collections.deque()
         self.base: dict[str, Position] = {}
 
     def record(self, update: Update) -> None:
         entries = self.entries
         if len(entries) >= SENT_LOG_SIZE:
-            symbol, seq, ts = entries.popleft()
-            self.base[symbol] = (seq, ts)
-        entries.append((update.symbol, update.seq, update.timestamp))
+            symbol, seq, ts, digest = entries.popleft()
+            self.base[symbol] = (seq, ts, digest)
+        entries.append((update.symbol, update.seq, update.timestamp, update.digest))
 
     @classmethod
     def continuing(cls, state: dict[str, Any]) -> "SentLog":
@@ -65,9 +100,9 @@ class SentLog:
         if the connection drops again before the client received anything new,
         its old offset must still be found."""
         log = cls()
-        log.base = {k: (v[0], v[1]) for k, v in state.get("base", {}).items()}
-        for symbol, seq, ts in state.get("sent", [])[-SENT_LOG_SIZE:]:
-            log.entries.append((symbol, seq, ts))
+        log.base = {k: _position(v) for k, v in state.get("base", {}).items()}
+        for entry in state.get("sent", [])[-SENT_LOG_SIZE:]:
+            log.entries.append((entry[0], *_position(entry[1:])))
         return log
 
     def to_state(self, symbols: Iterable[str]) -> bytes:
@@ -76,23 +111,32 @@ class SentLog:
                              "sent": [list(e) for e in self.entries]})
 
 
-def offset_of(symbol: str, seq: int | None, ts: int) -> str:
-    return f"{symbol}:{seq}" if seq is not None else f"{symbol}@{ts}"
+def _position(saved: list[Any]) -> Position:
+    """A position as saved; a session saved before offsets had digests has none."""
+    return (saved[0], saved[1], saved[2] if len(saved) > 2 else None)
+
+
+def offset_of(symbol: str, seq: int | None, ts: int, digest: str | None) -> str:
+    """The offset of an update (Update.offset) from its position."""
+    if seq is not None:
+        return f"{symbol}:{seq}"
+    return f"{symbol}@{ts}#{digest}" if digest is not None else f"{symbol}@{ts}"
 
 
 def positions(state: dict[str, Any], offset: Any) -> dict[str, Position] | None:
     """Each symbol's position as of the client's last offset; None when the
     offset is not one this session sent (or was forgotten): no recovery."""
-    pos: dict[str, Position] = {k: (v[0], v[1]) for k, v in state.get("base", {}).items()}
+    pos: dict[str, Position] = {k: _position(v) for k, v in state.get("base", {}).items()}
     sent = state.get("sent", [])
     if offset is None:
         # Nothing received: recoverable only if nothing was ever sent.
         return pos if not sent and not pos else None
     if not isinstance(offset, str):
         return None
-    for symbol, seq, ts in sent:
-        pos[symbol] = (seq, ts)
-        if offset_of(symbol, seq, ts) == offset:
+    for entry in sent:
+        symbol, position = entry[0], _position(entry[1:])
+        pos[symbol] = position
+        if offset_of(symbol, *position) == offset:
             return pos
     return None
 
@@ -101,10 +145,35 @@ async def replay_after(broker: Broker, symbol: str, position: Position) -> Repla
     """The updates after `position`, whether history reaches back to it, and
     the stream position the read stood at. The one place recovery reads the
     broker's replay."""
-    seq, ts = position
+    seq, ts, digest = position
     if seq is not None:
         return await broker.replay_at(symbol, None, seq)
+    if digest is not None:
+        return await broker.replay_after_update(symbol, ts, digest)
     return await broker.replay_at(symbol, ts, None)
+
+
+async def mark_live(broker: Broker, pid: str, sid: str) -> None:
+    """Note that `pid` is now served by the connection `sid` (see LIVE_PREFIX)."""
+    await broker.save_session(pid, LIVE_PREFIX + sid.encode(), LIVE_TTL)
+
+
+async def take_saved(broker: Broker, pid: str, release: Callable[[str], Awaitable[None]]) -> bytes | None:
+    """The state saved under `pid`, taken (at most once). When its connection
+    is still live, `release` (given its sid) has it dropped and saved, and the
+    state is waited for, at most SAVE_WAIT seconds. Raises BackendUnavailable."""
+    raw = await broker.take_session(pid)
+    if raw is None or not raw.startswith(LIVE_PREFIX):
+        return raw
+    await release(raw[len(LIVE_PREFIX):].decode(errors="replace"))
+    deadline = time.monotonic() + SAVE_WAIT
+    while time.monotonic() < deadline:
+        await asyncio.sleep(SAVE_CHECK_EVERY)
+        raw = await broker.take_session(pid)
+        if raw is not None and not raw.startswith(LIVE_PREFIX):
+            return raw
+    log.info("session %s: its connection was not saved within %.1f s", pid, SAVE_WAIT)
+    return None
 
 
 async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Callable[[], None] | None:
@@ -115,6 +184,8 @@ async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Cal
     if points is None:
         return None
     identity = session.identity
+    if "*" in state.get("symbols", []):
+        return None  # a `*` subscription starts again with its snapshots
     symbols = [s for s in state.get("symbols", []) if isinstance(s, str)
                and (identity is None or identity.allows(s))][:session.settings.max_subscriptions]
     if len(symbols) != len(state.get("symbols", [])):

@@ -1,9 +1,12 @@
 """One Session per client connection, whichever transport carries it.
 
 The session holds the subscription set and the identity, runs the client's
-requests strictly in the order they were sent, and owns the connection's
-Outbox. Transports only translate frames to requests and replies to frames:
-the subscribe path, from request to snapshot to live updates, is in this file.
+requests (`Session.actions` names them) strictly in the order they were sent,
+and owns the connection's Outbox: its replies, errors and updates leave in one
+order. A transport decodes frames into Requests and, when its session asks,
+encodes replies in its own framing (the Connection protocol); it never queues
+anything itself. The subscribe path, from request to snapshot to live updates,
+is in this file.
 """
 from __future__ import annotations
 
@@ -17,20 +20,38 @@ import orjson
 
 from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker
+from .candle_streams import CandleFollows, CandleStreams
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
+from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import SymbolsRequest, encodable, parse_history_query, parse_symbols_request, parse_token, split_symbols
-from .updates import Update
+from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
+                              parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
+from .shared_events import SharedEvent
+from .updates import BATCH_SYMBOL, Update
+from .wildcard import WildcardStream
 
 log = logging.getLogger("stockstream.session")
 
 # How long a subscribe may wait for the backend before answering `unavailable`.
 BACKEND_TIMEOUT = 5.0
 BACKEND_DOWN = ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly")
+# The subscription to every symbol (it counts as one subscription).
+WILDCARD = "*"
+# Symbols per snapshot read when a `*` subscription starts.
+WILDCARD_READ_CHUNK = 500
+
+
+def _split_with_wildcard(raw: list[str]) -> tuple[list[str], list[str], int | None]:
+    """split_symbols without `*`, and the place `*` takes among the valid
+    symbols in request order (None: not requested)."""
+    if WILDCARD not in raw:
+        return *split_symbols(raw), None
+    valid, invalid = split_symbols([s for s in raw if s != WILDCARD])
+    return valid, invalid, len(split_symbols(raw[:raw.index(WILDCARD)])[0])
 
 
 class Sessions:
@@ -72,6 +93,11 @@ class Services:
     verifier: TokenVerifier
     scheduler: FlushScheduler
     sessions: Sessions = field(default_factory=Sessions)
+    heartbeats: Heartbeats = field(default_factory=Heartbeats)
+    candles: CandleStreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.candles = CandleStreams(self.hub, self.broker, self.settings.candle_min_interval_ms)
 
 
 class Connection(Sink, Protocol):
@@ -90,6 +116,10 @@ class Connection(Sink, Protocol):
     def encode_error(self, error: ClientError, request: "Request | None" = None) -> str:
         """The message text of an error: the answer to `request`, or (None)
         one that tells the client unprompted."""
+
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        """The message text of an event the server sends unprompted (a
+        heartbeat, `tokenExpiring`): on /live-price a frame with `type` name."""
 
     def joined(self, symbols: list[str]) -> None:
         """The session entered these rooms."""
@@ -111,8 +141,9 @@ class Request:
 
 
 class Session:
-    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "gates", "outbox", "identity",
-                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "__weakref__")
+    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "candles", "gates", "outbox", "identity",
+                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "throttles", "floors",
+                 "wildcard", "__weakref__")
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
         self.id = connection.id
@@ -120,6 +151,7 @@ class Session:
         self.settings = services.settings
         self.connection = connection
         self.subscriptions: set[str] = set()
+        self.candles = CandleFollows(services.candles, self)
         self.gates = Gates()
         self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
                              self.settings.slow_client_timeout, self._on_slow)
@@ -132,9 +164,18 @@ class Session:
         self._bucket = TokenBucket(self.settings.request_rate, self.settings.request_burst)
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._beats = 0  # heartbeats sent
+        # Throttled subscriptions (symbol -> period ms); the `*` subscription.
+        self.throttles: dict[str, int] = {}
+        self.wildcard: WildcardStream | None = None
+        # Per throttled symbol: its group may still hold an update at or
+        # before this stream position, which the client already has.
+        self.floors: dict[str, int] | None = None
         if identity is not None:
             self._set_identity(identity)
         services.sessions.add(self)
+        if connection.transport == "websocket" and self.settings.live_price_heartbeat:
+            services.heartbeats.set(self, self.settings.live_price_heartbeat)
 
     # -- delivery (the hot path) ------------------------------------------------
 
@@ -142,6 +183,34 @@ class Session:
         if self.gates and not self.gates.offer(update):
             return
         self.outbox.push_update(update)
+
+    def deliver_event(self, event: SharedEvent) -> None:
+        """A live candle (CandleMember): queued in order, framed once for all its clients."""
+        if not self.outbox.given_up:
+            self.outbox.push(event)
+
+    def deliver_throttled(self, update: Update) -> None:
+        if update.symbol == BATCH_SYMBOL:
+            self._deliver_any(update)
+            return
+        floors = self.floors
+        if floors:
+            floor = floors.get(update.symbol)
+            if floor is not None:
+                if update.pos <= floor:
+                    return
+                del floors[update.symbol]
+        self.deliver(update)
+
+    def deliver_wildcard(self, update: Update) -> None:
+        if update.symbol not in self.subscriptions:  # else its own subscription delivers it
+            self._deliver_any(update)
+
+    def _deliver_any(self, update: Update) -> None:
+        wildcard = self.wildcard
+        item = wildcard.offer(update) if wildcard is not None else None
+        if item is not None:
+            self.outbox.push_update(item)
 
     # -- requests ---------------------------------------------------------------
 
@@ -185,7 +254,7 @@ class Session:
         except BackendUnavailable:
             self._reply_error(request, BACKEND_DOWN)
             return
-        except Exception:  # noqa: BLE001 - one bad request must not end the session
+        except Exception:  # one bad request must not end the session
             log.exception("request %r failed", request.action)
             self._reply_error(request, INTERNAL_ERROR)
             return
@@ -198,7 +267,10 @@ class Session:
             # is undone, so no stream is left behind a gate never opened.
             log.warning("reply to %r could not be encoded; request undone", request.action)
             if result.get("added"):
-                await self.drop(result["added"])
+                if request.action == "subscribeCandles":
+                    await self.candles.drop((s, result["interval"]) for s in result["added"])
+                else:
+                    await self.drop(result["added"])
             self._reply_error(request, INTERNAL_ERROR)
             return
         for text in texts:
@@ -213,33 +285,104 @@ class Session:
     async def _subscribe(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
         if self.settings.require_auth and self.identity is None:
             raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
-        request = parse_symbols_request(payload, self.settings.max_subscriptions)
-        valid, invalid = split_symbols(request.symbols)
+        request = parse_symbols_request(payload, self.settings.max_subscriptions, subscribe=True)
+        valid, invalid, at = _split_with_wildcard(request.symbols)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
+        if at is not None:
+            if self.settings.wildcard_enabled and (self.identity is None or self.identity.wildcard):
+                valid.insert(at, WILDCARD)
+            else:
+                failed.append({"symbol": WILDCARD, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
         allowed = []
         for symbol in valid:
-            if self.identity is not None and not self.identity.allows(symbol):
+            if self.identity is not None and symbol != WILDCARD and not self.identity.allows(symbol):
                 failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
             else:
                 allowed.append(symbol)
-        added = [s for s in allowed if s not in self.subscriptions]
-        if len(self.subscriptions) + len(added) > self.settings.max_subscriptions:
+        # `*` at another period starts afresh, with its snapshots.
+        restart = WILDCARD in allowed and self.wildcard is not None and self.wildcard.throttle_ms != request.throttle_ms
+        added = [s for s in allowed if s not in self.subscriptions or (restart and s == WILDCARD)]
+        if len(self.subscriptions) - restart + len(added) > self.settings.max_subscriptions:
             raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} symbols per connection")
         if added and not self.services.broker.ready:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
-        self.hold(added)
+        if restart:
+            await self.drop([WILDCARD])
+        symbols = [s for s in added if s != WILDCARD]
+        self.hold(symbols)
+        if len(symbols) < len(added):
+            self.subscriptions.add(WILDCARD)
+            self.wildcard = WildcardStream(request.throttle_ms)
         try:
-            first, positions, recovered = await asyncio.wait_for(self._first_updates(added, request), BACKEND_TIMEOUT)
+            first, positions, recovered, wild = await asyncio.wait_for(self._starts(symbols, request), BACKEND_TIMEOUT)
         except (BackendUnavailable, asyncio.TimeoutError):
             await self.drop(added)
             raise BackendUnavailable("subscribe timed out") from None
-        self.connection.joined(added)
+        self.connection.joined(symbols)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
-        if recovered is not None:
+        if recovered is not None and symbols:
             result["recovered"] = recovered
-        return result, lambda: self.open_streams(first, positions)
+        if request.throttle_ms is not None:
+            result["throttle"] = request.throttle_ms
+        retuned = [s for s in allowed if s not in added and self.throttles.get(s) != request.throttle_ms]
+
+        heartbeat = request.heartbeat
+
+        def start() -> None:
+            self.retune(retuned, request.throttle_ms)
+            self.open_streams(first, positions)
+            if wild is not None and self.wildcard is not None:
+                for item in self.wildcard.release(*wild):
+                    self.outbox.push_update(item)
+            # Only a subscribe that succeeded changes the heartbeat, and its
+            # first beat comes after the reply.
+            if heartbeat is not None:
+                self.services.heartbeats.set(self, heartbeat)
+        return result, start
+
+    # -- throttled and `*` streams
+
+    def retune(self, symbols: list[str], throttle_ms: int | None) -> None:
+        """Serve subscribed symbols at another throttle period (None: unthrottled)
+        from now on, without a gap or a repeat (a `*` subscription is kept as it is)."""
+        hub = self.services.hub
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                continue
+            held, floor = hub.retune(self, symbol, throttle_ms)
+            if throttle_ms is None:
+                self.throttles.pop(symbol, None)
+            else:
+                self.throttles[symbol] = throttle_ms
+            if held is not None:
+                self.deliver(held)
+            if floor is not None:
+                self.floors = {**(self.floors or {}), symbol: floor}
+
+    async def _starts(self, symbols: list[str], request: SymbolsRequest) -> tuple[
+            dict[str, list[Update]], dict[str, int], bool | None, tuple[dict[str, Update], dict[str, int]] | None]:
+        first, positions, recovered = await self._first_updates(symbols, request)
+        return first, positions, recovered, await self._wildcard_first(request.throttle_ms)
+
+    async def _wildcard_first(self, throttle_ms: int | None) -> tuple[dict[str, Update], dict[str, int]] | None:
+        """Join every symbol's stream (if held), then read the snapshots of
+        the priced symbols not subscribed on their own, with their positions."""
+        if self.wildcard is None or self.wildcard.held is None:
+            return None
+        broker = self.services.broker
+        await self.services.hub.join_wildcard(self, throttle_ms)
+        priced = await broker.symbols_with_price(self.settings.wildcard_snapshot_max)
+        # Unthrottled, a symbol subscribed on its own streams there; the overview has them all.
+        wanted = priced if throttle_ms is not None else [s for s in priced if s not in self.subscriptions]
+        snapshots: dict[str, Update] = {}
+        positions: dict[str, int] = {}
+        for i in range(0, len(wanted), WILDCARD_READ_CHUNK):
+            read = await broker.snapshots_at(wanted[i:i + WILDCARD_READ_CHUNK])
+            positions.update(read.positions)
+            snapshots.update((s, u) for s, u in read.snapshots.items() if u is not None)
+        return snapshots, positions
 
     # -- streams: held while their first updates are read, opened after the reply
 
@@ -255,6 +398,9 @@ class Session:
         for symbol, updates in first.items():
             for update in self.gates.release(symbol, updates, positions[symbol]):
                 self.outbox.push_update(update)
+            if symbol in self.throttles:
+                # Its group may emit an update this start already covers.
+                self.floors = {**(self.floors or {}), symbol: positions[symbol]}
 
     async def _first_updates(self, symbols: list[str], request: SymbolsRequest
                              ) -> tuple[dict[str, list[Update]], dict[str, int], bool | None]:
@@ -263,7 +409,9 @@ class Session:
         the stream position each was read at (see Gate)."""
         broker = self.services.broker
         hub = self.services.hub
-        known, joined_at = await hub.join(self, symbols)
+        known, joined_at = await hub.join(self, symbols, request.throttle_ms)
+        if request.throttle_ms is not None:
+            self.throttles.update(dict.fromkeys(symbols, request.throttle_ms))
         first: dict[str, list[Update]] = {s: [] for s in symbols}
         positions = dict.fromkeys(symbols, joined_at)
         recovered = None
@@ -297,7 +445,9 @@ class Session:
 
     async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)
-        valid, invalid = split_symbols(request.symbols)
+        valid, invalid, at = _split_with_wildcard(request.symbols)
+        if at is not None:
+            valid.insert(at, WILDCARD)
         removed = [s for s in valid if s in self.subscriptions]
         await self.drop(removed)
         failed = [{"symbol": s, "code": ErrorCode.INVALID_SYMBOL.value} for s in invalid]
@@ -308,7 +458,16 @@ class Session:
         for symbol in symbols:
             self.subscriptions.discard(symbol)
             self.gates.drop(symbol)
+            self.throttles.pop(symbol, None)
+            if self.floors:
+                self.floors.pop(symbol, None)
             self.outbox.drop_symbol(symbol)
+        if WILDCARD in symbols:
+            symbols = [s for s in symbols if s != WILDCARD]
+            self.wildcard = None
+            # What `*` queued: batches, and updates of symbols not subscribed on their own.
+            self.outbox.drop_updates(lambda u: u.symbol not in self.subscriptions)
+            await self.services.hub.leave_wildcard(self)
         if not self.closed:
             self.connection.left(symbols)
         await self.services.hub.leave(self, symbols)
@@ -322,16 +481,58 @@ class Session:
         updates = await self.services.broker.history(query.symbol, query.start_ms, query.end_ms, query.limit)
         return {"ok": True, "symbol": query.symbol, "updates": [orjson.Fragment(u.raw) for u in updates]}, None
 
-    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], None]:
+    async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None] | None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
-        revoked = [s for s in sorted(self.subscriptions) if not identity.allows(s)]
+        revoked = [s for s in sorted(self.subscriptions)
+                   if not (identity.wildcard if s == WILDCARD else identity.allows(s))]
         if revoked:
             await self.drop(revoked)
+        revoked_candles = [key for key in self.candles.keys() if not identity.allows(key[0])]
+        await self.candles.drop(revoked_candles)
         result: dict[str, Any] = {"ok": True, "user": identity.user, "expiresAt": identity.expires_at_ms}
         if revoked:
             result["revoked"] = revoked
-        return result, None
+        dropped = sorted(set(revoked).union(symbol for symbol, _ in revoked_candles))
+        if not dropped:
+            return result, None
+        # After the answer: the client learns why those streams stopped.
+        notice = ClientError(ErrorCode.FORBIDDEN_SYMBOL, "the new token does not allow these symbols: "
+                             "they were unsubscribed", symbols=dropped)
+        return result, lambda: self.outbox.push(self.connection.encode_error(notice))
+
+    # -- live candles -------------------------------------------------------------
+
+    async def _subscribe_candles(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None]]:
+        if self.settings.require_auth and self.identity is None:
+            raise ClientError(ErrorCode.AUTH_REQUIRED, "authenticate before subscribing")
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = split_candle_symbols(request)
+        allowed = []
+        for symbol in valid:
+            if self.identity is not None and not self.identity.allows(symbol):
+                failed.append({"symbol": symbol, "code": ErrorCode.FORBIDDEN_SYMBOL.value})
+            else:
+                allowed.append(symbol)
+        added = [s for s in allowed if (s, interval) not in self.candles]
+        if len(self.candles) + len(added) > self.settings.max_subscriptions:
+            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                              f"at most {self.settings.max_subscriptions} candle streams per connection")
+        if added and not self.services.broker.ready:
+            raise BackendUnavailable("backend not ready")
+        join = await self.candles.start(added, interval, BACKEND_TIMEOUT)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "added": added,
+                "failed": failed}, join
+
+    async def _unsubscribe_candles(self, payload: Any) -> tuple[dict[str, Any], None]:
+        request = parse_candles_request(payload, self.settings.max_subscriptions)
+        interval = request.interval
+        valid, failed = split_candle_symbols(request)
+        removed = [s for s in valid if (s, interval) in self.candles]
+        await self.candles.drop((s, interval) for s in removed)
+        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "removed": removed,
+                "failed": failed}, None
 
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
@@ -343,8 +544,21 @@ class Session:
         "history": _history,
         "authenticate": _authenticate,
         "ping": _ping,
+        "subscribeCandles": _subscribe_candles,
+        "unsubscribeCandles": _unsubscribe_candles,
     }
     actions = frozenset(_handlers)
+
+    # -- heartbeats ----------------------------------------------------------------
+
+    def beat(self) -> None:
+        """One heartbeat, queued behind what is already queued; none for a
+        client that is behind (they would only pile up in its backlog)."""
+        outbox = self.outbox
+        if self.closed or outbox.given_up or outbox.behind_since is not None:
+            return
+        self._beats += 1
+        outbox.push(self.connection.encode_event(HEARTBEAT_EVENT, {"seq": self._beats}))
 
     # -- identity -----------------------------------------------------------------
 
@@ -359,12 +573,29 @@ class Session:
             if previous is not None:
                 hub.release_user(previous)
         self.identity = identity
+        # One timer per connection: the warning first (TOKEN_EXPIRY_WARNING
+        # before exp), then the end; a new token starts it again.
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         if identity.expires_at is not None:
-            delay = max(0.0, identity.expires_at - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+            left = identity.expires_at - time.time()
+            warning = self.settings.token_expiry_warning
+            loop = asyncio.get_running_loop()
+            if warning > 0:
+                self._expiry = loop.call_later(max(0.0, left - warning), self._warn_expiry)
+            else:
+                self._expiry = loop.call_later(max(0.0, left), self._expire)
+
+    def _warn_expiry(self) -> None:
+        self._expiry = None
+        identity = self.identity
+        if self.closed or identity is None or identity.expires_at is None:
+            return
+        left = max(0.0, identity.expires_at - time.time())
+        self.outbox.push(self.connection.encode_event(
+            "tokenExpiring", {"expiresAt": identity.expires_at_ms, "in": int(left * 1000)}))
+        self._expiry = asyncio.get_running_loop().call_later(left, self._expire)
 
     def _expire(self) -> None:
         self._expiry = None
@@ -407,6 +638,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.services.heartbeats.stop(self)
         self.outbox.close()
         if self._expiry is not None:
             self._expiry.cancel()
@@ -419,4 +651,8 @@ class Session:
             hub.release_user(self.identity.user)
         symbols, self.subscriptions = list(self.subscriptions), set()
         self.gates.clear()
+        if self.wildcard is not None:
+            self.wildcard = None
+            await hub.leave_wildcard(self)
         await hub.leave(self, symbols)
+        await self.candles.drop(self.candles.keys())

@@ -5,16 +5,19 @@ and the frames that carry it are built once per update, never per recipient.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, final
 
 import orjson
 
 from .symbols import SYMBOL_PATTERN
 
 MAX_UPDATE_BYTES = 65536
+# The symbol a `stockUpdates` batch travels under (never a valid symbol).
+BATCH_SYMBOL = "*"
 # The largest integer JavaScript clients read exactly.
 MAX_TIMESTAMP = 2**53 - 1
 
@@ -40,11 +43,14 @@ def ws_frame(payload: bytes, first_byte: int) -> bytes:
     return header + payload
 
 
+# Final: the hot paths tell an update from a text by `type(item) is Update`, which
+# type checkers then also read as "not an update" in the other branch.
+@final
 class Update:
     """One price update: its parsed key fields and the bytes as published."""
 
-    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "_sio_payload", "_sio_frame", "_ws_frame",
-                 "_sio_recoverable")
+    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "parts", "_sio_payload", "_sio_frame",
+                 "_ws_frame", "_sio_recoverable", "_digest")
 
     def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
         self.symbol = symbol
@@ -55,10 +61,13 @@ class Update:
         # Where this update stands in the order this instance received its
         # updates (all symbols, from 1; 0 = not received live): see Hub.position.
         self.pos = 0
+        # A batch's updates (see `batch`); None for one symbol's update.
+        self.parts: list[Update] | None = None
         self._sio_payload: str | None = None
         self._sio_frame: bytes | None = None
         self._ws_frame: bytes | None = None
         self._sio_recoverable: tuple[str, bytes] | None = None
+        self._digest: str | None = None
 
     @property
     def sio_payload(self) -> str:
@@ -75,13 +84,24 @@ class Update:
         return self._sio_frame
 
     @property
+    def digest(self) -> str | None:
+        """What identifies an update published without a seq: a hash of its
+        bytes (None for an update with a seq, which its seq identifies). A
+        timestamp does not: many updates share one millisecond."""
+        if self.seq is not None:
+            return None
+        if self._digest is None:
+            self._digest = update_digest(self.raw)
+        return self._digest
+
+    @property
     def offset(self) -> str:
         """This update's place in its symbol's stream, as Socket.IO connection
-        state recovery hands it back: `SYMBOL:seq`, or `SYMBOL@timestamp`
-        for updates published without a seq."""
+        state recovery hands it back: `SYMBOL:seq`, or `SYMBOL@timestamp#digest`
+        for updates published without a seq (see stockstream.recovery)."""
         if self.seq is not None:
             return f"{self.symbol}:{self.seq}"
-        return f"{self.symbol}@{self.timestamp}"
+        return f"{self.symbol}@{self.timestamp}#{self.digest}"
 
     def sio_recoverable(self) -> tuple[str, bytes]:
         """`sio_payload` and `sio_frame` with the offset as the event's last argument."""
@@ -101,8 +121,31 @@ class Update:
     def to_dict(self) -> dict[str, Any]:
         return orjson.loads(self.raw)
 
+    @classmethod
+    def batch(cls, updates: list[Update]) -> Update:
+        """Several symbols' updates as one `stockUpdates` message (a throttled
+        market overview), its frames built once for all recipients. It travels
+        as an Update of symbol `*`, so queues and transports carry it like any
+        other; it carries no recovery offset (it is not one symbol's stream)."""
+        raw = b"[" + b",".join([u.raw for u in updates]) + b"]"
+        item = cls(BATCH_SYMBOL, 0.0, max(u.timestamp for u in updates), None, raw)
+        item.pos = max(u.pos for u in updates)
+        item.parts = updates
+        payload = '2["stockUpdates",' + raw.decode() + "]"
+        item._sio_payload = payload
+        item._sio_frame = ws_text_frame(b"4" + payload.encode())
+        item._sio_recoverable = (payload, item._sio_frame)
+        item._ws_frame = ws_text_frame(b'{"type":"stockUpdates","updates":' + raw + b"}")
+        return item
+
     def __repr__(self) -> str:
         return f"Update({self.symbol!r}, price={self.price!r}, ts={self.timestamp}, seq={self.seq})"
+
+
+def update_digest(raw: bytes) -> str:
+    """The digest of an update's bytes: 64 bits, so that two different updates
+    of a symbol near the same time never share one in practice."""
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 def validate_fields(data: Any, channel_symbol: str | None = None) -> tuple[str, float, int, int | None]:

@@ -39,8 +39,9 @@ from tests.support.servers import ServerFactory
 
 BACKENDS = ("memory", "redis") + (("cluster",) if os.environ.get("WITH_CLUSTER") else ())
 # The core tests that also run on a Redis Cluster with WITH_CLUSTER=1 (about a minute):
-# subscribe, snapshot, delivery, history, resume.
-CLUSTER_MODULES = ("test_live_price", "test_history", "test_resume", "test_socketio_clients")
+# subscribe, snapshot, delivery, history, resume, live candles.
+CLUSTER_MODULES = ("test_live_price", "test_history", "test_resume", "test_socketio_clients",
+                   "test_candle_streams")
 
 
 @pytest.fixture(scope="session")

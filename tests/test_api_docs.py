@@ -1,6 +1,8 @@
 """The API descriptions: `/openapi.json` is valid OpenAPI 3.1 and `/asyncapi.json` valid
 AsyncAPI 3.0 (checked with real validators), they describe every route and every error
-code of the catalogue, and what the server really answers matches their schemas."""
+code of the catalogue, their enumerations come from the code, and what the server
+really answers, on the embedded backend, one Redis and a Redis Cluster, matches their
+schemas."""
 from __future__ import annotations
 
 import copy
@@ -14,21 +16,45 @@ import pytest
 import referencing
 import referencing.jsonschema
 
-from stockstream.app import create_app
+from stockstream.app import api_vocabulary, create_app
 from stockstream.auth import mint_token
+from stockstream.broker import broker_kinds
 from stockstream.errors import ErrorCode
-from tests.support.inprocess import Stack, inprocess_stack, settings_for
+from stockstream.config import MAX_HEARTBEAT_SECONDS
+from stockstream.session import Session
+from stockstream.symbols import SYMBOL_PATTERN
+from stockstream.transports import socketio_transport, websocket
+from tests.support.inprocess import Stack, inprocess_stack, settings_for, url_for_backend
 from tests.support.node import JS_DIR
-from tests.support.waiting import now_ms
+from tests.support.waiting import PROMPT, now_ms
 
 SECRET = "api-docs-tests-secret-of-at-least-32-bytes"
 TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+# The backend each kind of stack reports as readiness's `backend`.
+BACKEND_KINDS = {"memory": "memory", "redis": "redis", "cluster": "redis-cluster"}
 
 
 @pytest.fixture
 async def docs_stack() -> AsyncIterator[Stack]:
     async with inprocess_stack("memory", jwt_secret=SECRET, max_message_bytes=2048) as stack:
         yield stack
+
+
+@pytest.fixture(params=list(BACKEND_KINDS))
+async def any_stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """A stack on each backend: embedded, one Redis, a Redis Cluster."""
+    async with inprocess_stack(request.param, url_for_backend(request.param, request),
+                               jwt_secret=SECRET, max_message_bytes=2048) as stack:
+        yield stack
+
+
+def asyncapi_errors(document: dict[str, Any]) -> list[str]:
+    """What the official AsyncAPI 3.0.0 JSON Schema finds wrong with `document`."""
+    meta = asyncapi_meta_schema()
+    validator = jsonschema.validators.validator_for(meta)(meta)
+    return [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(document)]
 
 
 async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -80,7 +106,7 @@ async def test_openapi_document_is_valid_openapi_3_1(docs_stack: Stack) -> None:
     openapi_spec_validator.validate(document)
     broken = copy.deepcopy(document)
     broken["paths"]["/api/publish"]["post"]["responses"]["200"] = {"content": {}}  # no description
-    with pytest.raises(Exception):
+    with pytest.raises(jsonschema.ValidationError):
         openapi_spec_validator.validate(broken)
 
 
@@ -89,20 +115,17 @@ async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack, node_h
     names the host the client asked for."""
     status, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
     assert status == 200 and document["asyncapi"] == "3.0.0"
-    meta = asyncapi_meta_schema()
-    validator = jsonschema.validators.validator_for(meta)(meta)
-    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(document)]
-    assert errors == []
+    assert asyncapi_errors(document) == []
     assert document["servers"]["livePrice"]["host"] == f"127.0.0.1:{docs_stack.port}"
     broken = copy.deepcopy(document)
     broken["operations"]["socketioSubscribe"]["action"] = "publish"
-    assert list(validator.iter_errors(broken)), "the meta-schema must catch an invalid document"
+    assert asyncapi_errors(broken), "the meta-schema must catch an invalid document"
 
 
 def test_every_route_is_described() -> None:
     """Every HTTP route the application serves has its path and method in the OpenAPI document."""
-    from stockstream.api_docs import openapi_document
-    document = openapi_document()
+    from stockstream.http.docs import openapi_document
+    document = openapi_document(api_vocabulary())
     app = create_app(settings_for(None, 0))
     missing = []
     for route in app.router.routes():
@@ -119,20 +142,67 @@ def test_every_route_is_described() -> None:
 def test_error_codes_come_from_the_catalogue() -> None:
     """Both documents list exactly the catalogue's codes: HTTP all of them, the
     streaming transports all but the HTTP-only ones."""
-    from stockstream.api_docs import asyncapi_document, openapi_document
+    from stockstream.http.docs import asyncapi_document, openapi_document
     every = [c.value for c in ErrorCode]
-    assert openapi_document()["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
+    assert openapi_document(api_vocabulary())["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
     assert "forbidden" in every and "not_found" in every
-    streaming = asyncapi_document()["components"]["schemas"]["StreamError"]["allOf"][1]["properties"]["code"]["enum"]
+    streaming = asyncapi_document(api_vocabulary())["components"]["schemas"]["StreamError"]["allOf"][1]["properties"]["code"]["enum"]
     assert streaming == [c for c in every if c not in ("forbidden", "not_found")]
+
+
+def test_enumerations_come_from_the_code() -> None:
+    """The readiness backend lists every broker's kind (redis-cluster included), the
+    symbol patterns are symbols.py's, the heartbeat bounds heartbeat.py's, and every
+    request a session answers has its messages and operations on both channels."""
+    from stockstream.http.docs import asyncapi_document, openapi_document
+    schemas = openapi_document(api_vocabulary())["components"]["schemas"]
+    assert schemas["Readiness"]["properties"]["backend"]["enum"] == broker_kinds() == list(BACKEND_KINDS.values())
+    assert schemas["Symbol"]["pattern"] == f"^{SYMBOL_PATTERN.pattern}$"
+    document = asyncapi_document(api_vocabulary())
+    heartbeat = document["components"]["schemas"]["SubscribeFrame"]["allOf"][0]["properties"]["heartbeat"]
+    assert (heartbeat["minimum"], heartbeat["maximum"]) == (0, MAX_HEARTBEAT_SECONDS)
+    socketio = document["channels"]["socketio"]["messages"]
+    live_price = document["channels"]["livePrice"]["messages"]
+    assert socketio_transport.EVENTS and Session.actions
+    for action in Session.actions:
+        name = action[0].upper() + action[1:]
+        assert action in live_price and f"livePrice{name}" in document["operations"]
+        reply = websocket.REPLY_TYPES[action]
+        assert (reply if reply != action else f"{action}Reply") in live_price
+    for event in socketio_transport.EVENTS:
+        name = event[0].upper() + event[1:]
+        assert {event, event + "Ack"} <= set(socketio) and f"socketio{name}" in document["operations"]
+    assert "ping" not in socketio, "Socket.IO has no ping event (Engine.IO pings)"
+    assert "heartbeat" in socketio and "heartbeat" in live_price
+
+
+async def test_a_new_request_appears_in_the_documents_by_itself(monkeypatch: pytest.MonkeyPatch,
+                                                                node_harness: None) -> None:
+    """A request added to the session's list (and so to the Socket.IO events and the
+    /live-price reply types) is listed in the AsyncAPI document's messages and
+    operations without touching the document builder, and the document stays valid AsyncAPI 3.0."""
+    from stockstream.http.docs import asyncapi_document
+    monkeypatch.setattr(Session, "actions", Session.actions | {"frobnicate"})
+    monkeypatch.setattr(socketio_transport, "EVENTS", socketio_transport.EVENTS | {"frobnicate"})
+    monkeypatch.setitem(websocket.REPLY_TYPES, "frobnicate", "frobnicated")
+    document = asyncapi_document(api_vocabulary())
+    assert {"frobnicate", "frobnicateAck"} <= set(document["channels"]["socketio"]["messages"])
+    assert {"frobnicate", "frobnicated"} <= set(document["channels"]["livePrice"]["messages"])
+    assert {"socketioFrobnicate", "livePriceFrobnicate"} <= set(document["operations"])
+    assert asyncapi_errors(document) == []
+    schemas = asyncapi_schemas(document)
+    schemas.check("/channels/livePrice/messages/frobnicate/payload", {"action": "frobnicate", "id": 3})
+    schemas.check("/channels/livePrice/messages/frobnicated/payload", {"type": "frobnicated", "ok": True})
+    assert schemas.rejects("/channels/livePrice/messages/frobnicate/payload", {"action": "subscribe"})
 
 
 # -- real answers against the schemas --------------------------------------------------------
 
-async def test_http_answers_match_the_openapi_schemas(docs_stack: Stack) -> None:
-    """Quotes, history, candles, publish, health and every kind of error body, as the
-    server answers them, validate against the schema the document gives for that
-    route and status; and the schemas do reject a wrong shape."""
+async def test_http_answers_match_the_openapi_schemas(any_stack: Stack) -> None:
+    """Readiness, quotes, history, candles, publish, health and every kind of error body,
+    as the server answers them on each backend, validate against the schema the document
+    gives for that route and status; and the schemas do reject a wrong shape."""
+    docs_stack = any_stack
     _, document = await fetch("GET", docs_stack.url + "/openapi.json")
     schemas = openapi_schemas(document)
     url = docs_stack.url
@@ -166,7 +236,8 @@ async def test_http_answers_match_the_openapi_schemas(docs_stack: Stack) -> None
     candles = await check("get", "/api/candles/{symbol}", f"/api/candles/DOC?interval=1s&from={base}", 200)
     assert candles["candles"] and "volume" in candles["candles"][0]
     await check("get", "/healthz", "/healthz", 200)
-    await check("get", "/readyz", "/readyz", 200)
+    ready = await check("get", "/readyz", "/readyz", 200)
+    assert ready["backend"] == BACKEND_KINDS[docs_stack.backend] == docs_stack.broker.kind
 
     await check("get", "/api/quotes/{symbol}", "/api/quotes/NOPE", 404)
     await check("get", "/api/quotes/{symbol}", "/api/quotes/bad%20symbol", 400)
@@ -183,13 +254,15 @@ async def test_http_answers_match_the_openapi_schemas(docs_stack: Stack) -> None
     # The schemas are strict enough to catch a wrong answer.
     assert schemas.rejects(pointer("/api/quotes/{symbol}", "get", 200), {"symbol": "DOC", "price": "1"})
     assert schemas.rejects(pointer("/api/publish", "post", 403), {"error": {"code": "nope", "message": "x"}})
+    assert schemas.rejects(pointer("/readyz", "get", 200), {"status": "ready", "backend": "etcd"})
 
 
-async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(docs_stack: Stack, clients: Any) -> None:
+async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_stack: Stack, clients: Any) -> None:
     """Socket.IO acks (subscribe, unsubscribe, history, authenticate, refusals), events
-    (stockUpdate, authenticated, error) and every kind of /live-price frame, as the
-    server sends them, validate against the AsyncAPI document's message payloads; so
-    do the requests the clients send."""
+    (stockUpdate, authenticated, heartbeat, error) and every kind of /live-price frame
+    (heartbeat included), as the server sends them on each backend, validate against
+    the AsyncAPI document's message payloads; so do the requests the clients send."""
+    docs_stack = any_stack
     _, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
     schemas = asyncapi_schemas(document)
 
@@ -233,6 +306,11 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(docs_
     sio_message("authenticated", authenticated[0])
     await sio.emit("subscribe", {"symbols": "not a list"})
     sio_message("error", await sio.expect_error())
+    asked = {"symbols": ["DOC"], "heartbeat": 1}
+    sio_message("subscribe", asked)
+    sio_message("subscribeAck", await sio.call("subscribe", asked))
+    beat = await sio.timeline.next(lambda item: item[:2] == ("event", "heartbeat"), 1 + 2 * PROMPT)
+    sio_message("heartbeat", beat[2][0])
 
     ws = await clients.ws(docs_stack.url)
     frames = [
@@ -255,8 +333,103 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(docs_
     assert ws.updates.items, "the subscribe's snapshot"
     for update in ws.updates.items:
         frame("update", update)
+    for asked in ({"action": "subscribe", "heartbeat": 1, "id": "hb"},
+                  {"action": "subscribe", "symbol": "DOC", "heartbeat": 1}):
+        frame("subscribe", asked)
+        await ws.send(asked)
+        # The Socket.IO client's timer of the same period may tick for this connection at any moment.
+        frame("subscribed", await ws.next_reply(lambda r: r.get("type") != "heartbeat"))
+    heartbeat = await ws.next_reply(lambda r: r.get("type") == "heartbeat", 1 + 2 * PROMPT)
+    frame("heartbeat", heartbeat)
+    for bad in (0.5, -1, MAX_HEARTBEAT_SECONDS + 1, "5"):
+        assert schemas.rejects("/channels/livePrice/messages/subscribe/payload",
+                               {"action": "subscribe", "symbol": "DOC", "heartbeat": bad})
+        assert schemas.rejects("/channels/socketio/messages/subscribe/payload", {"symbol": "DOC", "heartbeat": bad})
+    assert schemas.rejects("/channels/livePrice/messages/subscribe/payload", {"action": "subscribe"})
 
     # The schemas are strict enough to catch a wrong message.
     assert schemas.rejects("/channels/socketio/messages/subscribeAck/payload", {"ok": True, "symbols": []})
     assert schemas.rejects("/channels/livePrice/messages/pong/payload", {"type": "pong"})
+    assert schemas.rejects("/channels/livePrice/messages/heartbeat/payload", {"type": "heartbeat", "seq": 0})
+    assert schemas.rejects("/channels/socketio/messages/heartbeat/payload", {"seq": "1"})
     assert schemas.rejects("/channels/livePrice/messages/update/payload", {"symbol": "DOC", "price": 1})
+
+
+async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(docs_stack: Stack,
+                                                                                clients: Any) -> None:
+    """subscribeCandles and unsubscribeCandles with their acks and reply frames,
+    `candle` and `tokenExpiring` on both transports, and the forbidden_symbol
+    error after a narrower token, validate against the AsyncAPI document."""
+    _, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
+    schemas = asyncapi_schemas(document)
+    settings = settings_for(None, 0, jwt_secret=SECRET)
+    # 30 s left, under TOKEN_EXPIRY_WARNING (60 s): tokenExpiring comes at once.
+    token = mint_token(settings, "reader", symbols=["DOC", "DOE"], ttl=30)
+    await docs_stack.publish("DOC", 20.5, volume=7)
+
+    def check(channel: str, name: str, instance: Any) -> None:
+        schemas.check(f"/channels/{channel}/messages/{name}/payload", instance)
+
+    sio = await clients.sio(docs_stack.url, auth={"token": token})
+    subscribe = {"symbols": ["DOC", "DOE", "DOF"], "interval": "1m"}
+    check("socketio", "subscribeCandles", subscribe)
+    ack = await sio.call("subscribeCandles", subscribe)
+    check("socketio", "subscribeCandlesAck", ack)
+    assert ack["failed"] == [{"symbol": "DOF", "code": "forbidden_symbol"}], ack
+    refused = await sio.call("subscribeCandles", {"symbols": ["DOC"]})
+    check("socketio", "subscribeCandlesAck", refused)
+    assert schemas.rejects("/channels/socketio/messages/subscribeCandles/payload", {"symbols": ["DOC"]})
+    def both(items: list[Any]) -> dict[str, Any] | None:
+        found = {e[1]: e[2][0] for e in items if e[0] == "event" and e[1] in ("candle", "tokenExpiring")}
+        return found if len(found) == 2 else None
+    named = await sio.timeline.wait_for(both, what="a candle and tokenExpiring")
+    check("socketio", "candle", named["candle"])
+    check("socketio", "tokenExpiring", named["tokenExpiring"])
+    unsubscribe = {"symbol": "DOE", "interval": "1m"}
+    check("socketio", "unsubscribeCandles", unsubscribe)
+    check("socketio", "unsubscribeCandlesAck", await sio.call("unsubscribeCandles", unsubscribe))
+    narrower = mint_token(settings, "reader", symbols=["DOE"], ttl=3600)
+    assert (await sio.call("authenticate", narrower))["ok"] is True
+    check("socketio", "error", await sio.expect_error(lambda e: e.get("code") == "forbidden_symbol"))
+
+    ws = await clients.ws(f"{docs_stack.ws_url}?token={token}")
+    frames = [({"action": "subscribeCandles", "symbol": "DOC", "interval": "1m", "id": 1}, "candlesSubscribed"),
+              ({"action": "unsubscribeCandles", "symbols": ["DOC"], "interval": "1m", "id": 2}, "candlesUnsubscribed")]
+    for request, reply_name in frames:
+        check("livePrice", request["action"], request)
+        await ws.send(request)
+        check("livePrice", reply_name, await ws.replies.wait_for(
+            lambda rs, i=request["id"]: next((r for r in rs if r.get("id") == i), None)))
+    for name in ("candle", "tokenExpiring"):
+        check("livePrice", name, await ws.replies.wait_for(
+            lambda rs, n=name: next((r for r in rs if r.get("type") == n), None)))
+    assert schemas.rejects("/channels/livePrice/messages/candle/payload", {"type": "candle", "symbol": "DOC"})
+
+
+async def test_throttled_and_wildcard_messages_match_the_asyncapi_schemas(docs_stack: Stack, clients: Any) -> None:
+    """A throttled `*` subscribe, its ack and the `stockUpdates` event and frame, as
+    sent on both transports, validate against the AsyncAPI document; a throttle out of
+    range does not."""
+    _, document = await fetch("GET", docs_stack.url + "/asyncapi.json")
+    schemas = asyncapi_schemas(document)
+    await docs_stack.publish("WILD", 1.0)
+    request = {"symbols": ["*", "DOC"], "throttle": 100}
+    schemas.check("/channels/socketio/messages/subscribe/payload", request)
+    assert schemas.rejects("/channels/socketio/messages/subscribe/payload", {"symbol": "DOC", "throttle": 50})
+    sio = await clients.sio(docs_stack.url)
+    ack = await sio.call("subscribe", request)
+    assert ack["ok"] is True and ack["throttle"] == 100 and "*" in ack["symbols"], ack
+    schemas.check("/channels/socketio/messages/subscribeAck/payload", ack)
+    event = await sio.timeline.next(lambda e: e[0] == "event" and e[1] == "stockUpdates")
+    schemas.check("/channels/socketio/messages/stockUpdates/payload", event[2][0])
+
+    ws = await clients.ws(docs_stack.url)
+    subscribe = {"action": "subscribe", "symbol": "*", "throttle": 100}
+    schemas.check("/channels/livePrice/messages/subscribe/payload", subscribe)
+    assert schemas.rejects("/channels/livePrice/messages/subscribe/payload", {**subscribe, "throttle": 60001})
+    reply = await ws.request(subscribe)
+    schemas.check("/channels/livePrice/messages/subscribed/payload", reply)
+    batch = await ws.next_reply(lambda r: r.get("type") == "stockUpdates")
+    schemas.check("/channels/livePrice/messages/stockUpdates/payload", batch)
+    unsubscribed = await ws.request({"action": "unsubscribe", "symbol": "*"})
+    schemas.check("/channels/livePrice/messages/unsubscribed/payload", unsubscribed)

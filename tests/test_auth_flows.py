@@ -497,7 +497,8 @@ async def open_authenticated(stack: Stack, clients: ClientPool, token: str, tran
 @pytest.mark.parametrize("how", ["connect", "request"])
 @pytest.mark.parametrize("transport", ["socketio", "websocket"])
 async def test_connection_closed_when_token_expires(tmp_path, hs256, clients, transport, how):
-    async with auth_stack(tmp_path, clients, hs256, require_auth=True) as stack:
+    # No tokenExpiring frame here: test_token_renewal.py checks it.
+    async with auth_stack(tmp_path, clients, hs256, require_auth=True, token_expiry_warning=0) as stack:
         token = hs256.sign(claims(ttl=TTL))
         exp = jwt.decode(token, options={"verify_signature": False})["exp"]
         async with steady_publishing(stack, "AAPL"):
@@ -524,7 +525,8 @@ async def test_connection_closed_when_token_expires(tmp_path, hs256, clients, tr
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["socketio", "websocket"])
 async def test_fresh_token_before_expiry_keeps_streaming(tmp_path, hs256, clients, transport):
-    async with auth_stack(tmp_path, clients, hs256, require_auth=True) as stack:
+    # No tokenExpiring frame here: test_token_renewal.py checks it.
+    async with auth_stack(tmp_path, clients, hs256, require_auth=True, token_expiry_warning=0) as stack:
         token = hs256.sign(claims(ttl=TTL))
         exp = jwt.decode(token, options={"verify_signature": False})["exp"]
         async with steady_publishing(stack, "AAPL"):

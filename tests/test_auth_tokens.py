@@ -234,7 +234,7 @@ def test_garbage(kind: KeyKind, tmp_path: Path, garbage: str) -> None:
 
 
 def test_payload_that_is_not_an_object(kinds: dict[str, KeyKind]) -> None:
-    token = hand_made({"alg": "HS256", "typ": "JWT"}, ["sub"], SECRET.encode())  # type: ignore[arg-type]
+    token = hand_made({"alg": "HS256", "typ": "JWT"}, ["sub"], SECRET.encode())  # type: ignore[arg-type]  # the wrong type is the test
     assert_refused(TokenVerifier(Settings.from_env({}, jwt_secret=SECRET)), token, "malformed token")
 
 

@@ -97,14 +97,84 @@ def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("publisher", ["ours", "raw"])
+def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path, publisher: str) -> None:
     """The reconnect scenario stops the clients' instance: every client recovers
-    its session on the other one, with nothing lost, repeated or reordered."""
-    done, report = run_bench(tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30")
+    its session on the other one, with nothing lost, repeated or reordered,
+    with stockstream's publisher and with the original SET + PUBLISH one."""
+    done, report = run_bench(tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30",
+                             "--publisher", publisher)
     (run,) = report["runs"]
     assert run["scenario"] == "reconnect" and not run.get("error"), run
     result = run["result"]
+    assert result["publisher"] == publisher
     assert result["recovered"] == result["clients"] == 30
     assert result["all_live_again_s"] is not None and result["deliveries"] > 0
     assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
     assert "all live again after" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_idle_run_with_browser_headers(tmp_path: Path) -> None:
+    """`--headers browser` connects every client with a browser's headers and
+    cookie, the report says so, and memory per connection is measured."""
+    done, report = run_bench(tmp_path, "--scenario", "idle", "--quick", "--clients", "50", "--headers", "browser")
+    (run,) = report["runs"]
+    assert not run.get("error"), run.get("error")
+    assert run["headers"] == "browser"
+    result = run["result"]
+    assert result["connections"] == result["still_open"] == 50
+    assert result["server_rss_per_connection_bytes"] is not None
+    assert "browser headers" in done.stdout
+
+
+def test_browser_upgrade_request_and_loopback_sources() -> None:
+    """The browser header set carries a cookie of a browser's size; clients of
+    a loopback server connect from several source addresses in turn."""
+    from stockstream.bench.clients import Target, loopback_sources
+    from stockstream.bench.wsproto import handshake_request, new_key
+    request = handshake_request("127.0.0.1:5000", "/live-price", new_key(), "browser")
+    cookie = next(line for line in request.split(b"\r\n") if line.startswith(b"Cookie: "))
+    assert 350 <= len(cookie) <= 600
+    assert len(request.split(b"\r\n")) >= 16
+    assert b"Cookie" not in handshake_request("127.0.0.1:5000", "/live-price", new_key())
+    target = Target("127.0.0.1", 5000, local_hosts=loopback_sources("127.0.0.1"))
+    sources = {target.for_client(i).local_host for i in range(8)}
+    assert len(sources) == len(loopback_sources("127.0.0.1")) > 1
+    assert loopback_sources("example.com") == ()
+
+
+def test_quick_candles_run_compares_candles_with_stock_updates(tmp_path: Path) -> None:
+    """The candles scenario runs the same clients on live candles, then on
+    stockUpdate: candle events arrive (conflated: far fewer than the updates
+    the same clients get), every stockUpdate is delivered, and both CPU figures
+    per tick are reported."""
+    done, report = run_bench(tmp_path, "--scenario", "candles", "--quick", "--clients", "20", "--duration", "1")
+    (run,) = report["runs"]
+    assert run["scenario"] == "candles" and not run.get("error"), run.get("error")
+    result = run["result"]
+    candles, updates = result["candles"], result["stock_updates"]
+    assert candles["candle_events"] > 0 and candles["deliveries"] == 0, candles
+    assert 0 < candles["candle_events"] < updates["deliveries"], (candles["candle_events"], updates["deliveries"])
+    assert updates["loss"] == 0 and updates["deliveries"] == updates["expected"] > 0, updates
+    assert result["server_cpu_us_per_tick_candles"] > 0 and result["server_cpu_us_per_tick_updates"] > 0, result
+    assert "candle events/s" in done.stdout
+
+
+def test_quick_throttle_run_compares_throttled_and_unthrottled(tmp_path: Path) -> None:
+    """The throttle scenario runs the same clients throttled, then unthrottled: the
+    throttled ones get fewer deliveries than ticks x clients, nothing repeated or out of
+    order, and both phases report server CPU per delivery and per tick."""
+    done, report = run_bench(tmp_path, "--scenario", "throttle", "--quick", "--clients", "40", "--duration", "2")
+    (run,) = report["runs"]
+    assert run["scenario"] == "throttle" and not run.get("error"), run
+    result = run["result"]
+    throttled, plain = result["throttled"], result["unthrottled"]
+    assert plain["deliveries"] == plain["ticks"] * 40 / 20  # 40 clients over 20 symbols: 2 per symbol
+    assert 0 < throttled["deliveries"] < plain["deliveries"] / 2
+    for phase in (throttled, plain):
+        assert (phase["duplicates"], phase["out_of_order"]) == (0, 0)
+        assert phase["server_cpu_us_per_tick"] is not None and phase["server_cpu_us_per_delivery"] is not None
+    assert result["server_cpu_throttled_over_unthrottled"] is not None
+    assert "server CPU throttled / unthrottled" in done.stdout

@@ -75,7 +75,7 @@ async def test_candles_endpoint(stack: Any) -> None:
 
 
 async def test_candles_of_a_large_range_come_in_pages(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stockstream.http_routes.MAX_SCANNED_UPDATES", 10)
+    monkeypatch.setattr("stockstream.http.routes.MAX_SCANNED_UPDATES", 10)
     base = (now_ms() // MINUTE - 30) * MINUTE
     for i in range(34):  # 4 per minute over 9 minutes, minus the last two
         await stack.publish("PGE", 50 + i, timestamp=base + (i // 4) * MINUTE + (i % 4) * 1000)

@@ -136,6 +136,11 @@ def chart_candles(server_candles: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for c in server_candles]
 
 
+def fed_by(event: dict[str, Any]) -> dict[str, Any]:
+    """A `candle` event as the chart holds its candle."""
+    return chart_candles([event])[0]
+
+
 async def server_candles(stack: Stack, symbol: str, interval: str, start: int, end: int) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         url = f"{stack.url}/api/candles/{symbol}?interval={interval}&from={max(0, start)}&to={end}"
@@ -150,8 +155,10 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
     from its first UTC price, its low and high) and says "no data yet" for a
     symbol without a price; a clicked symbol opens a candlestick chart seeded
     with the server's candles whose current candle moves with published prices
-    and whose next one starts at the bucket boundary, with volume bars; and at
-    390 px every control is reachable without sideways scrolling."""
+    and whose next one starts at the bucket boundary, with volume bars, fed by
+    the server's live `candle` events of the chosen interval (the page builds
+    no candle itself); and at 390 px every control is reachable without
+    sideways scrolling."""
     ARTIFACTS.mkdir(exist_ok=True)
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
     # Yesterday's prices must still be in history whatever the time of day.
@@ -201,6 +208,12 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             assert len(moved["candles"]) == len(chart["candles"])
             assert moved["candles"][-1] == {**before, "high": 112.5, "close": 112.5}
             assert moved["volume"][-1]["value"] == expected[-1]["volume"] + 50
+            # The chart holds what the server's live candle stream sent last.
+            stream = moved_step["stream"]
+            assert stream["requests"] == [{"action": "subscribeCandles", "symbol": "AAPL", "interval": "1m"}], stream
+            assert moved["candleEvents"] > chart["candleEvents"], (moved["candleEvents"], chart["candleEvents"])
+            assert fed_by(stream["candles"][-1]) == moved["candles"][-1], stream
+            assert stream["candles"][-1]["volume"] == expected[-1]["volume"] + 50, stream
             # The legend reads out the newest candle.
             assert moved_step["legend"].split() == [
                 "O", f"{before['open']:.2f}", "H", "112.50", "L", f"{before['low']:.2f}", "C", "112.50",
@@ -210,7 +223,9 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             next_ts = minute + MINUTE_MS + 5
             await stack.publish("AAPL", 108.25, timestamp=next_ts, volume=30)
             await browser.send({"bucket": (minute + MINUTE_MS) // 1000})
-            started = (await expect_line(browser, "step", "candle-started"))["chart"]
+            started_step = await expect_line(browser, "step", "candle-started")
+            started = started_step["chart"]
+            assert fed_by(started_step["stream"]["candles"][-1]) == started["candles"][-1], started_step
             assert started["candles"][:-1] == moved["candles"]
             assert started["candles"][-1] == {"time": (minute + MINUTE_MS) // 1000, "open": 108.25,
                                               "high": 108.25, "low": 108.25, "close": 108.25}
@@ -225,6 +240,11 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             await stack.publish("AAPL", 109.0, timestamp=tick_ts, volume=10)
             await browser.send({"bucket": (tick_ts - tick_ts % 1000) // 1000})
             ticked = await expect_line(browser, "step", "second-candle")
+            assert ticked["stream"]["requests"][-2:] == [
+                {"action": "unsubscribeCandles", "symbol": "AAPL", "interval": "1m"},
+                {"action": "subscribeCandles", "symbol": "AAPL", "interval": "1s"}], ticked["stream"]
+            assert fed_by(ticked["stream"]["candles"][-1]) == ticked["chart"]["candles"][-1], ticked["stream"]
+            assert ticked["stream"]["candles"][-1]["interval"] == "1s"
             assert ticked["chart"]["candles"][:-1] == chart_candles(expected)
             assert ticked["chart"]["candles"][-1]["close"] == 109.0
             assert ticked["quote"].split() == ["109.00", "+9.00", "(+9.00%)"], ticked["quote"]

@@ -131,3 +131,135 @@ async def test_publish_after_a_recorded_entry_of_the_same_millisecond(redis_url:
             assert (await client.get("stock:SMS")) is not None
     finally:
         await client.aclose()
+
+
+async def test_a_clean_stop_hands_recording_over_without_missing_or_repeating_an_update(redis_url: str) -> None:
+    """While a third-party publisher streams, the recording instance stops
+    cleanly: a standby takes over and history holds every update exactly
+    once, in publish order (a recovering client replays from it)."""
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    first_instance = running_app(redis_url, serve=False)
+    first, _ = await first_instance.__aenter__()
+    stopping = asyncio.Event()
+    published: list[int] = []
+
+    async def stream() -> None:
+        n = 0
+        while not stopping.is_set():
+            n += 1
+            await raw.publish("HND", 1.0, n=n)
+            published.append(n)
+            await asyncio.sleep(0.002)
+
+    try:
+        await eventually(lambda: leaders([broker_of(first)]), 5, "the first instance to lead")
+        async with running_app(redis_url, serve=False) as (second, _):
+            publishing = asyncio.create_task(stream())
+            await eventually(lambda: len(published) >= 100, 10, "updates before the stop")
+            await first_instance.__aexit__(None, None, None)
+            first_instance = None
+            await eventually(lambda: leaders([broker_of(second)]), 5, "the standby to take over")
+            count = len(published)
+            await eventually(lambda: len(published) >= count + 100, 10, "updates after the stop")
+            stopping.set()
+            await publishing
+
+            async def ns() -> list[int]:
+                return [orjson.loads(fields[b"u"])["n"] for _, fields in await client.xrange("stock:HND:history")]
+            await eventually(lambda: _len_at_least(ns, len(published)), 5, "every update in history")
+            assert await ns() == published
+    finally:
+        stopping.set()
+        if first_instance is not None:
+            await first_instance.__aexit__(None, None, None)
+        await raw.close()
+        await client.aclose()
+
+
+async def test_a_replay_across_a_recording_gap_is_not_complete(redis_url: str) -> None:
+    """When recording stopped without a handoff (here: the only instance
+    stopped, so updates published meanwhile are not in history), a replay
+    after a third-party update recorded before the gap says it is not complete
+    rather than skip what was missed; one after the gap is complete."""
+    from stockstream.updates import parse_update
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+
+    async def recorded(count: int) -> None:
+        await eventually(lambda: _len_at_least(lambda: client.xrange("stock:GAP:history"), count), 5,
+                         f"{count} updates in history")
+
+    try:
+        async with running_app(redis_url, serve=False) as (first, _):
+            await eventually(lambda: leaders([broker_of(first)]), 5, "a recorder")
+            before = [await raw.publish("GAP", 1.0, n=n) for n in (1, 2)]
+            await recorded(2)
+        await raw.publish("GAP", 1.0, n=3)  # no instance records it
+        async with running_app(redis_url, serve=False) as (second, _):
+            broker = broker_of(second)
+            await eventually(lambda: leaders([broker]), 5, "a new recorder")
+            after = [await raw.publish("GAP", 1.0, n=n) for n in (4, 5)]
+            await recorded(4)
+            point = parse_update(orjson.dumps(before[0]), "GAP")
+            replay = await broker.replay_after_update("GAP", point.timestamp, point.digest or "")
+            assert (replay.complete, replay.updates) == (False, [])
+            point = parse_update(orjson.dumps(after[0]), "GAP")
+            replay = await broker.replay_after_update("GAP", point.timestamp, point.digest or "")
+            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [5]
+    finally:
+        await raw.close()
+        await client.aclose()
+
+
+async def test_a_replay_resumes_after_exactly_the_named_update_of_a_burst(redis_url: str) -> None:
+    """Third-party updates sharing one millisecond: a replay after the third
+    of them (named by timestamp and digest) holds exactly the ones after it."""
+    from stockstream.updates import parse_update
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    try:
+        async with running_app(redis_url, serve=False) as (app, _):
+            broker = broker_of(app)
+            await eventually(lambda: leaders([broker]), 5, "a recorder")
+            ts = now_ms()
+            burst = [{"symbol": "BST", "price": 1.0, "timestamp": ts, "n": n} for n in range(1, 7)]
+            for update in burst:
+                await raw.set_and_publish(update)
+            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:BST:history"), 6), 5,
+                             "the burst in history")
+            point = parse_update(orjson.dumps(burst[2]), "BST")
+            replay = await broker.replay_after_update("BST", ts, point.digest or "")
+            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [4, 5, 6]
+    finally:
+        await raw.close()
+        await client.aclose()
+
+
+async def test_a_replay_waits_for_the_recorder_to_reach_the_latest_update(redis_url: str) -> None:
+    """When the latest third-party update is stored (SET) but not recorded yet
+    (its PUBLISH, hence its recording, comes later), the replay waits for it
+    and then holds it, instead of saying history does not reach back."""
+    from stockstream.updates import parse_update
+    raw = RawRedisPublisher(redis_url)
+    client = aioredis.from_url(redis_url)
+    try:
+        async with running_app(redis_url, serve=False) as (app, _):
+            broker = broker_of(app)
+            await eventually(lambda: leaders([broker]), 5, "a recorder")
+            first = await raw.publish("LAG", 1.0, n=1)
+            await raw.publish("LAG", 1.0, n=2)
+            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:LAG:history"), 2), 5,
+                             "two updates in history")
+            third = {"symbol": "LAG", "price": 1.0, "timestamp": now_ms(), "n": 3}
+            await raw.store_only(third)
+            point = parse_update(orjson.dumps(first), "LAG")
+            replaying = asyncio.create_task(broker.replay_after_update("LAG", point.timestamp, point.digest or ""))
+            await asyncio.sleep(0.2)
+            assert not replaying.done(), "the replay must wait for the recorder"
+            await raw.publish_only("LAG", third)
+            replay = await asyncio.wait_for(replaying, 5)
+            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [2, 3]
+    finally:
+        await raw.close()
+        await client.aclose()

@@ -68,7 +68,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"tansu not listening on {port} after {timeout}s")
+                raise RuntimeError(f"tansu not listening on {port} after {timeout}s") from None
             time.sleep(0.05)
 
 

@@ -65,6 +65,16 @@ def test_engineio_ping_is_a_background_task() -> None:
         _require(attribute in src, f"AsyncSocket.{attribute.removeprefix('self.')}", "transports/eio.py _ping and WebSocketDriver")
 
 
+def test_engineio_pong_only_schedules_the_next_ping() -> None:
+    """A PONG's whole handling in `AsyncSocket.receive` is `self.schedule_ping()`, which
+    transports/eio.py calls directly (no task for the pong every ping interval)."""
+    source = inspect.getsource(AsyncSocket.receive)
+    _require("if pkt.packet_type == packet.PONG:\n            self.schedule_ping()\n        elif" in source,
+             "AsyncSocket.receive handles a PONG with schedule_ping() alone", "transports/eio.py WebSocketDriver.received")
+    _require(not inspect.iscoroutinefunction(AsyncSocket.schedule_ping), "AsyncSocket.schedule_ping is not a coroutine",
+             "transports/eio.py WebSocketDriver.received")
+
+
 def test_engineio_disconnect_event_names_the_sid_first() -> None:
     """`_trigger_event("disconnect", sid, ...)`: socketio_internals.py reads the sid as args[0]."""
     params = list(inspect.signature(eio_async_server.AsyncServer._trigger_event).parameters)
@@ -153,7 +163,7 @@ async def test_connect_reply_hooks_wrap_the_connect_packet() -> None:
         calls.append("eio.send")
         sent.append(data)
 
-    server.eio.send = send  # type: ignore[method-assign]
+    server.eio.send = send  # type: ignore[method-assign]  # records what would be sent
     await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s1"}, namespace="/"))
     await server._send_packet("e1", sio_packet.Packet(sio_packet.CONNECT, {"sid": "s2"}, namespace="/admin"))
     await server._send_packet("e1", sio_packet.Packet(sio_packet.EVENT, ["x", {"sid": "s3"}], namespace="/"))

@@ -3,7 +3,6 @@ as `python -m stockstream`) whose package carries the demo page and the benchmar
 Node.js reference, and the version comes from one place."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

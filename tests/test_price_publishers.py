@@ -30,7 +30,7 @@ async def test_kafka_publisher_sends_one_checked_update_per_price() -> None:
 async def test_the_simulator_publishes_through_a_kafka_publisher() -> None:
     """The simulator drives a KafkaPublisher like the broker's Publisher: one update per symbol per tick."""
     producer = FakeProducer()
-    sim = Simulator(KafkaPublisher(producer), ("AAPL", "MSFT"), rate=1000.0, seed=1)  # type: ignore[arg-type]
+    sim = Simulator(KafkaPublisher(producer), ("AAPL", "MSFT"), rate=1000.0, seed=1)  # type: ignore[arg-type]  # a stand-in producer
     task = asyncio.create_task(sim.run())
     try:
         async with asyncio.timeout(5):

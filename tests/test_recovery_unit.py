@@ -9,7 +9,6 @@ import inspect
 import orjson
 import pytest
 import socketio
-from socketio import packet as sio_packet
 
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
@@ -34,7 +33,8 @@ def test_offset_rides_as_the_last_argument_of_the_update_event() -> None:
     payload, frame = u.sio_recoverable()
     assert orjson.loads(payload[1:]) == ["stockUpdate", u.to_dict(), "AAPL:7"]
     assert frame.endswith(b"4" + payload.encode())
-    assert update("AAPL", None, 55).offset == "AAPL@55"
+    seqless = update("AAPL", None, 55)
+    assert seqless.offset == f"AAPL@55#{seqless.digest}" and len(seqless.digest or "") == 16
 
 
 def test_each_symbol_resumes_from_its_last_update_at_or_before_the_offset() -> None:
@@ -42,9 +42,9 @@ def test_each_symbol_resumes_from_its_last_update_at_or_before_the_offset() -> N
     log = SentLog()
     for u in (update("A", 1), update("B", 1), update("A", 2), update("B", 2), update("A", 3)):
         log.record(u)
-    assert positions(state_of(log, ["A", "B"]), "B:1") == {"A": (1, 1000), "B": (1, 1000)}
-    assert positions(state_of(log, ["A", "B"]), "A:2") == {"A": (2, 1000), "B": (1, 1000)}
-    assert positions(state_of(log, ["A", "B"]), "A:3") == {"A": (3, 1000), "B": (2, 1000)}
+    assert positions(state_of(log, ["A", "B"]), "B:1") == {"A": (1, 1000, None), "B": (1, 1000, None)}
+    assert positions(state_of(log, ["A", "B"]), "A:2") == {"A": (2, 1000, None), "B": (1, 1000, None)}
+    assert positions(state_of(log, ["A", "B"]), "A:3") == {"A": (3, 1000, None), "B": (2, 1000, None)}
 
 
 def test_unknown_or_missing_offset_is_no_recovery() -> None:
@@ -66,7 +66,7 @@ def test_forgotten_offsets_keep_their_symbols_positions() -> None:
         log.record(update("NEW", seq))
     state = state_of(log, ["OLD", "NEW"])
     assert positions(state, "OLD:5") is None
-    assert positions(state, f"NEW:{SENT_LOG_SIZE}") == {"OLD": (5, 1000), "NEW": (SENT_LOG_SIZE, 1000)}
+    assert positions(state, f"NEW:{SENT_LOG_SIZE}") == {"OLD": (5, 1000, None), "NEW": (SENT_LOG_SIZE, 1000, None)}
 
 
 async def test_memory_broker_keeps_a_session_for_its_ttl_and_hands_it_out_once() -> None:
@@ -130,7 +130,7 @@ def test_a_recovered_session_still_knows_the_offsets_sent_before() -> None:
     log.record(update("A", 2))
     again = SentLog.continuing(state_of(log, ["A"]))
     again.record(update("A", 3))
-    assert positions(state_of(again, ["A"]), "A:1") == {"A": (1, 1000)}
+    assert positions(state_of(again, ["A"]), "A:1") == {"A": (1, 1000, None)}
 
 
 def test_nothing_more_is_sent_once_the_session_is_taken_for_saving() -> None:
@@ -144,3 +144,91 @@ def test_nothing_more_is_sent_once_the_session_is_taken_for_saving() -> None:
     connection.recovery.frozen = True
     assert connection.send([update("A", 1)], None) is True
     assert list(connection.recovery.sent.entries) == []
+
+
+def seqless(symbol: str, ts: int, n: int) -> Update:
+    """An update as the original design publishes it: no seq; `n` tells apart
+    updates that share a millisecond."""
+    raw = orjson.dumps({"symbol": symbol, "price": 1.0, "timestamp": ts, "n": n})
+    return Update(symbol, 1.0, ts, None, raw)
+
+
+def test_updates_without_seq_sharing_a_millisecond_have_distinct_offsets() -> None:
+    """A timestamp is not a position: updates published in one millisecond get
+    different offsets, and the offset a client names resumes each symbol from
+    exactly that update, not from the first one of its millisecond."""
+    sent = [seqless("A", 1000, 1), seqless("A", 1000, 2), seqless("B", 1000, 1), seqless("A", 1000, 3)]
+    assert len({u.offset for u in sent}) == 4
+    log = SentLog()
+    for u in sent:
+        log.record(u)
+    state = state_of(log, ["A", "B"])
+    assert positions(state, sent[1].offset) == {"A": (None, 1000, sent[1].digest)}
+    assert positions(state, sent[3].offset) == {"A": (None, 1000, sent[3].digest), "B": (None, 1000, sent[2].digest)}
+    assert positions(state, "A@1000") is None, "a bare timestamp names no update"
+
+
+def test_digest_is_of_the_bytes_as_published() -> None:
+    """The digest depends on every byte of the update (any field), not on its parsed values only."""
+    a = seqless("A", 1000, 1)
+    b = Update("A", 1.0, 1000, None, a.raw.replace(b'"n":1', b'"n":2'))
+    assert a.digest != b.digest
+    assert Update("A", 1.0, 1000, None, a.raw).digest == a.digest
+    assert update("A", 3).digest is None, "an update with a seq is named by its seq"
+
+
+def test_a_session_saved_before_offsets_had_digests_still_resumes_by_timestamp() -> None:
+    """State saved by an earlier version (entries of three) keeps working: its
+    offsets were SYMBOL@timestamp and resume by timestamp."""
+    state = {"symbols": ["A"], "base": {}, "sent": [["A", None, 1000], ["A", 7, 1001]]}
+    assert positions(state, "A@1000") == {"A": (None, 1000, None)}
+    assert SentLog.continuing(state).entries[0] == ("A", None, 1000, None)
+
+
+async def test_a_reconnect_waits_for_the_save_of_a_connection_still_live() -> None:
+    """take_saved: when the pid's connection is still live, it is released
+    (disconnected, by sid) and its state, saved a moment later, is what the
+    reconnect gets; a pid whose client disconnected itself (no entry) or
+    whose connection never saves gives None, the latter after SAVE_WAIT at most."""
+    from stockstream import recovery
+    broker = MemoryBroker(Settings.from_env({}))
+    released: list[str] = []
+
+    async def release(sid: str) -> None:
+        released.append(sid)
+        asyncio.get_running_loop().call_later(0.1, asyncio.ensure_future,
+                                              broker.save_session("p1", b"state", 30))
+
+    await recovery.mark_live(broker, "p1", "sid-1")
+    assert await recovery.take_saved(broker, "p1", release) == b"state"
+    assert released == ["sid-1"]
+    assert await recovery.take_saved(broker, "p1", release) is None and released == ["sid-1"]
+
+    async def release_never_saves(sid: str) -> None:
+        released.append(sid)
+
+    await recovery.mark_live(broker, "p2", "sid-2")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await recovery.take_saved(broker, "p2", release_never_saves) is None
+    assert recovery.SAVE_WAIT - 0.1 <= loop.time() - started <= recovery.SAVE_WAIT + 2.0
+
+
+@pytest.mark.parametrize("operation", ["save", "take"])
+async def test_saved_sessions_on_an_unreachable_cluster_raise_backend_unavailable(operation: str) -> None:
+    """On a Redis Cluster whose nodes are gone, save_session and take_session
+    raise BackendUnavailable (what recovery handles), not the cluster client's
+    RedisClusterException."""
+    from stockstream.broker import BackendUnavailable
+    from stockstream.broker.cluster import ClusterBroker
+    from tests.support.waiting import free_port
+    url = f"redis://127.0.0.1:{free_port()}"
+    broker = ClusterBroker(url, Settings.from_env({}, redis_url=url, redis_cluster=True))
+    try:
+        with pytest.raises(BackendUnavailable):
+            if operation == "save":
+                await broker.save_session("p1", b"state", 30)
+            else:
+                await broker.take_session("p1")
+    finally:
+        await broker.close()

@@ -232,3 +232,39 @@ async def test_server_started_while_redis_is_down_serves_not_ready_until_it_answ
         assert server.running
     finally:
         redis.stop()
+
+
+async def test_wildcard_clients_get_fresh_snapshots_after_an_outage(servers, outage_redis, clients) -> None:
+    """A `*` client rides out an outage; once Redis is back it gets a fresh snapshot of
+    the symbols it only has through `*` (here one changed during the outage), then live
+    updates, including those of a symbol new since."""
+    server = await servers.start(redis_url=outage_redis.url)
+    wild = await clients.ws(server.url)
+    assert (await wild.subscribe("*"))["added"] == ["*"]
+    raw = RawRedisPublisher(outage_redis.url)
+    try:
+        before = await raw.publish("WLD", 10.0, n=1)
+        await wild.expect_update(lambda u: u.get("n") == 1)
+        fresh = make_update("WLD", 11.0, note="fresh")
+        fresh["timestamp"] = before["timestamp"] + 1
+        await raw.store_only(fresh)
+    finally:
+        await raw.close()
+    saver = outage_redis.client()
+    try:
+        saver.save()
+    finally:
+        saver.close()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        outage_redis.kill()
+        await eventually(lambda: answers(http, server.url + "/readyz", 503), 10.0, "/readyz 503")
+        outage_redis.start()
+        await eventually(lambda: answers(http, server.url + "/readyz", 200), RECOVERY, "/readyz 200")
+    await wild.expect_update(lambda u: u.get("note") == "fresh", timeout=RECOVERY)
+    raw = RawRedisPublisher(outage_redis.url)
+    try:
+        await raw.publish("WLD2", 1.0, n=2)
+    finally:
+        await raw.close()
+    await wild.expect_update(lambda u: u.get("n") == 2)
+    assert wild.is_open

@@ -84,7 +84,7 @@ async def python_socketio(url: str, symbols: list[str], clients: ClientPool) -> 
                 request["sinceSeq"] = seen[-1]["seq"]
             try:
                 answer = await client.call("subscribe", request, timeout=10)
-            except Exception as exc:  # noqa: BLE001 - the connection went away meanwhile: the next connect redoes it
+            except Exception as exc:  # the connection went away meanwhile: the next connect redoes it
                 answer = {"error": repr(exc)}
             answers.append((request.get("sinceSeq"), answer))
 
@@ -103,7 +103,7 @@ async def node_socketio(url: str, symbols: list[str], clients: ClientPool) -> Re
     """socket.io-client with its defaults plus reconnection; on every connect it
     subscribes to each symbol with {"symbol": s, "sinceSeq": last} (tests/js/sio_client.js)."""
     client = await clients.sio(url, kind="node", options={"reconnection": True, "resumeSymbols": symbols})
-    lines = client.node.lines  # type: ignore[attr-defined]
+    lines = client.node.lines  # type: ignore[attr-defined]  # kind="node": a NodeSioClient
 
     def answers() -> list[tuple[Any, Any]]:
         return [(line["sinceSeq"], line["ack"] if line.get("err") is None else {"error": line["err"]})
@@ -118,7 +118,7 @@ async def node_socketio_recovering(url: str, symbols: list[str], clients: Client
     client = await clients.sio(url, kind="node", options={"reconnection": True})
     ack = await client.subscribe(symbols)
     assert ack.get("ok") is True, ack
-    lines = client.node.lines  # type: ignore[attr-defined]
+    lines = client.node.lines  # type: ignore[attr-defined]  # kind="node": a NodeSioClient
 
     def not_recovered() -> list[tuple[Any, Any]]:
         # Every reconnect must recover; one that did not shows up as a failed resubscribe.
@@ -221,7 +221,7 @@ def sequence_problems(client: Resuming, symbol: str, last: int) -> str | None:
     if seqs == expected:
         return None
     seen: set[int] = set()
-    repeated = sorted({s for s in seqs if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
+    repeated = sorted({s for s in seqs if s in seen or seen.add(s)})  # type: ignore[func-returns-value]  # add() is None: records, keeps the test
     missing = sorted(set(expected) - set(seqs))
     backwards = [(a, b) for a, b in zip(seqs, seqs[1:]) if b <= a]
     return (f"{client.name} {symbol}: got {len(seqs)} updates {seqs[0]}..{seqs[-1]}, expected "

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 
 from stockstream import updates
@@ -82,9 +81,9 @@ def test_the_checked_type_is_only_built_by_checking() -> None:
     data["price"] = float("nan")
     assert update.encode() == b'{"symbol":"AAPL","price":1.0,"timestamp":1}'
     with pytest.raises(TypeError):
-        update.fields["price"] = "x"  # type: ignore[index]
+        update.fields["price"] = "x"  # type: ignore[index]  # the refused write is the test
     with pytest.raises(AttributeError):
-        update.price = 2.0  # type: ignore[misc]
+        update.price = 2.0  # type: ignore[misc]  # the refused write is the test
 
 
 @pytest.mark.parametrize("data, error, message", [

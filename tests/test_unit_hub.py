@@ -101,8 +101,8 @@ async def test_the_hub_delivers_to_any_subscriber() -> None:
     hub.on_resync({"AAPL": update(3)})
     await hub.leave(subscriber, ["AAPL"])
     hub.on_update(update(4))
-    assert [u.price for u in subscriber.received] == [1, 3]  # type: ignore[attr-defined]
-    assert [u.price for u in other.received] == [2]  # type: ignore[attr-defined]
+    assert [u.price for u in subscriber.received] == [1, 3]  # type: ignore[attr-defined]  # typed as the protocol on purpose: a Recorder
+    assert [u.price for u in other.received] == [2]  # type: ignore[attr-defined]  # typed as the protocol on purpose: a Recorder
 
 
 def test_the_hub_admits_users_up_to_the_limit() -> None:

@@ -73,3 +73,18 @@ async def test_an_unsubscribed_symbol_leaves_nothing_queued() -> None:
     outbox.drop_symbol("A")
     outbox.flush()
     assert labels(sink.written) == ["B1"]
+
+
+async def test_a_client_behind_keeps_every_symbol_of_conflated_batches() -> None:
+    """Behind, a queued `stockUpdates` batch replaced by a newer one is merged into it:
+    the newest update of every symbol of both goes out, in one batch."""
+    outbox, sink = make()
+    sink.accepting = False
+    outbox.push_update(Update.batch([update("A", 1), update("B", 1)]))
+    assert outbox.flush() is True  # backed up: now behind
+    outbox.push_update(Update.batch([update("A", 2), update("C", 1)]))
+    sink.accepting = True
+    outbox.flush()
+    (batch,) = sink.written
+    assert isinstance(batch, Update) and batch.parts is not None
+    assert labels([*batch.parts]) == ["A2", "B1", "C1"]

@@ -46,6 +46,9 @@ class FakeConnection:
     def encode_error(self, error: ClientError, request: Request | None = None) -> Any:
         return ("error", error.code.value)
 
+    def encode_event(self, name: str, payload: dict[str, Any]) -> Any:
+        return ("event", name, payload)
+
     def joined(self, symbols: list[str]) -> None:
         pass
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 from urllib.parse import urlsplit
 
-from .clients import TRANSPORTS, Target
+from .clients import TRANSPORTS, Target, loopback_sources
 from .progress import Progress
-from .reconnect import format_reconnect, run_reconnect_scenario
+from .reconnect import PUBLISHERS, format_reconnect, run_reconnect_scenario
 from .report import environment, format_run, format_summary, summarize, write_json
 from .runner import BenchConfig, run_one
 from .scenarios import FULL, NAMES, QUICK, RunOptions, Scenario, describe
 from .servers import parse_cpu_list, usable_cpus
+from .wsproto import HEADER_SETS
 
 # File descriptors this process needs besides one per client connection.
 FD_HEADROOM = 1024
@@ -29,6 +30,7 @@ EPILOG = "scenarios:\n" + "".join(f"  {s.name:<8} {s.description}\n" for s in FU
 
 examples:
   python -m stockstream bench --scenario latency --quick
+  python -m stockstream bench --scenario reconnect --publisher raw
   python -m stockstream bench --compare --rounds 3 --json bench.json
   python -m stockstream bench --scenario fanout --instances 3 --server-cpus 0-2 --client-cpus 3-7
   python -m stockstream bench --url http://prod-host:5000 --redis-url redis://prod-redis:6379/0 --scenario spread
@@ -49,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--compare", action="store_true",
                       help="also run the Node.js reference server, alternating with stockstream, and print ratios")
     what.add_argument("--rounds", type=int, default=1, metavar="N", help="repeat everything N times (default 1)")
+    what.add_argument("--publisher", choices=PUBLISHERS, default="ours",
+                      help="reconnect: who publishes the prices: ours (stockstream's atomic publish, with seq; "
+                           "default) or raw (the original design's SET + PUBLISH, without seq)")
+    what.add_argument("--headers", choices=HEADER_SETS, default="few",
+                      help="the clients' upgrade request: few headers (default), or a browser's dozen "
+                           "with a ~400-byte cookie (what a server may keep per connection grows with them)")
     what.add_argument("--transport", choices=TRANSPORTS, default="socketio",
                       help="socketio (default) or websocket (/live-price)")
 
@@ -124,7 +132,8 @@ def _target(url: str, transport: str, token: str) -> Target:
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise UsageError(f"--url must look like http://host:port, not {url!r}")
     tls = parts.scheme in ("https", "wss")
-    return Target(parts.hostname, parts.port or (443 if tls else 80), transport, tls, token)
+    return Target(parts.hostname, parts.port or (443 if tls else 80), transport, tls, token,
+                  local_hosts=loopback_sources(parts.hostname))
 
 
 def _pinning(args: argparse.Namespace, starts_servers: bool,
@@ -144,9 +153,9 @@ def _pinning(args: argparse.Namespace, starts_servers: bool,
             return None, None  # one core: pinning would only make both sides wait for each other
         server_cores = max(1, min(instances, len(usable) - 1))
         server, client = usable[:server_cores], usable[server_cores:]
-    elif server is None:
+    elif server is None and client is not None:
         server = [c for c in usable if c not in client] or usable[:1]
-    elif client is None:
+    elif client is None and server is not None:
         client = [c for c in usable if c not in server] or usable
     return server, client
 
@@ -163,7 +172,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
             raise UsageError("--url needs --redis-url: the benchmark publishes through the Redis your server reads")
         if args.instances != 1:
             raise UsageError("--instances starts servers here; it cannot be combined with --url")
-        target = _target(args.url, args.transport, args.token)
+        target = dataclasses.replace(_target(args.url, args.transport, args.token), headers=args.headers)
         servers = ["external"]
     else:
         if args.server_pid:
@@ -195,7 +204,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
                        workers=workers, options=options, target=target, server_pid=args.server_pid,
                        redis_url=args.redis_url, token=args.token, server_cpus=server_cpus,
                        client_cpus=client_cpus, server_env=server_env, instances=args.instances,
-                       redis_cluster=args.bench_redis_cluster)
+                       redis_cluster=args.bench_redis_cluster, headers=args.headers)
 
 
 def raise_fd_limit(needed: int) -> Optional[str]:
@@ -262,16 +271,20 @@ def main(args: argparse.Namespace) -> int:
                 for kind in config.servers:
                     on = f"{config.instances} x {kind}" if config.instances > 1 else kind
                     progress.log(f"-- {scenario.name} on {on}, round {round_no}/{config.rounds}: "
-                                 f"{describe(scenario)}")
+                                 f"{describe(scenario)}, {config.headers} headers")
+                    if scenario.name == "candles" and kind != "stockstream":
+                        continue  # live candles are stockstream's own: the reference has none
                     if scenario.name == "reconnect":
                         if kind != "stockstream" or config.target is not None:
                             continue  # it starts its own two instances, with recovery on
-                        record = run_reconnect_scenario(scenario, round_no, progress)
+                        record = run_reconnect_scenario(scenario, round_no, progress, args.publisher)
                         report["runs"].append(record)
                         print(format_reconnect(record), flush=True)
                         if record.get("error"):
                             status = 1
                         continue
+                    if scenario.name == "throttle" and kind != "stockstream":
+                        continue  # the reference server has no throttled subscriptions
                     record = run_one(config, kind, scenario, round_no, progress)
                     report["runs"].append(record)
                     print(format_run(record), flush=True)

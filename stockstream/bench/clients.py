@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 from urllib.parse import quote
 
 import orjson
@@ -22,7 +23,20 @@ from .stats import bucket_of, new_histogram
 
 SIO_UPDATE_PREFIX = b'42["stockUpdate",'
 SIO_UPDATE_PREFIX_LEN = len(SIO_UPDATE_PREFIX)
+SIO_CANDLE_PREFIX = b'42["candle",'
+WS_CANDLE_PREFIX = b'{"type":"candle"'
 TRANSPORTS = ("socketio", "websocket")
+# Loopback source addresses spread over for a loopback target (every 127.x.y.z
+# is the loopback interface on Linux): about 110,000 ephemeral ports in all.
+LOOPBACK_SOURCES = 4
+
+
+def loopback_sources(host: str) -> tuple[str, ...]:
+    """The source addresses clients of `host` connect from: several for a
+    loopback IPv4 target on Linux (elsewhere 127.0.0.2 and up need configuring)."""
+    if not host.startswith("127.") or not sys.platform.startswith("linux"):
+        return ()
+    return tuple(f"127.0.0.{n}" for n in range(1, LOOPBACK_SOURCES + 1))
 
 
 class ClientError(Exception):
@@ -39,16 +53,27 @@ class Target:
     tls: bool = False
     token: str = ""
     more_ports: tuple[int, ...] = ()  # further instances on the same host: clients are spread over all
+    headers: str = "few"  # the upgrade request's headers: wsproto.HEADER_SETS
+    # Loopback source addresses clients connect from, in turn: one address
+    # has about 28,000 ephemeral ports, too few for 50,000 connections.
+    local_hosts: tuple[str, ...] = ()
+    local_host: str = ""  # this client's source address ("" : the system's choice)
+    # When set, clients follow the live candles of their symbols at this interval
+    # (subscribeCandles) instead of their prices.
+    candle_interval: str = ""
+    throttle_ms: int = 0  # subscribe throttled at this period (0: unthrottled)
 
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.port, *self.more_ports)
 
     def for_client(self, index: int) -> "Target":
-        """Where the `index`-th client connects: the instances in turn."""
-        if not self.more_ports:
+        """Where the `index`-th client connects: the instances in turn, from the source addresses in turn."""
+        if not self.more_ports and not self.local_hosts:
             return self
-        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=())
+        local_host = self.local_hosts[index % len(self.local_hosts)] if self.local_hosts else ""
+        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=(),
+                                   local_hosts=(), local_host=local_host)
 
     @property
     def host_header(self) -> str:
@@ -81,6 +106,7 @@ class Receiver:
         self.reset()
 
     def reset(self) -> None:
+        self.candles = 0  # candle events received (counted, not checked: they are conflated)
         self.delivered = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -127,13 +153,14 @@ class Receiver:
         """Open connections per symbol, from what each one was acknowledged."""
         counts: dict[str, int] = {}
         for client in self.clients:
-            if client.subscribed and not client.closed:
+            if client.subscribed and not client.closed and not client.target.candle_interval:
                 for symbol in client.symbols:
                     counts[symbol] = counts.get(symbol, 0) + 1
         return counts
 
     def window_counts(self) -> dict[str, Any]:
         return {
+            "candles": self.candles,
             "delivered": self.delivered,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
@@ -166,8 +193,9 @@ class BaseClient(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key))
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
+        self.transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key,
+                                                       self.target.headers))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -183,7 +211,7 @@ class BaseClient(asyncio.Protocol):
         buf = self._buf
         if buf:
             buf += data
-            data = buf  # type: ignore[assignment]
+            data = buf  # type: ignore[assignment]  # a bytearray is read here as bytes are
         now = time.time_ns()  # one clock read per read() is precise enough and much cheaper
         pos = 0
         end_of_data = len(data)
@@ -326,6 +354,16 @@ def _resolve(future: "asyncio.Future[Any]", value: Any) -> None:
         future.set_result(value)
 
 
+def subscribe_request(target: Target, symbols: list[str]) -> tuple[str, dict[str, Any]]:
+    """The request that subscribes a client: to prices (throttled or not), or to live candles."""
+    if target.candle_interval:
+        return "subscribeCandles", {"symbols": symbols, "interval": target.candle_interval}
+    body: dict[str, Any] = {"symbols": symbols}
+    if target.throttle_ms:
+        body["throttle"] = target.throttle_ms
+    return "subscribe", body
+
+
 def _check_subscribe_answer(answer: Any) -> None:
     if not isinstance(answer, dict) or not answer.get("ok"):
         error = answer.get("error", answer) if isinstance(answer, dict) else answer
@@ -360,6 +398,9 @@ class SocketIOClient(BaseClient):
                 receiver.cached_payload = bytes(payload)
                 receiver.cached_update = update
             receiver.on_update(self.last_seq, update, now)
+            return
+        if payload.startswith(SIO_CANDLE_PREFIX):
+            receiver.candles += 1
             return
         kind = payload[:1]
         if kind == b"2":  # Engine.IO ping: the server drops us without a pong
@@ -407,7 +448,7 @@ class SocketIOClient(BaseClient):
         ack_id = self._next_ack
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = future
-        self.send(b"42" + str(ack_id).encode() + orjson.dumps(["subscribe", {"symbols": symbols}]))
+        self.send(b"42" + str(ack_id).encode() + orjson.dumps(subscribe_request(self.target, symbols)))
         _check_subscribe_answer(await future)
         self.subscribed = True
 
@@ -426,6 +467,9 @@ class LiveWsClient(BaseClient):
         receiver = self.receiver
         if payload == receiver.cached_payload:
             receiver.on_update(self.last_seq, receiver.cached_update, now)
+            return
+        if payload.startswith(WS_CANDLE_PREFIX):
+            receiver.candles += 1
             return
         try:
             message = orjson.loads(payload)
@@ -455,9 +499,10 @@ class LiveWsClient(BaseClient):
     async def subscribe(self, symbols: list[str]) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies.append(future)
-        self.send(orjson.dumps({"action": "subscribe", "symbols": symbols}))
+        event, body = subscribe_request(self.target, symbols)
+        self.send(orjson.dumps({"action": event, **body}))
         answer = await future
-        if isinstance(answer, dict) and answer.get("type") == "subscribed":
+        if isinstance(answer, dict) and answer.get("type") in ("subscribed", "candlesSubscribed"):
             answer = {"ok": True, **answer}
         elif isinstance(answer, dict) and answer.get("type") == "error":
             answer = {"ok": False, "error": answer}
@@ -489,6 +534,7 @@ async def open_client(receiver: Receiver, target: Target, symbols: list[str], ti
             _, client = await loop.create_connection(
                 lambda: cls(receiver, target, symbols), target.host, target.port,
                 ssl=ssl_context, server_hostname=target.host if ssl_context else None,
+                local_addr=(target.local_host, 0) if target.local_host else None,
             )
             await client.ready
             connected = time.perf_counter_ns()

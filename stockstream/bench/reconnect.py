@@ -1,8 +1,11 @@
 """The `reconnect` scenario: the cost of Socket.IO connection state recovery.
 
 Two instances share a private Redis, both with RECOVERY_WINDOW on. Every
-client connects to the first, subscribes, and streams while stockstream's own
-publisher (seq and history in one step) publishes at a steady rate. The first
+client connects to the first, subscribes, and streams while prices are
+published at a steady rate, by stockstream's own publisher (`ours`: seq and
+history in one step) or the original design's way (`raw`: `SET` + `PUBLISH`
+without seq; each update then carries a per-symbol `tick` for the count,
+and history is kept by the instances' recorder). The first
 instance is then stopped with SIGTERM: each client reconnects, as
 socket.io-client does (after 0.5-1.5 s), to the second one with its pid and
 last offset, and must come back with its session recovered. Reported: the
@@ -29,8 +32,10 @@ import aiohttp
 import orjson
 
 from ..broker import create_broker
+from ..broker.clients import command_client
 from ..config import Settings
 from ..publisher import Publisher, checked_price
+from ..symbols import channel_for
 from .servers import ManagedProcess, start_redis, start_stockstream
 
 
@@ -42,6 +47,12 @@ class ReconnectPlan:
     before: float = 3.0  # seconds of publishing before the stop
     after: float = 9.0  # seconds of publishing after it
     window: int = 60  # RECOVERY_WINDOW of both instances
+    publisher: str = "ours"  # one of PUBLISHERS
+
+
+# Who publishes: stockstream's atomic publish (with seq), or the original
+# design's SET + PUBLISH without seq.
+PUBLISHERS = ("ours", "raw")
 
 
 @dataclass
@@ -87,7 +98,8 @@ async def _session(http: aiohttp.ClientSession, client: Client, subscribed: asyn
                 subscribed.set()
             elif text.startswith('42["stockUpdate"'):
                 args = orjson.loads(text[2:])
-                client.seqs.append(args[1]["seq"])
+                update = args[1]
+                client.seqs.append(update["seq"] if "seq" in update else update["tick"])
                 if len(args) > 2:
                     client.offset = args[2]
                 if client.reconnected_at is not None and client.back_at is None \
@@ -111,8 +123,30 @@ async def _run_client(http: aiohttp.ClientSession, client: Client, subscribed: a
         await asyncio.sleep(random.uniform(0.5, 1.5))
 
 
-async def _publish(publisher: Publisher, symbols: list[str], rate: float, seconds: float,
+class RawPublisher:
+    """The original design's publisher: `SET stock:SYM json` + `PUBLISH stock:SYM json`,
+    no seq; a per-symbol `tick` (1, 2, 3, ...) lets the clients count."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = command_client(redis_url)
+        self._ticks: dict[str, int] = {}
+
+    async def publish(self, symbol: str, price: float) -> int:
+        tick = self._ticks[symbol] = self._ticks.get(symbol, 0) + 1
+        payload = orjson.dumps({"symbol": symbol, "price": price, "timestamp": time.time_ns() // 1_000_000,
+                                "tick": tick})
+        key = channel_for(symbol)
+        await self._redis.set(key, payload)
+        await self._redis.publish(key, payload)
+        return tick
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+async def _publish(publish: Any, symbols: list[str], rate: float, seconds: float,
                    published: dict[str, int]) -> None:
+    """`publish(symbol, price)` returns the update's count (seq or tick)."""
     interval = 0.01
     per_tick = rate * interval
     loop = asyncio.get_running_loop()
@@ -127,11 +161,20 @@ async def _publish(publisher: Publisher, symbols: list[str], rate: float, second
             symbol = symbols[k % len(symbols)]
             k += 1
             batch.append(symbol)
-        results = await asyncio.gather(*(publisher.publish_checked(checked_price(s, 100.0 + (k % 100) / 10))
-                                         for s in batch))
-        for update in results:
-            published[update.symbol] = max(published.get(update.symbol, 0), update.seq or 0)
+        # One symbol's updates in order (a raw publisher's SET and PUBLISH
+        # are two commands); different symbols concurrently.
+        counts = await asyncio.gather(*(_publish_in_order(publish, [s for s in batch if s == symbol])
+                                        for symbol in dict.fromkeys(batch)))
+        for symbol, count in zip(dict.fromkeys(batch), counts):
+            published[symbol] = max(published.get(symbol, 0), count)
         await asyncio.sleep(max(0.0, start + (k / rate) - loop.time()))
+
+
+async def _publish_in_order(publish: Any, symbols: list[str]) -> int:
+    count = 0
+    for i, symbol in enumerate(symbols):
+        count = await publish(symbol, 100.0 + (i % 100) / 10)
+    return count
 
 
 def _problems(client: Client, last: int) -> tuple[int, int, int]:
@@ -170,7 +213,15 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
                    first: ManagedProcess, log: Any) -> dict[str, Any]:
     symbols = [f"RC{i:03d}" for i in range(plan.symbols)]
     broker = create_broker(Settings.from_env({}, redis_url=redis_url, log_level="warning"))
-    publisher = Publisher(broker)
+    raw = RawPublisher(redis_url) if plan.publisher == "raw" else None
+    if raw is not None:
+        publish: Any = raw.publish
+    else:
+        publisher = Publisher(broker)
+
+        async def publish(symbol: str, price: float) -> int:
+            update = await publisher.publish_checked(checked_price(symbol, price))
+            return update.seq or 0
     published: dict[str, int] = {}
     clients = [Client(symbols[i % len(symbols)], first_url) for i in range(plan.clients)]
     connector = aiohttp.TCPConnector(limit=0)
@@ -180,7 +231,7 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 60)
             log(f"reconnect: {len(clients)} clients subscribed on the first instance")
-            publishing = asyncio.create_task(_publish(publisher, symbols, plan.rate, plan.before + plan.after,
+            publishing = asyncio.create_task(_publish(publish, symbols, plan.rate, plan.before + plan.after,
                                                       published))
             await asyncio.sleep(plan.before)
             stopped_at = time.monotonic()
@@ -199,6 +250,8 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     await broker.close()
+    if raw is not None:
+        await raw.close()
     recovered = sum(1 for c in clients if c.recovered and all(c.recovered))
     back = [c.back_at - stopped_at for c in clients if c.back_at is not None]
     drop_to_back = [c.back_at - c.dropped_at for c in clients if c.back_at is not None and c.dropped_at is not None]
@@ -207,7 +260,7 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
         a, b, d = _problems(c, published.get(c.symbol, 0))
         lost, duplicates, out_of_order = lost + a, duplicates + b, out_of_order + d
     return {
-        "clients": len(clients), "symbols": len(symbols), "rate": plan.rate,
+        "clients": len(clients), "symbols": len(symbols), "rate": plan.rate, "publisher": plan.publisher,
         "recovered": recovered, "not_recovered": len(clients) - recovered,
         "live_again": len(back),
         "all_live_again_s": round(max(back), 2) if len(back) == len(clients) else None,
@@ -218,16 +271,16 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
     }
 
 
-def run_reconnect_scenario(scenario: Any, round_no: int, progress: Any) -> dict[str, Any]:
+def run_reconnect_scenario(scenario: Any, round_no: int, progress: Any, publisher: str = "ours") -> dict[str, Any]:
     """One run of the `reconnect` Scenario, as a bench report record."""
     plan = ReconnectPlan(clients=scenario.clients, symbols=scenario.symbols, rate=scenario.rate,
-                         before=scenario.warmup, after=scenario.duration)
+                         before=scenario.warmup, after=scenario.duration, publisher=publisher)
     record: dict[str, Any] = {"scenario": "reconnect", "server": "stockstream", "round": round_no}
     log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-reconnect-"))
     try:
         record["result"] = asyncio.run(run_reconnect(plan, log_dir, progress.log))
         shutil.rmtree(log_dir, ignore_errors=True)
-    except Exception as exc:  # noqa: BLE001 - reported, with the logs kept
+    except Exception as exc:  # reported, with the logs kept
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["logs"] = str(log_dir)
     else:
@@ -246,7 +299,8 @@ def format_reconnect(record: dict[str, Any]) -> str:
 
 def _format_result(result: dict[str, Any]) -> str:
     return "\n".join([
-        f"== reconnect: {result['clients']:,} clients on {result['symbols']} symbols, {result['rate']:g} updates/s ==",
+        f"== reconnect: {result['clients']:,} clients on {result['symbols']} symbols, {result['rate']:g} updates/s"
+        f" ({result.get('publisher', 'ours')} publisher) ==",
         f"  recovered            {result['recovered']:,} of {result['clients']:,}",
         f"  all live again after {result['all_live_again_s']} s from SIGTERM",
         f"  drop -> live         median {result['drop_to_live_median_s']} s, max {result['drop_to_live_max_s']} s",

@@ -20,6 +20,9 @@ HEADLINES: list[tuple[str, str, Callable[[dict[str, Any]], Optional[float]], str
     ("idle", "idle: server RSS bytes per connection", lambda r: r.get("server_rss_per_connection_bytes"), "lower"),
     ("connect", "connect: connections/s", lambda r: r.get("connects_per_s"), "higher"),
     ("connect", "connect: subscribes/s", lambda r: r.get("subscribes_per_s"), "higher"),
+    ("candles", "candles: server CPU µs per tick", lambda r: r.get("server_cpu_us_per_tick_candles"), "lower"),
+    ("throttle", "throttle: server CPU throttled / unthrottled", lambda r: r.get("server_cpu_throttled_over_unthrottled"),
+     "lower"),
 ]
 
 
@@ -83,7 +86,8 @@ def _client(result: dict[str, Any]) -> str:
 def format_run(record: dict[str, Any]) -> str:
     instances = record.get("instances", 1)
     on = f"{instances} x {record['server']}" if instances > 1 else record["server"]
-    head = f"== {record['scenario']} on {on} (round {record['round']}) =="
+    headers = f", {record['headers']} headers" if record.get("headers", "few") != "few" else ""
+    head = f"== {record['scenario']} on {on} (round {record['round']}{headers}) =="
     if record.get("error"):
         return head + "\n  error: " + record["error"]
     result = record.get("result") or {}
@@ -124,6 +128,24 @@ def format_run(record: dict[str, Any]) -> str:
             rows.append(["disconnects", _fmt(result["disconnects"])])
         if result.get("server_errors"):
             rows.append(["server errors", ", ".join(f"{k} x{v}" for k, v in result["server_errors"].items())])
+    elif scenario == "candles":
+        candles, updates = result.get("candles") or {}, result.get("stock_updates") or {}
+        rows += [
+            ["candle events/s", _fmt(result.get("candle_events_per_s"))],
+            ["server CPU µs per tick: candles / stockUpdate",
+             f"{_fmt(result.get('server_cpu_us_per_tick_candles'), 2)} / "
+             f"{_fmt(result.get('server_cpu_us_per_tick_updates'), 2)}"
+             + (f"  (x{result['cpu_per_tick_ratio']:.2f})" if result.get("cpu_per_tick_ratio") else "")],
+            ["server CPU: candles / stockUpdate",
+             f"{_fmt(candles.get('server_cpu_percent'))}% / {_fmt(updates.get('server_cpu_percent'))}%"],
+            ["stockUpdate deliveries/s (loss)",
+             f"{_fmt(updates.get('deliveries_per_s'))} ({_fmt(updates.get('loss'))})"],
+            ["load generator CPU: candles", _client(candles)],
+        ]
+        if result.get("disconnects"):
+            rows.append(["disconnects", _fmt(result["disconnects"])])
+        if result.get("server_errors"):
+            rows.append(["server errors", ", ".join(f"{k} x{v}" for k, v in result["server_errors"].items())])
     elif scenario == "idle":
         rows += [
             ["still open after idling", _fmt(result.get("still_open"))],
@@ -131,6 +153,18 @@ def format_run(record: dict[str, Any]) -> str:
             ["server RSS per connection", _bytes(result.get("server_rss_per_connection_bytes"))],
             ["server CPU while idle", f"{_fmt(result.get('server_idle_cpu_percent'))}%"],
         ]
+    elif scenario == "throttle":
+        for phase in ("throttled", "unthrottled"):
+            figures = result.get(phase) or {}
+            rows += [
+                [f"{phase}: ticks / deliveries", f"{_fmt(figures.get('ticks'))} / {_fmt(figures.get('deliveries'))}"],
+                [f"{phase}: server CPU", f"{_fmt(figures.get('server_cpu_s'), 2)} s ({_fmt(figures.get('server_cpu_percent'))}%)"],
+                [f"{phase}: server CPU µs per delivery / per tick",
+                 f"{_fmt(figures.get('server_cpu_us_per_delivery'), 2)} / {_fmt(figures.get('server_cpu_us_per_tick'), 2)}"],
+                [f"{phase}: duplicates / out of order",
+                 f"{_fmt(figures.get('duplicates'))} / {_fmt(figures.get('out_of_order'))}"],
+            ]
+        rows.append(["server CPU throttled / unthrottled", _fmt(result.get("server_cpu_throttled_over_unthrottled"), 3)])
     elif scenario == "connect":
         rows += [
             ["connections/s", _fmt(result.get("connects_per_s"))],

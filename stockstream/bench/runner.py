@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .clients import Target
+from .clients import Target, loopback_sources
 from .progress import Progress
 from .publisher import Publisher
 from .scenarios import RunContext, RunOptions, Scenario, run_scenario
@@ -45,6 +45,7 @@ class BenchConfig:
     server_env: dict[str, str] = field(default_factory=dict)
     instances: int = 1  # servers started side by side on one Redis
     redis_cluster: bool = False  # a private 3-master Redis Cluster instead of one Redis
+    headers: str = "few"  # the clients' upgrade request headers (wsproto.HEADER_SETS)
 
     def instance_cpus(self, index: int) -> Optional[list[int]]:
         """One instance takes all the server cores; several take one each, in turn."""
@@ -57,7 +58,7 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
     run_id = secrets.token_hex(4)
     record: dict[str, Any] = {"server": kind, "instances": config.instances if kind != "external" else 1,
                               "scenario": scenario.name, "round": round_no, "run_id": run_id,
-                              "transport": config.transport, "settings": dataclasses.asdict(scenario)}
+                              "transport": config.transport, "headers": config.headers, "settings": dataclasses.asdict(scenario)}
     log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-"))
     keep_logs = False
     try:
@@ -92,9 +93,10 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                     ports.append(port)
                 server_pids = [server.pid for server in servers]
                 target = Target("127.0.0.1", ports[0], config.transport, token=config.token,
-                                more_ports=tuple(ports[1:]))
+                                more_ports=tuple(ports[1:]), headers=config.headers,
+                                local_hosts=loopback_sources("127.0.0.1"))
             record["target"] = {"host": target.host, "ports": list(target.ports), "pids": server_pids}
-            worker_cpus = [{c} for c in config.client_cpus] if config.client_cpus else []
+            worker_cpus: list[Optional[set[int]]] = [{c} for c in config.client_cpus] if config.client_cpus else []
             pool = WorkerPool(config.workers, worker_cpus, run_id)
             stack.callback(pool.stop)
             client_pids = [os.getpid()] + pool.pids + ([redis_pid] if redis_pid else [])

@@ -42,6 +42,7 @@ class Scenario:
     warmup: float  # seconds of an unmeasured window first
     steps: int = 1  # fanout: rate steps at most
     publishes: bool = True
+    throttle_ms: int = 0  # throttle: the period the clients ask for
     description: str = ""
 
 
@@ -59,6 +60,12 @@ FULL: dict[str, Scenario] = {
     "reconnect": Scenario("reconnect", 1000, 100, 1, 1000.0, 9.0, 3.0,
                           description="1,000 Socket.IO clients recovering their sessions on a second instance after "
                                       "theirs is stopped, at 1,000 updates/s: time until all are live, loss 0"),
+    "candles": Scenario("candles", 1000, 100, 10, 1000.0, 10.0, 2.0,
+                        description="1,000 clients x 10 of 100 symbols at 1,000 ticks/s following live 1s candles, "
+                                    "then the same clients on stockUpdate: server CPU per tick, candle events/s"),
+    "throttle": Scenario("throttle", 10000, 100, 1, 2000.0, 10.0, 2.0, throttle_ms=1000,
+                         description="10,000 clients with throttle 1000 ms on 100 hot symbols at 2,000 ticks/s, "
+                                     "then the same unthrottled: server CPU per delivery and per tick"),
 }
 
 QUICK: dict[str, Scenario] = {
@@ -68,7 +75,13 @@ QUICK: dict[str, Scenario] = {
     "idle": dataclasses.replace(FULL["idle"], clients=500, symbols=10, duration=1.0),
     "connect": dataclasses.replace(FULL["connect"], clients=300, symbols=10),
     "reconnect": dataclasses.replace(FULL["reconnect"], clients=100, symbols=10, rate=200.0, duration=3.0, warmup=1.0),
+    "candles": dataclasses.replace(FULL["candles"], clients=100, symbols=20, symbols_per_client=5, rate=200.0,
+                                   duration=2.0, warmup=0.5),
+    "throttle": dataclasses.replace(FULL["throttle"], clients=500, symbols=20, rate=400.0, duration=3.0, warmup=1.0),
 }
+
+# The interval the candles scenario follows: the shortest, so candles also close during a window.
+CANDLES_INTERVAL = "1s"
 
 NAMES = tuple(FULL)
 
@@ -84,6 +97,8 @@ def describe(sc: Scenario) -> str:
         text += f", {sc.rate:g} ticks/s rising up to {sc.steps} steps of {sc.duration:g}s"
     elif sc.publishes:
         text += f", {sc.rate:g} ticks/s for {sc.duration:g}s"
+        if sc.throttle_ms:
+            text += f", throttle {sc.throttle_ms} ms then unthrottled"
     elif sc.name == "idle":
         text += f", watched idle for {sc.duration:g}s"
     return text
@@ -307,6 +322,7 @@ async def measure_window(ctx: RunContext, label: str, symbols: list[str], rate: 
     busy_after = _cores_busy(ctx)
     counts = WindowCounts.merge(await pool.call_all("collect"))
     distinct = counts.distinct
+    server = server_usage(ctx, server_before, server_after, distinct)
     return {
         "label": label,
         "rate_target": rate,
@@ -327,7 +343,11 @@ async def measure_window(ctx: RunContext, label: str, symbols: list[str], rate: 
         "disconnects": counts.disconnects,
         "server_errors": counts.server_errors,
         "latency_ms": latency_summary_ms(counts.latency_hist, counts.latency_max_us),
-        **server_usage(ctx, server_before, server_after, distinct),
+        "candle_events": counts.candles,
+        "candle_events_per_s": round(counts.candles / max(elapsed, duration), 1),
+        **server,
+        "server_cpu_us_per_tick": round(server["server_cpu_s"] * 1e6 / published.total, 2)
+        if server["server_cpu_s"] is not None and published.total else None,
         "other_cpu_on_server_cores_percent": interference(busy_before, busy_after, server_before, server_after),
         "client": client_usage(ctx, client_before, client_after),
     }
@@ -352,7 +372,9 @@ async def _drain(pool: WorkerPool, expected: int) -> None:
 
 # ----------------------------------------------------------------- scenarios
 async def run_scenario(ctx: RunContext, scenario: Scenario) -> dict[str, Any]:
-    runner = {"fanout": _fanout, "spread": _steady, "latency": _steady, "idle": _idle, "connect": _connect}
+    runner = {"fanout": _fanout, "spread": _steady, "latency": _steady, "idle": _idle, "connect": _connect,
+              "candles": _candles,
+              "throttle": _throttle}
     await ctx.publisher.check()
     ctx.baseline_rss = ctx.server.rss_bytes() if ctx.server else None
     try:
@@ -391,6 +413,36 @@ async def _steady(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
     windows.append(measured)
     result = {k: v for k, v in measured.items() if k != "label"}
     result["server_rss_per_connection_bytes"] = _per_connection(rss, ctx, connection)
+    return {"connection": connection, "windows": windows, "result": result}
+
+
+async def _candles(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
+    """The same clients twice: following live candles of their symbols, then
+    their prices; the server's CPU per tick of each, side by side."""
+    phases: dict[str, dict[str, Any]] = {}
+    windows: list[dict[str, Any]] = []
+    connection: dict[str, Any] = {}
+    for mode, interval in (("candles", CANDLES_INTERVAL), ("stockUpdate", "")):
+        phase = dataclasses.replace(ctx, target=dataclasses.replace(ctx.target, candle_interval=interval))
+        symbols, connection, _, warmup = await _connect_and_warm_up(phase, sc)
+        if error := _failed_connect(connection):
+            return {"connection": connection, "windows": windows, "result": {}, "error": f"{mode}: {error}"}
+        measured = await measure_window(phase, f"{sc.name} on {mode}", symbols, sc.rate, sc.duration)
+        windows += [*warmup, measured]
+        phases[mode] = {k: v for k, v in measured.items() if k != "label"}
+        await ctx.pool.call_all("close", timeout=30.0)
+    candles, updates = phases["candles"], phases["stockUpdate"]
+    per_tick = candles["server_cpu_us_per_tick"], updates["server_cpu_us_per_tick"]
+    result = {
+        "candles": candles,
+        "stock_updates": updates,
+        "candle_events_per_s": candles["candle_events_per_s"],
+        "server_cpu_us_per_tick_candles": per_tick[0],
+        "server_cpu_us_per_tick_updates": per_tick[1],
+        "cpu_per_tick_ratio": round(per_tick[0] / per_tick[1], 3) if per_tick[0] and per_tick[1] else None,
+        "disconnects": candles["disconnects"] + updates["disconnects"],
+        "server_errors": {**candles["server_errors"], **updates["server_errors"]},
+    }
     return {"connection": connection, "windows": windows, "result": result}
 
 
@@ -457,6 +509,7 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
     # ... then bisect between the last passing and the failing rate, for a sharper figure.
     for _ in range(ctx.options.refine_steps if best is not None and failed_rate is not None else 0):
         number += 1
+        assert best is not None and failed_rate is not None  # the range above is empty otherwise
         rate = round((best["rate_target"] + failed_rate) / 2, 2)
         window, failure = await step(number, rate)
         if failure is None:
@@ -534,3 +587,44 @@ async def _connect(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
         "client": client_usage(ctx, client_before, client_after),
     }
     return {"connection": connection, "subscription": subscription, "windows": [], "result": result}
+
+
+async def _throttle(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
+    """The same clients and ticks twice: throttled, then unthrottled. Throttled
+    clients get fewer updates by design, so what is compared is the server's
+    CPU per tick published and per update delivered, not loss."""
+    phases: dict[str, dict[str, Any]] = {}
+    windows: list[dict[str, Any]] = []
+    connection: dict[str, Any] = {}
+    plain_target = ctx.target
+    for phase, throttle_ms in (("throttled", sc.throttle_ms), ("unthrottled", 0)):
+        ctx.target = dataclasses.replace(plain_target, throttle_ms=throttle_ms)
+        try:
+            symbols, connection, _, warm = await _connect_and_warm_up(ctx, sc)
+            if error := _failed_connect(connection):
+                return {"connection": connection, "windows": windows, "result": {}, "error": error}
+            window = await measure_window(ctx, f"{phase}", symbols, sc.rate, sc.duration)
+        finally:
+            ctx.target = plain_target
+        windows += [*warm, window]
+        cpu = window["server_cpu_s"]
+        phases[phase] = {
+            "ticks": window["ticks"],
+            "deliveries": window["deliveries"],
+            "deliveries_per_s": window["deliveries_per_s"],
+            "out_of_order": window["out_of_order"],
+            "duplicates": window["duplicates"],
+            "server_cpu_s": cpu,
+            "server_cpu_percent": window["server_cpu_percent"],
+            "server_cpu_us_per_delivery": window["server_cpu_us_per_delivery"],
+            "server_cpu_us_per_tick": round(cpu * 1e6 / window["ticks"], 2) if cpu is not None and window["ticks"]
+            else None,
+            "latency_ms": window["latency_ms"],
+        }
+        await ctx.pool.call_all("close", timeout=30.0)
+    throttled, plain = phases["throttled"], phases["unthrottled"]
+    ratio = (round(throttled["server_cpu_s"] / plain["server_cpu_s"], 3)
+             if throttled["server_cpu_s"] is not None and plain["server_cpu_s"] else None)
+    result = {"throttle_ms": sc.throttle_ms, **phases, "server_cpu_throttled_over_unthrottled": ratio,
+              "server_cpu_us_per_delivery": throttled["server_cpu_us_per_delivery"]}
+    return {"connection": connection, "windows": windows, "result": result}

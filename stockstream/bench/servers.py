@@ -213,7 +213,7 @@ def _wait_redis(proc: ManagedProcess, port: int) -> None:
                 return
             except redis.RedisError:
                 if time.monotonic() > deadline:
-                    raise BenchSetupError(f"redis-server did not answer on port {port}:\n{proc.log_tail()}")
+                    raise BenchSetupError(f"redis-server did not answer on port {port}:\n{proc.log_tail()}") from None
                 time.sleep(0.05)
     finally:
         client.close()

@@ -90,6 +90,7 @@ def latency_summary_ms(hist: list[int], maximum_us: int) -> dict[str, float | No
 class WindowCounts:
     """What the workers saw during one measurement window, merged."""
 
+    candles: int = 0  # live candle events received
     delivered: int = 0  # in-window updates received, duplicates included
     duplicates: int = 0
     out_of_order: int = 0
@@ -109,7 +110,7 @@ class WindowCounts:
         total = cls()
         hists = []
         for part in parts:
-            for name in ("delivered", "duplicates", "out_of_order", "stale", "foreign", "disconnects"):
+            for name in ("candles", "delivered", "duplicates", "out_of_order", "stale", "foreign", "disconnects"):
                 setattr(total, name, getattr(total, name) + int(part[name]))
             for code, n in part["server_errors"].items():
                 total.server_errors[code] = total.server_errors.get(code, 0) + n

@@ -189,7 +189,7 @@ class _Worker:
         for client in clients:
             client.close()
         deadline = time.monotonic() + CLOSE_GRACE_S
-        while any(not c.closed for c in clients) and time.monotonic() < deadline:
+        while any(not c.closed for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110 - many clients' flags, bounded by the deadline
             await asyncio.sleep(0.05)
         for client in clients:
             if not client.closed:

@@ -37,9 +37,38 @@ def accept_for(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
-def handshake_request(host_header: str, path: str, key: bytes) -> bytes:
-    # No Sec-WebSocket-Extensions: compression would make the server pay
-    # deflate costs a real browser client might not ask for, and us inflate.
+HEADER_SETS = ("few", "browser")
+
+# What a desktop browser sends besides the handshake's own headers, with a
+# cookie of a typical site's size (analytics and a session, ~400 bytes): what
+# a server may hold per connection grows with it.
+BROWSER_HEADERS = (
+    "Pragma: no-cache\r\n"
+    "Cache-Control: no-cache\r\n"
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36\r\n"
+    "Origin: https://{host}\r\n"
+    "Accept-Encoding: gzip, deflate, br, zstd\r\n"
+    "Accept-Language: en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7\r\n"
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    "Sec-Fetch-Dest: empty\r\n"
+    "Sec-Fetch-Mode: websocket\r\n"
+    "Sec-Fetch-Site: same-origin\r\n"
+    "Cookie: _ga=GA1.1.1234567890.1733480000; _ga_ABCDEF1234=GS1.1.1733480000.3.1.1733480123.0.0.0; "
+    "_gid=GA1.2.987654321.1733480000; session=eyJ1c2VyIjoiYmVuY2gtdXNlci0wMDEiLCJyb2xlcyI6WyJ2aWV3ZXIiXSwi"
+    "ZXhwIjoxNzMzNTY2NDAwfQ.c2lnbmF0dXJlLWZvci10aGUtc2Vzc2lvbi1jb29raWUtb2YtYS1icm93c2Vy; "
+    "consent=analytics%3Dtrue%26marketing%3Dfalse%26v%3D2; theme=dark; locale=en-GB; "
+    "csrftoken=Q2hKd3JvYlpUUW9wR2x1aWR2cW9hVE5yQ3pwS0x6dWs; _hjSessionUser_123456=eyJpZCI6IjAwMDAwMDAwLTAwMDAt"
+    "MDAwMC0wMDAwLTAwMDAwMDAwMDAwMCJ9\r\n"
+)
+
+
+def handshake_request(host_header: str, path: str, key: bytes, headers: str = "few") -> bytes:
+    """The upgrade request; `headers` "browser" adds what a browser sends."""
+    # With "few", no Sec-WebSocket-Extensions: compression would make the
+    # server pay deflate costs a real browser client might not ask for, and us
+    # inflate. (Servers here decline it either way.)
+    extra = BROWSER_HEADERS.format(host=host_header) if headers == "browser" else "User-Agent: stockstream-bench\r\n"
     return (
         f"GET {path} HTTP/1.1\r\n"
         f"Host: {host_header}\r\n"
@@ -47,7 +76,7 @@ def handshake_request(host_header: str, path: str, key: bytes) -> bytes:
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key.decode()}\r\n"
         "Sec-WebSocket-Version: 13\r\n"
-        "User-Agent: stockstream-bench\r\n"
+        f"{extra}"
         "\r\n"
     ).encode()
 

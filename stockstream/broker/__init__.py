@@ -102,6 +102,22 @@ class Broker(abc.ABC):
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         """Stop feeding these symbols."""
 
+    # -- every symbol (a wildcard subscription) -----------------------------
+
+    async def subscribe_all(self) -> None:
+        """Also feed every symbol's updates, symbols that appear later
+        included; returns once no later update can be missed (see the
+        backend for how soon a symbol new to it is found)."""
+        raise NotImplementedError
+
+    async def unsubscribe_all(self) -> None:
+        """Feed only the subscribed symbols again (no-op when not feeding all)."""
+        raise NotImplementedError
+
+    async def symbols_with_price(self, limit: int) -> list[str]:
+        """Up to `limit` symbols that have a stored price, sorted."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         """Store and distribute one update, adding its `seq`. The update was
@@ -133,6 +149,15 @@ class Broker(abc.ABC):
         """Stored updates after a point (a timestamp or a seq), oldest first,
         with the stream position the read stands at."""
 
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
+                                  limit: int = 10000) -> Replay:
+        """Stored updates after the one published without a seq at `timestamp`
+        whose bytes have `digest` (Update.digest), oldest first, with the
+        stream position the read stands at; complete only when that update is
+        found. A backend whose every update carries a seq has none such: the
+        timestamp is the best it can do."""
+        return await self.replay_at(symbol, timestamp, None, limit)
+
     async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
                      limit: int = 10000) -> tuple[list[Update], bool]:
         """replay_at without the position: (updates, complete)."""
@@ -148,6 +173,15 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def take_session(self, pid: str) -> bytes | None:
         """The state saved under `pid`, removed so it is recovered at most once."""
+
+
+def broker_kinds() -> list[str]:
+    """The `kind` of every backend create_broker can build (readiness and
+    /metrics report it; the API documents list these)."""
+    from .cluster import ClusterBroker
+    from .memory import MemoryBroker
+    from .redis import RedisBroker
+    return [MemoryBroker.kind, RedisBroker.kind, ClusterBroker.kind]
 
 
 def create_broker(settings: Settings) -> Broker:

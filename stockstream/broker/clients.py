@@ -67,7 +67,7 @@ def cluster_client(url: str) -> RedisCluster:
 def _node_client(url: str, host: str, port: int, **options: Any) -> aioredis.Redis:
     """A plain client of one cluster node, with what the cluster's URL says
     besides the address: user, password, TLS and its query options."""
-    kwargs = parse_url(url)
+    kwargs: dict[str, Any] = dict(parse_url(url))
     kwargs.pop("db", None)  # a cluster has database 0 only
     connection_class = kwargs.pop("connection_class", aioredis.Connection)
     kwargs.update(options, host=host, port=port)

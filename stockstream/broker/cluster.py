@@ -31,7 +31,7 @@ from ..config import Settings, redact_url
 from ..updates import CheckedUpdate, Update
 from . import BackendUnavailable, Replay, Snapshots
 from .clients import cluster_client, shard_listener_client
-from .keys import ClusterKeyLayout, KeyLayout
+from .keys import ClusterKeyLayout
 from .redis import DEAD_AFTER, PROBE_AFTER, PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
@@ -179,6 +179,7 @@ async def _close_quietly(pubsub: Any) -> None:
 
 class ClusterBroker(RedisBroker):
     kind = "redis-cluster"
+    keys: ClusterKeyLayout
 
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
@@ -196,7 +197,7 @@ class ClusterBroker(RedisBroker):
         # a subscriber (None: there was no price). A reader resumes from it.
         self._points: dict[str, Update | None] = {}
 
-    def _key_layout(self) -> KeyLayout:
+    def _key_layout(self) -> ClusterKeyLayout:
         return ClusterKeyLayout()
 
     def _command_client(self) -> Any:
@@ -440,7 +441,7 @@ class ClusterBroker(RedisBroker):
                 if self._marker_symbols.get(item) in ahead:
                     self._fail_marker(item)
                     continue
-            elif item.symbol in ahead:  # type: ignore[union-attr]
+            elif item.symbol in ahead:  # type: ignore[union-attr]  # not bytes: an Update
                 continue
             kept.append(item)
         early[:] = kept
@@ -659,6 +660,19 @@ class ClusterBroker(RedisBroker):
                      limit: int = 10000) -> Any:
         try:
             return await super().replay(symbol, since_ms, since_seq, limit)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        try:
+            await super().save_session(pid, data, ttl)
+        except RedisClusterException as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def take_session(self, pid: str) -> bytes | None:
+        try:
+            return await super().take_session(pid)
         except RedisClusterException as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 

@@ -30,6 +30,17 @@ class KeyLayout:
         """The last offset published from one partition of a source."""
         return f"stockstream:dedupe:{stream}"
 
+    def every_channel(self) -> str:
+        """The glob matching every symbol's snapshot key and channel (for
+        PSUBSCRIBE and SCAN; it also matches other keys of a symbol, which
+        `symbol_of` + the symbol pattern tell apart)."""
+        return CHANNEL_PREFIX + "*"
+
+    def new_symbols(self) -> str:
+        """The channel (on a cluster a plain, cluster-wide one) on which stockstream's
+        publishers announce a symbol's first update, for `*` subscriptions."""
+        return "stockstream:new-symbols"
+
     def symbol_of(self, channel: bytes) -> str:
         """The symbol a channel name carries (raises UnicodeDecodeError)."""
         return channel[len(CHANNEL_PREFIX):].decode()
@@ -42,6 +53,9 @@ class ClusterKeyLayout(KeyLayout):
 
     def channel(self, symbol: str) -> str:
         return CHANNEL_PREFIX + "{" + symbol + "}"
+
+    def every_channel(self) -> str:
+        return CHANNEL_PREFIX + "{*}"
 
     def dedupe(self, symbol: str, stream: str) -> str:
         # Per symbol, so the check runs on the symbol's shard inside its script.

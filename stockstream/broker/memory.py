@@ -13,6 +13,8 @@ from ..config import Settings
 from ..updates import CheckedUpdate, Update
 from . import Broker, Replay, Snapshots, UpdateSink
 
+SESSION_SWEEP_EVERY = 1.0
+
 
 class MemoryBroker(Broker):
     kind = "memory"
@@ -22,6 +24,7 @@ class MemoryBroker(Broker):
         self._settings = settings
         self._sink: UpdateSink | None = None
         self._wanted: set[str] = set()
+        self._all = False
         self._latest: dict[str, Update] = {}
         self._seq: collections.Counter[str] = collections.Counter()
         self._history: dict[str, collections.deque[Update]] = {}
@@ -30,6 +33,7 @@ class MemoryBroker(Broker):
         self._offsets: dict[str, int] = {}
         # Recoverable sessions: pid -> (expiry on the monotonic clock, state).
         self._sessions: dict[str, tuple[float, bytes]] = {}
+        self._next_sweep = 0.0
 
     @property
     def ready(self) -> bool:
@@ -50,6 +54,15 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         self._wanted.difference_update(symbols)
 
+    async def subscribe_all(self) -> None:
+        self._all = True
+
+    async def unsubscribe_all(self) -> None:
+        self._all = False
+
+    async def symbols_with_price(self, limit: int) -> list[str]:
+        return sorted(self._latest)[:limit]
+
     async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
         if dedupe is not None:
             stream, offset = dedupe
@@ -62,7 +75,7 @@ class MemoryBroker(Broker):
         stored = Update(symbol, update.price, update.timestamp, seq, update.encode(seq))
         self._latest[symbol] = stored
         self._record(stored)
-        if self._sink is not None and symbol in self._wanted:
+        if self._sink is not None and (self._all or symbol in self._wanted):
             self._sink.on_update(stored)
         return stored
 
@@ -122,9 +135,13 @@ class MemoryBroker(Broker):
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
         now = time.monotonic()
-        # Expired entries are dropped here, so the dict stays bounded by what one window holds.
-        for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
-            del self._sessions[stale]
+        # Expired entries are dropped here, so the dict stays bounded by what one
+        # window holds; at most once a second, since every connection saves an
+        # entry when it opens (a scan per save would cost a connect storm dearly).
+        if now >= self._next_sweep:
+            self._next_sweep = now + SESSION_SWEEP_EVERY
+            for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
+                del self._sessions[stale]
         self._sessions[pid] = (now + ttl, data)
 
     async def take_session(self, pid: str) -> bytes | None:

@@ -16,8 +16,22 @@ and the append script refuses to write unless the lock still holds that token
 updates published after the previous tenure ended; the previous leader, even if
 it stalled past its lease and still has old messages buffered, can no longer
 write them. The price of that guarantee is a short window without recording
-during a failover: up to the lock's lease after a crash, about one standby poll
-after a clean shutdown (the lock is released at once).
+after a crash: up to the lock's lease.
+
+A clean stop hands over without that window, since a client recovering its
+session across the stop needs every update in history: the leader asks for
+a successor (HANDOFF_KEY) and records on; a standby subscribes, says it is
+ready, and waits for the lock while buffering. Only then does the leader stop
+and release the lock. The successor's buffer overlaps what the leader
+recorded last; both subscriptions see the messages in the same order, so the
+successor skips, per symbol, what is up to the newest entry history already
+holds, and records the rest. With no standby around, the leader just stops.
+
+Every recorded entry carries the recording's epoch (field `e`): a tenure that
+starts without a handoff (the first, or after a crash or a lone stop) begins
+a new one, a successor keeps its predecessor's. Entries of one symbol with
+different epochs may have a gap between them, and a replay across them is
+not complete.
 
 Recorded entries get the id `{max(timestamp, newest entry's ms)}-*`, so ids
 keep growing. They are appended as they arrive: when one symbol has both kinds
@@ -44,6 +58,12 @@ from .clients import recorder_client
 log = logging.getLogger("stockstream.recorder")
 
 LOCK_KEY = "stockstream:recorder"
+# A stopping leader's request for a successor (its token), answered
+# READY + the successor's token; and the mark that a standby is polling.
+HANDOFF_KEY = "stockstream:recorder:handoff"
+STANDBY_KEY = "stockstream:recorder:standby"
+EPOCH_KEY = "stockstream:recorder:epoch"
+READY = b"ready:"
 PATTERN = CHANNEL_PREFIX + "*"
 # The lease bounds the failover window after a crash; renewing four times per
 # lease rides out a few missed renewals. Standbys poll the lock, which bounds
@@ -53,6 +73,15 @@ RENEW_EVERY = 0.5
 STANDBY_POLL = 0.25
 # A stop does not wait longer than this for Redis to take the lock back.
 RELEASE_TIMEOUT = 1.0
+# A standby marks itself for this long at each poll (a few polls' worth).
+STANDBY_TTL_MS = 1000
+# A stopping leader waits this long at most for a successor to be ready (a
+# standby notices the request within a poll); the successor waits for the
+# lock as long as a crashed leader's lease could last.
+HANDOFF_WAIT = 1.0
+HANDOFF_CHECK_EVERY = 0.02
+# A stopping recorder's loop notices within one read (at most a second).
+STOP_WAIT = 2.0
 # Messages appended per round trip when they arrive in bursts.
 BATCH = 256
 # A silent subscription is probed after PROBE_AFTER seconds and counts as
@@ -69,7 +98,7 @@ if newest then
   local newest_ms = tonumber(string.match(newest[1], '^(%d+)'))
   if newest_ms > ms then ms = newest_ms end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d', ms) .. '-*', 'u', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d', ms) .. '-*', 'u', ARGV[2], 'e', ARGV[6])
 redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[5])
 return 1
 """
@@ -77,6 +106,16 @@ return 1
 RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# Answers a stopping leader's request (ARGV[1], its token) once: 1 when this
+# standby is now its successor.
+CLAIM_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
 end
 return 0
 """
@@ -103,6 +142,11 @@ class HistoryRecorder:
         self._append = self._redis.register_script(APPEND_SCRIPT)
         self._renew = self._redis.register_script(RENEW_SCRIPT)
         self._release = self._redis.register_script(RELEASE_SCRIPT)
+        self._claim = self._redis.register_script(CLAIM_SCRIPT)
+        # The token of the tenure this instance leads, if it does.
+        self._tenure: str | None = None
+        self._epoch = 0
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         # Until Redis first answers, an unreachable Redis is the listener's to report.
@@ -115,20 +159,32 @@ class HistoryRecorder:
 
     async def close(self) -> None:
         if self._task is not None:
+            if self._tenure is not None:
+                await self._hand_over(self._tenure)
+            # Asked to stop as well as cancelled: redis-py's reads with a
+            # timeout can swallow a cancellation that lands as their timeout
+            # fires, which a recorder busy with a stream makes likely; the
+            # loop then stops at its next check.
+            self._stopping = True
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=STOP_WAIT)
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=0.1)
             self._task = None
         await self._redis.aclose()
 
     async def _run(self) -> None:
         backoff = Backoff(initial=0.2, cap=5.0)
-        while True:
+        while not self._stopping:
             try:
                 token = secrets.token_hex(16)
                 acquired = await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS)
                 self._reached = True
                 if acquired:
-                    await self._lead(token)
+                    await self._lead(token, await self._redis.incr(EPOCH_KEY))
+                else:
+                    await self._stand_by(token)
                 self._failing = False
                 backoff.reset()
                 await asyncio.sleep(STANDBY_POLL)
@@ -141,16 +197,23 @@ class HistoryRecorder:
                 self._failing = True
                 await asyncio.sleep(backoff.next())
 
-    async def _lead(self, token: str) -> None:
-        """One tenure: record until the lock is lost, then let it go."""
+    async def _lead(self, token: str, epoch: int, pubsub: Any = None,
+                    backlog: list[dict[str, Any]] | None = None) -> None:
+        """One tenure: record until the lock is lost, then let it go. A
+        successor comes with its subscription and what it buffered meanwhile."""
         self.leading = True
+        self._tenure = token
+        self._epoch = epoch
         log.info("recording third-party updates into history on this instance")
-        pubsub = self._redis.pubsub()
         keeper = asyncio.create_task(self._keep_lock(token))
         try:
-            await pubsub.psubscribe(PATTERN)
+            if pubsub is None:
+                pubsub = self._redis.pubsub()
+                await pubsub.psubscribe(PATTERN)
+            if backlog:
+                await self._record(token, await self._unrecorded(backlog))
             heard = time.monotonic()
-            while not keeper.done():
+            while not keeper.done() and not self._stopping:
                 messages, answered = await _read_burst(pubsub)
                 now = time.monotonic()
                 if answered:
@@ -161,15 +224,101 @@ class HistoryRecorder:
                     await pubsub.ping()
                 if messages:
                     await self._record(token, messages)
-            keeper.result()
+            if keeper.done():
+                keeper.result()
         except LostLock:
             log.info("no longer recording history: the lock moved to another instance")
         finally:
             self.leading = False
+            self._tenure = None
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-            await _close_quietly(pubsub)
+            if pubsub is not None:
+                await _close_quietly(pubsub)
             await asyncio.shield(self._let_go(token))
+
+    # -- handing over on a clean stop ---------------------------------------------
+
+    async def _hand_over(self, token: str) -> None:
+        """Ask a standby to take over and wait, recording on, until it is
+        subscribed (see the module docstring). Bounded; never raises."""
+        try:
+            if not await self._redis.exists(STANDBY_KEY):
+                return
+            await self._redis.set(HANDOFF_KEY, token, px=int(HANDOFF_WAIT * 2000))
+            deadline = time.monotonic() + HANDOFF_WAIT
+            while time.monotonic() < deadline and self.leading:
+                answer: Any = await self._redis.get(HANDOFF_KEY)
+                if answer is not None and answer.startswith(READY):
+                    return
+                await asyncio.sleep(HANDOFF_CHECK_EVERY)
+            log.info("no instance took over recording history within %.1f s", HANDOFF_WAIT)
+        except Exception as exc:  # noqa: BLE001 - a stop goes on without a successor
+            log.debug("history recorder could not hand over: %s", exc)
+
+    async def _stand_by(self, token: str) -> None:
+        """A standby's poll: mark itself, and answer a stopping leader's request."""
+        await self._redis.set(STANDBY_KEY, token, px=STANDBY_TTL_MS)
+        request: Any = await self._redis.get(HANDOFF_KEY)
+        if request is None or request.startswith(READY):
+            return
+        pubsub = self._redis.pubsub()
+        handed = False
+        try:
+            await pubsub.psubscribe(PATTERN)
+            backlog: list[dict[str, Any]] = []
+            while True:  # subscribed once confirmed; price messages come only after
+                message = await pubsub.get_message(timeout=HANDOFF_WAIT)
+                if message is None:
+                    return
+                if message["type"] in (b"psubscribe", "psubscribe"):
+                    break
+            if not await self._claim(keys=[HANDOFF_KEY], args=[request, READY + token.encode(),
+                                                                 int(HANDOFF_WAIT * 2000)]):
+                return  # another standby answered first
+            deadline = time.monotonic() + LOCK_TTL_MS / 1000 + HANDOFF_WAIT
+            while time.monotonic() < deadline and not self._stopping:
+                if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+                    handed = True
+                    await self._lead(token, int(await self._redis.get(EPOCH_KEY) or 0), pubsub, backlog)
+                    return
+                message = await pubsub.get_message(timeout=HANDOFF_CHECK_EVERY)
+                while message is not None:
+                    if message["type"] in (b"pmessage", "pmessage"):
+                        backlog.append(message)
+                    message = await pubsub.get_message(timeout=0)
+            if not self._stopping:
+                log.warning("history recorder: the stopping leader did not release its lock")
+        finally:
+            if not handed:
+                await _close_quietly(pubsub)
+
+    async def _unrecorded(self, backlog: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages a successor buffered that its predecessor did not
+        record: per symbol, those after the newest one history holds."""
+        # Only updates without a seq are recorded (and compared): the atomic
+        # publish stored the others in history itself, in its own order.
+        backlog = [m for m in backlog if b'"seq":' not in m["data"]]
+        by_channel: dict[bytes, list[bytes]] = {}
+        for message in backlog:
+            by_channel.setdefault(message["channel"], []).append(message["data"])
+        skip: dict[bytes, int] = {}
+        for channel, datas in by_channel.items():
+            symbol = channel[len(CHANNEL_PREFIX):].decode(errors="replace")
+            buffered = {data: i for i, data in enumerate(datas)}  # the last occurrence of each
+            newest: Any = await self._redis.xrevrange(self._history_key(symbol), "+", "-", count=len(datas) + 16)
+            for _, fields in newest:
+                if fields.get(b"u") in buffered:
+                    skip[channel] = buffered[fields[b"u"]] + 1
+                    break
+        kept = []
+        for message in backlog:
+            channel = message["channel"]
+            if skip.get(channel, 0) > 0:
+                skip[channel] -= 1
+                continue
+            kept.append(message)
+        return kept
 
     async def _keep_lock(self, token: str) -> None:
         held_until = time.monotonic() + LOCK_TTL_MS / 1000
@@ -177,7 +326,7 @@ class HistoryRecorder:
             await asyncio.sleep(RENEW_EVERY)
             try:
                 renewed = await self._renew(keys=[LOCK_KEY], args=[token, LOCK_TTL_MS])
-            except Exception as exc:  # noqa: BLE001 - retried until the lease runs out
+            except Exception as exc:  # retried until the lease runs out
                 if time.monotonic() >= held_until:
                     raise LostLock() from exc
                 continue
@@ -186,6 +335,8 @@ class HistoryRecorder:
             held_until = time.monotonic() + LOCK_TTL_MS / 1000
 
     async def _record(self, token: str, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
         settings = self._settings
         horizon = max(0, int(time.time() * 1000 - settings.history_max_age * 1000))
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -202,7 +353,7 @@ class HistoryRecorder:
                     continue  # published atomically, already in history
                 await self._append(keys=[LOCK_KEY, self._history_key(update.symbol)],
                                    args=[token, update.raw, update.timestamp,
-                                         settings.history_max_entries, horizon], client=pipe)
+                                         settings.history_max_entries, horizon, self._epoch], client=pipe)
                 count += 1
             if not count:
                 return

@@ -12,18 +12,19 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..config import Settings, redact_url
-from ..symbols import CHANNEL_PREFIX, channel_for
-from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update
+from ..symbols import SYMBOL_PATTERN, channel_for
+from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update, update_digest
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
 from .clients import command_client, listener_client
 from .malformed import MalformedLog
 from .keys import KeyLayout
+from .discovery import SymbolDiscovery
 from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
@@ -78,6 +79,14 @@ MAX_STREAM_MS = 2**64 - 1
 # A resume by seq reads history backwards in chunks growing up to the maximum.
 REPLAY_FIRST_CHUNK = 64
 REPLAY_MAX_CHUNK = 4096
+# A resume after an update published without a seq needs the history
+# recorder to have appended everything up to the latest snapshot. It lags the
+# live stream by a few milliseconds (more on a loaded machine, and a
+# publisher's PUBLISH follows its SET by a round trip), so the replay waits
+# for it, checking this often, at most this long; past that, history counts
+# as not reaching back (a fresh session rather than a gap).
+RECORDER_CHECK_EVERY = 0.01
+RECORDER_CATCH_UP = 2.0
 
 
 def history_key(symbol: str) -> str:
@@ -103,7 +112,7 @@ def _stream_info(reply: Any) -> dict[str, Any] | None:
     """XINFO STREAM's reply; None when the stream does not exist."""
     if isinstance(reply, ResponseError) and "no such key" in str(reply).lower():
         return None
-    return _raised(reply)
+    return cast("dict[str, Any]", _raised(reply))
 
 
 def _id_ms(entry_id: bytes) -> int:
@@ -139,6 +148,18 @@ class RedisBroker(Broker):
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._wanted: set[str] = set()
+        # Every symbol wanted too (a wildcard subscription: PSUBSCRIBE), and
+        # whether the pattern is live on the current connection. While it is,
+        # each update arrives twice (as a message of its channel and as a
+        # pmessage): the pmessage is the one used. Both switches happen where
+        # the (un)subscribe confirmation sits in the stream, so no update is
+        # lost or doubled around them.
+        self._all = False
+        self._pattern_live = False
+        # A cluster has no patterns: its `*` is the symbols found by scanning
+        # (see discovery.py), kept subscribed apart from the rooms' own.
+        self._explicit: set[str] = set()
+        self._discovery: SymbolDiscovery | None = None
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
         self._last_heard = 0.0
@@ -146,7 +167,7 @@ class RedisBroker(Broker):
         self._marker_bytes = self.marker_channel.encode()
         self._markers: dict[bytes, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
-        self.malformed = MalformedLog(log)
+        self.malformed: MalformedLog = MalformedLog(log)
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
         self.recorder: HistoryRecorder | None = None
@@ -182,6 +203,9 @@ class RedisBroker(Broker):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._discovery is not None:
+            await self._discovery.stop()
+            self._discovery = None
         self._fail_markers()
         await self._close_pubsub()
         await self._redis.aclose()  # and its connection pool
@@ -189,6 +213,11 @@ class RedisBroker(Broker):
     # -- the listener ------------------------------------------------------
 
     async def subscribe(self, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        self._explicit.update(symbols)
+        await self._subscribe_channels(symbols)
+
+    async def _subscribe_channels(self, symbols: Iterable[str]) -> None:
         waiting = []
         new = []
         for symbol in symbols:
@@ -208,6 +237,12 @@ class RedisBroker(Broker):
             await asyncio.gather(*(asyncio.shield(f) for f in waiting))
 
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        self._explicit.difference_update(symbols)
+        found = self._discovery.found if self._discovery is not None else ()
+        await self._unsubscribe_channels([s for s in symbols if s not in found])
+
+    async def _unsubscribe_channels(self, symbols: Iterable[str]) -> None:
         channels = []
         for symbol in symbols:
             if symbol in self._wanted:
@@ -222,6 +257,76 @@ class RedisBroker(Broker):
                 await self._pubsub.unsubscribe(*channels)
             except (RedisError, OSError):
                 pass
+
+    async def subscribe_all(self) -> None:
+        if self.keys.cluster:
+            self._all = True
+            if self._discovery is None:
+                self._discovery = SymbolDiscovery(self.symbols_with_price, self._subscribe_channels,
+                                                  self._settings.wildcard_discovery_interval, self._hear_new_symbols)
+            await self._discovery.start()
+            return
+        pattern = self.keys.every_channel()
+        if not self._all:
+            self._all = True
+            self._confirming[pattern] = asyncio.get_running_loop().create_future()
+            if self._pubsub is not None:
+                try:
+                    await self._pubsub.psubscribe(pattern)
+                except (RedisError, OSError):
+                    pass  # the listener reconnects and subscribes the pattern
+        waiting = self._confirming.get(pattern)
+        if waiting is not None:
+            await asyncio.shield(waiting)
+
+    async def unsubscribe_all(self) -> None:
+        if not self._all:
+            return
+        self._all = False
+        if self._discovery is not None:
+            discovery, self._discovery = self._discovery, None
+            found = await discovery.stop()
+            await self._unsubscribe_channels([s for s in found if s not in self._explicit])
+            return
+        future = self._confirming.pop(self.keys.every_channel(), None)
+        if future is not None and not future.done():
+            future.cancel()
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.punsubscribe(self.keys.every_channel())
+            except (RedisError, OSError):
+                pass
+
+    async def _announce(self, symbol: str) -> None:
+        """Tell every instance that `symbol` just got its first update (a
+        cluster's `*` subscriptions cannot see new channels otherwise)."""
+        if self._discovery is not None:
+            await self._discovery.announce(symbol)
+        try:
+            await self._redis.publish(self.keys.new_symbols(), symbol)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # The update is published; other instances find the symbol by scanning.
+            log.debug("announcing new symbol %s failed: %s", symbol, exc)
+
+    async def _hear_new_symbols(self) -> Any:
+        """A pub/sub connection subscribed to the new-symbol announcements."""
+        pubsub = listener_client(self._url).pubsub()
+        await pubsub.subscribe(self.keys.new_symbols())
+        return pubsub
+
+    async def symbols_with_price(self, limit: int) -> list[str]:
+        found = set()
+        try:
+            async for key in self._redis.scan_iter(match=self.keys.every_channel(), count=1000, _type="STRING"):
+                try:
+                    symbol = self.keys.symbol_of(key)
+                except UnicodeDecodeError:
+                    continue
+                if SYMBOL_PATTERN.fullmatch(symbol):
+                    found.add(symbol)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return sorted(found)[:limit]
 
     async def _listen_forever(self) -> None:
         backoff = Backoff(initial=0.1, cap=5.0)
@@ -257,11 +362,18 @@ class RedisBroker(Broker):
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
+        self._pattern_live = False
         await pubsub.subscribe(self.marker_channel, *wanted)
         # What arrives before every channel is confirmed (and, after an
         # interruption, before the resync read's marker) waits, in order.
         early: list[Update | bytes] = []
         pending = set(wanted) | {self.marker_channel}
+        if self._all:
+            pattern = self.keys.every_channel()
+            if pattern not in self._confirming or self._confirming[pattern].done():
+                self._confirming[pattern] = asyncio.get_running_loop().create_future()
+            await pubsub.psubscribe(pattern)
+            pending.add(pattern)
         while pending:
             message = await self._read(pubsub)
             if message is not None:
@@ -269,6 +381,10 @@ class RedisBroker(Broker):
         if resync and self._sink is not None:
             self.reconnects += 1
             symbols = sorted(self._wanted)
+            if self._all:
+                # `*` clients get a fresh snapshot of every priced symbol too.
+                priced = await self.symbols_with_price(self._settings.wildcard_snapshot_max)
+                symbols = sorted(self._wanted.union(priced))
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
                 token = self._mark(pipe, "")
@@ -309,23 +425,29 @@ class RedisBroker(Broker):
         """Handle one pub/sub message; True when it was a published message."""
         kind = message["type"]
         # s-kinds: sharded pub/sub in cluster mode.
-        if kind in ("message", "smessage"):
+        if kind in ("message", "smessage", "pmessage"):
             if self._is_marker(message["channel"]):
                 on_update(message["data"])  # a read's marker, in stream order
                 return True
+            if self._pattern_live and kind == "message":
+                return True  # its pmessage follows
             update = self._parse(message)
             if update is not None:
                 on_update(update)
             return True
-        if kind in ("subscribe", "ssubscribe"):
+        if kind in ("subscribe", "ssubscribe", "psubscribe"):
             channel = message["channel"].decode()
+            if kind == "psubscribe":
+                self._pattern_live = True
             self._confirm(channel)
             if awaiting is not None:
                 awaiting.discard(channel)
+        elif kind == "punsubscribe":
+            self._pattern_live = False
         return False
 
     async def _read(self, pubsub: Any) -> dict[str, Any] | None:
-        message = await pubsub.get_message(timeout=PROBE_AFTER)
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=PROBE_AFTER)
         now = time.monotonic()
         if message is not None:
             self._last_heard = now
@@ -353,8 +475,9 @@ class RedisBroker(Broker):
             future = self._markers.get(item)  # removed by its reader (_position)
             if future is not None and not future.done():
                 future.set_result(self._sink.mark() if self._sink is not None else 0)
-        elif self._sink is not None and item.symbol in self._wanted:  # type: ignore[union-attr]
-            self._sink.on_update(item)  # type: ignore[arg-type]
+        # Not bytes, so an Update: `type() is` (the fast test) narrows only the first branch.
+        elif self._sink is not None and (item.symbol in self._wanted or self._all):  # type: ignore[union-attr]  # see above
+            self._sink.on_update(item)  # type: ignore[arg-type]  # see above
 
     # -- markers ---------------------------------------------------------------
 
@@ -431,6 +554,8 @@ class RedisBroker(Broker):
             raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
+        if seq == 1 and self.keys.cluster:
+            await self._announce(symbol)
         return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
@@ -519,7 +644,7 @@ class RedisBroker(Broker):
             return [], False
         first, last = info["first-entry"], info["last-entry"]
         reaches = at_point or (first is not None and _id_ms(first[0]) <= since_ms) or _never_trimmed(info, symbol)
-        tail = at_point or (last is not None and last[1].get(b"u") == snapshot.raw)
+        tail = at_point or (snapshot is not None and last is not None and last[1].get(b"u") == snapshot.raw)
         if not (reaches and tail):
             return [], False
         return [u for u in self._entries(symbol, entries) if u.timestamp > since_ms], True
@@ -569,6 +694,76 @@ class RedisBroker(Broker):
             return [], False
         collected.reverse()
         return collected, True
+
+    # -- replay after an update published without a seq ------------------------
+    #
+    # Such an update is found in history by its bytes (Update.digest), scanning
+    # from its timestamp: the recorder files it under max(timestamp, newest
+    # id), never earlier. The replay is what follows it up to the snapshot
+    # read with the marker; the snapshot's own PUBLISH may come after the
+    # marker (SET, then PUBLISH), and the session's gate drops that echo. An
+    # entry of another recording epoch than the client's update means the
+    # recorder may have missed updates in between: not complete.
+
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
+                                  limit: int = 10000) -> Replay:
+        if self.recorder is None:
+            # Nothing records third-party updates here (a publishing-only
+            # broker, or a cluster): their history is not kept.
+            return Replay([], False, 0)
+        tokens: list[bytes] = []
+        try:
+            updates, complete = await self._replay_after_digest(symbol, min(timestamp, MAX_TIMESTAMP), digest,
+                                                                limit, tokens)
+        except BaseException as exc:
+            for token in tokens:
+                self._forget_marker(token)
+            if isinstance(exc, (RedisError, OSError)):
+                raise BackendUnavailable(f"redis: {exc}") from exc
+            raise
+        return Replay(updates, complete, await self._position(tokens[0]))
+
+    async def _replay_after_digest(self, symbol: str, timestamp: int, digest: str, limit: int,
+                                   tokens: list[bytes]) -> tuple[list[Update], bool]:
+        key = self.keys.history(symbol)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.channel(symbol))
+            pipe.xrange(key, f"{timestamp}-0", "+", count=limit + 2)
+            tokens.append(self._mark(pipe, symbol))
+            raw_snapshot, entries, _ = await pipe.execute()
+        if raw_snapshot is None:
+            return [], False  # the client has an update this Redis never had
+        if update_digest(raw_snapshot) == digest:
+            return [], True  # nothing was published after the client's update
+        found = False  # the client's update, once met
+        epoch = None  # the recording epoch of the client's update (see recorder.py)
+        after: list[tuple[bytes, dict[bytes, bytes]]] = []
+        deadline = time.monotonic() + RECORDER_CATCH_UP
+        start = f"{timestamp}-0"
+        while True:
+            if entries:
+                start = "(" + entries[-1][0].decode()  # the next read continues after this one
+            for entry in entries:
+                raw = entry[1].get(b"u")
+                if not found:
+                    if raw == raw_snapshot:
+                        return [], False  # the latest update is recorded, the client's is not (trimmed)
+                    found = raw is not None and update_digest(raw) == digest
+                    epoch = entry[1].get(b"e")
+                    continue
+                if b"e" in entry[1] and entry[1][b"e"] != epoch:
+                    return [], False  # recorded by a tenure that began after a gap
+                after.append(entry)
+                if raw == raw_snapshot:
+                    return self._entries(symbol, after), True
+                if len(after) > limit:
+                    return [], False
+            if time.monotonic() >= deadline:
+                log.info("replay of %s: history did not catch up with the latest update within %.1f s",
+                         symbol, RECORDER_CATCH_UP)
+                return [], False
+            await asyncio.sleep(RECORDER_CHECK_EVERY)
+            entries = await self._redis.xrange(key, start, "+", count=limit + 2)
 
     def _snapshot(self, symbol: str, raw: bytes | None) -> Update | None:
         if raw is None:

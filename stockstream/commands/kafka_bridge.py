@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 
 from ..config import Settings
-from ..kafka_bridge import run_bridge
 from ..stop_signals import StopSignals
 from .arguments import add_redis_argument
+from .extras import require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,4 +37,6 @@ def main(args: argparse.Namespace, settings: Settings, signals: StopSignals | No
         raise RuntimeError("no Kafka to read from: give --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP")
     if not settings.backend_url:
         raise RuntimeError("the bridge publishes into Redis: give --redis-url or set REDIS_URL or REDIS_HOST")
+    require("aiokafka", "kafka", "the Kafka bridge")
+    from ..kafka_bridge import run_bridge
     return asyncio.run(run_bridge(settings, signals))

@@ -1,11 +1,12 @@
-"""`python -m stockstream token`: mint a development JWT with the configured key."""
+"""`python -m stockstream token`: mint a development JWT with the configured key.
+
+The JWT library is loaded when a token is minted, not when the command line is built."""
 from __future__ import annotations
 
 import argparse
 import math
 import sys
 
-from ..auth import ALL_SYMBOLS, mint_token
 from ..config import Settings, SettingsError
 from ..symbols import SymbolError, normalize_symbol
 
@@ -17,6 +18,7 @@ def _sub_argument(raw: str) -> str:
 
 
 def _symbols_argument(raw: str) -> list[str]:
+    from ..auth import ALL_SYMBOLS
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if not parts:
         raise argparse.ArgumentTypeError("expected comma-separated symbols or *")
@@ -59,6 +61,7 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
 
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
     """Print a development token signed with the configured key."""
+    from ..auth import mint_token
     try:
         token = mint_token(
             settings,

@@ -163,7 +163,6 @@
       applyToDay(row, newest);
     }
     row.state = "live";
-    chart.priced(row.symbol);
   }
 
   function seedDay(row, candle, partial) {
@@ -197,7 +196,9 @@
   }
 
   function send(message) {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(message));
+    return true;
   }
 
   function endpoint() {
@@ -221,8 +222,8 @@
       // What was published while the connection was down comes from the server's history.
       if (everConnected) {
         for (const row of rows.values()) seed(row);
-        chart.reseed();
       }
+      chart.connected(everConnected);
       everConnected = true;
     };
     ws.onmessage = (event) => {
@@ -233,7 +234,8 @@
         return;
       }
       if (message && typeof message === "object") {
-        if ("type" in message) onReply(message);
+        if (message.type === "candle") chart.onCandle(message);
+        else if ("type" in message) onReply(message);
         else onUpdate(message);
       }
     };
@@ -288,7 +290,6 @@
       if (row.points.length > SPARK_POINTS) row.points.shift();
     }
     applyToDay(row, position);
-    chart.onUpdate(update);
     markDirty(row);
   }
 
@@ -479,6 +480,7 @@
       const row = rows.get(symbol);
       return row ? row.latest : null;
     },
+    send,
     (closed) => {
       markSelected(null);
       saveChart();

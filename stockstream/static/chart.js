@@ -1,12 +1,13 @@
 // The candlestick chart panel: one symbol at a time, drawn by TradingView's
 // Lightweight Charts (static/vendor/), seeded from /api/candles and then moved
-// by the live updates the board receives.
+// by the server's live candle stream (`subscribeCandles`): each `candle` event
+// is the whole current candle, built by the server with the same buckets as
+// /api/candles, so the page counts nothing itself.
 //
-// Reconciling the seed with the stream: the candles are requested up to the
-// timestamp of the newest price the page holds (`cut`, inclusive), and only
-// live updates stamped after it are applied on top; updates arriving while the
-// request is under way wait in `pending`. So no update is counted twice (which
-// would double its volume) whichever comes first, the answer or the update.
+// Reconciling the seed with the stream: a candle event replaces the candle of
+// its period (unless it counts fewer updates than the one shown, i.e. it is
+// older than the seed's); events arriving while the seed loads wait in
+// `pending`.
 "use strict";
 
 window.stockstreamChart = (() => {
@@ -18,10 +19,6 @@ window.stockstreamChart = (() => {
     up: "#22c55e", down: "#ef4444", text: "#94a3b8", grid: "#1e2a44", panel: "#111c33",
     volumeUp: "rgba(34, 197, 94, 0.45)", volumeDown: "rgba(239, 68, 68, 0.45)",
   };
-
-  function bucketStart(timestamp, intervalMs) {
-    return timestamp - (timestamp % intervalMs);
-  }
 
   function candleOf(c) {
     return { time: c.start / 1000, open: c.open, high: c.high, low: c.low, close: c.close };
@@ -35,20 +32,21 @@ window.stockstreamChart = (() => {
    * elements: {panel, chart, message, legend, symbol, quote, close, intervals: [buttons]}
    * getJson(path) -> Promise of {status, body}
    * latest(symbol) -> the newest update the page holds for it, or null
+   * send(message) -> sends a request on the page's stream; false while it is down
    * onClose(symbol) -> called when the panel closes
    */
-  function create(elements, getJson, latest, onClose) {
+  function create(elements, getJson, latest, send, onClose) {
     let chart = null;
     let candleSeries = null;
     let volumeSeries = null;
     let symbol = null;
     let interval = DEFAULT_INTERVAL;
     let generation = 0;      // bumped by every (re)seed and close: late answers are dropped
-    let seeded = false;      // the series hold the seed; live updates apply directly
-    let cut = null;          // updates stamped at or before this are in the seed
-    let pending = [];        // live updates that came while the seed was loading
-    let last = null;         // the newest candle: {time, open, high, low, close, volume}
-    let stale = false;       // the stream had a gap: seed again from its next update
+    let seeded = false;      // the series hold the seed; candle events apply directly
+    let pending = new Map(); // candle events (by start) that came while the seed was loading
+    let last = null;         // the newest candle: {time, open, high, low, close, volume, count}
+    let following = null;    // {symbol, interval} of the live candles the server sends this page
+    let candleEvents = 0;    // candle events received for the chart's symbol and interval
     let hovered = null;      // the candle under the crosshair, shown in the legend instead of the newest
     let precision = 2;
 
@@ -109,10 +107,8 @@ window.stockstreamChart = (() => {
 
     function reset() {
       generation += 1;
-      stale = false;
       seeded = false;
-      cut = null;
-      pending = [];
+      pending = new Map();
       last = null;
       hovered = null;
       candleSeries.setData([]);
@@ -120,12 +116,22 @@ window.stockstreamChart = (() => {
       renderLegend();
     }
 
-    async function fetchCandles(sym, intervalName, from, to) {
+    // The live candles of the chart's symbol and interval, and no others.
+    function follow() {
+      const wanted = symbol === null ? null : { symbol, interval };
+      if (following && (!wanted || following.symbol !== wanted.symbol || following.interval !== wanted.interval)) {
+        send({ action: "unsubscribeCandles", symbol: following.symbol, interval: following.interval });
+        following = null;
+      }
+      if (wanted && !following && send({ action: "subscribeCandles", ...wanted })) following = wanted;
+    }
+
+    async function fetchCandles(sym, intervalName, from) {
       // Newest first: each page covers what is left before the previous one.
       const pages = [];
-      let end = to;
+      let end = null;
       for (let page = 0; page < MAX_PAGES; page += 1) {
-        const query = `interval=${intervalName}&from=${from}&to=${end}`;
+        const query = `interval=${intervalName}&from=${from}` + (end === null ? "" : `&to=${end}`);
         const { status, body } = await getJson(`/api/candles/${encodeURIComponent(sym)}?${query}`);
         if (status === 404) break;
         if (status !== 200) throw new Error((body && body.error && body.error.message) || `HTTP ${status}`);
@@ -137,20 +143,13 @@ window.stockstreamChart = (() => {
     }
 
     async function seed() {
-      const newest = latest(symbol);
       reset();
-      if (!newest) {
-        // No price yet: the chart starts from the first one that arrives.
-        showMessage(`No data yet for ${symbol}: the chart starts with its first price.`);
-        return;
-      }
       const ticket = generation;
       const intervalMs = INTERVALS_MS[interval];
-      cut = newest.timestamp;
       showMessage("Loading…");
       let candles;
       try {
-        candles = await fetchCandles(symbol, interval, Math.max(0, cut - intervalMs * CANDLES_WANTED), cut);
+        candles = await fetchCandles(symbol, interval, Math.max(0, Date.now() - intervalMs * CANDLES_WANTED));
       } catch (err) {
         if (ticket === generation) showMessage(`Could not load candles: ${err.message}`);
         return;
@@ -159,41 +158,43 @@ window.stockstreamChart = (() => {
       const data = candles.map(candleOf);
       const volumes = candles.filter((c) => c.volume !== undefined)
         .map((c) => volumeBar(c.start / 1000, c, c.volume));
-      precision = precisionFor(newest.price);
-      candleSeries.applyOptions({ priceFormat: { type: "price", precision, minMove: 10 ** -precision } });
+      setPrecision(candles.length ? candles[candles.length - 1].close : null);
       candleSeries.setData(data);
       volumeSeries.setData(volumes);
-      if (candles.length) {
-        const c = candles[candles.length - 1];
-        last = { time: c.start / 1000, open: c.open, high: c.high, low: c.low, close: c.close, volume: c.volume };
-      }
+      if (candles.length) last = lastOf(candles[candles.length - 1]);
       seeded = true;
-      showMessage(data.length ? "" : `No stored prices for ${symbol} in this range yet.`);
-      for (const update of pending) apply(update);
-      pending = [];
+      if (data.length || pending.size) showMessage("");
+      else if (latest(symbol)) showMessage(`No stored prices for ${symbol} in this range yet.`);
+      else showMessage(`No data yet for ${symbol}: the chart starts with its first price.`);
+      for (const start of [...pending.keys()].sort((a, b) => a - b)) apply(pending.get(start));
+      pending = new Map();
       renderLegend();
       chart.timeScale().scrollToRealTime();
     }
 
-    function apply(update) {
-      if (cut !== null && update.timestamp <= cut) return;  // already in the seed
-      const intervalMs = INTERVALS_MS[interval];
-      const time = bucketStart(update.timestamp, intervalMs) / 1000;
-      const price = update.price;
-      const volume = typeof update.volume === "number" && Number.isFinite(update.volume) && update.volume >= 0
-        ? update.volume : undefined;
-      if (last === null || time > last.time) {
-        last = { time, open: price, high: price, low: price, close: price, volume };
-      } else if (time === last.time) {
-        last.high = Math.max(last.high, price);
-        last.low = Math.min(last.low, price);
-        last.close = price;
-        if (volume !== undefined) last.volume = (last.volume || 0) + volume;
-      } else {
-        return;  // stamped in an older bucket than the newest candle: the chart only moves forward
+    function setPrecision(price) {
+      const newest = latest(symbol);
+      const reference = newest ? newest.price : price;
+      if (reference === null) return;
+      precision = precisionFor(reference);
+      candleSeries.applyOptions({ priceFormat: { type: "price", precision, minMove: 10 ** -precision } });
+    }
+
+    function lastOf(c) {
+      const volume = typeof c.volume === "number" ? c.volume : undefined;
+      return { time: c.start / 1000, open: c.open, high: c.high, low: c.low, close: c.close, volume, count: c.count };
+    }
+
+    // One candle from the server's stream: the whole candle of its period.
+    function apply(c) {
+      const time = c.start / 1000;
+      if (last !== null && (time < last.time || (time === last.time && c.count < last.count))) {
+        return;  // older than what the chart shows: it only moves forward
       }
-      candleSeries.update({ time: last.time, open: last.open, high: last.high, low: last.low, close: last.close });
-      if (last.volume !== undefined) volumeSeries.update(volumeBar(last.time, last, last.volume));
+      if (last === null) setPrecision(c.close);
+      last = lastOf(c);
+      candleSeries.update({ time, open: c.open, high: c.high, low: c.low, close: c.close });
+      if (last.volume !== undefined) volumeSeries.update(volumeBar(time, last, last.volume));
       showMessage("");
       renderLegend();
     }
@@ -211,6 +212,7 @@ window.stockstreamChart = (() => {
       elements.panel.hidden = false;
       renderHead();
       chart.applyOptions({ timeScale: { secondsVisible: interval === "1s" } });
+      follow();
       seed();
     }
 
@@ -219,6 +221,7 @@ window.stockstreamChart = (() => {
       const closed = symbol;
       symbol = null;
       generation += 1;
+      follow();
       elements.panel.hidden = true;
       onClose(closed);
     }
@@ -229,17 +232,11 @@ window.stockstreamChart = (() => {
       if (symbol !== null) open(symbol);
     }
 
-    function onUpdate(update) {
-      if (symbol === null || update.symbol !== symbol) return;
-      if (stale) seed();  // the page holds this update now: the seed reaches up to it
-      else if (seeded) apply(update);
-      else if (cut !== null) pending.push(update);
-      else seed();  // the first price of a symbol that had none: start from it
-    }
-
-    // The page learnt a price of `name` from elsewhere than the stream (its history).
-    function priced(name) {
-      if (name === symbol && !seeded && cut === null) seed();
+    function onCandle(c) {
+      if (symbol === null || c.symbol !== symbol || c.interval !== interval) return;
+      candleEvents += 1;
+      if (seeded) apply(c);
+      else pending.set(c.start, c);
     }
 
     elements.close.addEventListener("click", close);
@@ -254,12 +251,15 @@ window.stockstreamChart = (() => {
       open,
       close,
       chooseInterval,
-      onUpdate,
-      priced,
-      // After a reconnect the stream has a gap: the chart keeps what it shows and
-      // is seeded again from the server's candles when the new stream's first
-      // update (the subscribe snapshot) arrives, up to that update.
-      reseed() { if (symbol !== null) stale = true; },
+      onCandle,
+      // A new connection follows nothing yet, and the old one may have missed
+      // candles: follow again (the server starts with the current candle) and
+      // seed again from the server's candles.
+      connected(again) {
+        following = null;
+        follow();
+        if (again && symbol !== null) seed();
+      },
       get symbol() { return symbol; },
       get interval() { return interval; },
       setQuote(text, className) {
@@ -269,7 +269,7 @@ window.stockstreamChart = (() => {
       // What the chart itself holds, read back through its series (for tests and the console).
       state() {
         return {
-          symbol, interval, seeded,
+          symbol, interval, seeded, candleEvents,
           candles: candleSeries ? candleSeries.data() : [],
           volume: volumeSeries ? volumeSeries.data() : [],
         };

@@ -22,7 +22,7 @@ from ..broker.clients import manager_cluster_client, manager_shard_client
 log = logging.getLogger("stockstream.socketio.cluster")
 
 
-class AsyncRedisClusterManager(AsyncPubSubManager):  # type: ignore[misc]
+class AsyncRedisClusterManager(AsyncPubSubManager):
     name = "redis-cluster"
 
     def __init__(self, url: str, channel: str = "socketio", write_only: bool = False,
@@ -57,7 +57,9 @@ class AsyncRedisClusterManager(AsyncPubSubManager):  # type: ignore[misc]
             try:
                 await self.redis.initialize()
                 node = self.redis.get_node_from_key(self.channel)
-                client = manager_shard_client(self.redis_url, node.host, node.port)
+                if node is None:
+                    raise ConnectionError(f"no cluster node serves the slot of {self.channel}")
+                client = manager_shard_client(self.redis_url, node.host, int(node.port))
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.ssubscribe(self.channel)
                 backoff.reset()

@@ -3,10 +3,13 @@
 engineio serves each WebSocket with three tasks besides aiohttp's handler: a
 reader wrapped in `wait_for`, a writer waiting on the socket's queue, and a
 ping task asleep for the ping interval; with their futures and timers that is
-about a quarter of an idle connection's memory. Here a connection is its aiohttp
-handler alone: it reads, packets queued for the socket are written as they are
-queued, and the next ping is a timer. The protocol stays engineio's: handshake,
-long-polling, the upgrade, packets, ping timeouts and closing.
+about a quarter of an idle connection's memory, and aiohttp's handler, request
+and WebSocket objects as much again. Here a WebSocket is taken from aiohttp
+once its handshake is answered (`.ws_protocol`): packets queued for the socket
+are written as they are queued, packets received are handed to Engine.IO as
+they come, and the next ping is a timer; an idle connection holds no task.
+The protocol stays engineio's: handshake, long-polling, the upgrade, packets,
+ping timeouts and closing.
 
 The server plugs in through the hooks of `.socketio_internals.EngineIOHooks`,
 where the engineio names it rests on are kept and checked.
@@ -14,19 +17,21 @@ where the engineio names it rests on are kept and checked.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
 from typing import Any
 
 import engineio
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from .frames import abort_later, binary_frame, bound_send_buffer, text_frame
+from .frames import abort_later, binary_frame, text_frame
 from .queue import SlimQueue
 from .socketio_internals import EngineIOHooks
+from .ws_protocol import GOING_AWAY, OpenConnections, WebSocketProtocol, serve
 
 log = logging.getLogger("stockstream.socketio")
 
@@ -35,19 +40,21 @@ class EngineIOServer(EngineIOHooks):
     """engineio's server with WebSockets served by WebSocketDriver and pings on timers.
 
     `websockets` maps the id of each Engine.IO socket whose transport is a
-    WebSocket to it; `send_buffer` bounds their kernel send buffers.
+    WebSocket to it; `send_buffer` bounds their kernel send buffers;
+    `connections` holds them all, for the end of a shutdown.
     """
 
     def __init__(self, *, send_buffer: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.websockets: dict[str, OpenWebSocket] = {}
-        self._send_buffer = send_buffer
+        self.websockets: dict[str, WebSocketProtocol] = {}
+        self.connections = OpenConnections()
+        self.send_buffer = send_buffer
 
     def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue:
         return SlimQueue()
 
     def websocket_driver(self, socket: AsyncSocket) -> "WebSocketDriver":
-        return WebSocketDriver(socket, self, self.websockets, self._send_buffer)
+        return WebSocketDriver(socket, self)
 
     def socket_closed(self, sid: str) -> None:
         # Whatever closed the socket (the client, the server, a missed pong),
@@ -77,22 +84,11 @@ class EngineIOServer(EngineIOHooks):
         if socket is None:
             return
         open_ws = self.websockets.get(sid)
-        await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
         if open_ws is not None:
-            # Bounded: the disconnect above scheduled the cut of the connection.
-            await open_ws.ws.close(code=WSCloseCode.GOING_AWAY, drain=False)
-        else:
+            open_ws.close(GOING_AWAY)  # cut in a moment if the client does not answer
+        await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        if open_ws is None:
             socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
-
-
-class OpenWebSocket:
-    """An Engine.IO socket's WebSocket, once it is the socket's transport."""
-
-    __slots__ = ("transport", "ws")
-
-    def __init__(self, transport: asyncio.Transport, ws: web.WebSocketResponse) -> None:
-        self.transport = transport
-        self.ws = ws
 
 
 def _ping(socket: AsyncSocket) -> None:
@@ -108,87 +104,165 @@ def _write_packet(transport: asyncio.Transport, pkt: eio_packet.Packet | None) -
     transport.write(binary_frame(data) if isinstance(data, bytes) else text_frame(data))
 
 
-class WebSocketDriver:
-    """Serves one Engine.IO socket over an aiohttp WebSocket, without
-    permessage-deflate (frames are built once for all recipients, so they
-    cannot be compressed per socket), and registers the connection once it is
-    the socket's transport so its session can write frames straight to it."""
+# The stages of a WebSocket driven here.
+PROBING, UPGRADING, OPEN, FAILED = range(4)
+# Packets waiting for Engine.IO beyond this pause the reading of the
+# connection until they are handled (TCP then slows the client down).
+MAX_INBOX = 32
 
-    def __init__(self, socket: AsyncSocket, server: engineio.AsyncServer,
-                 websockets: dict[str, OpenWebSocket], send_buffer: int) -> None:
+
+class WebSocketDriver:
+    """Serves one Engine.IO socket over a WebSocket taken from aiohttp
+    (`.ws_protocol`), without permessage-deflate (frames are built once for
+    all recipients, so they cannot be compressed per socket). It registers the
+    connection once it is the socket's transport, so the socket's session can
+    write frames straight to it.
+
+    Nothing waits while the connection is idle: packets are handed to Engine.IO
+    by a task that exists only while some are waiting, and a pong (every ping
+    interval) is handled at once.
+    """
+
+    __slots__ = ("_socket", "_server", "_ws", "_stage", "_timer", "_inbox", "_task", "_ended", "_paused")
+
+    def __init__(self, socket: AsyncSocket, server: EngineIOServer) -> None:
         self._socket = socket
         self._server = server
-        self._websockets = websockets
-        self._send_buffer = send_buffer
-        self._upgrade_timeout = server.ping_interval + server.ping_timeout
+        self._ws: WebSocketProtocol | None = None
+        self._stage = OPEN
+        self._timer: asyncio.TimerHandle | None = None
+        self._inbox: collections.deque[eio_packet.Packet] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+        self._paused = False
 
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request: web.Request = environ["aiohttp.request"]
-        socket = self._socket
-        ws = web.WebSocketResponse(max_msg_size=self._server.max_http_buffer_size, compress=False)
-        await ws.prepare(request)
-        bound_send_buffer(request.transport, self._send_buffer)
-        try:
-            if not await self._open(ws):
-                return ws
-            socket.queue.attach(functools.partial(_write_packet, request.transport))
-            self._websockets[socket.sid] = OpenWebSocket(request.transport, ws)
-            await self._serve(ws)
-        except ValueError:
-            # A frame that is not an Engine.IO packet: a protocol violation.
-            log.info("closing engine.io connection %s: malformed packet", socket.sid)
-        finally:
-            self._websockets.pop(socket.sid, None)
-        await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
-        await ws.close()
-        return ws
+    async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
+        server = self._server
+        protocol = WebSocketProtocol(self, server.connections, server.max_http_buffer_size)
+        return serve(environ["aiohttp.request"], protocol, server.send_buffer)
 
-    async def _open(self, ws: web.WebSocketResponse) -> bool:
+    # -- Endpoint ------------------------------------------------------------
+
+    def opened(self, ws: WebSocketProtocol) -> None:
         """Make this WebSocket the socket's transport: at once for a new
         socket; for one on long-polling, after the probe and the upgrade packet."""
+        self._ws = ws
         socket = self._socket
         if not socket.connected:
             socket.connected = socket.upgraded = True
-            return True
+            self._attach()
+            return
         socket.upgrading = True  # Engine.IO holds long-polling replies meanwhile
-        try:
-            probe = await self._receive(ws, self._upgrade_timeout)
-            if probe is None or probe.packet_type != eio_packet.PING or probe.data != "probe":
-                log.info("%s: failed websocket upgrade: no probe", socket.sid)
-                return False
-            await ws.send_str(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-            socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
-            upgrade = await self._receive(ws, self._upgrade_timeout)
-            if upgrade is None or upgrade.packet_type != eio_packet.UPGRADE:
-                log.info("%s: failed websocket upgrade: no upgrade packet", socket.sid)
-                return False
-            socket.upgraded = True
-            return True
-        finally:
-            socket.upgrading = False
+        self._stage = PROBING
+        self._timer = asyncio.get_running_loop().call_later(
+            self._server.ping_interval + self._server.ping_timeout, self._upgrade_failed, "timed out")
 
-    async def _serve(self, ws: web.WebSocketResponse) -> None:
-        # No read timeout (a timer per connection): a client that stops
-        # answering pings is closed by Engine.IO's ping check, and its
-        # connection then cut (see EngineIOServer._trigger_event).
-        socket = self._socket
-        while (pkt := await self._receive(ws)) is not None:
-            try:
-                await socket.receive(pkt)
-            except engineio.exceptions.UnknownPacketError:
-                pass
-            except engineio.exceptions.SocketIsClosedError:
+    def received(self, message: str | bytes) -> None:
+        try:
+            pkt = eio_packet.Packet(encoded_packet=message)
+        except ValueError:
+            # A frame that is not an Engine.IO packet: a protocol violation.
+            log.info("closing engine.io connection %s: malformed packet", self._socket.sid)
+            self._close()
+            return
+        stage = self._stage
+        if stage == OPEN:
+            if pkt.packet_type == eio_packet.PONG and self._inbox is None:
+                self._socket.schedule_ping()  # all Engine.IO does with a pong, and it never waits
+            else:
+                self._enqueue(pkt)
+        elif stage == PROBING:
+            if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+                self._upgrade_failed("no probe")
                 return
-            except Exception:  # noqa: BLE001 - as engineio does: one failed packet does not end the connection
-                log.exception("%s: error handling a packet", socket.sid)
+            self._write(eio_packet.Packet(eio_packet.PONG, data="probe"))
+            self._socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending long-poll
+            self._stage = UPGRADING
+        elif stage == UPGRADING:
+            if pkt.packet_type != eio_packet.UPGRADE:
+                self._upgrade_failed("no upgrade packet")
+                return
+            self._cancel_timer()
+            self._socket.upgraded = True
+            self._socket.upgrading = False
+            self._stage = OPEN
+            self._attach()
 
-    async def _receive(self, ws: web.WebSocketResponse, timeout: float | None = None) -> eio_packet.Packet | None:
-        """The next packet; None once the connection closed, a frame was over
-        the size limit, or `timeout` passed."""
+    def closed(self) -> None:
+        self._cancel_timer()
+        socket = self._socket
+        if self._server.websockets.get(socket.sid) is self._ws:
+            del self._server.websockets[socket.sid]
+        if self._stage in (PROBING, UPGRADING):
+            socket.upgrading = False  # the socket carries on over long-polling
+        if self._stage != OPEN:
+            return
+        self._ended = True
+        if self._task is None:
+            self._task = self._ws.spawn(self._handle_packets())  # type: ignore[union-attr]  # set once opened
+
+    # -- inside --------------------------------------------------------------
+
+    def _attach(self) -> None:
+        ws = self._ws
+        assert ws is not None and ws.transport is not None
+        self._socket.queue.attach(functools.partial(_write_packet, ws.transport))
+        self._server.websockets[self._socket.sid] = ws
+
+    def _write(self, pkt: eio_packet.Packet) -> None:
+        if self._ws is not None and self._ws.transport is not None:
+            _write_packet(self._ws.transport, pkt)
+
+    def _upgrade_failed(self, why: str) -> None:
+        log.info("%s: failed websocket upgrade: %s", self._socket.sid, why)
+        self._cancel_timer()
+        self._socket.upgrading = False
+        self._stage = FAILED
+        self._close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
+
+    def _enqueue(self, pkt: eio_packet.Packet) -> None:
+        if self._inbox is None:
+            self._inbox = collections.deque()
+        self._inbox.append(pkt)
+        if len(self._inbox) > MAX_INBOX and not self._paused and self._ws is not None:
+            self._paused = True
+            self._ws.pause_reading()
+        if self._task is None:
+            self._task = self._ws.spawn(self._handle_packets())  # type: ignore[union-attr]  # set once opened
+
+    async def _handle_packets(self) -> None:
+        """Hand the waiting packets to Engine.IO in order; once the
+        connection ended, close the socket."""
+        socket = self._socket
         try:
-            message = await ws.receive(timeout)
-        except asyncio.TimeoutError:
-            return None
-        if message.type is not WSMsgType.TEXT and message.type is not WSMsgType.BINARY:
-            return None
-        return eio_packet.Packet(encoded_packet=message.data)
+            while self._inbox:
+                pkt = self._inbox.popleft()
+                if self._paused and len(self._inbox) <= MAX_INBOX // 2 and self._ws is not None:
+                    self._paused = False
+                    self._ws.resume_reading()
+                try:
+                    await socket.receive(pkt)
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+                except engineio.exceptions.SocketIsClosedError:
+                    self._inbox.clear()
+                    self._close()
+                except Exception:  # as engineio does: one failed packet does not end the connection
+                    log.exception("%s: error handling a packet", socket.sid)
+            self._inbox = None
+            if self._ended:
+                # No read timeout (a timer per connection): a client that stops
+                # answering pings is closed by Engine.IO's ping check, and its
+                # connection then cut (EngineIOServer.socket_closed).
+                await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
+        finally:
+            self._task = None

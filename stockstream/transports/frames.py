@@ -8,7 +8,8 @@ from typing import Any, Callable, Collection
 import orjson
 
 from ..errors import ClientError, ErrorCode
-from ..updates import Update, ws_frame, ws_text_frame
+from ..outbox import Item
+from ..updates import ws_frame, ws_text_frame
 
 # A client that does not read cannot complete a closing handshake: after this
 # long its connection is cut.
@@ -23,8 +24,8 @@ def binary_frame(data: bytes) -> bytes:
     return ws_frame(data, 0x82)
 
 
-def write_items(transport: asyncio.Transport, items: Collection[Update | str], limit: int | None,
-                frame_of: Callable[[Update | str], bytes]) -> bool:
+def write_items(transport: asyncio.Transport, items: Collection[Item], limit: int | None,
+                frame_of: Callable[[Item], bytes]) -> bool:
     """A connection's pending items in one write, unless more than `limit`
     bytes already wait to be sent: then nothing, and False. A closing
     connection takes (and drops) everything."""
@@ -55,15 +56,16 @@ def failed_by_code(failed: list[dict[str, str]]) -> list[ClientError]:
     messages = {
         ErrorCode.INVALID_SYMBOL.value: "not valid symbols",
         ErrorCode.FORBIDDEN_SYMBOL.value: "not entitled to these symbols",
+        ErrorCode.INVALID_INTERVAL.value: "no live candles at this interval",
     }
     return [ClientError(ErrorCode(code), messages.get(code, code), symbols=symbols)
             for code, symbols in groups.items()]
 
 
-def abort_later(transport: asyncio.BaseTransport | None) -> None:
+def abort_later(transport: asyncio.Transport | None) -> None:
     """Cut a connection that has not closed by itself in time."""
     if transport is not None:
-        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)  # type: ignore[attr-defined]
+        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
 
 
 def bound_send_buffer(transport: asyncio.BaseTransport | None, outbound_bytes: int) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..broker import BackendUnavailable
-from ..recovery import SentLog, load_state, new_pid, restore
+from ..recovery import SentLog, load_state, mark_live, new_pid, restore, take_saved
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -48,22 +48,33 @@ class RecoveryState:
         self.frozen = False
 
 
-async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats) -> None:
+async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats,
+                  release: Callable[[str], Awaitable[None]]) -> None:
     """Run in the connect handler: when the client names a pid it had, give
-    the session back (same pid) or start fresh (a new one)."""
+    the session back (same pid) or start fresh (a new one). `release`
+    disconnects a Socket.IO sid on whichever instance holds it (see
+    stockstream.recovery). Either way the pid is then noted as live here."""
     pid = auth.get("pid") if isinstance(auth, dict) else None
-    if not isinstance(pid, str) or not pid:
-        return
+    if isinstance(pid, str) and pid:
+        await _recover(session, state, pid, auth.get("offset"), stats, release)
     try:
-        saved = load_state(await session.services.broker.take_session(pid))
+        await mark_live(session.services.broker, state.pid, session.connection.id)
+    except BackendUnavailable:
+        pass  # a reconnect then finds no entry, as after an outage: a fresh session
+
+
+async def _recover(session: "Session", state: RecoveryState, pid: str, offset: Any, stats: RecoveryStats,
+                   release: Callable[[str], Awaitable[None]]) -> None:
+    try:
+        saved = load_state(await take_saved(session.services.broker, pid, release))
     except BackendUnavailable:
         saved = None
     try:
-        opener = await restore(session, saved, auth.get("offset")) if saved is not None else None
-    except Exception:  # noqa: BLE001 - a recovery that fails must still leave a working, fresh session
+        opener = await restore(session, saved, offset) if saved is not None else None
+    except Exception:  # a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None
-    if opener is None:
+    if opener is None or saved is None:
         stats.not_recovered += 1
         log.info("session %s not recovered: a fresh session starts", pid)
         return
@@ -75,7 +86,10 @@ async def recover(session: "Session", state: RecoveryState, auth: Any, stats: Re
 
 async def save(session: "Session", state: RecoveryState, window: float, stats: RecoveryStats) -> None:
     """The connection dropped: keep its session for `window` seconds."""
-    if session.closed or state.frozen:
+    if session.closed:
+        await forget(session, state)  # nothing left to save; its reconnect must not wait
+        return
+    if state.frozen:
         return
     data = state.sent.to_state(session.subscriptions)
     state.frozen = True
@@ -84,6 +98,18 @@ async def save(session: "Session", state: RecoveryState, window: float, stats: R
         stats.saved += 1
     except BackendUnavailable:
         log.warning("session %s not saved: the backend is unavailable", state.pid)
+
+
+async def forget(session: "Session", state: RecoveryState) -> None:
+    """The client disconnected itself: nothing to recover, and its reconnect
+    (which still names the pid) must not wait for a save."""
+    if state.frozen:
+        return
+    state.frozen = True
+    try:
+        await session.services.broker.take_session(state.pid)
+    except BackendUnavailable:
+        pass  # the entry expires by itself; a reconnect meanwhile waits SAVE_WAIT at most
 
 
 class PidInConnectReply:

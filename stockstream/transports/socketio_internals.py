@@ -52,7 +52,7 @@ class EngineIOHooks(engineio.AsyncServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._async = {**self._async, "websocket": self._websocket_factory}
+        self._async: dict[str, Any] = {**self._async, "websocket": self._websocket_factory}
 
     def _websocket_factory(self, handler: Any, server: Any) -> Callable[[dict[str, Any]], Any]:
         return self.websocket_driver(socket_of(handler))

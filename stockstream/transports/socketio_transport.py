@@ -23,11 +23,12 @@ from aiohttp import web
 from engineio import packet as eio_packet
 
 from ..errors import ClientError, invalid_payload
+from ..outbox import Item
 from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
-from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, recover, save
+from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, forget, recover, save
 from .socketio_internals import SocketIOHooks, close_manager
 
 log = logging.getLogger("stockstream.socketio")
@@ -49,8 +50,7 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
         self._transport = transport
 
     def recovery_state(self, sid: str) -> RecoveryState | None:
-        session = self._transport.sessions.get(sid)
-        return session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
+        return _recovery_of(self._transport.sessions.get(sid))
 
     async def malformed_packet(self, eio_sid: str) -> None:
         # Not a Socket.IO packet: a protocol violation, not a server error.
@@ -73,14 +73,21 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
             session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
-def _socketio_frame(item: Update | str) -> bytes:
-    # An update's frame is built once for all its recipients; other messages are Socket.IO packet texts.
-    return item.sio_frame if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+def _recovery_of(session: Session | None) -> RecoveryState | None:
+    """The recovery state of a Socket.IO session (the registry holds both transports' sessions)."""
+    connection = session.connection if session is not None else None
+    return connection.recovery if isinstance(connection, SocketIOConnection) else None
 
 
-def _recoverable_frame(item: Update | str) -> bytes:
+def _socketio_frame(item: Item) -> bytes:
+    # An update's (or shared event's) frame is built once for all its
+    # recipients; other messages are Socket.IO packet texts.
+    return text_frame("4" + item) if isinstance(item, str) else item.sio_frame
+
+
+def _recoverable_frame(item: Item) -> bytes:
     # The same, each update carrying its offset (connection state recovery).
-    return item.sio_recoverable()[1] if type(item) is Update else text_frame("4" + item)  # type: ignore[union-attr,operator]
+    return item.sio_recoverable()[1] if type(item) is Update else _socketio_frame(item)
 
 
 class SocketIOConnection:
@@ -116,7 +123,7 @@ class SocketIOConnection:
         eio_socket = self._server.eio.sockets.get(self._eio_sid)
         return 0 if eio_socket is None else eio_socket.queue.qsize() * POLLING_PACKET_BYTES
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
         if self.recovery is not None and self.recovery.frozen:
             return True  # saved for recovery: what was not sent yet is replayed from history
         transport = self._direct or self._direct_transport()
@@ -132,18 +139,20 @@ class SocketIOConnection:
             record = self.recovery.sent.record
             for item in items:
                 if type(item) is Update:
-                    record(item)  # type: ignore[arg-type]
+                    record(item)
         return sent
 
-    def _send_polling(self, queue: Any, items: Collection[Update | str], limit: int | None) -> bool:
+    def _send_polling(self, queue: Any, items: Collection[Item], limit: int | None) -> bool:
         if limit is not None and queue.qsize() * POLLING_PACKET_BYTES > limit:
             return False
         recoverable = self.recovery is not None
         for item in items:
-            if type(item) is Update:
-                text = item.sio_recoverable()[0] if recoverable else item.sio_payload  # type: ignore[union-attr]
+            if isinstance(item, str):
+                text = item
+            elif type(item) is Update:
+                text = item.sio_recoverable()[0] if recoverable else item.sio_payload
             else:
-                text = item  # type: ignore[assignment]
+                text = item.sio_payload
             queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, text))
         return True
 
@@ -163,6 +172,9 @@ class SocketIOConnection:
         if request is not None and request.ack is not None:
             return f"3{request.ack}" + dumps([{"ok": False, "error": error.to_dict()}])
         return "2" + dumps(["error", error.to_dict()])
+
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        return "2" + dumps([name, payload])
 
     def joined(self, symbols: list[str]) -> None:
         # Mirrored into python-socketio's rooms so emits from other instances
@@ -204,6 +216,19 @@ def refusal(error: ClientError) -> socketio.exceptions.ConnectionRefusedError:
     return refused
 
 
+# What is kept of the environ python-socketio holds for each connection's life
+# (`get_environ`, the Admin UI); the rest (every request header, the cookie,
+# and the aiohttp request of the connection's first HTTP request) goes.
+KEPT_ENVIRON = frozenset({"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR",
+                          "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR"})
+
+
+def slim_environ(environ: dict[str, Any]) -> None:
+    """Drop from a connection's environ, in place, what nothing reads once it is connected."""
+    for key in [key for key in environ if key not in KEPT_ENVIRON]:
+        del environ[key]
+
+
 class SocketIOTransport:
     def __init__(self, services: Services) -> None:
         settings = services.settings
@@ -238,6 +263,7 @@ class SocketIOTransport:
         self.server.attach(app)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        slim_environ(environ)
         identity = None
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
@@ -250,18 +276,27 @@ class SocketIOTransport:
             raise refusal(error) from None
         if self.recovery_window > 0:
             connection.recovery = RecoveryState()
-            await recover(session, connection.recovery, auth, self.recovery_stats)
+            await recover(session, connection.recovery, auth, self.recovery_stats, self._release)
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.get(sid)
-        recovery = session.connection.recovery if session is not None else None  # type: ignore[attr-defined]
-        if recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
-            await save(session, recovery, self.recovery_window, self.recovery_stats)  # type: ignore[arg-type]
+        recovery = _recovery_of(session)
+        if session is not None and recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
+            await save(session, recovery, self.recovery_window, self.recovery_stats)
+        elif session is not None and recovery is not None:
+            await forget(session, recovery)
         if session is not None:
             await session.closed_by_transport()
             log.info("socket.io client disconnected sid=%s reason=%s", sid, reason)
 
+    async def _release(self, sid: str) -> None:
+        """Disconnect `sid` on whichever instance holds it (through the client
+        manager's channel when it is not here): its session is then saved."""
+        await self.server.disconnect(sid, namespace="/")
+
     async def shutdown(self) -> None:
         await self.server.shutdown()
         await close_manager(self.server.manager)
+        # Taken from aiohttp, so not closed by its shutdown.
+        self.server.eio.connections.close_all()

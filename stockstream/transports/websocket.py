@@ -12,13 +12,15 @@ import secrets
 from typing import Any, Collection
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ..errors import ClientError, invalid_payload
 from ..client_requests import encodable
+from ..outbox import Item
 from ..session import Request, Services, Session
-from ..updates import Update
-from .frames import abort_later, bound_send_buffer, dumps, text_frame, write_items
+from .aiohttp_internals import Detached, take_over
+from .frames import bound_send_buffer, dumps, text_frame, write_items
+from .ws_protocol import GOING_AWAY, OpenConnections, Pings, WebSocketProtocol, handshake_response
 
 log = logging.getLogger("stockstream.websocket")
 
@@ -29,33 +31,62 @@ REPLY_TYPES = {
     "authenticate": "authenticated",
     "history": "history",
     "ping": "pong",
+    "subscribeCandles": "candlesSubscribed",
+    "unsubscribeCandles": "candlesUnsubscribed",
 }
 POLICY_VIOLATION = 1008
-GOING_AWAY = 1001
 
 
-def _live_price_frame(item: Update | str) -> bytes:
-    # An update goes out as published, its frame built once for all its recipients.
-    return item.ws_frame if type(item) is Update else text_frame(item)  # type: ignore[union-attr,arg-type]
+def _live_price_frame(item: Item) -> bytes:
+    # An update goes out as published, its frame (as a shared event's) built once for all its recipients.
+    return text_frame(item) if isinstance(item, str) else item.ws_frame
 
 
 class WebSocketConnection:
-    """A `/live-price` client as its session sees it."""
+    """A `/live-price` client as its session sees it, and its WebSocket's endpoint."""
 
     transport = "websocket"
+    __slots__ = ("id", "_ws", "session", "_peer")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+    def __init__(self, peer: str | None) -> None:
         # Socket.IO sids never start with "ws-": one registry holds both.
         self.id = f"ws-{secrets.token_urlsafe(12)}"
+        self._ws: WebSocketProtocol | None = None
+        self.session: Session | None = None
+        self._peer = peer
+
+    # -- Endpoint ------------------------------------------------------------
+
+    def opened(self, ws: WebSocketProtocol) -> None:
         self._ws = ws
-        self._transport = request.transport
+
+    def received(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        if type(message) is str:
+            session.submit(parse_frame(message))
+        else:
+            session.submit(Request("invalid", None, refused=invalid_payload("binary frames are not accepted; send JSON text")))
+
+    def closed(self) -> None:
+        session, self.session = self.session, None
+        if session is not None and self._ws is not None:
+            self._ws.spawn(self._release(session))
+
+    async def _release(self, session: Session) -> None:
+        await session.closed_by_transport()
+        log.info("live-price client disconnected peer=%s", self._peer)
+
+    # -- Sink ------------------------------------------------------------------
 
     def backlog(self) -> int:
-        transport = self._transport
-        return transport.get_write_buffer_size() if transport is not None else 0
+        ws = self._ws
+        return 0 if ws is None else ws.backlog()
 
-    def send(self, items: Collection[Update | str], limit: int | None) -> bool:
-        transport = self._transport
+    def send(self, items: Collection[Item], limit: int | None) -> bool:
+        ws = self._ws
+        transport = None if ws is None else ws.transport
         return True if transport is None else write_items(transport, items, limit, _live_price_frame)
 
     def encode_reply(self, request: Request, result: dict[str, Any]) -> list[str]:
@@ -63,6 +94,9 @@ class WebSocketConnection:
 
     def encode_error(self, error: ClientError, request: Request | None = None) -> str:
         return self._encode({"type": "error", **error.to_dict()}, request)
+
+    def encode_event(self, name: str, payload: dict[str, Any]) -> str:
+        return dumps({"type": name, **payload})
 
     @staticmethod
     def _encode(message: dict[str, Any], request: Request | None) -> str:
@@ -77,11 +111,10 @@ class WebSocketConnection:
         pass
 
     async def disconnect(self, going_away: bool = False) -> None:
-        # The cut is scheduled first: a client that stopped reading never
-        # answers the closing handshake, and waiting for its socket to drain
-        # (aiohttp's default) would never end.
-        abort_later(self._transport)
-        await self._ws.close(code=GOING_AWAY if going_away else POLICY_VIOLATION, drain=False)
+        # A client that stopped reading never answers the closing handshake:
+        # the connection is cut in a moment if it does not close by itself.
+        if self._ws is not None:
+            self._ws.close(GOING_AWAY if going_away else POLICY_VIOLATION)
 
 
 def parse_frame(data: str) -> Request:
@@ -119,37 +152,45 @@ def parse_frame(data: str) -> Request:
 class WebSocketTransport:
     def __init__(self, services: Services) -> None:
         self.services = services
+        settings = services.settings
+        # Protocol-level pings with Socket.IO's interval and timeout: one
+        # liveness policy for every client of the server.
+        self._pings = Pings(settings.ping_interval, settings.ping_timeout)
+        self.connections = OpenConnections()
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/live-price", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         settings = self.services.settings
-        # Uncompressed: update frames are built once and shared by all clients.
-        ws = web.WebSocketResponse(compress=False, max_msg_size=settings.max_message_bytes, autoping=True)
-        await ws.prepare(request)
-        bound_send_buffer(request.transport, settings.outbound_buffer_bytes)
-        connection = WebSocketConnection(ws, request)
+        head = handshake_response(request)
+        connection = WebSocketConnection(request.remote)
         identity = None
+        refused = None
         token = request.query.get("token")
         try:
             if token is not None:
                 identity = self.services.verifier.verify(token)
-            session = Session(self.services, connection, identity)
+            connection.session = Session(self.services, connection, identity)
         except ClientError as error:
-            await ws.send_str(connection.encode_error(error))
-            await ws.close(code=POLICY_VIOLATION)
-            return ws
-        log.info("live-price client connected peer=%s user=%s", request.remote, identity.user if identity else "-")
+            refused = error
+        # Uncompressed: update frames are built once and shared by all clients.
+        ws = WebSocketProtocol(connection, self.connections, settings.max_message_bytes,
+                               None if refused else self._pings)
         try:
-            async for message in ws:
-                if message.type == WSMsgType.TEXT:
-                    session.submit(parse_frame(message.data))
-                elif message.type == WSMsgType.BINARY:
-                    session.submit(Request("invalid", None, refused=invalid_payload("binary frames are not accepted; send JSON text")))
-                elif message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            await session.closed_by_transport()
-            log.info("live-price client disconnected peer=%s", request.remote)
-        return ws
+            take_over(request, ws, head)
+        except ConnectionError:
+            if connection.session is not None:
+                await connection.session.closed_by_transport()
+            raise
+        bound_send_buffer(ws.transport, settings.outbound_buffer_bytes)
+        if refused is not None:
+            ws.send_text(connection.encode_error(refused))
+            ws.close(POLICY_VIOLATION)
+        else:
+            log.info("live-price client connected peer=%s user=%s", request.remote, identity.user if identity else "-")
+        return Detached()
+
+    def shutdown(self) -> None:
+        """Cut the connections still open (their sessions were closed before)."""
+        self.connections.close_all()

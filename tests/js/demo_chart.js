@@ -16,6 +16,29 @@ const [url, shotDir] = process.argv.slice(2);
 const STEP_TIMEOUT = 10000;
 const PHONE = { width: 390, height: 844 };
 
+// The page's /live-price frames: the candle requests it sent and the candle events it received.
+function watchCandleFrames(page) {
+  const frames = { requests: [], candles: [] };
+  const parse = (payload) => {
+    try {
+      return JSON.parse(payload);
+    } catch (e) {
+      return null;
+    }
+  };
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (frame) => {
+      const message = parse(frame.payload);
+      if (message && /Candles$/.test(message.action)) frames.requests.push(message);
+    });
+    ws.on("framereceived", (frame) => {
+      const message = parse(frame.payload);
+      if (message && message.type === "candle") frames.candles.push(message);
+    });
+  });
+  return frames;
+}
+
 // The board redraws once per animation frame: after this, it shows every update received so far.
 function nextFrame(page) {
   return page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
@@ -88,6 +111,8 @@ async function main() {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, locale: "en-US", timezoneId: "UTC" });
     // ZZZZ has no price, so the page's history request for it answers 404.
     const problems = watchProblems(page, /status of 404/);
+    const frames = watchCandleFrames(page);
+    const stream = () => ({ requests: frames.requests.slice(), candles: frames.candles.slice(-3) });
 
     // -- the board, seeded from history before any live update --------------------
     await page.goto(url, { timeout: STEP_TIMEOUT });
@@ -111,11 +136,12 @@ async function main() {
 
     const same = await ask("publish-same-bucket", { last: seeded.candles[seeded.candles.length - 1] });
     const moved = await waitForCandle(page, { close: same.price }, "the current candle moves");
-    out({ kind: "step", name: "candle-moved", chart: moved, legend: await page.textContent("#chart-legend") });
+    out({ kind: "step", name: "candle-moved", chart: moved, legend: await page.textContent("#chart-legend"),
+          stream: stream() });
 
     const next = await ask("publish-next-bucket");
     const started = await waitForCandle(page, { time: next.bucket }, "a new candle starts");
-    out({ kind: "step", name: "candle-started", chart: started });
+    out({ kind: "step", name: "candle-started", chart: started, stream: stream() });
 
     await page.click('#chart-panel button[data-interval="1s"]');
     const pressed = await page.getAttribute('#chart-panel button[data-interval="1s"]', "aria-pressed");
@@ -124,7 +150,8 @@ async function main() {
     const tick = await ask("publish-next-second");
     const secondCandle = await waitForCandle(page, { time: tick.bucket }, "a new 1s candle");
     await nextFrame(page);
-    out({ kind: "step", name: "second-candle", chart: secondCandle, quote: await page.textContent("#chart-quote") });
+    out({ kind: "step", name: "second-candle", chart: secondCandle, quote: await page.textContent("#chart-quote"),
+          stream: stream() });
     await page.screenshot({ path: path.join(shotDir, "demo-chart-desktop.png"), fullPage: true });
 
     // -- narrower screens: nothing scrolls sideways ------------------------------------

@@ -116,12 +116,13 @@ def project_publisher(app: web.Application) -> PublishFn:
 
 
 @contextlib.asynccontextmanager
-async def atomic_publisher(redis_url: str) -> AsyncIterator[PublishFn]:
-    """The project's publisher on a Redis, outside any serving instance."""
+async def atomic_publisher(redis_url: str, **overrides: Any) -> AsyncIterator[PublishFn]:
+    """The project's publisher on a Redis (a cluster with redis_cluster=True), outside any
+    serving instance."""
     from stockstream.broker import create_broker
     from stockstream.publisher import Publisher
 
-    broker = create_broker(settings_for(redis_url, free_port()))
+    broker = create_broker(settings_for(redis_url, free_port(), **overrides))
     publisher = Publisher(broker)
     try:
         yield publisher.publish

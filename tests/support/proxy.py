@@ -10,7 +10,10 @@ from typing import AsyncIterator
 class SwitchProxy:
     """Forwards 127.0.0.1:port to `target`; `cut()` drops every open
     connection (both sides see the TCP connection end) and, while `refusing`,
-    new ones are closed at once, as an unreachable network would."""
+    new ones are closed at once, as an unreachable network would.
+    `cut(server_side=False)` drops only the client's side: the server's
+    connection stays open and silent, as when a network fails without a
+    reset reaching the server."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -18,6 +21,8 @@ class SwitchProxy:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        # Server-side connections left open by a client-side-only cut.
+        self._silent: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -43,28 +48,37 @@ class SwitchProxy:
         finally:
             self._pairs.discard(pair)
             writer.close()
-            up_writer.close()
+            if up_writer not in self._silent:
+                up_writer.close()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if writer in self._silent:
+                    continue  # a client-side-only cut: the server's side hears nothing more
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.close()
+            if writer not in self._silent:
+                writer.close()
 
-    def cut(self) -> None:
-        for client_side, server_side in list(self._pairs):
-            for writer in (client_side, server_side):
+    def cut(self, server_side: bool = True) -> None:
+        for client_side, upstream in list(self._pairs):
+            if not server_side:
+                self._silent.add(upstream)
+            for writer in (client_side, upstream) if server_side else (client_side,):
                 transport = writer.transport
                 if transport is not None:
                     transport.abort()
 
     async def close(self) -> None:
         self.cut()
+        for writer in self._silent:
+            if writer.transport is not None:
+                writer.transport.abort()
+        self._silent.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -58,7 +58,7 @@ class RawRedisPublisher:
                               symbol: str | None = None) -> None:
         """SET + PUBLISH of one message; `symbol` names the channel (default: the update's)."""
         payload = _payload(update)
-        key = self._key(symbol or update["symbol"])  # type: ignore[index]
+        key = self._key(symbol or update["symbol"])  # type: ignore[index]  # without `symbol`, the update is a dict
         await self.redis.set(key, payload)
         await self._publish(key, payload)
 
@@ -68,7 +68,7 @@ class RawRedisPublisher:
 
     async def store_only(self, update: dict[str, Any] | str | bytes, symbol: str | None = None) -> None:
         """SET the snapshot key only."""
-        key = self._key(symbol or update["symbol"])  # type: ignore[index]
+        key = self._key(symbol or update["symbol"])  # type: ignore[index]  # without `symbol`, the update is a dict
         await self.redis.set(key, _payload(update))
 
     async def close(self) -> None:

@@ -55,15 +55,17 @@ class RawWebSocket:
     def local_port(self) -> int:
         return self.sock.getsockname()[1]
 
-    async def send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
+    async def send_frame(self, payload: bytes, opcode: int = 0x1, fin: bool = True) -> None:
+        """One masked frame; `fin=False` (and opcode 0 for what follows) fragments a message."""
         mask = os.urandom(4)
         n = len(payload)
+        first = (0x80 if fin else 0) | opcode
         if n < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+            header = struct.pack("!BB", first, 0x80 | n)
         elif n < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+            header = struct.pack("!BBH", first, 0x80 | 126, n)
         else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+            header = struct.pack("!BBQ", first, 0x80 | 127, n)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         await asyncio.get_running_loop().sock_sendall(self.sock, header + mask + masked)
 

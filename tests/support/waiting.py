@@ -37,18 +37,21 @@ def tail_text(items: Iterable[Any], limit: int = 12) -> str:
 class Inbox(Generic[T]):
     """Everything one stream delivered, in arrival order, with bounded waits on it.
 
-    `items` keeps the whole history (for assertions about order and absence);
+    `items` keeps the whole history (for assertions about order and absence),
+    `arrived` the time.monotonic() each item arrived at (for assertions about timing);
     `next()` consumes items one by one through a cursor.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.items: list[T] = []
+        self.arrived: list[float] = []
         self._cursor = 0
         self._changed = asyncio.Event()
 
     def put(self, item: T) -> None:
         self.items.append(item)
+        self.arrived.append(time.monotonic())
         self._changed.set()
 
     def __len__(self) -> int:

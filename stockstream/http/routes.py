@@ -1,51 +1,19 @@
-"""HTTP routes: health, readiness, quotes, history, candles and the demo page."""
+"""HTTP routes: health, readiness, quotes, history and candles."""
 from __future__ import annotations
 
-import logging
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
-from .broker import BackendUnavailable
-from .candles import INTERVALS_MS, MAX_SCANNED_UPDATES, candle_page, ticks_of
-from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
-from .node import Node
-from .client_requests import history_query
-from .symbols import SymbolError, normalize_symbol
+from ..candles import INTERVALS_MS, MAX_SCANNED_UPDATES, candle_page, ticks_of
+from ..client_requests import history_query
+from ..errors import ClientError, ErrorCode, invalid_payload
+from ..symbols import SymbolError, normalize_symbol
+from .common import bearer_token, json_response
 
-log = logging.getLogger("stockstream.http")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def error_response(error: ClientError) -> web.Response:
-    return json_response({"error": error.to_dict()}, error.http_status)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure answers the error catalogue's JSON, never a stack trace."""
-    try:
-        return await handler(request)
-    except ClientError as error:
-        return error_response(error)
-    except BackendUnavailable:
-        return error_response(ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable"))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: ErrorCode.NOT_FOUND, 403: ErrorCode.FORBIDDEN}.get(exc.status, ErrorCode.INVALID_PAYLOAD)
-        return json_response({"error": {"code": code.value, "message": exc.reason}}, exc.status)
-    except Exception:  # noqa: BLE001 - a bug answers 500 in the catalogue's shape, logged here
-        if request.headers.get("Upgrade"):
-            raise  # a WebSocket's response has started: nothing can be sent in its place
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(INTERNAL_ERROR)
+if TYPE_CHECKING:
+    from ..node import Node
 
 
 def _symbol(text: str) -> str:
@@ -53,15 +21,6 @@ def _symbol(text: str) -> str:
         return normalize_symbol(text)
     except SymbolError as exc:
         raise ClientError(ErrorCode.INVALID_SYMBOL, str(exc), symbols=[text[:64]]) from None
-
-
-def bearer_token(request: web.Request) -> str | None:
-    """The token of an `Authorization: Bearer <jwt>` header."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
 
 
 def _token(request: web.Request) -> str | None:

@@ -30,7 +30,7 @@ def allow_api_cors(app: web.Application, origins: tuple[str, ...], documents: It
     allowed = [ANY_ORIGIN] if ANY_ORIGIN in origins else list(origins)
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in allowed})
     for route in list(app.router.routes()):
-        if served_cross_origin(route.resource.canonical, documents):
+        if route.resource is not None and served_cross_origin(route.resource.canonical, documents):
             cors.add(route)
     app.on_response_prepare.append(_vary_on_origin)
 

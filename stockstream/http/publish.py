@@ -7,33 +7,21 @@ broker's atomic step (snapshot, seq, history, fan-out).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from .auth import Identity
-from .broker import BackendUnavailable
-from .errors import ClientError, ErrorCode, invalid_payload
-from .http_routes import bearer_token, json_response
-from .node import Node
-from .publisher import checked_update
-from .symbols import SymbolError
-from .updates import CheckedUpdate, InvalidUpdate, Update
+from ..broker import BackendUnavailable
+from ..errors import ClientError, ErrorCode, invalid_payload
+from ..publisher import checked_update
+from ..symbols import SymbolError
+from ..updates import CheckedUpdate, InvalidUpdate, Update
+from .common import PUBLISH_PATH, PayloadTooLarge, bearer_token, json_response
 
-PUBLISH_PATH = "/api/publish"
-
-
-class PayloadTooLarge(ClientError):
-    """A body over MAX_MESSAGE_BYTES: `invalid_payload`, answered with 413."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(ErrorCode.INVALID_PAYLOAD, f"body too large: at most {limit} bytes (MAX_MESSAGE_BYTES)",
-                         limit=limit)
-
-    @property
-    def http_status(self) -> int:
-        return 413
+if TYPE_CHECKING:
+    from ..auth import Identity
+    from ..node import Node
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
