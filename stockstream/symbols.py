@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9^][A-Z0-9.\-_/:=^]{0,31}")
-CHANNEL_PREFIX = "stock:"
 
 
 class SymbolError(ValueError):
@@ -19,8 +18,3 @@ def normalize_symbol(raw: object) -> str:
     if not SYMBOL_PATTERN.fullmatch(symbol):
         raise SymbolError(f"not a valid symbol: {raw[:40]!r}")
     return symbol
-
-
-def channel_for(symbol: str) -> str:
-    """The Redis key and pub/sub channel of a (normalized) symbol."""
-    return CHANNEL_PREFIX + symbol

@@ -9,7 +9,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from stockstream.app import broker_of
-from stockstream.broker.recorder import LOCK_KEY, LOCK_TTL_MS
+from stockstream.broker.keys import KeyLayout
+from stockstream.broker.recorder import LOCK_TTL_MS
 from tests.support.inprocess import running_app
 from tests.support.publishing import RawRedisPublisher
 from tests.support.waiting import eventually, now_ms
@@ -98,11 +99,11 @@ async def test_a_recorder_that_lost_its_lock_writes_nothing(redis_url: str) -> N
             recorder = broker_of(app).recorder
             await eventually(lambda: recorder.leading, 5, "the recorder to lead")
             # As if its lease ran out while it stalled and another instance took over.
-            await client.set(LOCK_KEY, "another-instance", px=LOCK_TTL_MS)
+            await client.set(KeyLayout().recorder_lock(), "another-instance", px=LOCK_TTL_MS)
             await raw.publish("FNC", 1.0)
             await eventually(lambda: not recorder.leading, 5, "the fenced recorder to step down")
             assert await client.xrange("stock:FNC:history") == []
-            await client.delete(LOCK_KEY)
+            await client.delete(KeyLayout().recorder_lock())
             await eventually(lambda: recorder.leading, 5, "the recorder to lead again")
             await raw.publish("FNC", 2.0)
             await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FNC:history"), 1), 5,

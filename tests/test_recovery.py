@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import pytest
 import redis.asyncio
 
-from stockstream.broker.redis import history_key
+from stockstream.broker.keys import KeyLayout
 
 from tests.support.inprocess import atomic_publisher, inprocess_stack
 from tests.support.node import NodeSioClient
@@ -141,7 +141,7 @@ async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_
             await publish_round(publish, ["AAPL"], 4, 50)
             store = redis.asyncio.Redis.from_url(redis_url)
             try:  # history keeps only the last 5 of those
-                assert await store.xtrim(history_key("AAPL"), maxlen=5, approximate=False) >= 45
+                assert await store.xtrim(KeyLayout().history("AAPL"), maxlen=5, approximate=False) >= 45
             finally:
                 await store.aclose()
             proxy.refusing = False

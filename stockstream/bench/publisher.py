@@ -17,7 +17,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-CHANNEL_PREFIX = "stock:"
+from ..broker.keys import layout_for
+
 # Ticks sent in one pipeline at most, so a publisher that fell behind catches
 # up in bounded bursts instead of one giant write.
 MAX_BATCH = 500
@@ -39,6 +40,7 @@ class Publisher:
     def __init__(self, redis_url: str, run_id: str, cluster: bool = False) -> None:
         # On a cluster: `SET stock:{SYM}` + `SPUBLISH stock:{SYM}`, as a third-party publisher does.
         self.cluster = cluster
+        self.keys = layout_for(cluster)
         self.redis: Any = (RedisCluster.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
                            if cluster else aioredis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10))
         self.run_id = run_id
@@ -90,11 +92,11 @@ class Publisher:
                 self._next_symbol += 1
                 payload = self._update(symbol)
                 if self.cluster:
-                    key = CHANNEL_PREFIX + "{" + symbol + "}"
+                    key = self.keys.channel(symbol)
                     pipe.set(key, payload)
                     pipe.execute_command("SPUBLISH", key, payload)
                 else:
-                    key = CHANNEL_PREFIX + symbol
+                    key = self.keys.channel(symbol)
                     pipe.set(key, payload)
                     pipe.publish(key, payload)
                 result.published[symbol] += 1

@@ -33,9 +33,9 @@ import orjson
 
 from ..broker import create_broker
 from ..broker.clients import command_client
+from ..broker.keys import KeyLayout
 from ..config import Settings
 from ..publisher import Publisher, checked_price
-from ..symbols import channel_for
 from .servers import ManagedProcess, start_redis, start_stockstream
 
 
@@ -135,7 +135,7 @@ class RawPublisher:
         tick = self._ticks[symbol] = self._ticks.get(symbol, 0) + 1
         payload = orjson.dumps({"symbol": symbol, "price": price, "timestamp": time.time_ns() // 1_000_000,
                                 "tick": tick})
-        key = channel_for(symbol)
+        key = KeyLayout().channel(symbol)
         await self._redis.set(key, payload)
         await self._redis.publish(key, payload)
         return tick

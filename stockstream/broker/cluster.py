@@ -184,8 +184,7 @@ class ClusterBroker(RedisBroker):
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
         self._warned_not_cluster = False
-        self._instance = self.marker_channel.rsplit(":", 1)[-1]
-        self._marker_suffix = f":marker:{self._instance}".encode()
+        self._marker_suffix = self.keys.marker_suffix(self._instance)
         # The symbol of each pending read marker, so a reader that restarts
         # fails exactly the reads of its own symbols.
         self._marker_symbols: dict[bytes, str] = {}
@@ -332,7 +331,7 @@ class ClusterBroker(RedisBroker):
         self._fail_markers_of({self._symbol_of_channel(c) for c in router.unplace(name)})
 
     def _symbol_of_channel(self, channel: str) -> str:
-        return self.keys.symbol_of(channel.split(":marker:", 1)[0].encode())
+        return self.keys.symbol_of_any(channel)
 
     def _update_ready(self, router: ShardRouter) -> None:
         ready = bool(router.readers) and all(r.live for r in router.readers.values())

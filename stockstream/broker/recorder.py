@@ -20,7 +20,7 @@ after a crash: up to the lock's lease.
 
 A clean stop hands over without that window, since a client recovering its
 session across the stop needs every update in history: the leader asks for
-a successor (HANDOFF_KEY) and records on; a standby subscribes, says it is
+a successor (KeyLayout.recorder_handoff) and records on; a standby subscribes, says it is
 ready, and waits for the lock while buffering. Only then does the leader stop
 and release the lock. The successor's buffer overlaps what the leader
 recorded last; both subscriptions see the messages in the same order, so the
@@ -44,27 +44,22 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..backoff import Backoff
 from ..config import Settings
-from ..symbols import CHANNEL_PREFIX
 from ..updates import InvalidUpdate, parse_update
 from .clients import recorder_client
+from .keys import KeyLayout
 
 log = logging.getLogger("stockstream.recorder")
 
-LOCK_KEY = "stockstream:recorder"
-# A stopping leader's request for a successor (its token), answered
-# READY + the successor's token; and the mark that a standby is polling.
-HANDOFF_KEY = "stockstream:recorder:handoff"
-STANDBY_KEY = "stockstream:recorder:standby"
-EPOCH_KEY = "stockstream:recorder:epoch"
+# A stopping leader's request for a successor (its token) is answered
+# READY + the successor's token (keys: KeyLayout.recorder_*).
 READY = b"ready:"
-PATTERN = CHANNEL_PREFIX + "*"
 # The lease bounds the failover window after a crash; renewing four times per
 # lease rides out a few missed renewals. Standbys poll the lock, which bounds
 # the window after a clean stop (the leader then releases it at once).
@@ -135,9 +130,9 @@ class LostLock(Exception):
 class HistoryRecorder:
     """Elects itself (or waits) and, while leading, records third-party updates."""
 
-    def __init__(self, url: str, settings: Settings, history_key: Callable[[str], str]) -> None:
+    def __init__(self, url: str, settings: Settings, keys: KeyLayout) -> None:
         self._settings = settings
-        self._history_key = history_key
+        self._keys = keys
         self._redis = recorder_client(url)
         self._append = self._redis.register_script(APPEND_SCRIPT)
         self._renew = self._redis.register_script(RENEW_SCRIPT)
@@ -179,10 +174,10 @@ class HistoryRecorder:
         while not self._stopping:
             try:
                 token = secrets.token_hex(16)
-                acquired = await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS)
+                acquired = await self._redis.set(self._keys.recorder_lock(), token, nx=True, px=LOCK_TTL_MS)
                 self._reached = True
                 if acquired:
-                    await self._lead(token, await self._redis.incr(EPOCH_KEY))
+                    await self._lead(token, await self._redis.incr(self._keys.recorder_epoch()))
                 else:
                     await self._stand_by(token)
                 self._failing = False
@@ -209,7 +204,7 @@ class HistoryRecorder:
         try:
             if pubsub is None:
                 pubsub = self._redis.pubsub()
-                await pubsub.psubscribe(PATTERN)
+                await pubsub.psubscribe(self._keys.every_channel())
             if backlog:
                 await self._record(token, await self._unrecorded(backlog))
             heard = time.monotonic()
@@ -243,12 +238,12 @@ class HistoryRecorder:
         """Ask a standby to take over and wait, recording on, until it is
         subscribed (see the module docstring). Bounded; never raises."""
         try:
-            if not await self._redis.exists(STANDBY_KEY):
+            if not await self._redis.exists(self._keys.recorder_standby()):
                 return
-            await self._redis.set(HANDOFF_KEY, token, px=int(HANDOFF_WAIT * 2000))
+            await self._redis.set(self._keys.recorder_handoff(), token, px=int(HANDOFF_WAIT * 2000))
             deadline = time.monotonic() + HANDOFF_WAIT
             while time.monotonic() < deadline and self.leading:
-                answer: Any = await self._redis.get(HANDOFF_KEY)
+                answer: Any = await self._redis.get(self._keys.recorder_handoff())
                 if answer is not None and answer.startswith(READY):
                     return
                 await asyncio.sleep(HANDOFF_CHECK_EVERY)
@@ -258,14 +253,14 @@ class HistoryRecorder:
 
     async def _stand_by(self, token: str) -> None:
         """A standby's poll: mark itself, and answer a stopping leader's request."""
-        await self._redis.set(STANDBY_KEY, token, px=STANDBY_TTL_MS)
-        request: Any = await self._redis.get(HANDOFF_KEY)
+        await self._redis.set(self._keys.recorder_standby(), token, px=STANDBY_TTL_MS)
+        request: Any = await self._redis.get(self._keys.recorder_handoff())
         if request is None or request.startswith(READY):
             return
         pubsub = self._redis.pubsub()
         handed = False
         try:
-            await pubsub.psubscribe(PATTERN)
+            await pubsub.psubscribe(self._keys.every_channel())
             backlog: list[dict[str, Any]] = []
             while True:  # subscribed once confirmed; price messages come only after
                 message = await pubsub.get_message(timeout=HANDOFF_WAIT)
@@ -273,14 +268,14 @@ class HistoryRecorder:
                     return
                 if message["type"] in (b"psubscribe", "psubscribe"):
                     break
-            if not await self._claim(keys=[HANDOFF_KEY], args=[request, READY + token.encode(),
+            if not await self._claim(keys=[self._keys.recorder_handoff()], args=[request, READY + token.encode(),
                                                                  int(HANDOFF_WAIT * 2000)]):
                 return  # another standby answered first
             deadline = time.monotonic() + LOCK_TTL_MS / 1000 + HANDOFF_WAIT
             while time.monotonic() < deadline and not self._stopping:
-                if await self._redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+                if await self._redis.set(self._keys.recorder_lock(), token, nx=True, px=LOCK_TTL_MS):
                     handed = True
-                    await self._lead(token, int(await self._redis.get(EPOCH_KEY) or 0), pubsub, backlog)
+                    await self._lead(token, int(await self._redis.get(self._keys.recorder_epoch()) or 0), pubsub, backlog)
                     return
                 message = await pubsub.get_message(timeout=HANDOFF_CHECK_EVERY)
                 while message is not None:
@@ -304,9 +299,9 @@ class HistoryRecorder:
             by_channel.setdefault(message["channel"], []).append(message["data"])
         skip: dict[bytes, int] = {}
         for channel, datas in by_channel.items():
-            symbol = channel[len(CHANNEL_PREFIX):].decode(errors="replace")
+            symbol = self._keys.recorded_symbol(channel)
             buffered = {data: i for i, data in enumerate(datas)}  # the last occurrence of each
-            newest: Any = await self._redis.xrevrange(self._history_key(symbol), "+", "-", count=len(datas) + 16)
+            newest: Any = await self._redis.xrevrange(self._keys.history(symbol), "+", "-", count=len(datas) + 16)
             for _, fields in newest:
                 if fields.get(b"u") in buffered:
                     skip[channel] = buffered[fields[b"u"]] + 1
@@ -325,7 +320,7 @@ class HistoryRecorder:
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
-                renewed = await self._renew(keys=[LOCK_KEY], args=[token, LOCK_TTL_MS])
+                renewed = await self._renew(keys=[self._keys.recorder_lock()], args=[token, LOCK_TTL_MS])
             except Exception as exc:  # retried until the lease runs out
                 if time.monotonic() >= held_until:
                     raise LostLock() from exc
@@ -344,14 +339,14 @@ class HistoryRecorder:
             for message in messages:
                 if b'"seq":' in message["data"]:
                     continue  # published atomically, already in history: skip the parse
-                symbol = message["channel"][len(CHANNEL_PREFIX):].decode(errors="replace")
+                symbol = self._keys.recorded_symbol(message["channel"])
                 try:
                     update = parse_update(message["data"], symbol)
                 except InvalidUpdate:
                     continue  # the listeners count and log malformed messages
                 if update.seq is not None:
                     continue  # published atomically, already in history
-                await self._append(keys=[LOCK_KEY, self._history_key(update.symbol)],
+                await self._append(keys=[self._keys.recorder_lock(), self._keys.history(update.symbol)],
                                    args=[token, update.raw, update.timestamp,
                                          settings.history_max_entries, horizon, self._epoch], client=pipe)
                 count += 1
@@ -365,7 +360,7 @@ class HistoryRecorder:
     async def _let_go(self, token: str) -> None:
         """Release the lock at once so a standby takes over without waiting for the lease."""
         try:
-            await asyncio.wait_for(self._release(keys=[LOCK_KEY], args=[token]), RELEASE_TIMEOUT)
+            await asyncio.wait_for(self._release(keys=[self._keys.recorder_lock()], args=[token]), RELEASE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - the lease expires on its own
             log.debug("history recorder could not release its lock: %s", exc)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, cast
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..config import Settings, redact_url
-from ..symbols import SYMBOL_PATTERN, channel_for
+from ..symbols import SYMBOL_PATTERN
 from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update, update_digest
 from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
 from ..backoff import Backoff
@@ -29,14 +29,13 @@ from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
 
-# Each instance's listener stays subscribed to its own channel here even
-# with no symbols, so readiness ("the listener is subscribed") means the same
+# Each instance's listener stays subscribed to its own channel
+# (KeyLayout.listener_channel) even with no symbols, so readiness ("the listener is subscribed") means the same
 # thing with or without clients. Reads publish a marker to it in the same
 # MULTI/EXEC: Redis delivers the messages of one pub/sub connection in the
 # order they were published, so when the listener meets the marker, the live
 # updates it received before were published before the read, and every later
 # one after it. Reads are placed in the stream by position, not by time.
-LISTENER_CHANNEL_PREFIX = "stockstream:listener:"
 
 # Why Lua: the snapshot, the sequence number, the history entry and the publish
 # must happen together, or a reader could see one without the others.
@@ -87,18 +86,6 @@ REPLAY_MAX_CHUNK = 4096
 # as not reaching back (a fresh session rather than a gap).
 RECORDER_CHECK_EVERY = 0.01
 RECORDER_CATCH_UP = 2.0
-
-
-def history_key(symbol: str) -> str:
-    return channel_for(symbol) + ":history"
-
-
-def session_key(pid: str) -> str:
-    return f"stockstream:session:{pid}"
-
-
-def seq_key(symbol: str) -> str:
-    return channel_for(symbol) + ":seq"
 
 
 def _raised(reply: Any) -> Any:
@@ -163,7 +150,8 @@ class RedisBroker(Broker):
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._ready = False
         self._last_heard = 0.0
-        self.marker_channel = LISTENER_CHANNEL_PREFIX + uuid.uuid4().hex
+        self._instance = uuid.uuid4().hex
+        self.marker_channel = self.keys.listener_channel(self._instance)
         self._marker_bytes = self.marker_channel.encode()
         self._markers: dict[bytes, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
@@ -192,7 +180,7 @@ class RedisBroker(Broker):
         self._sink = sink
         self._task = asyncio.create_task(self._listen_forever(), name="stockstream-redis-listener")
         if self._settings.history_max_entries:
-            self.recorder = HistoryRecorder(self._url, self._settings, history_key)
+            self.recorder = HistoryRecorder(self._url, self._settings, self.keys)
             self.recorder.start()
 
     async def close(self) -> None:
@@ -386,7 +374,7 @@ class RedisBroker(Broker):
                 priced = await self.symbols_with_price(self._settings.wildcard_snapshot_max)
                 symbols = sorted(self._wanted.union(priced))
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
+                pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
                 token = self._mark(pipe, "")
                 values = (await pipe.execute())[0]
             self._markers.pop(token, None)
@@ -571,7 +559,7 @@ class RedisBroker(Broker):
         token = None
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mget([channel_for(s) for s in symbols] or ["stock:"])
+                pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
                 token = self._mark(pipe, "")
                 values = (await pipe.execute())[0]
         except BaseException as exc:
@@ -785,14 +773,14 @@ class RedisBroker(Broker):
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
         try:
-            await self._redis.set(session_key(pid), data, px=max(1, int(ttl * 1000)))
+            await self._redis.set(self.keys.session(pid), data, px=max(1, int(ttl * 1000)))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(str(exc)) from exc
 
     async def take_session(self, pid: str) -> bytes | None:
         try:
             # GETDEL: two instances offered the same pid cannot both recover it.
-            value: bytes | None = await self._redis.getdel(session_key(pid))
+            value: bytes | None = await self._redis.getdel(self.keys.session(pid))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(str(exc)) from exc
         return value
