@@ -155,21 +155,21 @@ async def replay_after(broker: Broker, symbol: str, position: Position) -> Repla
 
 async def mark_live(broker: Broker, pid: str, sid: str) -> None:
     """Note that `pid` is now served by the connection `sid` (see LIVE_PREFIX)."""
-    await broker.save_session(pid, LIVE_PREFIX + sid.encode(), LIVE_TTL)
+    await broker.sessions.save(pid, LIVE_PREFIX + sid.encode(), LIVE_TTL)
 
 
 async def take_saved(broker: Broker, pid: str, release: Callable[[str], Awaitable[None]]) -> bytes | None:
     """The state saved under `pid`, taken (at most once). When its connection
     is still live, `release` (given its sid) has it dropped and saved, and the
     state is waited for, at most SAVE_WAIT seconds. Raises BackendUnavailable."""
-    raw = await broker.take_session(pid)
+    raw = await broker.sessions.take(pid)
     if raw is None or not raw.startswith(LIVE_PREFIX):
         return raw
     await release(raw[len(LIVE_PREFIX):].decode(errors="replace"))
     deadline = time.monotonic() + SAVE_WAIT
     while time.monotonic() < deadline:
         await asyncio.sleep(SAVE_CHECK_EVERY)
-        raw = await broker.take_session(pid)
+        raw = await broker.sessions.take(pid)
         if raw is not None and not raw.startswith(LIVE_PREFIX):
             return raw
     log.info("session %s: its connection was not saved within %.1f s", pid, SAVE_WAIT)

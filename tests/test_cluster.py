@@ -599,7 +599,7 @@ async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> Non
     timestamp, other bytes) for a third-party one found in history; the snapshot when
     history does not reach (a third-party update on a cluster) and it is news; nothing
     when the promoted master is behind what clients hold (lost writes)."""
-    from stockstream.broker.cluster import ClusterBroker
+    from stockstream.broker.redis.cluster import ClusterBroker
     from stockstream.config import Settings
     from stockstream.updates import parse_update
 
@@ -611,7 +611,7 @@ async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> Non
             broker._points[symbol] = point
             updates, tokens = await broker._resume_read(symbol)
             for token in tokens:
-                broker._forget_marker(token)
+                broker.markers.forget(token)
             return [u.raw for u in updates]
 
         start = now_ms()  # history keeps a day: older timestamps are trimmed at once

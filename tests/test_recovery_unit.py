@@ -70,14 +70,14 @@ def test_forgotten_offsets_keep_their_symbols_positions() -> None:
 
 
 async def test_memory_broker_keeps_a_session_for_its_ttl_and_hands_it_out_once() -> None:
-    """take_session returns what save_session stored, once, and nothing after the ttl."""
+    """sessions.take returns what sessions.save stored, once, and nothing after the ttl."""
     broker = MemoryBroker(Settings.from_env({}))
-    await broker.save_session("p1", b"state", 30)
-    assert await broker.take_session("p1") == b"state"
-    assert await broker.take_session("p1") is None
-    await broker.save_session("p2", b"state", 0.05)
+    await broker.sessions.save("p1", b"state", 30)
+    assert await broker.sessions.take("p1") == b"state"
+    assert await broker.sessions.take("p1") is None
+    await broker.sessions.save("p2", b"state", 0.05)
     await asyncio.sleep(0.1)
-    assert await broker.take_session("p2") is None
+    assert await broker.sessions.take("p2") is None
 
 
 class _Recorder(PidInConnectReply):
@@ -197,7 +197,7 @@ async def test_a_reconnect_waits_for_the_save_of_a_connection_still_live() -> No
     async def release(sid: str) -> None:
         released.append(sid)
         asyncio.get_running_loop().call_later(0.1, asyncio.ensure_future,
-                                              broker.save_session("p1", b"state", 30))
+                                              broker.sessions.save("p1", b"state", 30))
 
     await recovery.mark_live(broker, "p1", "sid-1")
     assert await recovery.take_saved(broker, "p1", release) == b"state"
@@ -216,19 +216,19 @@ async def test_a_reconnect_waits_for_the_save_of_a_connection_still_live() -> No
 
 @pytest.mark.parametrize("operation", ["save", "take"])
 async def test_saved_sessions_on_an_unreachable_cluster_raise_backend_unavailable(operation: str) -> None:
-    """On a Redis Cluster whose nodes are gone, save_session and take_session
+    """On a Redis Cluster whose nodes are gone, sessions.save and sessions.take
     raise BackendUnavailable (what recovery handles), not the cluster client's
     RedisClusterException."""
     from stockstream.broker import BackendUnavailable
-    from stockstream.broker.cluster import ClusterBroker
+    from stockstream.broker.redis.cluster import ClusterBroker
     from tests.support.waiting import free_port
     url = f"redis://127.0.0.1:{free_port()}"
     broker = ClusterBroker(url, Settings.from_env({}, redis_url=url, redis_cluster=True))
     try:
         with pytest.raises(BackendUnavailable):
             if operation == "save":
-                await broker.save_session("p1", b"state", 30)
+                await broker.sessions.save("p1", b"state", 30)
             else:
-                await broker.take_session("p1")
+                await broker.sessions.take("p1")
     finally:
         await broker.close()

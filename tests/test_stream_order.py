@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from stockstream.broker.redis import RedisBroker
+from stockstream.broker.redis.broker import RedisBroker
 from stockstream.config import Settings
 from stockstream.updates import CheckedUpdate
 from tests.support.publishing import channel_of

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from stockstream.broker.cluster import ClusterBroker
-from stockstream.broker.redis import RedisBroker
+from stockstream.broker.redis.cluster import ClusterBroker
+from stockstream.broker.redis.broker import RedisBroker
 from stockstream.config import Settings
 from stockstream.updates import CheckedUpdate, Update
 from tests.support.redis_cluster import RedisCluster

@@ -7,7 +7,7 @@ import pytest
 
 from stockstream import updates
 from stockstream.broker.memory import MemoryBroker
-from stockstream.broker.redis import RedisBroker
+from stockstream.broker.redis.broker import RedisBroker
 from stockstream.config import Settings
 from stockstream.publisher import checked_price, checked_update, make_update, received_update
 from stockstream.symbols import SymbolError

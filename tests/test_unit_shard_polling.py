@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stockstream.broker.cluster import ClusterBroker
+from stockstream.broker.redis.cluster import ClusterBroker
 
 
 class FakeShard:

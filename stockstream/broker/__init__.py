@@ -4,7 +4,9 @@ A Broker does four things: publish an update atomically (snapshot, sequence
 number, history entry and fan-out message in one step), read snapshots and
 history, and feed the updates of the symbols this instance wants to an
 UpdateSink. `MemoryBroker` is the embedded single-process backend;
-`RedisBroker` shares one Redis between any number of instances.
+`RedisBroker` shares one Redis between any number of instances and
+`ClusterBroker` a Redis Cluster (both in the redis/ package). Each backend
+also keeps recoverable Socket.IO sessions (`Broker.sessions`, a SessionStore).
 """
 from __future__ import annotations
 
@@ -65,8 +67,21 @@ class Replay(NamedTuple):
     position: int
 
 
+class SessionStore(abc.ABC):
+    """Recoverable Socket.IO sessions (connection state recovery), kept where
+    every instance sharing the backend finds them."""
+
+    @abc.abstractmethod
+    async def save(self, pid: str, data: bytes, ttl: float) -> None:
+        """Keep a disconnected session's state for `ttl` seconds, for any instance."""
+
+    @abc.abstractmethod
+    async def take(self, pid: str) -> bytes | None:
+        """The state saved under `pid`, removed so it is recovered at most once."""
+
+
 class Broker(abc.ABC):
-    """The interface both backends implement."""
+    """The interface every backend implements."""
 
     kind: str = "abstract"
     # True for a backend held in this process: its rooms are not shared with
@@ -80,6 +95,8 @@ class Broker(abc.ABC):
     # The log of messages dropped as malformed; None for a backend that reads
     # nothing it did not write itself.
     malformed: MalformedLog | None = None
+    # Where recoverable sessions are kept: with the backend's data.
+    sessions: SessionStore
 
     @property
     @abc.abstractmethod
@@ -158,39 +175,24 @@ class Broker(abc.ABC):
         timestamp is the best it can do."""
         return await self.replay_at(symbol, timestamp, None, limit)
 
-    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                     limit: int = 10000) -> tuple[list[Update], bool]:
-        """replay_at without the position: (updates, complete)."""
-        replay = await self.replay_at(symbol, since_ms, since_seq, limit)
-        return replay.updates, replay.complete
-
-    # -- recoverable Socket.IO sessions (connection state recovery) ----------
-
-    @abc.abstractmethod
-    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        """Keep a disconnected session's state for `ttl` seconds, for any instance."""
-
-    @abc.abstractmethod
-    async def take_session(self, pid: str) -> bytes | None:
-        """The state saved under `pid`, removed so it is recovered at most once."""
 
 
 def broker_kinds() -> list[str]:
     """The `kind` of every backend create_broker can build (readiness and
     /metrics report it; the API documents list these)."""
-    from .cluster import ClusterBroker
     from .memory import MemoryBroker
-    from .redis import RedisBroker
+    from .redis.broker import RedisBroker
+    from .redis.cluster import ClusterBroker
     return [MemoryBroker.kind, RedisBroker.kind, ClusterBroker.kind]
 
 
 def create_broker(settings: Settings) -> Broker:
     """The Redis broker when Redis is configured, else the embedded one."""
     if settings.backend_url and settings.redis_cluster:
-        from .cluster import ClusterBroker
+        from .redis.cluster import ClusterBroker
         return ClusterBroker(settings.backend_url, settings)
     if settings.backend_url:
-        from .redis import RedisBroker
+        from .redis.broker import RedisBroker
         return RedisBroker(settings.backend_url, settings)
     from .memory import MemoryBroker
     return MemoryBroker(settings)

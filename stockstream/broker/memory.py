@@ -11,9 +11,35 @@ from typing import Iterable
 
 from ..config import Settings
 from ..updates import CheckedUpdate, Update
-from . import Broker, Replay, Snapshots, UpdateSink
+from . import Broker, Replay, SessionStore, Snapshots, UpdateSink
 
 SESSION_SWEEP_EVERY = 1.0
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions of the embedded backend: this process's clients only."""
+
+    def __init__(self) -> None:
+        # pid -> (expiry on the monotonic clock, state)
+        self._sessions: dict[str, tuple[float, bytes]] = {}
+        self._next_sweep = 0.0
+
+    async def save(self, pid: str, data: bytes, ttl: float) -> None:
+        now = time.monotonic()
+        # Expired entries are dropped here, so the dict stays bounded by what one
+        # window holds; at most once a second, since every connection saves an
+        # entry when it opens (a scan per save would cost a connect storm dearly).
+        if now >= self._next_sweep:
+            self._next_sweep = now + SESSION_SWEEP_EVERY
+            for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
+                del self._sessions[stale]
+        self._sessions[pid] = (now + ttl, data)
+
+    async def take(self, pid: str) -> bytes | None:
+        entry = self._sessions.pop(pid, None)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
 
 
 class MemoryBroker(Broker):
@@ -31,9 +57,7 @@ class MemoryBroker(Broker):
         # Per symbol: the newest timestamp and seq that history no longer holds.
         self._lost: dict[str, tuple[int, int]] = {}
         self._offsets: dict[str, int] = {}
-        # Recoverable sessions: pid -> (expiry on the monotonic clock, state).
-        self._sessions: dict[str, tuple[float, bytes]] = {}
-        self._next_sweep = 0.0
+        self.sessions = MemorySessionStore()
 
     @property
     def ready(self) -> bool:
@@ -132,20 +156,3 @@ class MemoryBroker(Broker):
         if not complete or len(updates) > limit:
             return [], False
         return updates, True
-
-    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        now = time.monotonic()
-        # Expired entries are dropped here, so the dict stays bounded by what one
-        # window holds; at most once a second, since every connection saves an
-        # entry when it opens (a scan per save would cost a connect storm dearly).
-        if now >= self._next_sweep:
-            self._next_sweep = now + SESSION_SWEEP_EVERY
-            for stale in [k for k, (until, _) in self._sessions.items() if until <= now]:
-                del self._sessions[stale]
-        self._sessions[pid] = (now + ttl, data)
-
-    async def take_session(self, pid: str) -> bytes | None:
-        entry = self._sessions.pop(pid, None)
-        if entry is None or entry[0] <= time.monotonic():
-            return None
-        return entry[1]

@@ -94,7 +94,7 @@ async def save(session: "Session", state: RecoveryState, window: float, stats: R
     data = state.sent.to_state(session.subscriptions)
     state.frozen = True
     try:
-        await session.services.broker.save_session(state.pid, data, window)
+        await session.services.broker.sessions.save(state.pid, data, window)
         stats.saved += 1
     except BackendUnavailable:
         log.warning("session %s not saved: the backend is unavailable", state.pid)
@@ -107,7 +107,7 @@ async def forget(session: "Session", state: RecoveryState) -> None:
         return
     state.frozen = True
     try:
-        await session.services.broker.take_session(state.pid)
+        await session.services.broker.sessions.take(state.pid)
     except BackendUnavailable:
         pass  # the entry expires by itself; a reconnect meanwhile waits SAVE_WAIT at most
 

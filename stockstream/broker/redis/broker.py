@@ -8,34 +8,33 @@ instance carries exactly the channels of symbols with local subscribers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
 from typing import Any, Callable, Iterable, cast
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from ..config import Settings, redact_url
-from ..symbols import SYMBOL_PATTERN
-from ..updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update, update_digest
-from . import BackendUnavailable, Broker, Replay, Snapshots, UpdateSink
-from ..backoff import Backoff
-from .clients import command_client, listener_client
-from .malformed import MalformedLog
-from .keys import KeyLayout
+from ...config import Settings, redact_url
+from ...symbols import SYMBOL_PATTERN
+from ...updates import MAX_TIMESTAMP, CheckedUpdate, InvalidUpdate, Update, parse_update, update_digest
+from .. import Broker, Replay, Snapshots, UpdateSink
+from ...backoff import Backoff
+from ..clients import command_client, listener_client
+from ..malformed import MalformedLog
+from ..keys import KeyLayout
+from .errors import REDIS_FAILURES, unavailable_on_failure
+from .markers import ListenerMarkers, Markers
+from .sessions import RedisSessionStore
 from .discovery import SymbolDiscovery
 from .recorder import HistoryRecorder
 
 log = logging.getLogger("stockstream.redis")
 
 # Each instance's listener stays subscribed to its own channel
-# (KeyLayout.listener_channel) even with no symbols, so readiness ("the listener is subscribed") means the same
-# thing with or without clients. Reads publish a marker to it in the same
-# MULTI/EXEC: Redis delivers the messages of one pub/sub connection in the
-# order they were published, so when the listener meets the marker, the live
-# updates it received before were published before the read, and every later
-# one after it. Reads are placed in the stream by position, not by time.
+# (KeyLayout.listener_channel) even with no symbols, so readiness ("the
+# listener is subscribed") means the same thing with or without clients; on
+# one Redis reads publish their marker to it (see markers.py).
 
 # Why Lua: the snapshot, the sequence number, the history entry and the publish
 # must happen together, or a reader could see one without the others.
@@ -151,10 +150,8 @@ class RedisBroker(Broker):
         self._ready = False
         self._last_heard = 0.0
         self._instance = uuid.uuid4().hex
-        self.marker_channel = self.keys.listener_channel(self._instance)
-        self._marker_bytes = self.marker_channel.encode()
-        self._markers: dict[bytes, asyncio.Future[int]] = {}
-        self._tokens = itertools.count(1)
+        self.markers = self._markers_for(self._instance)
+        self.sessions = RedisSessionStore(self._redis, self.keys)
         self.malformed: MalformedLog = MalformedLog(log)
         self.reconnects = 0
         # Serving instances also keep the history of third-party publishers.
@@ -171,6 +168,10 @@ class RedisBroker(Broker):
     def _publish_source(self) -> str:
         """The publish script; the cluster broker overrides this."""
         return PUBLISH_SCRIPT
+
+    def _markers_for(self, instance: str) -> Markers:
+        """How reads are placed in the stream; the cluster broker overrides this."""
+        return ListenerMarkers(self.keys, instance)
 
     @property
     def ready(self) -> bool:
@@ -194,7 +195,7 @@ class RedisBroker(Broker):
         if self._discovery is not None:
             await self._discovery.stop()
             self._discovery = None
-        self._fail_markers()
+        self.markers.fail_all("redis broker closed")
         await self._close_pubsub()
         await self._redis.aclose()  # and its connection pool
 
@@ -219,7 +220,7 @@ class RedisBroker(Broker):
         if new and self._pubsub is not None:
             try:
                 await self._pubsub.subscribe(*new)
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 pass  # the listener reconnects and subscribes everything wanted
         if waiting:
             await asyncio.gather(*(asyncio.shield(f) for f in waiting))
@@ -243,7 +244,7 @@ class RedisBroker(Broker):
         if channels and self._pubsub is not None:
             try:
                 await self._pubsub.unsubscribe(*channels)
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 pass
 
     async def subscribe_all(self) -> None:
@@ -261,7 +262,7 @@ class RedisBroker(Broker):
             if self._pubsub is not None:
                 try:
                     await self._pubsub.psubscribe(pattern)
-                except (RedisError, OSError):
+                except REDIS_FAILURES:
                     pass  # the listener reconnects and subscribes the pattern
         waiting = self._confirming.get(pattern)
         if waiting is not None:
@@ -282,7 +283,7 @@ class RedisBroker(Broker):
         if self._pubsub is not None:
             try:
                 await self._pubsub.punsubscribe(self.keys.every_channel())
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 pass
 
     async def _announce(self, symbol: str) -> None:
@@ -292,7 +293,7 @@ class RedisBroker(Broker):
             await self._discovery.announce(symbol)
         try:
             await self._redis.publish(self.keys.new_symbols(), symbol)
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # The update is published; other instances find the symbol by scanning.
             log.debug("announcing new symbol %s failed: %s", symbol, exc)
 
@@ -304,7 +305,7 @@ class RedisBroker(Broker):
 
     async def symbols_with_price(self, limit: int) -> list[str]:
         found = set()
-        try:
+        with unavailable_on_failure():
             async for key in self._redis.scan_iter(match=self.keys.every_channel(), count=1000, _type="STRING"):
                 try:
                     symbol = self.keys.symbol_of(key)
@@ -312,8 +313,6 @@ class RedisBroker(Broker):
                     continue
                 if SYMBOL_PATTERN.fullmatch(symbol):
                     found.add(symbol)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
         return sorted(found)[:limit]
 
     async def _listen_forever(self) -> None:
@@ -336,7 +335,7 @@ class RedisBroker(Broker):
                     log.debug("redis listener cannot connect: %s", exc)
             first = False
             self._set_ready(False)
-            self._fail_markers()
+            self.markers.fail_all("redis listener disconnected")
             await self._close_pubsub()
             await asyncio.sleep(backoff.next())
             if self._ready:
@@ -351,11 +350,11 @@ class RedisBroker(Broker):
                 self._confirming[channel] = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
         self._pattern_live = False
-        await pubsub.subscribe(self.marker_channel, *wanted)
+        await pubsub.subscribe(*self.markers.listener_channels(), *wanted)
         # What arrives before every channel is confirmed (and, after an
         # interruption, before the resync read's marker) waits, in order.
         early: list[Update | bytes] = []
-        pending = set(wanted) | {self.marker_channel}
+        pending = set(wanted) | set(self.markers.listener_channels())
         if self._all:
             pattern = self.keys.every_channel()
             if pattern not in self._confirming or self._confirming[pattern].done():
@@ -373,11 +372,10 @@ class RedisBroker(Broker):
                 # `*` clients get a fresh snapshot of every priced symbol too.
                 priced = await self.symbols_with_price(self._settings.wildcard_snapshot_max)
                 symbols = sorted(self._wanted.union(priced))
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
-                token = self._mark(pipe, "")
-                values = (await pipe.execute())[0]
-            self._markers.pop(token, None)
+            tokens: list[bytes] = []
+            values = (await self.markers.read(self._redis, "", self._read_snapshots(symbols), tokens))[0]
+            token = tokens[0]
+            self.markers.forget(token)  # met here
             while token not in early:
                 message = await self._read(pubsub)
                 if message is not None:
@@ -414,7 +412,7 @@ class RedisBroker(Broker):
         kind = message["type"]
         # s-kinds: sharded pub/sub in cluster mode.
         if kind in ("message", "smessage", "pmessage"):
-            if self._is_marker(message["channel"]):
+            if self.markers.is_marker(message["channel"]):
                 on_update(message["data"])  # a read's marker, in stream order
                 return True
             if self._pattern_live and kind == "message":
@@ -460,56 +458,17 @@ class RedisBroker(Broker):
 
     def _deliver(self, item: Update | bytes) -> None:
         if type(item) is bytes:
-            future = self._markers.get(item)  # removed by its reader (_position)
-            if future is not None and not future.done():
-                future.set_result(self._sink.mark() if self._sink is not None else 0)
+            self.markers.meet(item, self._position_now)
         # Not bytes, so an Update: `type() is` (the fast test) narrows only the first branch.
         elif self._sink is not None and (item.symbol in self._wanted or self._all):  # type: ignore[union-attr]  # see above
             self._sink.on_update(item)  # type: ignore[arg-type]  # see above
 
-    # -- markers ---------------------------------------------------------------
-
-    def _mark(self, pipe: Any, symbol: str) -> bytes:
-        """Add the marker PUBLISH to a MULTI/EXEC pipeline after its reads of
-        `symbol`; the token's future (self._markers) gets the stream position
-        once the listener meets it. The one place a marker is sent: a broker
-        whose pub/sub is spread over several connections overrides
-        `_send_marker`, `_is_marker` and `_channels_of`."""
-        token = str(next(self._tokens)).encode()
-        self._markers[token] = asyncio.get_running_loop().create_future()
-        self._send_marker(pipe, symbol, token)
-        return token
-
-    def _send_marker(self, pipe: Any, symbol: str, token: bytes) -> None:
-        # One Redis: one marker channel, on the listener's one connection.
-        pipe.publish(self.marker_channel, token)
-
-    def _is_marker(self, channel: bytes) -> bool:
-        return channel == self._marker_bytes
+    def _position_now(self) -> int:
+        return self._sink.mark() if self._sink is not None else 0
 
     def _channels_of(self, symbol: str) -> list[str]:
         """The channels the listener subscribes for a symbol."""
-        return [self.keys.channel(symbol)]
-
-    async def _position(self, token: bytes) -> int:
-        future = self._markers.get(token)
-        if future is None:
-            raise BackendUnavailable("redis listener restarted during a read")
-        try:
-            return await asyncio.shield(future)
-        finally:
-            self._markers.pop(token, None)
-
-    def _forget_marker(self, token: bytes) -> None:
-        self._markers.pop(token, None)
-
-    def _fail_markers(self) -> None:
-        # A marker sent while the listener is down is never met.
-        markers, self._markers = self._markers, {}
-        for future in markers.values():
-            if not future.done():
-                future.set_exception(BackendUnavailable("redis listener disconnected"))
-                future.exception()  # retrieved here: a waiter may have gone
+        return [*self.markers.channels_of(symbol), self.keys.channel(symbol)]
 
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
@@ -536,10 +495,8 @@ class RedisBroker(Broker):
         if dedupe is not None:
             keys.append(self.keys.dedupe(symbol, dedupe[0]))
             args.append(dedupe[1])
-        try:
+        with unavailable_on_failure():
             seq = await self._publish_script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
         if seq is None:
             return None
         if seq == 1 and self.keys.cluster:
@@ -549,26 +506,23 @@ class RedisBroker(Broker):
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
         if not symbols:
             return {}
-        try:
-            values = await self._redis.mget([self.keys.channel(s) for s in symbols])
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
+        with unavailable_on_failure():
+            values = await self._mget(symbols)
         return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
 
+    async def _mget(self, symbols: list[str]) -> list[bytes | None]:
+        """The snapshot of each symbol, as stored; the cluster broker splits it per slot."""
+        values: list[bytes | None] = await self._redis.mget([self.keys.channel(s) for s in symbols])
+        return values
+
+    def _read_snapshots(self, symbols: list[str]) -> Callable[[Any], object]:
+        """Queues the read of every symbol's snapshot in one transaction (one Redis)."""
+        return lambda pipe: pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
+
     async def snapshots_at(self, symbols: list[str]) -> Snapshots:
-        token = None
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
-                token = self._mark(pipe, "")
-                values = (await pipe.execute())[0]
-        except BaseException as exc:
-            if token is not None:
-                self._forget_marker(token)
-            if isinstance(exc, (RedisError, OSError)):
-                raise BackendUnavailable(f"redis: {exc}") from exc
-            raise
-        position = await self._position(token)
+        async with self.markers.reading() as tokens:
+            values = (await self.markers.read(self._redis, "", self._read_snapshots(symbols), tokens))[0]
+        position = await self.markers.position(tokens[0])
         return Snapshots({symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)},
                          dict.fromkeys(symbols, position))
 
@@ -578,10 +532,8 @@ class RedisBroker(Broker):
             return []
         low = "-" if start_ms is None else f"{start_ms}-0"
         high = "+" if end_ms is None else f"{min(end_ms, MAX_STREAM_MS)}-{MAX_STREAM_MS}"
-        try:
+        with unavailable_on_failure():
             entries = await self._redis.xrevrange(self.keys.history(symbol), high, low, count=limit)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
         return self._entries(symbol, reversed(entries))
 
     # -- replay -----------------------------------------------------------------
@@ -597,30 +549,29 @@ class RedisBroker(Broker):
                         limit: int = 10000) -> Replay:
         # The marker goes with the read of the newest entries and the snapshot:
         # older entries, read later, do not change.
-        tokens: list[bytes] = []
-        try:
+        async with self.markers.reading() as tokens:
             if since_seq is not None:
                 updates, complete = await self._replay_after_seq(symbol, since_seq, limit, tokens)
             else:
                 updates, complete = await self._replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP),
                                                                 limit, tokens)
-        except BaseException as exc:
-            for token in tokens:
-                self._forget_marker(token)
-            if isinstance(exc, (RedisError, OSError)):
-                raise BackendUnavailable(f"redis: {exc}") from exc
-            raise
-        return Replay(updates, complete, await self._position(tokens[0]))
+        replay = Replay(updates, complete, await self.markers.position(tokens[0]))
+        self._note_replay(symbol, replay)
+        return replay
+
+    def _note_replay(self, symbol: str, replay: Replay) -> None:
+        """A replay placed in the stream; the cluster broker keeps resume points."""
 
     async def _replay_after_ms(self, symbol: str, since_ms: int, limit: int,
                                tokens: list[bytes]) -> tuple[list[Update], bool]:
         key = self.keys.history(symbol)
-        async with self._redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.xinfo_stream(key)
             pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
-            tokens.append(self._mark(pipe, symbol))
-            info, raw_snapshot, entries, _ = await pipe.execute(raise_on_error=False)
+        info, raw_snapshot, entries = await self.markers.read(self._redis, symbol, queue, tokens,
+                                                              raise_on_error=False)
         info = _stream_info(info)
         snapshot = self._snapshot(symbol, _raised(raw_snapshot))
         entries = _raised(entries)
@@ -645,14 +596,20 @@ class RedisBroker(Broker):
         collected: list[Update] = []
         high, count = "+", REPLAY_FIRST_CHUNK
         while True:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xinfo_stream(key)
-                pipe.xrevrange(key, high, "-", count=count)
-                if high == "+":
+            if high == "+":
+                # The marker goes with the read of the newest entries and the
+                # snapshot: older entries, read later, do not change.
+                def queue(pipe: Any, count: int = count) -> None:
+                    pipe.xinfo_stream(key)
+                    pipe.xrevrange(key, "+", "-", count=count)
                     pipe.get(self.keys.channel(symbol))
                     pipe.get(self.keys.seq(symbol))
-                    tokens.append(self._mark(pipe, symbol))
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await self.markers.read(self._redis, symbol, queue, tokens, raise_on_error=False)
+            else:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xinfo_stream(key)
+                    pipe.xrevrange(key, high, "-", count=count)
+                    replies = await pipe.execute(raise_on_error=False)
             info, batch = _stream_info(replies[0]), _raised(replies[1])
             if high == "+":
                 snapshot = self._snapshot(symbol, _raised(replies[2]))
@@ -699,26 +656,19 @@ class RedisBroker(Broker):
             # Nothing records third-party updates here (a publishing-only
             # broker, or a cluster): their history is not kept.
             return Replay([], False, 0)
-        tokens: list[bytes] = []
-        try:
+        async with self.markers.reading() as tokens:
             updates, complete = await self._replay_after_digest(symbol, min(timestamp, MAX_TIMESTAMP), digest,
                                                                 limit, tokens)
-        except BaseException as exc:
-            for token in tokens:
-                self._forget_marker(token)
-            if isinstance(exc, (RedisError, OSError)):
-                raise BackendUnavailable(f"redis: {exc}") from exc
-            raise
-        return Replay(updates, complete, await self._position(tokens[0]))
+        return Replay(updates, complete, await self.markers.position(tokens[0]))
 
     async def _replay_after_digest(self, symbol: str, timestamp: int, digest: str, limit: int,
                                    tokens: list[bytes]) -> tuple[list[Update], bool]:
         key = self.keys.history(symbol)
-        async with self._redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{timestamp}-0", "+", count=limit + 2)
-            tokens.append(self._mark(pipe, symbol))
-            raw_snapshot, entries, _ = await pipe.execute()
+        raw_snapshot, entries = await self.markers.read(self._redis, symbol, queue, tokens)
         if raw_snapshot is None:
             return [], False  # the client has an update this Redis never had
         if update_digest(raw_snapshot) == digest:
@@ -770,17 +720,3 @@ class RedisBroker(Broker):
             except (InvalidUpdate, KeyError) as exc:
                 self.malformed.record(self.keys.history(symbol).encode(), exc)
         return updates
-
-    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        try:
-            await self._redis.set(self.keys.session(pid), data, px=max(1, int(ttl * 1000)))
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
-
-    async def take_session(self, pid: str) -> bytes | None:
-        try:
-            # GETDEL: two instances offered the same pid cannot both recover it.
-            value: bytes | None = await self._redis.getdel(self.keys.session(pid))
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        return value

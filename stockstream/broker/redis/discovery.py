@@ -20,8 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..backoff import Backoff
-from ..symbols import SYMBOL_PATTERN
+from ...backoff import Backoff
+from ...symbols import SYMBOL_PATTERN
 
 log = logging.getLogger("stockstream.redis.discovery")
 

@@ -26,13 +26,15 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from ..backoff import Backoff
-from ..config import Settings, redact_url
-from ..updates import CheckedUpdate, Update
-from . import BackendUnavailable, Replay, Snapshots
-from .clients import cluster_client, shard_listener_client
-from .keys import ClusterKeyLayout
-from .redis import DEAD_AFTER, PROBE_AFTER, PUBLISH_SCRIPT, READ_BURST, RedisBroker
+from ...backoff import Backoff
+from ...config import Settings, redact_url
+from ...updates import Update
+from .. import Replay, Snapshots
+from ..clients import cluster_client, shard_listener_client
+from ..keys import ClusterKeyLayout
+from .errors import REDIS_FAILURES
+from .markers import Markers, ShardMarkers
+from .broker import DEAD_AFTER, PROBE_AFTER, PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
 
@@ -184,10 +186,6 @@ class ClusterBroker(RedisBroker):
     def __init__(self, url: str, settings: Settings) -> None:
         super().__init__(url, settings)
         self._warned_not_cluster = False
-        self._marker_suffix = self.keys.marker_suffix(self._instance)
-        # The symbol of each pending read marker, so a reader that restarts
-        # fails exactly the reads of its own symbols.
-        self._marker_symbols: dict[bytes, str] = {}
         # The slot map the readers follow (slot -> master host:port).
         self._owners: dict[int, str] = {}
         self._router: ShardRouter | None = None
@@ -205,6 +203,9 @@ class ClusterBroker(RedisBroker):
     def _publish_source(self) -> str:
         return CLUSTER_PUBLISH_SCRIPT
 
+    def _markers_for(self, instance: str) -> Markers:
+        return ShardMarkers(self.keys, instance)
+
     async def start(self, sink: Any) -> None:
         # The history recorder listens with PSUBSCRIBE, which sees no sharded
         # messages: third-party updates in cluster mode are live and in the
@@ -219,48 +220,10 @@ class ClusterBroker(RedisBroker):
             self._points.pop(symbol, None)
         await super().unsubscribe(symbols)
 
-    # -- markers ----------------------------------------------------------------
-    #
-    # A read's marker is SPUBLISHed in the read's own transaction on a channel
-    # in the read symbol's slot, which the shard reader owning that slot is
-    # subscribed to. So the marker reaches the listener on the connection that
-    # carries the symbol's updates, after exactly those published before the
-    # read. The position it yields orders that symbol's updates only: other
-    # shards' updates arrive on other connections at their own pace.
-
-    def _send_marker(self, pipe: Any, symbol: str, token: bytes) -> None:
-        pipe.spublish(self.keys.marker(symbol, self._instance), token)
-        self._marker_symbols[token] = symbol
-
-        def settled(_: asyncio.Future[int]) -> None:
-            self._marker_symbols.pop(token, None)
-        self._markers[token].add_done_callback(settled)
-
-    def _forget_marker(self, token: bytes) -> None:
-        super()._forget_marker(token)
-        self._marker_symbols.pop(token, None)
-
     def _fail_markers_of(self, symbols: set[str]) -> None:
         """Reads of these symbols whose marker may never be met (their reader
         restarts) answer BackendUnavailable."""
-        for token, symbol in list(self._marker_symbols.items()):
-            if symbol in symbols:
-                self._fail_marker(token)
-
-    def _fail_marker(self, token: bytes) -> None:
-        self._marker_symbols.pop(token, None)
-        future = self._markers.pop(token, None)
-        if future is not None and not future.done():
-            future.set_exception(BackendUnavailable("cluster shard reader restarted during a read"))
-            future.exception()  # retrieved here: a waiter may have gone
-
-    def _is_marker(self, channel: bytes) -> bool:
-        return channel.endswith(self._marker_suffix)
-
-    def _channels_of(self, symbol: str) -> list[str]:
-        # The marker channel first: once the symbol's channel is confirmed,
-        # its marker channel (sent before, on the same connection) is too.
-        return [self.keys.marker(symbol, self._instance), self.keys.channel(symbol)]
+        self.markers.fail_symbols(symbols, "cluster shard reader restarted during a read")
 
     def _deliver(self, item: Update | bytes) -> None:
         if type(item) is not bytes and item.symbol in self._wanted:  # type: ignore[union-attr]
@@ -419,7 +382,7 @@ class ClusterBroker(RedisBroker):
         resume_at: dict[bytes, str] = {}
         for symbol, (_, tokens) in zip(symbols, reads):
             for token in tokens:
-                self._forget_marker(token)  # met here, not by _deliver
+                self.markers.forget(token)  # met here, not by _deliver
             resume_at[tokens[-1]] = symbol
         waiting = set(resume_at)
 
@@ -437,8 +400,8 @@ class ClusterBroker(RedisBroker):
                 if item in resume_at:
                     ahead.discard(resume_at[item])
                     continue
-                if self._marker_symbols.get(item) in ahead:
-                    self._fail_marker(item)
+                if self.markers.symbol_of(item) in ahead:
+                    self.markers.fail(item, "cluster shard resumed after this read")
                     continue
             elif item.symbol in ahead:  # type: ignore[union-attr]  # not bytes: an Update
                 continue
@@ -460,8 +423,7 @@ class ClusterBroker(RedisBroker):
         third-party one. Otherwise the latest snapshot, when it is newer than
         the point (third-party updates are not in history on a cluster)."""
         point: Point = self._points.get(symbol, UNKNOWN)
-        tokens: list[bytes] = []
-        try:
+        async with self.markers.reading() as tokens:
             updates: list[Update] = []
             complete = False
             if point is None:
@@ -471,13 +433,9 @@ class ClusterBroker(RedisBroker):
             elif isinstance(point, Update):
                 updates, complete = await self._replay_after_update(symbol, point, tokens)
             if not complete:
-                snapshot, token = await self._read_marked(symbol)
-                tokens.append(token)
+                raw = (await self.markers.read(self._redis, symbol, self._read_snapshot(symbol), tokens))[0]
+                snapshot = self._snapshot(symbol, raw)
                 updates = [snapshot] if snapshot is not None and _newer(snapshot, point) else []
-        except BaseException:
-            for token in tokens:
-                self._forget_marker(token)
-            raise
         return updates, tokens
 
     async def _replay_after_update(self, symbol: str, point: Update, tokens: list[bytes]) -> tuple[list[Update], bool]:
@@ -490,18 +448,6 @@ class ClusterBroker(RedisBroker):
             if updates[index].raw == point.raw:
                 return updates[index + 1:], True
         return [u for u in updates if u.timestamp > point.timestamp], True
-
-    async def _read_marked(self, symbol: str) -> tuple[Update | None, bytes]:
-        """A symbol's snapshot read in a transaction with its marker."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.channel(symbol))
-            token = self._mark(pipe, symbol)
-            try:
-                raw = (await pipe.execute())[0]
-            except BaseException:
-                self._forget_marker(token)
-                raise
-        return self._snapshot(symbol, raw), token
 
     @staticmethod
     async def _poll_shards(shards: dict[str, Any], pending: set[Any], handle: Callable[[dict[str, Any]], object],
@@ -568,7 +514,7 @@ class ClusterBroker(RedisBroker):
                 try:
                     # The command client's slot map, for the reads that follow.
                     await self._redis.nodes_manager.initialize()
-                except (RedisError, RedisClusterException, OSError) as exc:
+                except REDIS_FAILURES as exc:
                     log.debug("cluster slot map refresh failed (commands retry it): %s", exc)
             if router.replan:
                 # Only then: the comparison reads every wanted channel.
@@ -593,15 +539,14 @@ class ClusterBroker(RedisBroker):
 
     # -- commands -------------------------------------------------------------
 
-    async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
-        if not symbols:
-            return {}
-        try:
-            # MGET cannot span slots; redis-py splits it per slot.
-            values = await self._redis.mget_nonatomic([self.keys.channel(s) for s in symbols])
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
-        return {symbol: self._snapshot(symbol, raw) for symbol, raw in zip(symbols, values)}
+    async def _mget(self, symbols: list[str]) -> list[bytes | None]:
+        # MGET cannot span slots; redis-py splits it per slot.
+        values: list[bytes | None] = await self._redis.mget_nonatomic([self.keys.channel(s) for s in symbols])
+        return values
+
+    def _read_snapshot(self, symbol: str) -> Callable[[Any], object]:
+        """Queues the read of one symbol's snapshot (a transaction stays in one slot)."""
+        return lambda pipe: pipe.get(self.keys.channel(symbol))
 
     async def snapshots_at(self, symbols: list[str]) -> Snapshots:
         # One transaction per symbol (a transaction stays in one slot), each
@@ -612,68 +557,16 @@ class ClusterBroker(RedisBroker):
                          {s: position for s, (_, position) in zip(symbols, reads)})
 
     async def _snapshot_at(self, symbol: str) -> tuple[Update | None, int]:
-        token = None
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.get(self.keys.channel(symbol))
-                token = self._mark(pipe, symbol)
-                raw = (await pipe.execute())[0]
-        except BaseException as exc:
-            if token is not None:
-                self._forget_marker(token)
-            if isinstance(exc, (RedisError, RedisClusterException, OSError)):
-                raise BackendUnavailable(f"redis: {exc}") from exc
-            raise
+        async with self.markers.reading() as tokens:
+            raw = (await self.markers.read(self._redis, symbol, self._read_snapshot(symbol), tokens))[0]
         snapshot = self._snapshot(symbol, raw)
-        position = await self._position(token)
+        position = await self.markers.position(tokens[0])
         self._note_read(symbol, snapshot)
         return snapshot, position
 
-    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Replay:
-        try:
-            replay = await super().replay_at(symbol, since_ms, since_seq, limit)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
+    def _note_replay(self, symbol: str, replay: Replay) -> None:
         if replay.complete and replay.updates:
             self._note_read(symbol, replay.updates[-1])
-        return replay
-
-    # The cluster client also raises RedisClusterException (no reachable node,
-    # slots not covered), which RedisBroker does not expect.
-
-    async def publish(self, update: CheckedUpdate, *, dedupe: tuple[str, int] | None = None) -> Update | None:
-        try:
-            return await super().publish(update, dedupe=dedupe)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
-
-    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
-                      limit: int = 1000) -> list[Update]:
-        try:
-            return await super().history(symbol, start_ms, end_ms, limit)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
-
-    async def replay(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                     limit: int = 10000) -> Any:
-        try:
-            return await super().replay(symbol, since_ms, since_seq, limit)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
-
-
-    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        try:
-            await super().save_session(pid, data, ttl)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
-
-    async def take_session(self, pid: str) -> bytes | None:
-        try:
-            return await super().take_session(pid)
-        except RedisClusterException as exc:
-            raise BackendUnavailable(f"redis: {exc}") from exc
 
 
 def _slot_rows(reply: Any) -> list[Any]:

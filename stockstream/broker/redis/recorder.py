@@ -49,11 +49,11 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..backoff import Backoff
-from ..config import Settings
-from ..updates import InvalidUpdate, parse_update
-from .clients import recorder_client
-from .keys import KeyLayout
+from ...backoff import Backoff
+from ...config import Settings
+from ...updates import InvalidUpdate, parse_update
+from ..clients import recorder_client
+from ..keys import KeyLayout
 
 log = logging.getLogger("stockstream.recorder")
 
