@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from stockstream.app import broker_of
 from stockstream.broker.keys import KeyLayout
-from stockstream.broker.recorder import LOCK_TTL_MS
+from stockstream.broker.redis.recorder import LOCK_TTL_MS
 from tests.support.inprocess import running_app
 from tests.support.publishing import RawRedisPublisher
 from tests.support.waiting import eventually, now_ms

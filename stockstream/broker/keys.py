@@ -76,7 +76,7 @@ class KeyLayout:
         """A disconnected Socket.IO session's saved state."""
         return f"{OWN_PREFIX}session:{pid}"
 
-    # -- the history recorder's election (broker/recorder.py) ------------------
+    # -- the history recorder's election (broker/redis/recorder.py) ------------
 
     def recorder_lock(self) -> str:
         return OWN_PREFIX + "recorder"
