@@ -139,10 +139,6 @@ class Hub:
         before it, every later one after it."""
         return self.position
 
-    def on_state(self, ready: bool) -> None:
-        # Readiness is the broker's to report (Broker.ready); rooms do not change with it.
-        pass
-
     # -- membership ----------------------------------------------------------------
 
     def admit_user(self, user: str, limit: int) -> bool:

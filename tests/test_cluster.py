@@ -599,17 +599,17 @@ async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> Non
     timestamp, other bytes) for a third-party one found in history; the snapshot when
     history does not reach (a third-party update on a cluster) and it is news; nothing
     when the promoted master is behind what clients hold (lost writes)."""
-    from stockstream.broker.redis.cluster import ClusterBroker
+    from stockstream.broker.redis.broker import RedisBroker
     from stockstream.config import Settings
     from stockstream.updates import parse_update
 
-    broker = ClusterBroker(cluster_url, Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"}))
+    broker = RedisBroker(cluster_url, Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"}))
     raw = RawRedisPublisher(cluster_url, cluster=True)
     try:
         async def resume(symbol: str, point: Any) -> list[Any]:
-            broker._wanted.add(symbol)
-            broker._points[symbol] = point
-            updates, tokens = await broker._resume_read(symbol)
+            broker.listener._wanted.add(symbol)
+            broker.listener._points[symbol] = point
+            updates, tokens = await broker.listener._resume_read(symbol)
             for token in tokens:
                 broker.markers.forget(token)
             return [u.raw for u in updates]

@@ -220,10 +220,10 @@ async def test_saved_sessions_on_an_unreachable_cluster_raise_backend_unavailabl
     raise BackendUnavailable (what recovery handles), not the cluster client's
     RedisClusterException."""
     from stockstream.broker import BackendUnavailable
-    from stockstream.broker.redis.cluster import ClusterBroker
+    from stockstream.broker.redis.broker import RedisBroker
     from tests.support.waiting import free_port
     url = f"redis://127.0.0.1:{free_port()}"
-    broker = ClusterBroker(url, Settings.from_env({}, redis_url=url, redis_cluster=True))
+    broker = RedisBroker(url, Settings.from_env({}, redis_url=url, redis_cluster=True))
     try:
         with pytest.raises(BackendUnavailable):
             if operation == "save":

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncio
 
-from stockstream.broker.redis.cluster import ClusterBroker
 from stockstream.broker.redis.broker import RedisBroker
 from stockstream.config import Settings
 from stockstream.updates import CheckedUpdate, Update
 from tests.support.redis_cluster import RedisCluster
+from tests.support.waiting import eventually
 
 
 class Recorder:
@@ -16,7 +16,6 @@ class Recorder:
     def __init__(self) -> None:
         self.position = 0
         self.received: list[Update] = []
-        self.ready = asyncio.Event()
 
     def on_update(self, update: Update) -> None:
         self.position += 1
@@ -29,10 +28,6 @@ class Recorder:
     def on_resume(self, updates: dict[str, list[Update]]) -> None:
         pass
 
-    def on_state(self, ready: bool) -> None:
-        if ready:
-            self.ready.set()
-
     def mark(self) -> int:
         return self.position
 
@@ -42,7 +37,7 @@ async def check_reads_sit_at_their_position(listener: RedisBroker, publisher: Re
     sink = Recorder()
     await listener.start(sink)
     try:
-        await asyncio.wait_for(sink.ready.wait(), 10)
+        await eventually(lambda: listener.ready, 10, "the listener to be subscribed")
         await listener.subscribe(symbols)
         stop = asyncio.Event()
 
@@ -100,5 +95,5 @@ async def test_cluster_reads_sit_exactly_at_their_symbols_positions(cluster_url:
     symbols = sorted(by_master.values())
     assert len(symbols) >= 2, "the test cluster has one master"
     settings = Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"})
-    await check_reads_sit_at_their_position(ClusterBroker(cluster_url, settings),
-                                            ClusterBroker(cluster_url, settings), symbols)
+    await check_reads_sit_at_their_position(RedisBroker(cluster_url, settings),
+                                            RedisBroker(cluster_url, settings), symbols)

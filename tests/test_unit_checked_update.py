@@ -56,7 +56,7 @@ async def test_the_redis_broker_does_not_check_again(counted: CountingCheck) -> 
         calls.append((keys, args))
         return 7
 
-    broker._publish_script = script  # type: ignore[assignment]  # no Redis: the script's arguments are the point
+    broker.store._publish_script = script  # type: ignore[assignment]  # no Redis: the script's arguments are the point
     try:
         update = checked_price("msft", 415.2, 2000, n=1)
         stored = await broker.publish(update)

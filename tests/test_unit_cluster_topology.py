@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from stockstream.broker.redis.cluster import UNKNOWN, _newer, plan_readers, slot_of
+from stockstream.broker.redis.shards import UNKNOWN, _newer, plan_readers, slot_of
 from stockstream.updates import Update
 
 A, B, C, A2 = "10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000", "10.0.0.4:7000"

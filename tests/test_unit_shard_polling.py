@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stockstream.broker.redis.cluster import ClusterBroker
+from stockstream.broker.redis.shards import ShardListener
 
 
 class FakeShard:
@@ -34,7 +34,7 @@ async def test_polling_reads_every_shard_until_nothing_is_pending() -> None:
         seen.append(message["channel"])
         pending.discard(message["channel"])
 
-    await ClusterBroker._poll_shards({"n1": busy, "n2": quiet}, pending, handle, time.monotonic() + 10, "lost")
+    await ShardListener._poll_shards({"n1": busy, "n2": quiet}, pending, handle, time.monotonic() + 10, "lost")
     assert seen == ["a", "b"] and not pending
     assert (busy.reads, quiet.reads) == (2, 2)
 
@@ -42,5 +42,5 @@ async def test_polling_reads_every_shard_until_nothing_is_pending() -> None:
 async def test_silent_shards_past_the_deadline_raise() -> None:
     """A round where no shard answers after the deadline raises ConnectionError with the given text."""
     with pytest.raises(ConnectionError, match="did not confirm"):
-        await ClusterBroker._poll_shards({"n1": FakeShard()}, {"x"}, lambda m: None, time.monotonic() - 1,
+        await ShardListener._poll_shards({"n1": FakeShard()}, {"x"}, lambda m: None, time.monotonic() - 1,
                                          "shards did not confirm")

@@ -4,8 +4,8 @@ A Broker does four things: publish an update atomically (snapshot, sequence
 number, history entry and fan-out message in one step), read snapshots and
 history, and feed the updates of the symbols this instance wants to an
 UpdateSink. `MemoryBroker` is the embedded single-process backend;
-`RedisBroker` shares one Redis between any number of instances and
-`ClusterBroker` a Redis Cluster (both in the redis/ package). Each backend
+`RedisBroker` (the redis/ package) shares one Redis, or a Redis Cluster,
+between any number of instances. Each backend
 also keeps recoverable Socket.IO sessions (`Broker.sessions`, a SessionStore).
 """
 from __future__ import annotations
@@ -37,9 +37,6 @@ class UpdateSink(Protocol):
         what was published meanwhile that was not handed over before, oldest
         first (its last is the symbol's latest state), at the stream position
         of this call. A symbol missing from `updates` missed nothing."""
-
-    def on_state(self, ready: bool) -> None:
-        """The listener went up (subscribed) or down."""
 
     def mark(self) -> int:
         """The stream position now: every update handed over so far is at or
@@ -182,15 +179,12 @@ def broker_kinds() -> list[str]:
     /metrics report it; the API documents list these)."""
     from .memory import MemoryBroker
     from .redis.broker import RedisBroker
-    from .redis.cluster import ClusterBroker
-    return [MemoryBroker.kind, RedisBroker.kind, ClusterBroker.kind]
+    return [MemoryBroker.kind, *RedisBroker.kinds]
 
 
 def create_broker(settings: Settings) -> Broker:
-    """The Redis broker when Redis is configured, else the embedded one."""
-    if settings.backend_url and settings.redis_cluster:
-        from .redis.cluster import ClusterBroker
-        return ClusterBroker(settings.backend_url, settings)
+    """The Redis broker when Redis is configured (over a cluster with
+    REDIS_CLUSTER), else the embedded one."""
     if settings.backend_url:
         from .redis.broker import RedisBroker
         return RedisBroker(settings.backend_url, settings)

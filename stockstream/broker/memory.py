@@ -65,11 +65,8 @@ class MemoryBroker(Broker):
 
     async def start(self, sink: UpdateSink) -> None:
         self._sink = sink
-        sink.on_state(True)
 
     async def close(self) -> None:
-        if self._sink is not None:
-            self._sink.on_state(False)
         self._sink = None
 
     async def subscribe(self, symbols: Iterable[str]) -> None:

@@ -1,7 +1,7 @@
-"""The Redis Cluster backend: hash-tagged keys and sharded pub/sub.
+"""The listener over a Redis Cluster: a reader per master, a topology watcher, resume.
 
-Publishing runs the same script as on one Redis, ending in `SPUBLISH` on the
-symbol's shard. The listener keeps one reader per master: its own pub/sub
+Sharded pub/sub (`SSUBSCRIBE`) delivers a channel only on a connection to
+the shard owning its slot, so this listener keeps one reader per master: its own pub/sub
 connection, on which it `SSUBSCRIBE`s the wanted symbols whose slots that
 master owns, read by its own task so a quiet shard never waits behind a busy
 one. A topology watcher compares the slot map with where each channel is
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
 
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
@@ -29,17 +29,18 @@ from redis.exceptions import RedisClusterException, RedisError
 from ...backoff import Backoff
 from ...config import Settings, redact_url
 from ...updates import Update
-from .. import Replay, Snapshots
-from ..clients import cluster_client, shard_listener_client
+from ..clients import shard_listener_client
 from ..keys import ClusterKeyLayout
+from ..malformed import MalformedLog
 from .errors import REDIS_FAILURES
-from .markers import Markers, ShardMarkers
-from .broker import DEAD_AFTER, PROBE_AFTER, PUBLISH_SCRIPT, READ_BURST, RedisBroker
+from .listener import DEAD_AFTER, PROBE_AFTER, READ_BURST, Listener
+from .markers import Markers
+
+if TYPE_CHECKING:  # annotations only: keeps the import chain short
+    from .commands import CommandStore
 
 log = logging.getLogger("stockstream.redis.cluster")
 
-CLUSTER_PUBLISH_SCRIPT = PUBLISH_SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
-assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
 CLUSTER_SLOTS = 16384
 # How often the slot owners are compared with the readers' subscriptions.
 TOPOLOGY_EVERY = 0.5
@@ -115,7 +116,7 @@ class ShardReader:
 
 
 class ShardRouter:
-    """Stands where RedisBroker keeps its one pub/sub: `subscribe` and
+    """Stands where Listener keeps its one pub/sub: `subscribe` and
     `unsubscribe` send each channel to the reader of the master owning its slot.
 
     A per-symbol marker channel (e.g. `stock:{SYM}:marker:<instance>`) shares
@@ -179,12 +180,15 @@ async def _close_quietly(pubsub: Any) -> None:
         pass
 
 
-class ClusterBroker(RedisBroker):
-    kind = "redis-cluster"
-    keys: ClusterKeyLayout
+class ShardListener(Listener):
+    """Feeds an UpdateSink from a reader per master of a Redis Cluster."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
-        super().__init__(url, settings)
+    keys: ClusterKeyLayout
+    task_name = "stockstream-cluster-listener"
+
+    def __init__(self, url: str, settings: Settings, keys: ClusterKeyLayout, markers: Markers,
+                 store: CommandStore, malformed: MalformedLog) -> None:
+        super().__init__(url, settings, keys, markers, store, malformed)
         self._warned_not_cluster = False
         # The slot map the readers follow (slot -> master host:port).
         self._owners: dict[int, str] = {}
@@ -193,25 +197,6 @@ class ClusterBroker(RedisBroker):
         # the last update handed to the sink, else the first snapshot read for
         # a subscriber (None: there was no price). A reader resumes from it.
         self._points: dict[str, Update | None] = {}
-
-    def _key_layout(self) -> ClusterKeyLayout:
-        return ClusterKeyLayout()
-
-    def _command_client(self) -> Any:
-        return cluster_client(self._url)
-
-    def _publish_source(self) -> str:
-        return CLUSTER_PUBLISH_SCRIPT
-
-    def _markers_for(self, instance: str) -> Markers:
-        return ShardMarkers(self.keys, instance)
-
-    async def start(self, sink: Any) -> None:
-        # The history recorder listens with PSUBSCRIBE, which sees no sharded
-        # messages: third-party updates in cluster mode are live and in the
-        # snapshot, but not recorded into history.
-        self._sink = sink
-        self._task = asyncio.create_task(self._listen_forever(), name="stockstream-cluster-listener")
 
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         symbols = list(symbols)
@@ -230,7 +215,7 @@ class ClusterBroker(RedisBroker):
             self._points[item.symbol] = item  # type: ignore[union-attr,assignment]
         super()._deliver(item)
 
-    def _note_read(self, symbol: str, update: Update | None) -> None:
+    def note_read(self, symbol: str, update: Update | None) -> None:
         """A read placed in the stream (its marker met) gave a subscriber
         `update`: the resume point, unless the listener handed over one since."""
         if symbol in self._wanted:
@@ -260,7 +245,7 @@ class ClusterBroker(RedisBroker):
             self._follow(router, first=not resync)
             await self._watch_topology(router)
         finally:
-            # The readers go with the listener (RedisBroker closes self._pubsub too).
+            # The readers go with the listener (Listener closes self._pubsub too).
             self._router = None
             await router.aclose()
 
@@ -427,21 +412,21 @@ class ClusterBroker(RedisBroker):
             updates: list[Update] = []
             complete = False
             if point is None:
-                updates, complete = await self._replay_after_seq(symbol, 0, RESUME_LIMIT, tokens)
+                updates, complete = await self._store.replay_after_seq(symbol, 0, RESUME_LIMIT, tokens)
             elif isinstance(point, Update) and point.seq is not None:
-                updates, complete = await self._replay_after_seq(symbol, point.seq, RESUME_LIMIT, tokens)
+                updates, complete = await self._store.replay_after_seq(symbol, point.seq, RESUME_LIMIT, tokens)
             elif isinstance(point, Update):
                 updates, complete = await self._replay_after_update(symbol, point, tokens)
             if not complete:
-                raw = (await self.markers.read(self._redis, symbol, self._read_snapshot(symbol), tokens))[0]
-                snapshot = self._snapshot(symbol, raw)
+                raw = (await self._store.read_snapshots([symbol], tokens))[0]
+                snapshot = self._store.snapshot(symbol, raw)
                 updates = [snapshot] if snapshot is not None and _newer(snapshot, point) else []
         return updates, tokens
 
     async def _replay_after_update(self, symbol: str, point: Update, tokens: list[bytes]) -> tuple[list[Update], bool]:
         """Stored updates after `point`, an update without `seq`: those after
         the entry holding exactly its bytes, else those with a later timestamp."""
-        updates, complete = await self._replay_after_ms(symbol, max(point.timestamp - 1, -1), RESUME_LIMIT, tokens)
+        updates, complete = await self._store.replay_after_ms(symbol, max(point.timestamp - 1, -1), RESUME_LIMIT, tokens)
         if not complete:
             return [], False
         for index in range(len(updates) - 1, -1, -1):
@@ -536,38 +521,6 @@ class ClusterBroker(RedisBroker):
                     owners[slot] = f"{host}:{master[1]}"
             return owners
         raise ConnectionError(f"no cluster node answers CLUSTER SLOTS: {last!r}")
-
-    # -- commands -------------------------------------------------------------
-
-    async def _mget(self, symbols: list[str]) -> list[bytes | None]:
-        # MGET cannot span slots; redis-py splits it per slot.
-        values: list[bytes | None] = await self._redis.mget_nonatomic([self.keys.channel(s) for s in symbols])
-        return values
-
-    def _read_snapshot(self, symbol: str) -> Callable[[Any], object]:
-        """Queues the read of one symbol's snapshot (a transaction stays in one slot)."""
-        return lambda pipe: pipe.get(self.keys.channel(symbol))
-
-    async def snapshots_at(self, symbols: list[str]) -> Snapshots:
-        # One transaction per symbol (a transaction stays in one slot), each
-        # with its own marker, so each symbol gets the position that orders
-        # its own shard's updates.
-        reads = await asyncio.gather(*(self._snapshot_at(s) for s in symbols))
-        return Snapshots({s: snapshot for s, (snapshot, _) in zip(symbols, reads)},
-                         {s: position for s, (_, position) in zip(symbols, reads)})
-
-    async def _snapshot_at(self, symbol: str) -> tuple[Update | None, int]:
-        async with self.markers.reading() as tokens:
-            raw = (await self.markers.read(self._redis, symbol, self._read_snapshot(symbol), tokens))[0]
-        snapshot = self._snapshot(symbol, raw)
-        position = await self.markers.position(tokens[0])
-        self._note_read(symbol, snapshot)
-        return snapshot, position
-
-    def _note_replay(self, symbol: str, replay: Replay) -> None:
-        if replay.complete and replay.updates:
-            self._note_read(symbol, replay.updates[-1])
-
 
 def _slot_rows(reply: Any) -> list[Any]:
     """CLUSTER SLOTS as rows [start, end, [host, port, ...], ...]; redis-py
