@@ -107,7 +107,6 @@ def _never_trimmed(info: dict[str, Any], symbol: str) -> bool:
     return seq is None or seq == 1
 
 
-
 class CommandStore:
     """One Redis's commands, over its command client and key layout."""
 
