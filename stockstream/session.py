@@ -342,8 +342,10 @@ class Session:
         points = {s: point for s in added if s != WILDCARD} if since else {}
         starts = await self.start_streams(added, points, throttle_ms=request.throttle_ms)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
-        if starts.replayed is not None:
-            result["recovered"] = starts.replayed
+        if since and any(s != WILDCARD for s in allowed):
+            # A symbol already streaming has nothing to replay: its resume is whole.
+            # (`since` does not apply to `*`: it starts with snapshots.)
+            result["recovered"] = starts.replayed is not False
         if request.throttle_ms is not None:
             result["throttle"] = request.throttle_ms
         retuned = [s for s in allowed if s not in added and self.throttles.get(s) != request.throttle_ms]

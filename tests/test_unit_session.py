@@ -261,3 +261,22 @@ async def test_history_gone_falls_back_for_a_subscribe_and_fails_a_recovery(monk
     assert session.subscriptions == set() and not session.gates
     assert session not in services.hub.rooms["AAPL"]
     assert len(starts) == 1, "the failed recovery started no stream"
+
+
+async def test_a_since_subscribe_of_a_symbol_already_streaming_answers_recovered() -> None:
+    """A resubscribe with sinceSeq of a symbol the session already streams (say,
+    after connection state recovery gave it back) adds nothing and answers
+    `recovered: true`: nothing was missed. `*` alone with a since starts with
+    snapshots and claims no recovery."""
+    services, broker = await stack()
+    await publish_prices(broker, range(1, 4))
+    connection = FakeConnection()
+    session = Session(services, connection)
+    session.submit(Request("subscribe", ["AAPL"], ack=1))
+    session.submit(Request("subscribe", {"symbols": ["AAPL"], "sinceSeq": 1}, ack=2))
+    session.submit(Request("subscribe", {"symbols": ["*"], "sinceSeq": 1}, ack=3))
+    await answered(connection, 3)
+    first, again, wildcard = (answer for _, answer in connection.answers)
+    assert "recovered" not in first
+    assert again["added"] == [] and again["recovered"] is True
+    assert wildcard["added"] == ["*"] and "recovered" not in wildcard
