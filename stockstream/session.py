@@ -322,7 +322,7 @@ class Session:
             raise BackendUnavailable("subscribe timed out") from None
         self.connection.joined(symbols)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
-        if recovered is not None and symbols:
+        if recovered is not None and (symbols or WILDCARD not in added):  # `since` does not apply to `*`
             result["recovered"] = recovered
         if request.throttle_ms is not None:
             result["throttle"] = request.throttle_ms
