@@ -120,6 +120,20 @@ class Hub:
         for listener in self.resync_listeners:
             listener(snapshots.keys())
 
+    def on_resume(self, updates: dict[str, list[Update]]) -> None:
+        # Called by the listener at the stream position the replays were read
+        # at: each replayed update is numbered and delivered as a live one.
+        for symbol, replay in updates.items():
+            latest = self.latest.get(symbol)
+            if latest is not None and replay and replay[0].raw == latest.raw:
+                # A snapshot the listener could not place (it knew no resume
+                # point) that this room already holds.
+                replay = replay[1:]
+            for update in replay:
+                self.on_update(update)
+            if symbol in self.rooms:
+                self._echoes.expect_echo(symbol, replay)
+
     def mark(self) -> int:
         """The current stream position: every update received so far is at or
         before it, every later one after it."""

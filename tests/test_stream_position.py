@@ -26,6 +26,9 @@ class Recorder:
     def on_resync(self, snapshots: dict[str, Update | None]) -> None:
         pass
 
+    def on_resume(self, updates: dict[str, list[Update]]) -> None:
+        pass
+
     def on_state(self, ready: bool) -> None:
         if ready:
             self.ready.set()

@@ -116,3 +116,22 @@ def test_the_hub_admits_users_up_to_the_limit() -> None:
     hub.release_user("ann")
     assert "ann" not in hub.users
     assert all(hub.admit_user("bob", 0) for _ in range(5))
+
+
+async def test_a_resume_is_delivered_in_the_stream_before_later_updates() -> None:
+    """After a shard's reader restarts, the updates it replays reach the room in order at the
+    next positions (other symbols' replays only advance the position), a third-party
+    snapshot closing the replay has its later PUBLISH (the same bytes) dropped once, and a
+    resumed snapshot the room already holds is not sent again."""
+    hub, _ = make_hub()
+    session: Any = FakeSession()
+    await hub.join(session, ["AAPL"])
+    hub.on_update(update(1.0))
+    hub.on_resume({"AAPL": [update(2.0), update(3.0)], "MSFT": [update(9.0, "MSFT")]})
+    hub.on_update(update(3.0))  # the third-party PUBLISH of the snapshot read just before it
+    hub.on_update(update(4.0))
+    assert [u.price for u in session.received] == [1.0, 2.0, 3.0, 4.0]
+    assert [u.pos for u in session.received] == [1, 2, 3, 6]
+    assert hub.latest["AAPL"].price == 4.0
+    hub.on_resume({"AAPL": [update(4.0)]})  # the room's latest again: not repeated
+    assert [u.price for u in session.received] == [1.0, 2.0, 3.0, 4.0]

@@ -30,6 +30,12 @@ class UpdateSink(Protocol):
         """The feed was interrupted and is back: the latest state of every
         subscribed symbol, read after the subscription was restored."""
 
+    def on_resume(self, updates: dict[str, list[Update]]) -> None:
+        """The feed of these symbols was interrupted and is back: per symbol,
+        what was published meanwhile that was not handed over before, oldest
+        first (its last is the symbol's latest state), at the stream position
+        of this call. A symbol missing from `updates` missed nothing."""
+
     def on_state(self, ready: bool) -> None:
         """The listener went up (subscribed) or down."""
 

@@ -1,14 +1,15 @@
 """The Redis Cluster backend: hash-tagged keys and sharded pub/sub.
 
 Publishing runs the same script as on one Redis, ending in `SPUBLISH` on the
-symbol's shard. The listener keeps one connection per master and
-`SSUBSCRIBE`s each wanted symbol on the master owning its slot, and reads
-every shard in its own task so a quiet shard never waits behind a busy one.
-A topology watcher compares slot owners with what the listener subscribed;
-a failover (replica promoted), a slot migration (Redis sends `SUNSUBSCRIBE`)
-or a lost shard connection restarts the listener, which resubscribes on the
-current owners and hands every subscribed symbol a fresh snapshot
-(`on_resync`) before live updates resume, as after an outage on one Redis.
+symbol's shard. The listener keeps one reader per master: its own pub/sub
+connection, on which it `SSUBSCRIBE`s the wanted symbols whose slots that
+master owns, read by its own task so a quiet shard never waits behind a busy
+one. A topology watcher compares the slot map with where each channel is
+subscribed and restarts only the readers it must: one whose master is gone or
+that must take over symbols; the others keep their connection and their
+subscriptions. A reader that (re)starts resumes each of its symbols from the
+last update the listener handed over, replaying from history what was
+published while it was away (`on_resume`), before its live updates.
 
 Checked against redis-py 8.1 (`redis.asyncio.cluster.RedisCluster`): its
 cluster client routes keyed commands and scripts; the per-master pub/sub
@@ -20,78 +21,160 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
+from ..backoff import Backoff
 from ..config import Settings, redact_url
 from ..updates import CheckedUpdate, Update
-from . import BackendUnavailable, Snapshots
+from . import BackendUnavailable, Replay, Snapshots
 from .clients import cluster_client, shard_listener_client
 from .keys import ClusterKeyLayout
-from .redis import PUBLISH_SCRIPT, READ_BURST, RedisBroker
+from .redis import DEAD_AFTER, PROBE_AFTER, PUBLISH_SCRIPT, READ_BURST, RedisBroker
 
 log = logging.getLogger("stockstream.redis.cluster")
 
 CLUSTER_PUBLISH_SCRIPT = PUBLISH_SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 assert CLUSTER_PUBLISH_SCRIPT != PUBLISH_SCRIPT
-# How often the slot owners are compared with the listener's subscriptions.
+CLUSTER_SLOTS = 16384
+# How often the slot owners are compared with the readers' subscriptions.
 TOPOLOGY_EVERY = 0.5
 # Failed slot-map reads in a row before the watcher restarts the listener.
 TOPOLOGY_TRIES = 4
-# While the listener waits for its shards (subscription confirmations, resync
-# markers), it reads them in turn, each this long at most, so a quiet shard
-# does not hold up the others...
+# While a reader waits for its shard (subscription confirmations, resume
+# markers), it reads it this long at a time...
 SHARD_POLL = 0.05
-# ...and gives up when they stay silent this long.
+# ...and gives up when it stays silent this long.
 SHARDS_ANSWER_WITHIN = 15.0
+# A reader whose connection failed retries with this backoff (seconds).
+READER_RETRY_FIRST = 0.1
+READER_RETRY_CAP = 2.0
+# Closing a reader's connection waits no longer than this (seconds).
+CLOSE_WITHIN = 1.0
+# At most this many updates are replayed per symbol on a resume; beyond, the
+# symbol gets its latest snapshot instead.
+RESUME_LIMIT = 10000
 
 
-class TopologyChanged(Exception):
-    """A wanted slot moved to another master (failover or migration)."""
+class _Unknown:
+    """The resume point of a symbol the listener knows nothing about yet."""
+
+
+UNKNOWN = _Unknown()
+Point = Update | None | _Unknown
+
+
+def slot_of(channel: str) -> int:
+    return key_slot(channel.encode())
+
+
+class ReaderPlan(NamedTuple):
+    """What a slot map asks of the shard readers (by master `host:port`)."""
+
+    start: set[str]  # masters without a reader
+    stop: set[str]  # readers whose address no longer masters any slot
+    restart: set[str]  # live readers that must take over channels placed elsewhere or nowhere
+    release: set[str]  # channels placed on a reader whose master no longer owns their slot
+
+
+def plan_readers(owners: Mapping[int, str], live: Mapping[str, bool], placed: Mapping[str, str],
+                 wanted: Iterable[str]) -> ReaderPlan:
+    """Compare a slot map (slot -> master) with the readers (name -> live) and
+    where each channel is subscribed (channel -> reader); `wanted` are the
+    channels that must be subscribed. A reader whose master keeps its address
+    and gains no wanted channel is left alone, whatever else changed."""
+    masters = set(owners.values())
+    stop = {name for name in live if name not in masters}
+    start = masters - set(live)
+    release = set()
+    for channel, name in placed.items():
+        if owners.get(slot_of(channel)) != name:
+            release.add(channel)
+    restart = set()
+    for channel in wanted:
+        owner = owners.get(slot_of(channel))
+        if owner is not None and live.get(owner) and placed.get(channel) != owner:
+            restart.add(owner)
+    return ReaderPlan(start, stop, restart, release)
+
+
+class ShardReader:
+    """One master's pub/sub connection and the task reading it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the master's host:port, as CLUSTER SLOTS names it
+        host, _, port = name.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.pubsub: Any = None
+        self.live = False
+        self.task: asyncio.Task[None] | None = None
 
 
 class ShardRouter:
     """Stands where RedisBroker keeps its one pub/sub: `subscribe` and
-    `unsubscribe` send each channel to the shard owning its slot.
+    `unsubscribe` send each channel to the reader of the master owning its slot.
 
     A per-symbol marker channel (e.g. `stock:{SYM}:marker:<instance>`) shares
     the symbol's slot, so it lands on the same shard connection as the
     symbol's updates and is read in order with them.
     """
 
-    def __init__(self, owner_of: Any, shards: dict[str, Any]) -> None:
+    def __init__(self, owner_of: Callable[[str], str | None]) -> None:
         self._owner_of = owner_of
-        self.shards = shards  # node name -> PubSub
-        self.placed: dict[str, str] = {}  # channel -> node name it was subscribed on
-
-    def _by_shard(self, channels: Iterable[str]) -> dict[str, list[str]]:
-        grouped: dict[str, list[str]] = {}
-        for channel in channels:
-            grouped.setdefault(self._owner_of(channel), []).append(channel)
-        return grouped
+        # Set when a wanted channel may be placed nowhere: the watcher then
+        # compares the slot map with the placement again.
+        self.replan = True
+        self.readers: dict[str, ShardReader] = {}
+        self.placed: dict[str, str] = {}  # channel -> name of the reader it was subscribed on
 
     async def subscribe(self, *channels: str) -> None:
-        for name, group in self._by_shard(channels).items():
-            if name not in self.shards:
-                raise TopologyChanged(f"slot owner {name} unknown to the listener")
-            for channel in group:
-                self.placed[channel] = name
-                # One command per channel: SSUBSCRIBE takes channels of one slot only.
-                await self.shards[name].ssubscribe(channel)
+        for channel in channels:
+            reader = self.readers.get(self._owner_of(channel) or "")
+            if reader is None or reader.pubsub is None:
+                # No connection to its owner right now: the reader subscribes
+                # every wanted channel of its master when it (re)starts.
+                self.replan = True
+                continue
+            self.placed[channel] = reader.name
+            # One command per channel: SSUBSCRIBE takes channels of one slot only.
+            await reader.pubsub.ssubscribe(channel)
 
     async def unsubscribe(self, *channels: str) -> None:
         for channel in channels:
-            name = self.placed.pop(channel, None)
-            if name is not None and name in self.shards:
-                await self.shards[name].sunsubscribe(channel)
+            reader = self.readers.get(self.placed.pop(channel, ""))
+            if reader is not None and reader.pubsub is not None:
+                await reader.pubsub.sunsubscribe(channel)
+
+    def unplace(self, name: str) -> list[str]:
+        """Forget every channel placed on reader `name`; returns them."""
+        channels = [c for c, n in self.placed.items() if n == name]
+        for channel in channels:
+            del self.placed[channel]
+        return channels
 
     async def aclose(self) -> None:
-        for pubsub in self.shards.values():
-            try:
-                await pubsub.aclose()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
-                pass
+        readers = list(self.readers.values())
+        self.readers.clear()
+        self.placed.clear()
+        for reader in readers:
+            if reader.task is not None:
+                reader.task.cancel()
+        await asyncio.gather(*(r.task for r in readers if r.task is not None), return_exceptions=True)
+        for reader in readers:
+            await _close_quietly(reader.pubsub)
+            reader.pubsub = None
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    if pubsub is None:
+        return
+    try:
+        # Bounded: a peer that vanished must not hold up a reader's retry.
+        await asyncio.wait_for(pubsub.aclose(), CLOSE_WITHIN)
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        pass
 
 
 class ClusterBroker(RedisBroker):
@@ -103,6 +186,16 @@ class ClusterBroker(RedisBroker):
         self._warned_not_cluster = False
         self._instance = self.marker_channel.rsplit(":", 1)[-1]
         self._marker_suffix = f":marker:{self._instance}".encode()
+        # The symbol of each pending read marker, so a reader that restarts
+        # fails exactly the reads of its own symbols.
+        self._marker_symbols: dict[bytes, str] = {}
+        # The slot map the readers follow (slot -> master host:port).
+        self._owners: dict[int, str] = {}
+        self._router: ShardRouter | None = None
+        # Where each wanted symbol's stream stands for this instance's clients:
+        # the last update handed to the sink, else the first snapshot read for
+        # a subscriber (None: there was no price). A reader resumes from it.
+        self._points: dict[str, Update | None] = {}
 
     def _key_layout(self) -> ClusterKeyLayout:
         return ClusterKeyLayout()
@@ -120,6 +213,13 @@ class ClusterBroker(RedisBroker):
         self._sink = sink
         self._task = asyncio.create_task(self._listen_forever(), name="stockstream-cluster-listener")
 
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        for symbol in symbols:
+            # Before any await: a symbol subscribed again starts from its new snapshot.
+            self._points.pop(symbol, None)
+        await super().unsubscribe(symbols)
+
     # -- markers ----------------------------------------------------------------
     #
     # A read's marker is SPUBLISHed in the read's own transaction on a channel
@@ -131,19 +231,53 @@ class ClusterBroker(RedisBroker):
 
     def _send_marker(self, pipe: Any, symbol: str, token: bytes) -> None:
         pipe.spublish(self.keys.marker(symbol, self._instance), token)
+        self._marker_symbols[token] = symbol
+
+        def settled(_: asyncio.Future[int]) -> None:
+            self._marker_symbols.pop(token, None)
+        self._markers[token].add_done_callback(settled)
+
+    def _forget_marker(self, token: bytes) -> None:
+        super()._forget_marker(token)
+        self._marker_symbols.pop(token, None)
+
+    def _fail_markers_of(self, symbols: set[str]) -> None:
+        """Reads of these symbols whose marker may never be met (their reader
+        restarts) answer BackendUnavailable."""
+        for token, symbol in list(self._marker_symbols.items()):
+            if symbol in symbols:
+                self._fail_marker(token)
+
+    def _fail_marker(self, token: bytes) -> None:
+        self._marker_symbols.pop(token, None)
+        future = self._markers.pop(token, None)
+        if future is not None and not future.done():
+            future.set_exception(BackendUnavailable("cluster shard reader restarted during a read"))
+            future.exception()  # retrieved here: a waiter may have gone
 
     def _is_marker(self, channel: bytes) -> bool:
         return channel.endswith(self._marker_suffix)
 
     def _channels_of(self, symbol: str) -> list[str]:
-        return [self.keys.channel(symbol), self.keys.marker(symbol, self._instance)]
+        # The marker channel first: once the symbol's channel is confirmed,
+        # its marker channel (sent before, on the same connection) is too.
+        return [self.keys.marker(symbol, self._instance), self.keys.channel(symbol)]
 
-    # -- the listener ------------------------------------------------------
+    def _deliver(self, item: Update | bytes) -> None:
+        if type(item) is not bytes and item.symbol in self._wanted:  # type: ignore[union-attr]
+            self._points[item.symbol] = item  # type: ignore[union-attr,assignment]
+        super()._deliver(item)
 
-    def _owner_of(self, channel: str) -> str:
-        node = self._redis.nodes_manager.get_node_from_slot(self._redis.keyslot(channel))
-        name: str = node.name
-        return name
+    def _note_read(self, symbol: str, update: Update | None) -> None:
+        """A read placed in the stream (its marker met) gave a subscriber
+        `update`: the resume point, unless the listener handed over one since."""
+        if symbol in self._wanted:
+            self._points.setdefault(symbol, update)
+
+    # -- the listener: a supervisor, a reader per master, a topology watcher ----
+
+    def _owner_of(self, channel: str) -> str | None:
+        return self._owners.get(slot_of(channel))
 
     async def _listen(self, resync: bool) -> None:
         try:
@@ -158,80 +292,217 @@ class ClusterBroker(RedisBroker):
                 log.error("REDIS_CLUSTER=true but REDIS_URL=%s is not a node of a Redis Cluster"
                           " (cluster mode is not enabled there): not ready", redact_url(self._url))
             raise
-        shards = {}
-        for node in self._redis.get_primaries():
-            shards[node.name] = shard_listener_client(self._url, node.host, node.port).pubsub()
-        router = ShardRouter(self._owner_of, shards)
-        self._pubsub = router
-        wanted = {self.keys.channel(s) for s in self._wanted}
+        self._owners = await self._slot_owners()
+        self._pubsub = self._router = router = ShardRouter(self._owner_of)
+        try:
+            self._follow(router, first=not resync)
+            await self._watch_topology(router)
+        finally:
+            # The readers go with the listener (RedisBroker closes self._pubsub too).
+            self._router = None
+            await router.aclose()
+
+    def _follow(self, router: ShardRouter, first: bool = False) -> None:
+        """Start, stop and restart readers as the current slot map asks."""
+        router.replan = False
+        wanted = [self.keys.channel(s) for s in self._wanted]
+        plan = plan_readers(self._owners, {n: r.live for n, r in router.readers.items()}, router.placed, wanted)
+        for channel in plan.release:
+            # Redis already dropped it (its slot moved); its reads go elsewhere now.
+            del router.placed[channel]
+            self._fail_markers_of({self._symbol_of_channel(channel)})
+        for name in plan.stop | plan.restart:
+            self._stop_reader(router, name)
+        for name in plan.start | plan.restart:
+            reader = router.readers[name] = ShardReader(name)
+            reader.task = asyncio.create_task(self._run_reader(router, reader, first and name in plan.start),
+                                              name=f"stockstream-shard-{name}")
+        if plan.stop or plan.restart or plan.start:
+            log.info("cluster topology: readers started %s, restarted %s, stopped %s; %d untouched",
+                     sorted(plan.start), sorted(plan.restart), sorted(plan.stop),
+                     len(router.readers) - len(plan.start | plan.restart))
+        self._update_ready(router)
+
+    def _stop_reader(self, router: ShardRouter, name: str) -> None:
+        reader = router.readers.pop(name, None)
+        if reader is None:
+            return
+        if reader.task is not None:
+            reader.task.cancel()  # it closes its connection on the way out
+        self._fail_markers_of({self._symbol_of_channel(c) for c in router.unplace(name)})
+
+    def _symbol_of_channel(self, channel: str) -> str:
+        return self.keys.symbol_of(channel.split(":marker:", 1)[0].encode())
+
+    def _update_ready(self, router: ShardRouter) -> None:
+        ready = bool(router.readers) and all(r.live for r in router.readers.values())
+        if ready and len(self._owners) < CLUSTER_SLOTS:
+            # Slots without a master (one failed, no replica promoted yet):
+            # not ready while a wanted symbol is among them.
+            ready = all(self._owner_of(self.keys.channel(s)) is not None for s in self._wanted)
+        self._set_ready(ready)
+
+    async def _run_reader(self, router: ShardRouter, reader: ShardReader, first: bool) -> None:
+        """Keep one master's reader running until it is stopped: a failed
+        connection is reopened (with backoff) and its symbols resumed."""
+        backoff = Backoff(initial=READER_RETRY_FIRST, cap=READER_RETRY_CAP)
+        try:
+            while True:
+                try:
+                    await self._read_shard(router, reader, first)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a reader must outlive any failure of its shard
+                    (log.warning if reader.live else log.debug)("cluster shard %s: %s", reader.name, exc)
+                if reader.live:
+                    backoff.reset()
+                first = False
+                await self._reader_down(router, reader)
+                await asyncio.sleep(backoff.next())
+        finally:
+            await self._reader_down(router, reader)
+
+    async def _reader_down(self, router: ShardRouter, reader: ShardReader) -> None:
+        reader.live = False
+        if router.readers.get(reader.name) is reader:
+            self._fail_markers_of({self._symbol_of_channel(c) for c in router.unplace(reader.name)})
+            self._update_ready(router)
+        pubsub, reader.pubsub = reader.pubsub, None
+        await _close_quietly(pubsub)
+
+    async def _read_shard(self, router: ShardRouter, reader: ShardReader, first: bool) -> None:
+        """Connect, subscribe the wanted symbols this master owns, resume them
+        (unless this is the listener's very first start), then read live."""
+        reader.pubsub = pubsub = shard_listener_client(self._url, reader.host, reader.port).pubsub()
+        # Taken with the connection in place (no await between): a symbol
+        # subscribed from now on goes to this connection through the router.
+        symbols = sorted(s for s in self._wanted if self._owner_of(self.keys.channel(s)) == reader.name)
+        channels = [c for s in symbols for c in self._channels_of(s)]
+        for channel in channels:
+            router.placed[channel] = reader.name
         loop = asyncio.get_running_loop()
-        for channel in wanted:
+        for symbol in symbols:
+            channel = self.keys.channel(symbol)
             if channel not in self._confirming or self._confirming[channel].done():
                 self._confirming[channel] = loop.create_future()
-        self._last_heard = time.monotonic()
-        for pubsub in shards.values():
-            # A connection per shard even with no symbols: readiness then
-            # means every master answers.
-            await pubsub.ping()
-        if wanted:
-            await router.subscribe(*(c for s in self._wanted for c in self._channels_of(s)))
+        # A connection even without symbols: readiness means every master answers.
+        await pubsub.ping()
+        for channel in channels:
+            await pubsub.ssubscribe(channel)
         early: list[Update | bytes] = []
-        pending = set(wanted)
-        # Confirmations arrive per shard; read them all before going ready.
-        await self._poll_shards(shards, pending, lambda message: self._route(message, early.append, pending),
-                                self._last_heard + SHARDS_ANSWER_WITHIN, "cluster shards did not confirm subscriptions")
-        if resync and self._sink is not None:
+        pending = {self.keys.channel(s) for s in symbols}
+        await self._poll_shards({reader.name: pubsub}, pending, lambda m: self._route(m, early.append, pending),
+                                time.monotonic() + SHARDS_ANSWER_WITHIN, "cluster shard did not confirm subscriptions")
+        # Reads of these symbols marked before the subscriptions stood are never met.
+        self._fail_markers_of(set(symbols))
+        if symbols and not first and self._sink is not None:
             self.reconnects += 1
-            snapshots = await self._resync(shards, early)
-            self._sink.on_resync(snapshots)
-            log.info("cluster listener back: %d symbols resynchronised", len(snapshots))
-        self._set_ready(True)
-        for update in early:
-            self._deliver(update)
-        tasks = [asyncio.create_task(self._read_shard(p), name=f"stockstream-shard-{n}")
-                 for n, p in shards.items()]
-        tasks.append(asyncio.create_task(self._watch_topology(router), name="stockstream-cluster-topology"))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            raise ConnectionError("a cluster shard reader stopped")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            resumed = await self._resume(pubsub, reader.name, symbols, early)
+            if resumed:
+                self._sink.on_resume(resumed)
+            log.info("cluster shard %s back: %d symbols resumed, %d updates replayed",
+                     reader.name, len(symbols), sum(len(u) for u in resumed.values()))
+        reader.live = True
+        self._update_ready(router)
+        for item in early:
+            self._deliver(item)
+        await self._read_live(router, reader, pubsub)
 
-    async def _resync(self, shards: dict[str, Any], early: list[Update | bytes]) -> dict[str, Update | None]:
-        """Read every wanted symbol's snapshot, each in a transaction with a
-        marker on its shard, and read the shards on until every marker is
-        met; a symbol's updates before its marker are covered by its snapshot
-        and leave `early`, later ones stay, in order, to follow it."""
-        symbols = sorted(self._wanted)
-        reads = await asyncio.gather(*(self._read_marked(s) for s in symbols))
-        marker_of = {token: symbol for symbol, (_, token) in zip(symbols, reads)}
-        for token in marker_of:
-            self._markers.pop(token, None)  # met here, not by _deliver
-        waiting = set(marker_of)
+    async def _resume(self, pubsub: Any, name: str, symbols: list[str],
+                      early: list[Update | bytes]) -> dict[str, list[Update]]:
+        """Read what each symbol missed since its resume point, each read with
+        a marker on this shard, and read the shard on until every marker is
+        met. A symbol's updates before its marker are in its replay (or its
+        snapshot) and leave `early`; later ones stay, in order, to follow it.
+        Another read of the symbol met before that marker is failed: the
+        position it would get is after the replay, which it may not cover."""
+        reads = await asyncio.gather(*(self._resume_read(s) for s in symbols))
+        resume_at: dict[bytes, str] = {}
+        for symbol, (_, tokens) in zip(symbols, reads):
+            for token in tokens:
+                self._forget_marker(token)  # met here, not by _deliver
+            resume_at[tokens[-1]] = symbol
+        waiting = set(resume_at)
 
         def meet(message: dict[str, Any]) -> None:
             self._route(message, early.append)
             if early and type(early[-1]) is bytes:
                 waiting.discard(early[-1])
 
-        await self._poll_shards(shards, waiting, meet, time.monotonic() + SHARDS_ANSWER_WITHIN,
-                                "cluster shards did not return the resync markers")
-        covered: set[str] = set(symbols)  # symbols whose marker is still ahead
+        await self._poll_shards({name: pubsub}, waiting, meet, time.monotonic() + SHARDS_ANSWER_WITHIN,
+                                "cluster shard did not return the resume markers")
+        ahead = set(symbols)  # symbols whose resume marker is still ahead
         kept: list[Update | bytes] = []
         for item in early:
             if type(item) is bytes:
-                if item in marker_of:
-                    covered.discard(marker_of[item])
+                if item in resume_at:
+                    ahead.discard(resume_at[item])
                     continue
-            elif item.symbol in covered:  # type: ignore[union-attr]  # not bytes: an Update
+                if self._marker_symbols.get(item) in ahead:
+                    self._fail_marker(item)
+                    continue
+            elif item.symbol in ahead:  # type: ignore[union-attr]  # not bytes: an Update
                 continue
             kept.append(item)
         early[:] = kept
-        return {symbol: self._snapshot(symbol, raw) for symbol, (raw, _) in zip(symbols, reads)}
+        resumed = {}
+        for symbol, (updates, _) in zip(symbols, reads):
+            if updates and symbol in self._wanted:
+                self._points[symbol] = updates[-1]
+                resumed[symbol] = updates
+        return resumed
+
+    async def _resume_read(self, symbol: str) -> tuple[list[Update], list[bytes]]:
+        """What `symbol`'s clients missed since its resume point, and the
+        markers sent (the last one places the result in the stream).
+
+        From history when it reaches back: by `seq` after an update of the
+        project's publisher, by the exact update (timestamp and bytes) after a
+        third-party one. Otherwise the latest snapshot, when it is newer than
+        the point (third-party updates are not in history on a cluster)."""
+        point: Point = self._points.get(symbol, UNKNOWN)
+        tokens: list[bytes] = []
+        try:
+            updates: list[Update] = []
+            complete = False
+            if point is None:
+                updates, complete = await self._replay_after_seq(symbol, 0, RESUME_LIMIT, tokens)
+            elif isinstance(point, Update) and point.seq is not None:
+                updates, complete = await self._replay_after_seq(symbol, point.seq, RESUME_LIMIT, tokens)
+            elif isinstance(point, Update):
+                updates, complete = await self._replay_after_update(symbol, point, tokens)
+            if not complete:
+                snapshot, token = await self._read_marked(symbol)
+                tokens.append(token)
+                updates = [snapshot] if snapshot is not None and _newer(snapshot, point) else []
+        except BaseException:
+            for token in tokens:
+                self._forget_marker(token)
+            raise
+        return updates, tokens
+
+    async def _replay_after_update(self, symbol: str, point: Update, tokens: list[bytes]) -> tuple[list[Update], bool]:
+        """Stored updates after `point`, an update without `seq`: those after
+        the entry holding exactly its bytes, else those with a later timestamp."""
+        updates, complete = await self._replay_after_ms(symbol, max(point.timestamp - 1, -1), RESUME_LIMIT, tokens)
+        if not complete:
+            return [], False
+        for index in range(len(updates) - 1, -1, -1):
+            if updates[index].raw == point.raw:
+                return updates[index + 1:], True
+        return [u for u in updates if u.timestamp > point.timestamp], True
+
+    async def _read_marked(self, symbol: str) -> tuple[Update | None, bytes]:
+        """A symbol's snapshot read in a transaction with its marker."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.channel(symbol))
+            token = self._mark(pipe, symbol)
+            try:
+                raw = (await pipe.execute())[0]
+            except BaseException:
+                self._forget_marker(token)
+                raise
+        return self._snapshot(symbol, raw), token
 
     @staticmethod
     async def _poll_shards(shards: dict[str, Any], pending: set[Any], handle: Callable[[dict[str, Any]], object],
@@ -249,37 +520,28 @@ class ClusterBroker(RedisBroker):
             if not progressed and time.monotonic() > deadline:
                 raise ConnectionError(failure)
 
-    async def _read_marked(self, symbol: str) -> tuple[bytes | None, bytes]:
-        """A symbol's snapshot key read in a transaction with its marker."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.channel(symbol))
-            token = self._mark(pipe, symbol)
-            try:
-                raw = (await pipe.execute())[0]
-            except BaseException:
-                self._forget_marker(token)
-                raise
-        return raw, token
-
-    async def _read_shard(self, pubsub: Any) -> None:
+    async def _read_live(self, router: ShardRouter, reader: ShardReader, pubsub: Any) -> None:
         burst = 0
         last_heard = time.monotonic()
         while True:
-            message = await pubsub.get_message(timeout=5.0)
+            message = await pubsub.get_message(timeout=PROBE_AFTER)
             now = time.monotonic()
             if message is None:
-                if now - last_heard > 15.0:
-                    raise ConnectionError("a cluster shard stopped answering")
+                if now - last_heard > DEAD_AFTER:
+                    raise ConnectionError("the shard stopped answering")
                 await pubsub.ping()
                 continue
             last_heard = now
             if message["type"] == "sunsubscribe":
+                # Our own unsubscribe's confirmation, or Redis dropping the
+                # channel because its slot moved: the watcher then sees a
+                # wanted channel placed nowhere and restarts its new owner's reader.
                 channel = message["channel"].decode()
-                if self._is_marker(message["channel"]):
-                    continue  # its symbol's channel leaves with it
-                if channel.startswith("stock:{") and self.keys.symbol_of(message["channel"]) in self._wanted:
-                    # Redis drops a channel's subscribers when its slot moves.
-                    raise TopologyChanged(f"{channel} left this shard")
+                if router.placed.get(channel) == reader.name:
+                    del router.placed[channel]
+                    router.replan = True
+                    # Reads of the symbol now mark on its new owner, where nobody listens yet.
+                    self._fail_markers_of({self._symbol_of_channel(channel)})
                 continue
             if self._route(message, self._deliver):
                 burst += 1
@@ -292,7 +554,7 @@ class ClusterBroker(RedisBroker):
         while True:
             await asyncio.sleep(TOPOLOGY_EVERY)
             try:
-                slots = await self._slot_owners()
+                owners = await self._slot_owners()
             except ConnectionError:
                 # One slow answer on a busy node is not an outage (the shard
                 # readers notice a real one at once): give up only on a run of them.
@@ -301,10 +563,17 @@ class ClusterBroker(RedisBroker):
                     raise
                 continue
             failures = 0
-            for channel, name in list(router.placed.items()):
-                owner = slots.get(self._redis.keyslot(channel))
-                if owner is not None and owner != name:
-                    raise TopologyChanged(f"{channel} moved from {name} to {owner}")
+            if owners != self._owners:
+                self._owners = owners
+                router.replan = True
+                try:
+                    # The command client's slot map, for the reads that follow.
+                    await self._redis.nodes_manager.initialize()
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    log.debug("cluster slot map refresh failed (commands retry it): %s", exc)
+            if router.replan:
+                # Only then: the comparison reads every wanted channel.
+                self._follow(router)
 
     async def _slot_owners(self) -> dict[int, str]:
         """slot -> master `host:port`, read from any reachable node."""
@@ -356,14 +625,20 @@ class ClusterBroker(RedisBroker):
             if isinstance(exc, (RedisError, RedisClusterException, OSError)):
                 raise BackendUnavailable(f"redis: {exc}") from exc
             raise
-        return self._snapshot(symbol, raw), await self._position(token)
+        snapshot = self._snapshot(symbol, raw)
+        position = await self._position(token)
+        self._note_read(symbol, snapshot)
+        return snapshot, position
 
     async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Any:
+                        limit: int = 10000) -> Replay:
         try:
-            return await super().replay_at(symbol, since_ms, since_seq, limit)
+            replay = await super().replay_at(symbol, since_ms, since_seq, limit)
         except RedisClusterException as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
+        if replay.complete and replay.updates:
+            self._note_read(symbol, replay.updates[-1])
+        return replay
 
     # The cluster client also raises RedisClusterException (no reachable node,
     # slots not covered), which RedisBroker does not expect.
@@ -412,3 +687,16 @@ def _slot_rows(reply: Any) -> list[Any]:
             rows.append([start, end, list(primary)])
         return rows
     return list(reply)
+
+
+def _newer(snapshot: Update, point: Point) -> bool:
+    """Whether a snapshot read on a resume is news to clients at `point`:
+    never the update they hold, nor one older (a promoted replica may lack
+    the last writes of its failed master: Redis replicates asynchronously)."""
+    if not isinstance(point, Update):
+        return True
+    if snapshot.raw == point.raw:
+        return False
+    if snapshot.seq is not None and point.seq is not None:
+        return snapshot.seq > point.seq
+    return snapshot.timestamp >= point.timestamp

@@ -6,6 +6,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .waiting import now_ms
 
@@ -28,10 +30,15 @@ class RawRedisPublisher:
     `SET stock:{X} json` then `SPUBLISH stock:{X} json`.
     """
 
-    def __init__(self, redis_url: str, cluster: bool = False) -> None:
+    def __init__(self, redis_url: str, cluster: bool = False, retries: bool = True) -> None:
+        """`retries=False`: a command whose connection fails raises instead of being sent
+        again (a retry after a lost reply would publish the same message twice)."""
         self.cluster = cluster
-        self.redis: Any = (RedisCluster.from_url(redis_url, socket_timeout=5) if cluster
-                           else aioredis.from_url(redis_url, socket_timeout=5))
+        options: dict[str, Any] = {"socket_timeout": 5}
+        if not retries:
+            options["retry"] = Retry(NoBackoff(), 0)
+        self.redis: Any = (RedisCluster.from_url(redis_url, **options) if cluster
+                           else aioredis.from_url(redis_url, **options))
 
     def _key(self, symbol: str) -> str:
         return "stock:{" + symbol.upper() + "}" if self.cluster else channel_of(symbol)

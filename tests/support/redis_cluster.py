@@ -29,7 +29,9 @@ class RedisCluster:
                             "--cluster-config-file", f"nodes-{port}.conf",
                             # Fast failover keeps the tests short; the default is 15 s.
                             "--cluster-node-timeout", "1000",
-                            "--cluster-replica-validity-factor", "0")))
+                            "--cluster-replica-validity-factor", "0",
+                            # Replicas sync at once (the default waits 5 s for more of them).
+                            "--repl-diskless-sync-delay", "0")))
         self.replicas_per_master = replicas_per_master
         self.master_count = masters
 
@@ -51,11 +53,13 @@ class RedisCluster:
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Every slot served and every live node agreeing on it."""
+        """Every slot served, every live node agreeing on it, and every live
+        replica in sync with its master (a failover then loses nothing acknowledged)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if all(self._ok(n) for n in self.nodes if n.running) and len(self.masters()) >= self.master_count:
+                if (all(self._ok(n) and self._synced(n) for n in self.nodes if n.running)
+                        and len(self.masters()) >= self.master_count):
                     return
             except redis.RedisError:
                 pass
@@ -70,6 +74,17 @@ class RedisCluster:
             return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
         finally:
             client.close()
+
+    @staticmethod
+    def _synced(node: RedisServer) -> bool:
+        """A master, or a replica whose link to its master is up and not syncing."""
+        client = node.client()
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        return info["role"] == "master" or (info.get("master_link_status") == "up"
+                                             and not info.get("master_sync_in_progress"))
 
     def client(self) -> redis.RedisCluster:
         node = next(n for n in self.nodes if n.running)
