@@ -11,6 +11,11 @@ sent after it was lost in flight, so each symbol resumes from its last update
 at or before that offset, and history replays the rest exactly once, in
 order, before live updates (the session's gates order the two).
 
+This module keeps the records only: a connection's RecoveryState (given to
+it when it is built), its SentLog, each symbol's position, and the saved
+sessions (kept, taken, loaded). The session restores itself, on the path every
+subscription starts on (Session.restore, Session.start_streams).
+
 An offset names one update exactly. With a seq (stockstream's publisher) it
 is `SYMBOL:seq`. Without one (the original `SET` + `PUBLISH`) it is
 `SYMBOL@timestamp#digest`, the digest a hash of the update's bytes: a
@@ -38,23 +43,18 @@ import collections
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 
-from .broker import BackendUnavailable, Broker, Replay
-from .updates import Update
-
-if TYPE_CHECKING:
-    from .session import Session
+from .broker import Broker
+from .updates import ResumePoint, Update
 
 log = logging.getLogger("stockstream.recovery")
 
 # Offsets a connection remembers: a client more than this many updates behind
 # its socket when the connection dropped gets a fresh session instead.
 SENT_LOG_SIZE = 256
-# How long a recovery may wait for the backend before it gives up (fresh session).
-RECOVERY_TIMEOUT = 5.0
 
 # What a saved pid holds while its connection lives: this prefix and the
 # connection's Socket.IO sid. Kept this long (a connection living longer only
@@ -68,9 +68,9 @@ LIVE_TTL = 86400.0
 SAVE_WAIT = 2.0
 SAVE_CHECK_EVERY = 0.02
 
-# (seq, timestamp, digest) of the last update a client has: the seq, or for
-# an update without one its timestamp and digest (see Update.digest).
-Position = tuple[int | None, int, str | None]
+# The last update a client has, as ResumePoint(seq, timestamp, digest): the
+# seq, or for an update without one its timestamp and digest (Update.digest).
+Position = ResumePoint
 
 
 def new_pid() -> str:
@@ -84,14 +84,14 @@ class SentLog:
     __slots__ = ("entries", "base")
 
     def __init__(self) -> None:
-        self.entries: collections.deque[tuple[str, int | None, int, str | None]] = collections.deque()
+        self.entries: collections.deque[tuple[str, int | None, int | None, str | None]] = collections.deque()
         self.base: dict[str, Position] = {}
 
     def record(self, update: Update) -> None:
         entries = self.entries
         if len(entries) >= SENT_LOG_SIZE:
             symbol, seq, ts, digest = entries.popleft()
-            self.base[symbol] = (seq, ts, digest)
+            self.base[symbol] = ResumePoint(seq, ts, digest)
         entries.append((update.symbol, update.seq, update.timestamp, update.digest))
 
     @classmethod
@@ -111,12 +111,28 @@ class SentLog:
                              "sent": [list(e) for e in self.entries]})
 
 
+class RecoveryState:
+    """One recoverable connection's part in recovery, given to it when it is
+    built: its pid, the offsets it sent, and (just after a recovery) what
+    opens its streams once the client knows it is connected."""
+
+    __slots__ = ("pid", "sent", "opener", "frozen")
+
+    def __init__(self) -> None:
+        self.pid = new_pid()
+        self.sent = SentLog()
+        self.opener: Callable[[], None] | None = None
+        # Set once the session's state is taken for saving: from then on
+        # nothing more may reach the client, or its offset would be unknown.
+        self.frozen = False
+
+
 def _position(saved: list[Any]) -> Position:
     """A position as saved; a session saved before offsets had digests has none."""
-    return (saved[0], saved[1], saved[2] if len(saved) > 2 else None)
+    return ResumePoint(saved[0], saved[1], saved[2] if len(saved) > 2 else None)
 
 
-def offset_of(symbol: str, seq: int | None, ts: int, digest: str | None) -> str:
+def offset_of(symbol: str, seq: int | None, ts: int | None, digest: str | None) -> str:
     """The offset of an update (Update.offset) from its position."""
     if seq is not None:
         return f"{symbol}:{seq}"
@@ -139,18 +155,6 @@ def positions(state: dict[str, Any], offset: Any) -> dict[str, Position] | None:
         if offset_of(symbol, *position) == offset:
             return pos
     return None
-
-
-async def replay_after(broker: Broker, symbol: str, position: Position) -> Replay:
-    """The updates after `position`, whether history reaches back to it, and
-    the stream position the read stood at. The one place recovery reads the
-    broker's replay."""
-    seq, ts, digest = position
-    if seq is not None:
-        return await broker.replay_at(symbol, None, seq)
-    if digest is not None:
-        return await broker.replay_after_update(symbol, ts, digest)
-    return await broker.replay_at(symbol, ts, None)
 
 
 async def mark_live(broker: Broker, pid: str, sid: str) -> None:
@@ -176,65 +180,12 @@ async def take_saved(broker: Broker, pid: str, release: Callable[[str], Awaitabl
     return None
 
 
-async def restore(session: "Session", state: dict[str, Any], offset: Any) -> Callable[[], None] | None:
-    """Give `session` back the subscriptions in `state`, its gates closed, and
-    find what each stream resumes with. Returns what opens the streams (to
-    run once the client knows it is connected), or None: no recovery."""
-    points = positions(state, offset)
-    if points is None:
+def saved_symbols(state: dict[str, Any]) -> list[str] | None:
+    """The subscriptions a saved session held; None when the state is not one."""
+    symbols = state.get("symbols", [])
+    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
         return None
-    identity = session.identity
-    if "*" in state.get("symbols", []):
-        return None  # a `*` subscription starts again with its snapshots
-    symbols = [s for s in state.get("symbols", []) if isinstance(s, str)
-               and (identity is None or identity.allows(s))][:session.settings.max_subscriptions]
-    if len(symbols) != len(state.get("symbols", [])):
-        return None  # entitlements changed: the client must subscribe again
-    if session.settings.require_auth and identity is None and symbols:
-        return None
-    session.hold(symbols)
-    try:
-        found = await asyncio.wait_for(_first(session, symbols, points), RECOVERY_TIMEOUT)
-    except (BackendUnavailable, asyncio.TimeoutError):
-        found = None
-    if found is None:
-        await session.drop(symbols)
-        return None
-    session.connection.joined(symbols)
-    first, read_at = found
-    return lambda: session.open_streams(first, read_at)
-
-
-async def _first(session: "Session", symbols: list[str], points: dict[str, Position]
-                 ) -> tuple[dict[str, list[Update]], dict[str, int]] | None:
-    """What each stream resumes with and the stream position it was read at
-    (see Gate); None when history no longer reaches back."""
-    broker = session.services.broker
-    hub = session.services.hub
-    known, joined_at = await hub.join(session, symbols)
-    first: dict[str, list[Update]] = {}
-    read_at = dict.fromkeys(symbols, joined_at)
-    fresh = []
-    for symbol in symbols:
-        if symbol not in points:
-            fresh.append(symbol)  # subscribed but nothing reached the client yet: its snapshot
-            continue
-        replay = await replay_after(broker, symbol, points[symbol])
-        if not replay.complete:
-            return None
-        first[symbol] = replay.updates
-        read_at[symbol] = replay.position
-    unknown = [s for s in fresh if s not in known]
-    if unknown:
-        snapshots, positions = await broker.snapshots_at(unknown)
-        hub.remember(snapshots, positions)
-        read_at.update(positions)
-    else:
-        snapshots = {}
-    for symbol in fresh:
-        snapshot = known[symbol] if symbol in known else snapshots.get(symbol)
-        first[symbol] = [snapshot] if snapshot is not None else []
-    return first, read_at
+    return symbols
 
 
 def load_state(raw: bytes | None) -> dict[str, Any] | None:

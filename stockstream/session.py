@@ -6,7 +6,9 @@ and owns the connection's Outbox: its replies, errors and updates leave in one
 order. A transport decodes frames into Requests and, when its session asks,
 encodes replies in its own framing (the Connection protocol); it never queues
 anything itself. The subscribe path, from request to snapshot to live updates,
-is in this file.
+is in this file, and every stream starts on it (`Session.start_streams`): a
+subscribe, a resume from `since`/`sinceSeq`, a throttled or `*` subscribe and
+a recovered Socket.IO session (`Session.restore`) alike.
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 import orjson
 
 from .auth import Identity, TokenVerifier
-from .broker import BackendUnavailable, Broker
+from .broker import BackendUnavailable, Broker, Replay
 from .candle_streams import CandleFollows, CandleStreams
 from .config import Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
@@ -28,11 +30,14 @@ from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import (SymbolsRequest, encodable, parse_candles_request, parse_history_query,
+from .client_requests import (encodable, parse_candles_request, parse_history_query,
                               parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
 from .shared_events import SharedEvent
-from .updates import BATCH_SYMBOL, Update
+from .updates import BATCH_SYMBOL, ResumePoint, Update
 from .wildcard import WildcardStream
+
+if TYPE_CHECKING:
+    from .recovery import RecoveryState
 
 log = logging.getLogger("stockstream.session")
 
@@ -52,6 +57,23 @@ def _split_with_wildcard(raw: list[str]) -> tuple[list[str], list[str], int | No
         return *split_symbols(raw), None
     valid, invalid = split_symbols([s for s in raw if s != WILDCARD])
     return valid, invalid, len(split_symbols(raw[:raw.index(WILDCARD)])[0])
+
+
+class ResumeUnreachable(Exception):
+    """History no longer reaches back to a stream's resume point."""
+
+
+@dataclass
+class StreamStarts:
+    """Streams started with their gates closed (Session.start_streams): what
+    each sends first and the stream position it was read at (see Gate);
+    `replayed`: whether history reached every resume point (None: none was
+    given); `wildcard`: the snapshots a starting `*` sends and their positions."""
+
+    first: dict[str, list[Update]]
+    positions: dict[str, int]
+    replayed: bool | None
+    wildcard: tuple[dict[str, Update], dict[str, int]] | None
 
 
 class Sessions:
@@ -107,6 +129,11 @@ class Connection(Sink, Protocol):
 
     id: str  # unique among this instance's open connections
     transport: str
+
+    @property
+    def recovery(self) -> "RecoveryState | None":
+        """Its part in connection state recovery (its pid, the offsets it
+        sent), given when it is built; None: its session is not recoverable."""
 
     def encode_reply(self, request: "Request", result: dict[str, Any]) -> list[str]:
         """The message texts answering a request that succeeded, all encoded
@@ -310,20 +337,15 @@ class Session:
             raise BackendUnavailable("backend not ready")
         if restart:
             await self.drop([WILDCARD])
-        symbols = [s for s in added if s != WILDCARD]
-        self.hold(symbols)
-        if len(symbols) < len(added):
-            self.subscriptions.add(WILDCARD)
-            self.wildcard = WildcardStream(request.throttle_ms)
-        try:
-            first, positions, recovered, wild = await asyncio.wait_for(self._starts(symbols, request), BACKEND_TIMEOUT)
-        except (BackendUnavailable, asyncio.TimeoutError):
-            await self.drop(added)
-            raise BackendUnavailable("subscribe timed out") from None
-        self.connection.joined(symbols)
+        since = request.since_ms is not None or request.since_seq is not None
+        point = ResumePoint(request.since_seq, request.since_ms)
+        points = {s: point for s in added if s != WILDCARD} if since else {}
+        starts = await self.start_streams(added, points, throttle_ms=request.throttle_ms)
         result: dict[str, Any] = {"ok": True, "symbols": sorted(self.subscriptions), "added": added, "failed": failed}
-        if recovered is not None and symbols:
-            result["recovered"] = recovered
+        if since and any(s != WILDCARD for s in allowed):
+            # A symbol already streaming has nothing to replay: its resume is whole.
+            # (`since` does not apply to `*`: it starts with snapshots.)
+            result["recovered"] = starts.replayed is not False
         if request.throttle_ms is not None:
             result["throttle"] = request.throttle_ms
         retuned = [s for s in allowed if s not in added and self.throttles.get(s) != request.throttle_ms]
@@ -332,39 +354,140 @@ class Session:
 
         def start() -> None:
             self.retune(retuned, request.throttle_ms)
-            self.open_streams(first, positions)
-            if wild is not None and self.wildcard is not None:
-                for item in self.wildcard.release(*wild):
-                    self.outbox.push_update(item)
+            self.open_streams(starts)
             # Only a subscribe that succeeded changes the heartbeat, and its
             # first beat comes after the reply.
             if heartbeat is not None:
                 self.services.heartbeats.set(self, heartbeat)
         return result, start
 
-    # -- throttled and `*` streams
+    # -- starting streams: the one path every subscription starts on -------------
+    #
+    # A subscribe (with or without a resume point) and a recovered Socket.IO
+    # session both come here: each stream is subscribed with its gate closed,
+    # its room joined, and what it starts with read (a replay from history or
+    # the snapshot) at a known stream position; once the client may receive
+    # them, open_streams sends them, then the live updates that waited.
 
-    def retune(self, symbols: list[str], throttle_ms: int | None) -> None:
-        """Serve subscribed symbols at another throttle period (None: unthrottled)
-        from now on, without a gap or a repeat (a `*` subscription is kept as it is)."""
-        hub = self.services.hub
+    async def start_streams(self, symbols: list[str], points: Mapping[str, ResumePoint], *,
+                            throttle_ms: int | None = None, exact: bool = False) -> StreamStarts:
+        """Subscribe to `symbols` (`*` included) with their gates closed and
+        read what each stream starts with: the replay after `points[symbol]`
+        when history reaches back to it, else (or without a point) the
+        snapshot. `exact`: a point history no longer reaches fails the whole
+        start (ResumeUnreachable) instead of falling back to the snapshot.
+
+        On failure nothing is left subscribed: raises BackendUnavailable (the
+        backend did not answer within BACKEND_TIMEOUT) or ResumeUnreachable.
+        """
+        streams = [s for s in symbols if s != WILDCARD]
+        self.hold(streams)
+        if len(streams) < len(symbols):
+            self.subscriptions.add(WILDCARD)
+            self.wildcard = WildcardStream(throttle_ms)
+        try:
+            starts = await asyncio.wait_for(self._read_starts(streams, points, throttle_ms, exact), BACKEND_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.drop(symbols)
+            raise BackendUnavailable("the backend did not answer in time") from None
+        except Exception:
+            await self.drop(symbols)
+            raise
+        self.connection.joined(streams)
+        return starts
+
+    async def restore(self, symbols: list[str], points: Mapping[str, ResumePoint]) -> Callable[[], None] | None:
+        """Connection state recovery: subscribe again to a dropped connection's
+        `symbols`, each stream resuming exactly after `points[symbol]` (the last
+        update its client received; none: nothing reached it, its snapshot).
+        Returns what opens the streams, to run once the client knows it is
+        connected; None when the session cannot be given back as it was (then
+        it starts fresh, subscribed to nothing)."""
+        identity = self.identity
+        if WILDCARD in symbols:
+            return None  # a `*` subscription starts again with its snapshots
+        if len(symbols) > self.settings.max_subscriptions or (
+                identity is not None and not all(identity.allows(s) for s in symbols)):
+            return None  # entitlements changed: the client must subscribe again
+        if self.settings.require_auth and identity is None and symbols:
+            return None
+        try:
+            starts = await self.start_streams(symbols, points, exact=True)
+        except (BackendUnavailable, ResumeUnreachable):
+            return None
+        return lambda: self.open_streams(starts)
+
+    def hold(self, symbols: list[str]) -> None:
+        """Subscribe with each stream's gate closed: live updates wait."""
         for symbol in symbols:
-            if symbol == WILDCARD:
-                continue
-            held, floor = hub.retune(self, symbol, throttle_ms)
-            if throttle_ms is None:
-                self.throttles.pop(symbol, None)
-            else:
-                self.throttles[symbol] = throttle_ms
-            if held is not None:
-                self.deliver(held)
-            if floor is not None:
-                self.floors = {**(self.floors or {}), symbol: floor}
+            self.gates.hold(symbol)
+            self.subscriptions.add(symbol)
 
-    async def _starts(self, symbols: list[str], request: SymbolsRequest) -> tuple[
-            dict[str, list[Update]], dict[str, int], bool | None, tuple[dict[str, Update], dict[str, int]] | None]:
-        first, positions, recovered = await self._first_updates(symbols, request)
-        return first, positions, recovered, await self._wildcard_first(request.throttle_ms)
+    def open_streams(self, starts: StreamStarts) -> None:
+        """Send each held stream's first updates, read at its position, then
+        what waited at its gate after them, and let live updates through;
+        the same for `*`."""
+        positions = starts.positions
+        for symbol, updates in starts.first.items():
+            for update in self.gates.release(symbol, updates, positions[symbol]):
+                self.outbox.push_update(update)
+            if symbol in self.throttles:
+                # Its group may emit an update this start already covers.
+                self.floors = {**(self.floors or {}), symbol: positions[symbol]}
+        if starts.wildcard is not None and self.wildcard is not None:
+            for item in self.wildcard.release(*starts.wildcard):
+                self.outbox.push_update(item)
+
+    async def _read_starts(self, symbols: list[str], points: Mapping[str, ResumePoint],
+                           throttle_ms: int | None, exact: bool) -> StreamStarts:
+        """Join the rooms, then find what each stream starts with and the
+        stream position each was read at (see Gate); then `*`'s snapshots."""
+        broker = self.services.broker
+        hub = self.services.hub
+        known, joined_at = await hub.join(self, symbols, throttle_ms)
+        if throttle_ms is not None:
+            self.throttles.update(dict.fromkeys(symbols, throttle_ms))
+        first: dict[str, list[Update]] = {s: [] for s in symbols}
+        positions = dict.fromkeys(symbols, joined_at)
+        replayed = None
+        need_snapshot = []
+        for symbol in symbols:
+            point = points.get(symbol)
+            if point is None:
+                need_snapshot.append(symbol)
+                continue
+            replay = await self._replay(symbol, point)
+            if replay.complete:
+                first[symbol] = replay.updates
+                positions[symbol] = replay.position
+                replayed = replayed is not False
+            elif exact:
+                raise ResumeUnreachable(symbol)
+            else:
+                replayed = False
+                need_snapshot.append(symbol)
+        unknown = [s for s in need_snapshot if s not in known]
+        if unknown:
+            snapshots, read_at = await broker.snapshots_at(unknown)
+            hub.remember(snapshots, read_at)
+        else:
+            snapshots, read_at = {}, {}
+        for symbol in need_snapshot:
+            if symbol in known:
+                snapshot = known[symbol]
+            else:
+                snapshot = snapshots.get(symbol)
+                positions[symbol] = read_at[symbol]
+            if snapshot is not None:
+                first[symbol] = [snapshot]
+        return StreamStarts(first, positions, replayed, await self._wildcard_first(throttle_ms))
+
+    async def _replay(self, symbol: str, point: ResumePoint) -> Replay:
+        """The stored updates of `symbol` after `point` (see ResumePoint)."""
+        broker = self.services.broker
+        if point.seq is None and point.ms is not None and point.digest is not None:
+            return await broker.replay_after_update(symbol, point.ms, point.digest)
+        return await broker.replay_at(symbol, point.ms, point.seq)
 
     async def _wildcard_first(self, throttle_ms: int | None) -> tuple[dict[str, Update], dict[str, int]] | None:
         """Join every symbol's stream (if held), then read the snapshots of
@@ -384,64 +507,24 @@ class Session:
             snapshots.update((s, u) for s, u in read.snapshots.items() if u is not None)
         return snapshots, positions
 
-    # -- streams: held while their first updates are read, opened after the reply
+    # -- throttled streams: another period for subscribed symbols
 
-    def hold(self, symbols: list[str]) -> None:
-        """Subscribe with each stream's gate closed: live updates wait."""
-        for symbol in symbols:
-            self.gates.hold(symbol)
-            self.subscriptions.add(symbol)
-
-    def open_streams(self, first: dict[str, list[Update]], positions: dict[str, int]) -> None:
-        """Send each held stream's first updates, read at `positions[symbol]`,
-        then what waited at its gate after them, and let live updates through."""
-        for symbol, updates in first.items():
-            for update in self.gates.release(symbol, updates, positions[symbol]):
-                self.outbox.push_update(update)
-            if symbol in self.throttles:
-                # Its group may emit an update this start already covers.
-                self.floors = {**(self.floors or {}), symbol: positions[symbol]}
-
-    async def _first_updates(self, symbols: list[str], request: SymbolsRequest
-                             ) -> tuple[dict[str, list[Update]], dict[str, int], bool | None]:
-        """Join the rooms, then find what each stream starts with: the replay
-        after the resume point when history reaches it, else the snapshot; and
-        the stream position each was read at (see Gate)."""
-        broker = self.services.broker
+    def retune(self, symbols: list[str], throttle_ms: int | None) -> None:
+        """Serve subscribed symbols at another throttle period (None: unthrottled)
+        from now on, without a gap or a repeat (a `*` subscription is kept as it is)."""
         hub = self.services.hub
-        known, joined_at = await hub.join(self, symbols, request.throttle_ms)
-        if request.throttle_ms is not None:
-            self.throttles.update(dict.fromkeys(symbols, request.throttle_ms))
-        first: dict[str, list[Update]] = {s: [] for s in symbols}
-        positions = dict.fromkeys(symbols, joined_at)
-        recovered = None
-        need_snapshot = list(symbols)
-        if request.since_ms is not None or request.since_seq is not None:
-            recovered = True
-            need_snapshot = []
-            for symbol in symbols:
-                replay = await broker.replay_at(symbol, request.since_ms, request.since_seq)
-                if replay.complete:
-                    first[symbol] = replay.updates
-                    positions[symbol] = replay.position
-                else:
-                    recovered = False
-                    need_snapshot.append(symbol)
-        unknown = [s for s in need_snapshot if s not in known]
-        if unknown:
-            snapshots, read_at = await broker.snapshots_at(unknown)
-            hub.remember(snapshots, read_at)
-        else:
-            snapshots, read_at = {}, {}
-        for symbol in need_snapshot:
-            if symbol in known:
-                snapshot = known[symbol]
+        for symbol in symbols:
+            if symbol == WILDCARD:
+                continue
+            held, floor = hub.retune(self, symbol, throttle_ms)
+            if throttle_ms is None:
+                self.throttles.pop(symbol, None)
             else:
-                snapshot = snapshots.get(symbol)
-                positions[symbol] = read_at[symbol]
-            if snapshot is not None:
-                first[symbol] = [snapshot]
-        return first, positions, recovered
+                self.throttles[symbol] = throttle_ms
+            if held is not None:
+                self.deliver(held)
+            if floor is not None:
+                self.floors = {**(self.floors or {}), symbol: floor}
 
     async def _unsubscribe(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_symbols_request(payload, self.settings.max_subscriptions)

@@ -9,7 +9,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, final
+from typing import Any, Mapping, NamedTuple, final
 
 import orjson
 
@@ -41,6 +41,16 @@ def ws_frame(payload: bytes, first_byte: int) -> bytes:
     else:
         header = bytes((first_byte, 127)) + n.to_bytes(8, "big")
     return header + payload
+
+
+class ResumePoint(NamedTuple):
+    """A place in one symbol's stream to resume after: update `seq`; without
+    a seq, the update published at `ms` whose bytes have `digest` (see
+    Update.digest), or with no digest every update up to `ms`."""
+
+    seq: int | None
+    ms: int | None
+    digest: str | None = None
 
 
 # Final: the hot paths tell an update from a text by `type(item) is Update`, which

@@ -12,8 +12,8 @@ import socketio
 
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
-from stockstream.recovery import SENT_LOG_SIZE, SentLog, load_state, positions
-from stockstream.transports.sio_recovery import PidInConnectReply, RecoveryState
+from stockstream.recovery import SENT_LOG_SIZE, RecoveryState, SentLog, load_state, positions
+from stockstream.transports.sio_recovery import PidInConnectReply
 from stockstream.updates import Update
 
 

@@ -139,6 +139,22 @@ async def test_resume_from_a_seq_this_history_never_had(stack: Any, clients: Any
     assert_same_json(await client.expect_update(what="the snapshot"), published[-1])
 
 
+async def test_resuming_a_symbol_already_subscribed_still_answers_recovered(stack: Any, clients: Any) -> None:
+    """A client that subscribes again with sinceSeq to a symbol it already has (as
+    clients do on every connect, even when the connection state was recovered) gets
+    `recovered: true` in the ack, nothing added and nothing repeated."""
+    published = [await stack.publish(SYMBOL, 40 + i) for i in range(3)]
+    client = await clients.sio(stack.url)
+    first = await client.subscribe(SYMBOL)
+    assert first.get("added") == [SYMBOL], first
+    await client.expect_update(what="the snapshot")
+    again = await client.subscribe({"symbol": SYMBOL, "sinceSeq": published[-1]["seq"]})
+    assert again.get("ok") is True and again.get("added") == [] and again.get("recovered") is True, again
+    live = await stack.publish(SYMBOL, 50.0)
+    assert_same_json(await client.expect_update(what="the next live update"), live)
+    assert client.updates_for(SYMBOL) == [published[-1], live]
+
+
 async def test_resume_of_a_symbol_never_published(stack: Any, clients: Any) -> None:
     client = await clients.sio(stack.url)
     ack = await client.subscribe({"symbol": "NEVER", "sinceSeq": 0})

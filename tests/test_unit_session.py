@@ -3,6 +3,7 @@ snapshot and live updates form one sequence (no servers, embedded backend)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Collection
 
 from stockstream.auth import TokenVerifier
@@ -11,8 +12,8 @@ from stockstream.config import Settings
 from stockstream.errors import ClientError, ErrorCode
 from stockstream.hub import Hub
 from stockstream.outbox import FlushScheduler
-from stockstream.session import Request, Services, Session
-from stockstream.updates import CheckedUpdate, Update
+from stockstream.session import Request, Services, Session, StreamStarts
+from stockstream.updates import CheckedUpdate, ResumePoint, Update
 
 
 class FakeConnection:
@@ -49,6 +50,8 @@ class FakeConnection:
     def encode_event(self, name: str, payload: dict[str, Any]) -> Any:
         return ("event", name, payload)
 
+    recovery = None
+
     def joined(self, symbols: list[str]) -> None:
         pass
 
@@ -59,8 +62,8 @@ class FakeConnection:
         pass
 
 
-async def stack() -> tuple[Services, MemoryBroker]:
-    settings = Settings.from_env({})
+async def stack(env: dict[str, str] | None = None) -> tuple[Services, MemoryBroker]:
+    settings = Settings.from_env(env or {})
     broker = MemoryBroker(settings)
     hub = Hub(broker)
     await broker.start(hub)
@@ -186,3 +189,94 @@ def test_every_request_a_session_answers_is_framed_by_both_transports() -> None:
     from stockstream.transports.websocket import REPLY_TYPES
     assert set(REPLY_TYPES) == Session.actions
     assert EVENTS == Session.actions - {"ping"}
+
+
+def spy_on_starts(monkeypatch: Any) -> list[tuple[str, StreamStarts]]:
+    """Every stream start from now on (session id, what it read): the one path subscriptions start on."""
+    starts: list[tuple[str, StreamStarts]] = []
+    original = Session.start_streams
+
+    async def start_streams(self: Session, *args: Any, **kwargs: Any) -> StreamStarts:
+        result = await original(self, *args, **kwargs)
+        starts.append((self.id, result))
+        return result
+
+    monkeypatch.setattr(Session, "start_streams", start_streams)
+    return starts
+
+
+# Within history's age limit: update n is published at NOW_MS + n.
+NOW_MS = int(time.time() * 1000)
+
+
+async def publish_prices(broker: MemoryBroker, prices: range) -> None:
+    for n in prices:
+        await broker.publish(CheckedUpdate({"symbol": "AAPL", "price": float(n), "timestamp": NOW_MS + n}))
+
+
+def prices_sent(connection: FakeConnection) -> list[float]:
+    return [item.price for item in connection.sent if isinstance(item, Update)]
+
+
+async def test_a_recovery_and_a_since_seq_subscribe_start_alike(monkeypatch: Any) -> None:
+    """A recovered session resuming after seq 2 and a subscribe with sinceSeq 2
+    start on the same path (Session.start_streams): the same replay, read at
+    the same stream position, then the same live updates, once each."""
+    services, broker = await stack()
+    await publish_prices(broker, range(1, 6))
+    starts = spy_on_starts(monkeypatch)
+    subscriber = FakeConnection()
+    Session(services, subscriber).submit(Request("subscribe", {"symbols": ["AAPL"], "sinceSeq": 2}, ack=1))
+    await answered(subscriber, 1)
+    assert subscriber.answers[0][1]["recovered"] is True
+    recovered = FakeConnection()
+    session = Session(services, recovered)
+    opener = await session.restore(["AAPL"], {"AAPL": ResumePoint(2, NOW_MS + 2)})
+    assert opener is not None and session.subscriptions == {"AAPL"} and session.gates
+    await publish_prices(broker, range(6, 8))  # held at the gate until the streams open
+    opener()
+    await publish_prices(broker, range(8, 9))
+    services.scheduler.flush_now()
+    assert [session_id for session_id, _ in starts] == [subscriber.id, recovered.id]
+    (_, by_subscribe), (_, by_recovery) = starts
+    assert by_subscribe.first == by_recovery.first and by_subscribe.positions == by_recovery.positions
+    assert by_subscribe.replayed is by_recovery.replayed is True
+    assert prices_sent(subscriber) == prices_sent(recovered) == [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+
+
+async def test_history_gone_falls_back_for_a_subscribe_and_fails_a_recovery(monkeypatch: Any) -> None:
+    """From a point history no longer reaches, a sinceSeq subscribe falls back
+    to the snapshot (recovered: false) while a recovery gives nothing back:
+    no subscription, gate or room is left behind."""
+    services, broker = await stack({"HISTORY_MAX_ENTRIES": "2"})
+    await publish_prices(broker, range(1, 6))
+    starts = spy_on_starts(monkeypatch)
+    subscriber = FakeConnection()
+    Session(services, subscriber).submit(Request("subscribe", {"symbols": ["AAPL"], "sinceSeq": 1}, ack=1))
+    await answered(subscriber, 1)
+    services.scheduler.flush_now()
+    assert subscriber.answers[0][1]["recovered"] is False and prices_sent(subscriber) == [5.0]
+    session = Session(services, FakeConnection())
+    assert await session.restore(["AAPL"], {"AAPL": ResumePoint(1, NOW_MS + 1)}) is None
+    assert session.subscriptions == set() and not session.gates
+    assert session not in services.hub.rooms["AAPL"]
+    assert len(starts) == 1, "the failed recovery started no stream"
+
+
+async def test_a_since_subscribe_of_a_symbol_already_streaming_answers_recovered() -> None:
+    """A resubscribe with sinceSeq of a symbol the session already streams (say,
+    after connection state recovery gave it back) adds nothing and answers
+    `recovered: true`: nothing was missed. `*` alone with a since starts with
+    snapshots and claims no recovery."""
+    services, broker = await stack()
+    await publish_prices(broker, range(1, 4))
+    connection = FakeConnection()
+    session = Session(services, connection)
+    session.submit(Request("subscribe", ["AAPL"], ack=1))
+    session.submit(Request("subscribe", {"symbols": ["AAPL"], "sinceSeq": 1}, ack=2))
+    session.submit(Request("subscribe", {"symbols": ["*"], "sinceSeq": 1}, ack=3))
+    await answered(connection, 3)
+    first, again, wildcard = (answer for _, answer in connection.answers)
+    assert "recovered" not in first
+    assert again["added"] == [] and again["recovered"] is True
+    assert wildcard["added"] == ["*"] and "recovered" not in wildcard

@@ -6,8 +6,10 @@ so two things are added here, and only here, through the CONNECT-reply hooks of
 - the CONNECT reply carries the session's `pid`;
 - what a recovered session replays is queued only after that reply, so a
   client's first packet is always the CONNECT.
-The offsets themselves ride on update frames (`Update.sio_recoverable`), the
-state and its replay are in stockstream.recovery.
+The offsets themselves ride on update frames (`Update.sio_recoverable`); the
+saved state, the sent log and each symbol's position are in
+stockstream.recovery; the session restores itself (`Session.restore`, on the
+path every subscription starts on).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..broker import BackendUnavailable
-from ..recovery import SentLog, load_state, mark_live, new_pid, restore, take_saved
+from ..recovery import RecoveryState, SentLog, load_state, mark_live, positions, saved_symbols, take_saved
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -31,21 +33,6 @@ class RecoveryStats:
     recovered: int = 0
     not_recovered: int = 0
     saved: int = 0
-
-
-class RecoveryState:
-    """One connection's part in recovery: its pid, the offsets it sent, and
-    (just after a recovery) what opens its streams once CONNECT is out."""
-
-    __slots__ = ("pid", "sent", "opener", "frozen")
-
-    def __init__(self) -> None:
-        self.pid = new_pid()
-        self.sent = SentLog()
-        self.opener: Callable[[], None] | None = None
-        # Set once the session's state is taken for saving: from then on
-        # nothing more may reach the client, or its offset would be unknown.
-        self.frozen = False
 
 
 async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats,
@@ -69,8 +56,10 @@ async def _recover(session: "Session", state: RecoveryState, pid: str, offset: A
         saved = load_state(await take_saved(session.services.broker, pid, release))
     except BackendUnavailable:
         saved = None
+    symbols = saved_symbols(saved) if saved is not None else None
+    points = positions(saved, offset) if saved is not None else None
     try:
-        opener = await restore(session, saved, offset) if saved is not None else None
+        opener = await session.restore(symbols, points) if symbols is not None and points is not None else None
     except Exception:  # a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None

@@ -28,7 +28,8 @@ from ..session import Request, Services, Session
 from ..updates import Update
 from .eio import EngineIOServer
 from .frames import dumps, failed_by_code, text_frame, write_items
-from .sio_recovery import PidInConnectReply, RecoveryState, RecoveryStats, forget, recover, save
+from ..recovery import RecoveryState
+from .sio_recovery import PidInConnectReply, RecoveryStats, forget, recover, save
 from .socketio_internals import SocketIOHooks, close_manager
 
 log = logging.getLogger("stockstream.socketio")
@@ -50,7 +51,8 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
         self._transport = transport
 
     def recovery_state(self, sid: str) -> RecoveryState | None:
-        return _recovery_of(self._transport.sessions.get(sid))
+        session = self._transport.sessions.get(sid)
+        return session.connection.recovery if session is not None else None
 
     async def malformed_packet(self, eio_sid: str) -> None:
         # Not a Socket.IO packet: a protocol violation, not a server error.
@@ -73,12 +75,6 @@ class SocketIOServer(PidInConnectReply, SocketIOHooks):
             session.submit(Request(name, payload, id, refused=invalid_payload(f"unknown event {name!r}")))
 
 
-def _recovery_of(session: Session | None) -> RecoveryState | None:
-    """The recovery state of a Socket.IO session (the registry holds both transports' sessions)."""
-    connection = session.connection if session is not None else None
-    return connection.recovery if isinstance(connection, SocketIOConnection) else None
-
-
 def _socketio_frame(item: Item) -> bytes:
     # An update's (or shared event's) frame is built once for all its
     # recipients; other messages are Socket.IO packet texts.
@@ -96,13 +92,13 @@ class SocketIOConnection:
     transport = "socketio"
     __slots__ = ("_server", "id", "_eio_sid", "_direct", "recovery")
 
-    def __init__(self, server: SocketIOServer, sid: str, eio_sid: str) -> None:
+    def __init__(self, server: SocketIOServer, sid: str, eio_sid: str, recovery: RecoveryState | None) -> None:
         self._server = server
         self.id = sid
         self._eio_sid = eio_sid
         self._direct: asyncio.Transport | None = None
-        # Set when connection state recovery is on (RECOVERY_WINDOW > 0).
-        self.recovery: RecoveryState | None = None
+        # Given when connection state recovery is on (RECOVERY_WINDOW > 0).
+        self.recovery = recovery
 
     # -- Sink ----------------------------------------------------------------
 
@@ -270,18 +266,18 @@ class SocketIOTransport:
             if token is not None:
                 identity = self.services.verifier.verify(token)
             eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
-            connection = SocketIOConnection(self.server, sid, eio_sid)
+            recovery = RecoveryState() if self.recovery_window > 0 else None
+            connection = SocketIOConnection(self.server, sid, eio_sid, recovery)
             session = Session(self.services, connection, identity)
         except ClientError as error:
             raise refusal(error) from None
-        if self.recovery_window > 0:
-            connection.recovery = RecoveryState()
-            await recover(session, connection.recovery, auth, self.recovery_stats, self._release)
+        if recovery is not None:
+            await recover(session, recovery, auth, self.recovery_stats, self._release)
         log.info("socket.io client connected sid=%s user=%s", sid, identity.user if identity else "-")
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.sessions.get(sid)
-        recovery = _recovery_of(session)
+        recovery = session.connection.recovery if session is not None else None
         if session is not None and recovery is not None and reason != self.server.reason.CLIENT_DISCONNECT:
             await save(session, recovery, self.recovery_window, self.recovery_stats)
         elif session is not None and recovery is not None:

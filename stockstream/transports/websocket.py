@@ -46,6 +46,7 @@ class WebSocketConnection:
     """A `/live-price` client as its session sees it, and its WebSocket's endpoint."""
 
     transport = "websocket"
+    recovery = None  # /live-price has no connection state recovery: a resume names `since`/`sinceSeq`
     __slots__ = ("id", "_ws", "session", "_peer")
 
     def __init__(self, peer: str | None) -> None:
