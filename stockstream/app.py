@@ -1,4 +1,5 @@
 """The application factory: `create_app(settings)` builds one instance."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -21,8 +22,12 @@ NODE = web.AppKey("node", Node)
 
 def api_vocabulary() -> Vocabulary:
     """What the API documents enumerate, taken from the code that answers."""
-    return Vocabulary(actions=tuple(Session.actions), socketio_events=socketio_transport.EVENTS,
-                      reply_types=websocket.REPLY_TYPES, backends=broker_kinds())
+    return Vocabulary(
+        actions=tuple(Session.actions),
+        socketio_events=socketio_transport.EVENTS,
+        reply_types=websocket.REPLY_TYPES,
+        backends=broker_kinds(),
+    )
 
 
 def create_app(settings: Settings) -> web.Application:

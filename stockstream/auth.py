@@ -1,4 +1,5 @@
 """JWT authentication: verify client tokens and mint development tokens."""
+
 from __future__ import annotations
 
 import time
@@ -154,8 +155,13 @@ def _identity(claims: dict[str, Any]) -> Identity:
         raise _auth_failed(_SUB_MESSAGE)
     claim = claims.get("symbols")
     wildcard = claim == ALL_SYMBOLS or (isinstance(claim, list) and ALL_SYMBOLS in claim)
-    return Identity(user=sub, symbols=_symbols_claim(claims), expires_at=_expiry(claims),
-                    publishes=_publish_claim(claims), wildcard=wildcard)
+    return Identity(
+        user=sub,
+        symbols=_symbols_claim(claims),
+        expires_at=_expiry(claims),
+        publishes=_publish_claim(claims),
+        wildcard=wildcard,
+    )
 
 
 def _expiry(claims: dict[str, Any]) -> float | None:
@@ -256,9 +262,7 @@ def _signing_key(settings: Settings) -> tuple[str, Any]:
         return _algorithm_for(name, key), key
     if settings.jwt_secret:
         return "HS256", _hmac_secret(settings.jwt_secret)
-    raise SettingsError(
-        "no signing key: set JWT_SECRET (HS256) or JWT_PRIVATE_KEY_FILE (RS256/ES256)"
-    )
+    raise SettingsError("no signing key: set JWT_SECRET (HS256) or JWT_PRIVATE_KEY_FILE (RS256/ES256)")
 
 
 def _algorithm_for(name: str, key: Any) -> str:

@@ -1,4 +1,5 @@
 """Capped exponential backoff with jitter, for loops that must never die."""
+
 from __future__ import annotations
 
 import random

@@ -19,6 +19,7 @@ live candles (the closed candle was final), while `/api/candles` has it.
 When the hub's feed was interrupted (a resync), the current period is read
 again from history, so updates this instance missed meanwhile count too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -126,9 +127,18 @@ class CandleBuilder:
 
 def candle_body(symbol: str, interval: str, candle: Candle, closed: bool) -> dict[str, Any]:
     """The `candle` event's object; `volume` is null when no update carried one."""
-    return {"symbol": symbol, "interval": interval, "start": candle.start, "open": candle.open,
-            "high": candle.high, "low": candle.low, "close": candle.close, "volume": candle.volume,
-            "count": candle.count, "closed": closed}
+    return {
+        "symbol": symbol,
+        "interval": interval,
+        "start": candle.start,
+        "open": candle.open,
+        "high": candle.high,
+        "low": candle.low,
+        "close": candle.close,
+        "volume": candle.volume,
+        "count": candle.count,
+        "closed": closed,
+    }
 
 
 class CandleStream:
@@ -202,8 +212,12 @@ class CandleStream:
             else:
                 first = await self._stored_then_held(start, gate)
         except Exception:
-            log.warning("could not read %s's history again after a resync; its %s candle may lack updates",
-                        self.symbol, self.interval, exc_info=True)
+            log.warning(
+                "could not read %s's history again after a resync; its %s candle may lack updates",
+                self.symbol,
+                self.interval,
+                exc_info=True,
+            )
             first = gate.release([], -1)
         else:
             # The candle of the period is built again from all its updates.
@@ -294,8 +308,7 @@ class CandleStream:
         if candle is None or self._stopped:
             return
         due_ms = candle.start + self.builder.interval_ms + CLOSE_GRACE_MS
-        self._boundary = asyncio.get_running_loop().call_later(max(0.0, (due_ms - now_ms()) / 1000),
-                                                               self._on_boundary)
+        self._boundary = asyncio.get_running_loop().call_later(max(0.0, (due_ms - now_ms()) / 1000), self._on_boundary)
 
     def _on_boundary(self) -> None:
         self._boundary = None
@@ -419,6 +432,7 @@ class CandleFollows:
         def join() -> None:
             for stream in streams:
                 stream.add(self._member)
+
         return join
 
     async def drop(self, keys: Iterable[StreamKey]) -> None:

@@ -5,6 +5,7 @@ Buckets are aligned to the Unix epoch in UTC (a `1d` candle starts at
 count in stored (publish) order, so `open` is the first one published and
 `close` the last. Buckets without updates are left out.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,14 @@ class Candle:
             self.volume = tick.volume if self.volume is None else self.volume + tick.volume
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"start": self.start, "open": self.open, "high": self.high,
-                                "low": self.low, "close": self.close, "count": self.count}
+        body: dict[str, Any] = {
+            "start": self.start,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "count": self.count,
+        }
         if self.volume is not None:
             body["volume"] = self.volume
         return body

@@ -1,4 +1,5 @@
 """Parsing of client requests into checked values, the same for every transport."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,10 +83,14 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
             since_seq = _non_negative_int(payload["sinceSeq"], "sinceSeq")
         if payload.get("throttle") is not None:
             throttle_ms = payload["throttle"]
-            if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) \
-                    or not MIN_THROTTLE_MS <= throttle_ms <= MAX_THROTTLE_MS:
-                raise invalid_payload(f"throttle must be an integer number of milliseconds"
-                                      f" from {MIN_THROTTLE_MS} to {MAX_THROTTLE_MS}")
+            if (
+                isinstance(throttle_ms, bool)
+                or not isinstance(throttle_ms, int)
+                or not MIN_THROTTLE_MS <= throttle_ms <= MAX_THROTTLE_MS
+            ):
+                raise invalid_payload(
+                    f"throttle must be an integer number of milliseconds from {MIN_THROTTLE_MS} to {MAX_THROTTLE_MS}"
+                )
     elif isinstance(payload, list):
         raw = payload
     elif isinstance(payload, str):
@@ -97,8 +102,7 @@ def parse_symbols_request(payload: Any, max_symbols: int, *, subscribe: bool = F
     if any(not isinstance(s, str) for s in raw):
         raise invalid_payload("every symbol must be a string")
     if len(raw) > max_symbols:
-        raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                          f"at most {max_symbols} symbols per connection")
+        raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {max_symbols} symbols per connection")
     return SymbolsRequest(raw, since_ms, since_seq, heartbeat, throttle_ms)
 
 

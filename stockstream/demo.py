@@ -5,6 +5,7 @@ Everything it needs ships in `stockstream/static/` (no CDN; the chart library
 is vendored in `static/vendor/` with its licence), so the page works on a
 machine without internet access, e.g. with `python run.py --simulate`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # The page loads only its own files and talks only to its own server.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-                                "base-uri 'none'; frame-ancestors 'none'; form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     # Always revalidate: after an upgrade the page must not run an old script.
@@ -30,8 +33,7 @@ class DemoPage:
         # Only the files shipped with the page are served, by their path under
         # static/ (e.g. "vendor/x.js"): no path from a request ever reaches the
         # file system.
-        self._files = {p.relative_to(static_dir).as_posix(): p
-                       for p in sorted(static_dir.rglob("*")) if p.is_file()}
+        self._files = {p.relative_to(static_dir).as_posix(): p for p in sorted(static_dir.rglob("*")) if p.is_file()}
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)

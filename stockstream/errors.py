@@ -4,6 +4,7 @@ Every error a client can see is a ClientError with a code from ErrorCode; it
 renders to the same dict for Socket.IO acks and events, WebSocket frames and
 HTTP bodies, so clients handle one shape everywhere.
 """
+
 from __future__ import annotations
 
 import enum

@@ -4,6 +4,7 @@ Ordering is by stream position (Hub.position), never by timestamp or timing:
 the first updates (a snapshot or a replay) are read at a known position, so a
 live update is covered by them exactly when its position is at or before it.
 """
+
 from __future__ import annotations
 
 from .updates import Update

@@ -7,6 +7,7 @@ period, walks its members and asks each for a beat. So a connection costs a
 dict entry, not a task or a timer of its own, and the number of timers is
 bounded by the number of distinct periods (at most MAX_HEARTBEAT_SECONDS).
 """
+
 from __future__ import annotations
 
 import asyncio

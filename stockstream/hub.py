@@ -9,6 +9,7 @@ of the room, and it alone keeps the timer and hands its members the update
 it emits (see throttle.py). Wildcard subscribers (`*`) get every update the
 broker feeds, which then is every symbol's.
 """
+
 from __future__ import annotations
 
 import collections
@@ -155,8 +156,9 @@ class Hub:
         if self.users[user] <= 0:
             del self.users[user]
 
-    async def join(self, session: Subscriber, symbols: Iterable[str],
-                   throttle_ms: int | None = None) -> tuple[dict[str, Update | None], int]:
+    async def join(
+        self, session: Subscriber, symbols: Iterable[str], throttle_ms: int | None = None
+    ) -> tuple[dict[str, Update | None], int]:
         """Enter rooms; returns once the broker feeds every one of them, with
         the latest update of those rooms that already streamed one and the
         stream position it stands at (taken before any await: every update
@@ -250,7 +252,9 @@ class Hub:
             if not groups:
                 del self.groups[symbol]
 
-    def retune(self, session: ThrottledSubscriber, symbol: str, throttle_ms: int | None) -> tuple[Update | None, int | None]:
+    def retune(
+        self, session: ThrottledSubscriber, symbol: str, throttle_ms: int | None
+    ) -> tuple[Update | None, int | None]:
         """Serve a joined `session` at another period (None: unthrottled), at once.
 
         Returns what the session must do to stay exactly-once and in order:
@@ -285,8 +289,9 @@ class Hub:
         else:
             group = self.wildcard_groups.get(throttle_ms)
             if group is None:
-                group = self.wildcard_groups[throttle_ms] = ThrottleGroup(BATCH_SYMBOL, throttle_ms,
-                                                                          self._count_emitted)
+                group = self.wildcard_groups[throttle_ms] = ThrottleGroup(
+                    BATCH_SYMBOL, throttle_ms, self._count_emitted
+                )
                 self.wildcard.add(group)
             group.members.add(member)
         await self.broker.subscribe_all()
@@ -310,6 +315,10 @@ class Hub:
     def subscription_count(self) -> int:
         groups = [g for by_period in self.groups.values() for g in by_period.values()]
         wildcard = sum(1 for m in self.wildcard if not isinstance(m, ThrottleGroup))
-        return (sum(len(room) for room in self.rooms.values()) - len(groups) + sum(len(g) for g in groups)
-                + wildcard + sum(len(g) for g in self.wildcard_groups.values()))
-
+        return (
+            sum(len(room) for room in self.rooms.values())
+            - len(groups)
+            + sum(len(g) for g in groups)
+            + wildcard
+            + sum(len(g) for g in self.wildcard_groups.values())
+        )

@@ -14,6 +14,7 @@ topic is configured, copied there with the reason in a header.
 `simulate --kafka`): records are keyed by symbol, so each symbol's updates
 stay in one partition and keep their order.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,6 +78,7 @@ async def _check_redis(url: str) -> None:
 
 # -- consuming --------------------------------------------------------------------
 
+
 @dataclass
 class BridgeStats:
     consumed: int = 0
@@ -124,23 +126,36 @@ class Bridge:
         A stop at any point (while Redis is checked, while Kafka is connecting,
         while consuming) ends it cleanly, with the summary line."""
         settings = self._settings
-        log.info("kafka bridge starting: topic %s, group %s, from %s", settings.kafka_topic,
-                 settings.kafka_group, settings.kafka_bootstrap)
+        log.info(
+            "kafka bridge starting: topic %s, group %s, from %s",
+            settings.kafka_topic,
+            settings.kafka_group,
+            settings.kafka_bootstrap,
+        )
         try:
             await self._unless_stopped(_check_redis(settings.backend_url or ""))
             consumer = self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap, group_id=settings.kafka_group,
-                client_id="stockstream-kafka-bridge", enable_auto_commit=False,
-                auto_offset_reset="earliest", heartbeat_interval_ms=HEARTBEAT_MS)
+                bootstrap_servers=settings.kafka_bootstrap,
+                group_id=settings.kafka_group,
+                client_id="stockstream-kafka-bridge",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                heartbeat_interval_ms=HEARTBEAT_MS,
+            )
             consumer.subscribe([settings.kafka_topic], listener=_CommitOnRevoke(self))
             await self._unless_stopped(_start(consumer, settings.kafka_bootstrap))
             if settings.kafka_dead_letter_topic:
-                self._dead_letters = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                                      client_id="stockstream-dead-letters")
+                self._dead_letters = AIOKafkaProducer(
+                    bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="stockstream-dead-letters"
+                )
                 await self._unless_stopped(_start(self._dead_letters, settings.kafka_bootstrap))
-            log.info("kafka bridge ready: topic %s, group %s, from %s%s", settings.kafka_topic, settings.kafka_group,
-                     settings.kafka_bootstrap,
-                     f", rejects to {settings.kafka_dead_letter_topic}" if self._dead_letters else "")
+            log.info(
+                "kafka bridge ready: topic %s, group %s, from %s%s",
+                settings.kafka_topic,
+                settings.kafka_group,
+                settings.kafka_bootstrap,
+                f", rejects to {settings.kafka_dead_letter_topic}" if self._dead_letters else "",
+            )
             await self._consume(consumer)
         except _Stopping:
             pass
@@ -150,8 +165,13 @@ class Bridge:
                 if client is not None:
                     await _stop(client)
             s = self.stats
-            log.info("kafka bridge stopped: %d records, %d published, %d duplicates skipped, %d rejected",
-                     s.consumed, s.published, s.duplicates, s.rejected)
+            log.info(
+                "kafka bridge stopped: %d records, %d published, %d duplicates skipped, %d rejected",
+                s.consumed,
+                s.published,
+                s.duplicates,
+                s.rejected,
+            )
 
     async def _unless_stopped(self, step: Awaitable[T]) -> T:
         """Await a start-up step, or give it up (and raise _Stopping) once asked to stop."""
@@ -210,7 +230,8 @@ class Bridge:
         while True:
             try:
                 published = await self._publisher.publish_update(
-                    update, dedupe=(f"{record.topic}:{record.partition}", record.offset))
+                    update, dedupe=(f"{record.topic}:{record.partition}", record.offset)
+                )
             except BackendUnavailable as exc:
                 if self._stopping.is_set():
                     raise _Stopping() from None
@@ -232,8 +253,9 @@ class Bridge:
             return
         headers = [*(record.headers or ()), (ERROR_HEADER, str(reason).encode()), (SOURCE_HEADER, source.encode())]
         try:
-            await self._dead_letters.send_and_wait(self._settings.kafka_dead_letter_topic, value=record.value,
-                                                   key=record.key, headers=headers)
+            await self._dead_letters.send_and_wait(
+                self._settings.kafka_dead_letter_topic, value=record.value, key=record.key, headers=headers
+            )
         except KafkaError as exc:
             log.error("kafka bridge could not dead-letter %s: %s", source, exc)
 
@@ -299,6 +321,7 @@ async def _stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
 
 # -- producing --------------------------------------------------------------------
 
+
 class UpdateProducer:
     """Produces update objects to the configured topic, keyed by symbol."""
 
@@ -309,13 +332,15 @@ class UpdateProducer:
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> "UpdateProducer":
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._settings.kafka_bootstrap, acks="all",
-                                          linger_ms=5, client_id="stockstream-producer")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap, acks="all", linger_ms=5, client_id="stockstream-producer"
+        )
         await _start(self._producer, self._settings.kafka_bootstrap)
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -1,4 +1,5 @@
 """Logging set-up: readable text, or one JSON object per line."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The Node: every long-lived part of one stockstream instance, wired once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,9 @@ class Node:
         self.publisher = Publisher(self.broker)
         self.socketio = SocketIOTransport(self.services)
         self.websocket = WebSocketTransport(self.services)
-        self.simulator = (Simulator(self.publisher, settings.simulate_symbols, settings.simulate_rate)
-                          if settings.simulate else None)
+        self.simulator = (
+            Simulator(self.publisher, settings.simulate_symbols, settings.simulate_rate) if settings.simulate else None
+        )
         self.admin_ui = instrument_admin_ui(self.socketio.server, settings) if settings.admin_ui else None
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,12 +60,18 @@ class Node:
         else:
             log.info("using Redis backend at %s", redact_url(self.settings.backend_url or ""))
         if self.admin_ui is not None:
-            log.info("Socket.IO Admin UI enabled (read-only) on namespace %s for user %r",
-                     ADMIN_NAMESPACE, self.settings.admin_user)
+            log.info(
+                "Socket.IO Admin UI enabled (read-only) on namespace %s for user %r",
+                ADMIN_NAMESPACE,
+                self.settings.admin_user,
+            )
         if self.simulator is not None:
             self._tasks.append(asyncio.create_task(self.simulator.run(), name="stockstream-simulator"))
-            log.info("simulator publishing %d symbols at %.1f updates/s each",
-                     len(self.settings.simulate_symbols), self.settings.simulate_rate)
+            log.info(
+                "simulator publishing %d symbols at %.1f updates/s each",
+                len(self.settings.simulate_symbols),
+                self.settings.simulate_rate,
+            )
 
     async def drain(self, budget: float | None = None) -> None:
         """Before stopping: tell every client, let their queues empty, close them; within `budget` seconds.
@@ -125,8 +133,12 @@ def instrument_admin_ui(server: socketio.AsyncServer, settings: Settings) -> Any
     Read-only: a socket's rooms mirror the subscriptions its session owns, so
     joining or leaving rooms from the UI would leave the two disagreeing.
     """
-    return server.instrument(auth={"username": settings.admin_user, "password": settings.admin_password},
-                             mode="development", read_only=True, namespace=ADMIN_NAMESPACE)
+    return server.instrument(
+        auth={"username": settings.admin_user, "password": settings.admin_password},
+        mode="development",
+        read_only=True,
+        namespace=ADMIN_NAMESPACE,
+    )
 
 
 async def stop_admin_ui(admin: Any) -> None:

@@ -8,6 +8,7 @@ update. A client whose socket backs up is "behind": its queued updates are
 conflated to the latest per symbol, and if it stays behind too long it is
 dropped, so memory stays bounded and nobody else waits for it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,11 +52,23 @@ class DeliveryStats:
 
 
 class Outbox:
-    __slots__ = ("_sink", "_scheduler", "_limit", "_slow_after", "_on_slow", "_pending", "_n",
-                 "_scheduled", "behind_since", "given_up", "closed")
+    __slots__ = (
+        "_sink",
+        "_scheduler",
+        "_limit",
+        "_slow_after",
+        "_on_slow",
+        "_pending",
+        "_n",
+        "_scheduled",
+        "behind_since",
+        "given_up",
+        "closed",
+    )
 
-    def __init__(self, sink: Sink, scheduler: "FlushScheduler", limit: int, slow_after: float,
-                 on_slow: Callable[[], None]) -> None:
+    def __init__(
+        self, sink: Sink, scheduler: "FlushScheduler", limit: int, slow_after: float, on_slow: Callable[[], None]
+    ) -> None:
         self._sink = sink
         self._scheduler = scheduler
         self._limit = limit

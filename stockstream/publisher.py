@@ -3,6 +3,7 @@
 Every producer (API, CLI, simulator, Kafka bridge) publishes through a
 Broker's atomic publish: snapshot, `seq`, history entry and fan-out together.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,11 @@ def checked_update(data: Any) -> CheckedUpdate:
         raise InvalidUpdate("an update is a JSON object")
     rest = dict(data)
     # symbol, price, timestamp first: the order clients see, as in the original.
-    update = {"symbol": normalize_symbol(rest.pop("symbol", None)), "price": rest.pop("price", None),
-              "timestamp": rest.pop("timestamp") if "timestamp" in rest else now_ms()}
+    update = {
+        "symbol": normalize_symbol(rest.pop("symbol", None)),
+        "price": rest.pop("price", None),
+        "timestamp": rest.pop("timestamp") if "timestamp" in rest else now_ms(),
+    }
     update.update(rest)
     return CheckedUpdate(update)
 
@@ -91,8 +95,9 @@ def _backend_settings(settings: Settings | None) -> Settings:
     return settings
 
 
-async def publish(symbol: str, price: float, timestamp: int | None = None, *,
-                  settings: Settings | None = None, **extra: Any) -> dict[str, Any]:
+async def publish(
+    symbol: str, price: float, timestamp: int | None = None, *, settings: Settings | None = None, **extra: Any
+) -> dict[str, Any]:
     """Publish one price to the Redis of `settings` (default: from the environment)."""
     settings = _backend_settings(settings)
     return await publish_checked(checked_price(symbol, price, timestamp, **extra), settings=settings)

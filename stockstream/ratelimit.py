@@ -1,4 +1,5 @@
 """Per-connection request rate limiting."""
+
 from __future__ import annotations
 
 import time

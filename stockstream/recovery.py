@@ -36,6 +36,7 @@ instance holding the connection to disconnect it (which saves the session at
 once) and waits for the saved state, at most SAVE_WAIT seconds. A client
 that disconnected itself leaves no entry: its reconnect starts fresh at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -106,9 +107,13 @@ class SentLog:
         return log
 
     def to_state(self, symbols: Iterable[str]) -> bytes:
-        return orjson.dumps({"symbols": sorted(symbols),
-                             "base": {k: list(v) for k, v in self.base.items()},
-                             "sent": [list(e) for e in self.entries]})
+        return orjson.dumps(
+            {
+                "symbols": sorted(symbols),
+                "base": {k: list(v) for k, v in self.base.items()},
+                "sent": [list(e) for e in self.entries],
+            }
+        )
 
 
 class RecoveryState:
@@ -169,7 +174,7 @@ async def take_saved(broker: Broker, pid: str, release: Callable[[str], Awaitabl
     raw = await broker.sessions.take(pid)
     if raw is None or not raw.startswith(LIVE_PREFIX):
         return raw
-    await release(raw[len(LIVE_PREFIX):].decode(errors="replace"))
+    await release(raw[len(LIVE_PREFIX) :].decode(errors="replace"))
     deadline = time.monotonic() + SAVE_WAIT
     while time.monotonic() < deadline:
         await asyncio.sleep(SAVE_CHECK_EVERY)

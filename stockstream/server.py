@@ -1,4 +1,5 @@
 """Running one instance: the event loop, the listening socket, signals."""
+
 from __future__ import annotations
 
 import asyncio
@@ -63,8 +64,11 @@ async def serve(settings: Settings) -> None:
         except OSError as exc:
             raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
         port = _bound_port(runner, settings.port)
-        log.info("stockstream serving on %s (listening on %s)",
-                 public_url(settings.host, port, tls=ssl_context is not None), _listen_address(settings.host, port))
+        log.info(
+            "stockstream serving on %s (listening on %s)",
+            public_url(settings.host, port, tls=ssl_context is not None),
+            _listen_address(settings.host, port),
+        )
         await stop.wait()
         shutdown_began = loop.time()
         await node.drain(budget / 2)

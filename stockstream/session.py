@@ -10,6 +10,7 @@ is in this file, and every stream starts on it (`Session.start_streams`): a
 subscribe, a resume from `since`/`sinceSeq`, a throttled or `*` subscribe and
 a recovered Socket.IO session (`Session.restore`) alike.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,15 @@ from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
-from .client_requests import (encodable, parse_candles_request, parse_history_query,
-                              parse_symbols_request, parse_token, split_candle_symbols, split_symbols)
+from .client_requests import (
+    encodable,
+    parse_candles_request,
+    parse_history_query,
+    parse_symbols_request,
+    parse_token,
+    split_candle_symbols,
+    split_symbols,
+)
 from .shared_events import SharedEvent
 from .updates import BATCH_SYMBOL, ResumePoint, Update
 from .wildcard import WildcardStream
@@ -56,7 +64,7 @@ def _split_with_wildcard(raw: list[str]) -> tuple[list[str], list[str], int | No
     if WILDCARD not in raw:
         return *split_symbols(raw), None
     valid, invalid = split_symbols([s for s in raw if s != WILDCARD])
-    return valid, invalid, len(split_symbols(raw[:raw.index(WILDCARD)])[0])
+    return valid, invalid, len(split_symbols(raw[: raw.index(WILDCARD)])[0])
 
 
 class ResumeUnreachable(Exception):
@@ -168,9 +176,28 @@ class Request:
 
 
 class Session:
-    __slots__ = ("id", "services", "settings", "connection", "subscriptions", "candles", "gates", "outbox", "identity",
-                 "closed", "_requests", "_worker", "_bucket", "_expiry", "_closing", "_beats", "throttles", "floors",
-                 "wildcard", "__weakref__")
+    __slots__ = (
+        "id",
+        "services",
+        "settings",
+        "connection",
+        "subscriptions",
+        "candles",
+        "gates",
+        "outbox",
+        "identity",
+        "closed",
+        "_requests",
+        "_worker",
+        "_bucket",
+        "_expiry",
+        "_closing",
+        "_beats",
+        "throttles",
+        "floors",
+        "wildcard",
+        "__weakref__",
+    )
 
     def __init__(self, services: Services, connection: Connection, identity: Identity | None = None) -> None:
         self.id = connection.id
@@ -180,8 +207,13 @@ class Session:
         self.subscriptions: set[str] = set()
         self.candles = CandleFollows(services.candles, self)
         self.gates = Gates()
-        self.outbox = Outbox(connection, services.scheduler, self.settings.outbound_buffer_bytes,
-                             self.settings.slow_client_timeout, self._on_slow)
+        self.outbox = Outbox(
+            connection,
+            services.scheduler,
+            self.settings.outbound_buffer_bytes,
+            self.settings.slow_client_timeout,
+            self._on_slow,
+        )
         self.identity: Identity | None = None
         self.closed = False
         # A list, not a deque: most connections never hold a request for long,
@@ -270,8 +302,10 @@ class Session:
                 # Replies echo parts of the request (a failed symbol): refused
                 # before anything is applied rather than answered with a reply
                 # that cannot be written.
-                raise invalid_payload("the request holds text or numbers JSON cannot carry back "
-                                      "(a lone surrogate, an integer beyond 64 bits)")
+                raise invalid_payload(
+                    "the request holds text or numbers JSON cannot carry back "
+                    "(a lone surrogate, an integer beyond 64 bits)"
+                )
             result, after = await handler(self, request.payload)
         except ClientError as error:
             self._reply_error(request, error)
@@ -330,8 +364,9 @@ class Session:
         restart = WILDCARD in allowed and self.wildcard is not None and self.wildcard.throttle_ms != request.throttle_ms
         added = [s for s in allowed if s not in self.subscriptions or (restart and s == WILDCARD)]
         if len(self.subscriptions) - restart + len(added) > self.settings.max_subscriptions:
-            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                              f"at most {self.settings.max_subscriptions} symbols per connection")
+            raise ClientError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {self.settings.max_subscriptions} symbols per connection"
+            )
         if added and not self.services.broker.ready:
             # The listener is down, so waiting for the backend would only delay the answer.
             raise BackendUnavailable("backend not ready")
@@ -359,6 +394,7 @@ class Session:
             # first beat comes after the reply.
             if heartbeat is not None:
                 self.services.heartbeats.set(self, heartbeat)
+
         return result, start
 
     # -- starting streams: the one path every subscription starts on -------------
@@ -369,8 +405,14 @@ class Session:
     # the snapshot) at a known stream position; once the client may receive
     # them, open_streams sends them, then the live updates that waited.
 
-    async def start_streams(self, symbols: list[str], points: Mapping[str, ResumePoint], *,
-                            throttle_ms: int | None = None, exact: bool = False) -> StreamStarts:
+    async def start_streams(
+        self,
+        symbols: list[str],
+        points: Mapping[str, ResumePoint],
+        *,
+        throttle_ms: int | None = None,
+        exact: bool = False,
+    ) -> StreamStarts:
         """Subscribe to `symbols` (`*` included) with their gates closed and
         read what each stream starts with: the replay after `points[symbol]`
         when history reaches back to it, else (or without a point) the
@@ -407,7 +449,8 @@ class Session:
         if WILDCARD in symbols:
             return None  # a `*` subscription starts again with its snapshots
         if len(symbols) > self.settings.max_subscriptions or (
-                identity is not None and not all(identity.allows(s) for s in symbols)):
+            identity is not None and not all(identity.allows(s) for s in symbols)
+        ):
             return None  # entitlements changed: the client must subscribe again
         if self.settings.require_auth and identity is None and symbols:
             return None
@@ -438,8 +481,9 @@ class Session:
             for item in self.wildcard.release(*starts.wildcard):
                 self.outbox.push_update(item)
 
-    async def _read_starts(self, symbols: list[str], points: Mapping[str, ResumePoint],
-                           throttle_ms: int | None, exact: bool) -> StreamStarts:
+    async def _read_starts(
+        self, symbols: list[str], points: Mapping[str, ResumePoint], throttle_ms: int | None, exact: bool
+    ) -> StreamStarts:
         """Join the rooms, then find what each stream starts with and the
         stream position each was read at (see Gate); then `*`'s snapshots."""
         broker = self.services.broker
@@ -502,7 +546,7 @@ class Session:
         snapshots: dict[str, Update] = {}
         positions: dict[str, int] = {}
         for i in range(0, len(wanted), WILDCARD_READ_CHUNK):
-            read = await broker.snapshots_at(wanted[i:i + WILDCARD_READ_CHUNK])
+            read = await broker.snapshots_at(wanted[i : i + WILDCARD_READ_CHUNK])
             positions.update(read.positions)
             snapshots.update((s, u) for s, u in read.snapshots.items() if u is not None)
         return snapshots, positions
@@ -567,8 +611,9 @@ class Session:
     async def _authenticate(self, payload: Any) -> tuple[dict[str, Any], Callable[[], None] | None]:
         identity = self.services.verifier.verify(parse_token(payload))
         self._set_identity(identity)
-        revoked = [s for s in sorted(self.subscriptions)
-                   if not (identity.wildcard if s == WILDCARD else identity.allows(s))]
+        revoked = [
+            s for s in sorted(self.subscriptions) if not (identity.wildcard if s == WILDCARD else identity.allows(s))
+        ]
         if revoked:
             await self.drop(revoked)
         revoked_candles = [key for key in self.candles.keys() if not identity.allows(key[0])]
@@ -580,8 +625,11 @@ class Session:
         if not dropped:
             return result, None
         # After the answer: the client learns why those streams stopped.
-        notice = ClientError(ErrorCode.FORBIDDEN_SYMBOL, "the new token does not allow these symbols: "
-                             "they were unsubscribed", symbols=dropped)
+        notice = ClientError(
+            ErrorCode.FORBIDDEN_SYMBOL,
+            "the new token does not allow these symbols: they were unsubscribed",
+            symbols=dropped,
+        )
         return result, lambda: self.outbox.push(self.connection.encode_error(notice))
 
     # -- live candles -------------------------------------------------------------
@@ -600,13 +648,20 @@ class Session:
                 allowed.append(symbol)
         added = [s for s in allowed if (s, interval) not in self.candles]
         if len(self.candles) + len(added) > self.settings.max_subscriptions:
-            raise ClientError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                              f"at most {self.settings.max_subscriptions} candle streams per connection")
+            raise ClientError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self.settings.max_subscriptions} candle streams per connection",
+            )
         if added and not self.services.broker.ready:
             raise BackendUnavailable("backend not ready")
         join = await self.candles.start(added, interval, BACKEND_TIMEOUT)
-        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "added": added,
-                "failed": failed}, join
+        return {
+            "ok": True,
+            "interval": interval,
+            "symbols": self.candles.symbols(interval),
+            "added": added,
+            "failed": failed,
+        }, join
 
     async def _unsubscribe_candles(self, payload: Any) -> tuple[dict[str, Any], None]:
         request = parse_candles_request(payload, self.settings.max_subscriptions)
@@ -614,8 +669,13 @@ class Session:
         valid, failed = split_candle_symbols(request)
         removed = [s for s in valid if (s, interval) in self.candles]
         await self.candles.drop((s, interval) for s in removed)
-        return {"ok": True, "interval": interval, "symbols": self.candles.symbols(interval), "removed": removed,
-                "failed": failed}, None
+        return {
+            "ok": True,
+            "interval": interval,
+            "symbols": self.candles.symbols(interval),
+            "removed": removed,
+            "failed": failed,
+        }, None
 
     async def _ping(self, payload: Any) -> tuple[dict[str, Any], None]:
         return {"ok": True}, None
@@ -651,8 +711,9 @@ class Session:
         previous = self.identity.user if self.identity is not None else None
         if identity.user != previous:
             if not hub.admit_user(identity.user, limit):
-                raise ClientError(ErrorCode.AUTH_FAILED,
-                                  f"too many connections for user {identity.user!r} (limit {limit})")
+                raise ClientError(
+                    ErrorCode.AUTH_FAILED, f"too many connections for user {identity.user!r} (limit {limit})"
+                )
             if previous is not None:
                 hub.release_user(previous)
         self.identity = identity
@@ -676,8 +737,9 @@ class Session:
         if self.closed or identity is None or identity.expires_at is None:
             return
         left = max(0.0, identity.expires_at - time.time())
-        self.outbox.push(self.connection.encode_event(
-            "tokenExpiring", {"expiresAt": identity.expires_at_ms, "in": int(left * 1000)}))
+        self.outbox.push(
+            self.connection.encode_event("tokenExpiring", {"expiresAt": identity.expires_at_ms, "in": int(left * 1000)})
+        )
         self._expiry = asyncio.get_running_loop().call_later(left, self._expire)
 
     def _expire(self) -> None:
@@ -711,8 +773,7 @@ class Session:
         if self.closed:
             return
         slow = error is not None and error.code is ErrorCode.SLOW_CLIENT
-        self.outbox.flush_final(self.connection.encode_error(error) if error is not None else None,
-                                drop_pending=slow)
+        self.outbox.flush_final(self.connection.encode_error(error) if error is not None else None, drop_pending=slow)
         await self.connection.disconnect(going_away)
         await self.closed_by_transport()
 

@@ -4,6 +4,7 @@ A live candle goes to every client of its stream: its JSON is written once,
 and each transport's frame of it is built on first use and then shared, as
 an Update's frames are.
 """
+
 from __future__ import annotations
 
 from .updates import ws_text_frame

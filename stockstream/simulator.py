@@ -1,4 +1,5 @@
 """A price simulator: a random walk over well-known symbols."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,10 +21,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("stockstream.simulator")
 
 START_PRICES = {
-    "AAPL": 189.45, "MSFT": 415.20, "GOOGL": 152.80, "AMZN": 178.30, "NVDA": 880.10,
-    "META": 495.60, "TSLA": 172.60, "BRK.B": 408.90, "JPM": 195.40, "V": 277.30,
-    "JNJ": 152.10, "WMT": 60.20, "XOM": 118.70, "PG": 161.80, "MA": 470.50,
-    "HD": 345.20, "KO": 60.40, "PEP": 168.90, "^GSPC": 5204.30, "BTC-USD": 67250.00,
+    "AAPL": 189.45,
+    "MSFT": 415.20,
+    "GOOGL": 152.80,
+    "AMZN": 178.30,
+    "NVDA": 880.10,
+    "META": 495.60,
+    "TSLA": 172.60,
+    "BRK.B": 408.90,
+    "JPM": 195.40,
+    "V": 277.30,
+    "JNJ": 152.10,
+    "WMT": 60.20,
+    "XOM": 118.70,
+    "PG": 161.80,
+    "MA": 470.50,
+    "HD": 345.20,
+    "KO": 60.40,
+    "PEP": 168.90,
+    "^GSPC": 5204.30,
+    "BTC-USD": 67250.00,
 }
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Daily volatility of about 2%, spread over the ticks of a trading day.
@@ -31,7 +48,9 @@ STEP_VOLATILITY = 0.0004
 
 
 class Simulator:
-    def __init__(self, publisher: PricePublisher, symbols: tuple[str, ...], rate: float, seed: int | None = None) -> None:
+    def __init__(
+        self, publisher: PricePublisher, symbols: tuple[str, ...], rate: float, seed: int | None = None
+    ) -> None:
         self._publisher = publisher
         self._symbols = symbols
         self._interval = 1.0 / rate
@@ -57,8 +76,9 @@ class Simulator:
                 for symbol in self._symbols:
                     if self._stopping.is_set():
                         return
-                    await self._publisher.publish(symbol, self.next_price(symbol),
-                                                  volume=self._random.randint(1, 500) * 100)
+                    await self._publisher.publish(
+                        symbol, self.next_price(symbol), volume=self._random.randint(1, 500) * 100
+                    )
                     self.published += 1
                 backoff.reset()
                 if failing:
@@ -89,21 +109,27 @@ class Simulator:
                 pass
 
 
-async def simulate(settings: "Settings", *, kafka: bool = False, duration: float | None = None,
-                   seed: int | None = None) -> int:
+async def simulate(
+    settings: "Settings", *, kafka: bool = False, duration: float | None = None, seed: int | None = None
+) -> int:
     """`python -m stockstream simulate`: publish to Redis, or produce to Kafka,
     until `duration` ends or SIGINT/SIGTERM; says what it does when it starts and stops."""
     from .broker import create_broker
+
     if kafka:
         from .kafka_bridge import KafkaPublisher, UpdateProducer
+
         async with UpdateProducer(settings) as producer:
             sim = Simulator(KafkaPublisher(producer), settings.simulate_symbols, settings.simulate_rate, seed)
-            await _run_reporting(sim, settings, f"Kafka topic {settings.kafka_topic} at {settings.kafka_bootstrap}",
-                                 duration)
+            await _run_reporting(
+                sim, settings, f"Kafka topic {settings.kafka_topic} at {settings.kafka_bootstrap}", duration
+            )
         return 0
     if not settings.backend_url:
-        raise RuntimeError("simulate needs Redis (REDIS_URL or REDIS_HOST), or --kafka; "
-                           "`python run.py --simulate` runs a simulator inside the server instead")
+        raise RuntimeError(
+            "simulate needs Redis (REDIS_URL or REDIS_HOST), or --kafka; "
+            "`python run.py --simulate` runs a simulator inside the server instead"
+        )
     broker = create_broker(settings)
     try:
         sim = Simulator(Publisher(broker), settings.simulate_symbols, settings.simulate_rate, seed)
@@ -115,9 +141,14 @@ async def simulate(settings: "Settings", *, kafka: bool = False, duration: float
 
 async def _run_reporting(sim: Simulator, settings: "Settings", target: str, duration: float | None) -> None:
     symbols = settings.simulate_symbols
-    log.info("simulating %d symbols (%s) at %g updates/s each into %s; %s",
-             len(symbols), ", ".join(symbols), settings.simulate_rate, target,
-             f"stopping after {duration:g}s" if duration is not None else "Ctrl-C to stop")
+    log.info(
+        "simulating %d symbols (%s) at %g updates/s each into %s; %s",
+        len(symbols),
+        ", ".join(symbols),
+        settings.simulate_rate,
+        target,
+        f"stopping after {duration:g}s" if duration is not None else "Ctrl-C to stop",
+    )
     loop = asyncio.get_running_loop()
     began = loop.time()
     running = asyncio.ensure_future(sim.run(duration))

@@ -7,6 +7,7 @@ is closing its connections, would kill it without its last words. A
 `StopSignals` catches both signals from the moment it is created until the
 process exits; a stop asked for before anyone listens is remembered.
 """
+
 from __future__ import annotations
 
 import asyncio

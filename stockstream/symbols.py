@@ -1,4 +1,5 @@
 """Symbol names: case-insensitive on input, uppercased on output."""
+
 from __future__ import annotations
 
 import re

@@ -10,6 +10,7 @@ symbol cost one timer and one emission per period, not 10,000.
 A group of symbol `*` (every symbol, a wildcard subscription) keeps the newest
 update of each symbol that changed in the period and emits them together.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ Every way the pair can be unusable (a file missing or unreadable, not PEM, an
 encrypted key, a key of another certificate) is a SettingsError naming the
 setting, found before the server starts listening.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -30,7 +31,9 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     certificate = _certificate(cert_path)
     key = _private_key(key_path)
     if key.public_key().public_bytes(*_PUBLIC_DER) != certificate.public_key().public_bytes(*_PUBLIC_DER):
-        raise SettingsError(f"TLS_KEY_FILE: {key_path} is not the key of the certificate in TLS_CERT_FILE ({cert_path})")
+        raise SettingsError(
+            f"TLS_KEY_FILE: {key_path} is not the key of the certificate in TLS_CERT_FILE ({cert_path})"
+        )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert_path, key_path)
@@ -56,7 +59,8 @@ def _private_key(path: str) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except TypeError:
-        raise SettingsError(f"TLS_KEY_FILE: {path} is encrypted; the server needs it unencrypted"
-                            " (readable only by the server's user)") from None
+        raise SettingsError(
+            f"TLS_KEY_FILE: {path} is encrypted; the server needs it unencrypted (readable only by the server's user)"
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise SettingsError(f"TLS_KEY_FILE: {path} holds no PEM private key") from None

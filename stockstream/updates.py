@@ -3,6 +3,7 @@
 Clients receive an update exactly as it was published, so the raw JSON is kept
 and the frames that carry it are built once per update, never per recipient.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,20 @@ class ResumePoint(NamedTuple):
 class Update:
     """One price update: its parsed key fields and the bytes as published."""
 
-    __slots__ = ("symbol", "price", "timestamp", "seq", "raw", "pos", "parts", "_sio_payload", "_sio_frame",
-                 "_ws_frame", "_sio_recoverable", "_digest")
+    __slots__ = (
+        "symbol",
+        "price",
+        "timestamp",
+        "seq",
+        "raw",
+        "pos",
+        "parts",
+        "_sio_payload",
+        "_sio_frame",
+        "_ws_frame",
+        "_sio_recoverable",
+        "_digest",
+    )
 
     def __init__(self, symbol: str, price: float, timestamp: int, seq: int | None, raw: bytes) -> None:
         self.symbol = symbol

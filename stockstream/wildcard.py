@@ -7,6 +7,7 @@ position follow them and the others (covered) are dropped. Throttled, the
 client gets `stockUpdates` batches instead: the snapshots in chunks, then one
 batch per period.
 """
+
 from __future__ import annotations
 
 from .gate import Gates
@@ -46,7 +47,7 @@ class WildcardStream:
         held, self.held = self.held or [], None
         if self.throttle_ms is not None:
             firsts = list(snapshots.values())
-            out = [Update.batch(firsts[i:i + SNAPSHOT_CHUNK]) for i in range(0, len(firsts), SNAPSHOT_CHUNK)]
+            out = [Update.batch(firsts[i : i + SNAPSHOT_CHUNK]) for i in range(0, len(firsts), SNAPSHOT_CHUNK)]
             for batch in held:
                 kept = _after(batch, positions)
                 if kept is not None:

@@ -19,6 +19,7 @@ Fixtures
   nginx_factory  (function) await nginx_factory(["127.0.0.1:PORT", ...]) -> Nginx in front of
                  those instances, configured as the README documents; skips without nginx
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,7 @@ from tests.support.servers import ServerFactory
 BACKENDS = ("memory", "redis") + (("cluster",) if os.environ.get("WITH_CLUSTER") else ())
 # The core tests that also run on a Redis Cluster with WITH_CLUSTER=1 (about a minute):
 # subscribe, snapshot, delivery, history, resume, live candles.
-CLUSTER_MODULES = ("test_live_price", "test_history", "test_resume", "test_socketio_clients",
-                   "test_candle_streams")
+CLUSTER_MODULES = ("test_live_price", "test_history", "test_resume", "test_socketio_clients", "test_candle_streams")
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +156,7 @@ async def nginx_factory(nginx_executable: str, tmp_path: Path) -> AsyncIterator[
         nginx = await start_nginx(nginx_executable, tmp_path / f"nginx-{len(started)}", addresses)
         started.append(nginx)
         return nginx
+
     try:
         yield start
     finally:

@@ -1,4 +1,5 @@
 """Socket.IO Admin UI support: off by default; when on, behind credentials, streaming unaffected."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,13 @@ from tests.support.inprocess import inprocess_stack
 from tests.support.waiting import Inbox
 
 ADMIN = {"username": "ops", "password": "s3cret-for-tests"}
-ADMIN_ENV = {"ADMIN_UI": "true", "ADMIN_USER": ADMIN["username"], "ADMIN_PASSWORD": ADMIN["password"],
-             "SIMULATE_SYMBOLS": "AAPL,MSFT", "SIMULATE_RATE": "20"}
+ADMIN_ENV = {
+    "ADMIN_UI": "true",
+    "ADMIN_USER": ADMIN["username"],
+    "ADMIN_PASSWORD": ADMIN["password"],
+    "SIMULATE_SYMBOLS": "AAPL,MSFT",
+    "SIMULATE_RATE": "20",
+}
 # The server answered and refused the namespace (not: the server could not be reached).
 REFUSED = "namespaces failed to connect: /admin"
 
@@ -26,6 +32,7 @@ class AdminClient:
 
         def on_any(event: str, *args: Any) -> None:
             self.events.put((event, args))
+
         self.sio.on("*", on_any, namespace="/admin")
 
     async def connect(self, url: str, auth: Any) -> None:

@@ -6,6 +6,7 @@ listed in aiohttp_internals.py fails here, naming it, instead of somewhere
 deep in an end-to-end test. Fast: reads aiohttp's source, plus one in-process
 server for the take-over itself.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,15 +27,19 @@ def _require(condition: bool, relied_on: str) -> None:
 def test_checked_version() -> None:
     """The version aiohttp_internals.py was checked against is the one installed:
     after an upgrade, re-read aiohttp's RequestHandler and move CHECKED_VERSION."""
-    _require(aiohttp.__version__ == aiohttp_internals.CHECKED_VERSION,
-             f"version {aiohttp.__version__}, checked against {aiohttp_internals.CHECKED_VERSION}")
+    _require(
+        aiohttp.__version__ == aiohttp_internals.CHECKED_VERSION,
+        f"version {aiohttp.__version__}, checked against {aiohttp_internals.CHECKED_VERSION}",
+    )
 
 
 def test_request_handler_keeps_the_upgrade_tail() -> None:
     """Bytes after an upgrade request wait in `RequestHandler._message_tail` while no payload parser is set."""
     source = inspect.getsource(web_protocol.RequestHandler.data_received)
-    _require("self._message_tail = tail" in source and "self._message_tail += data" in source,
-             "RequestHandler.data_received keeps the bytes after an upgrade in _message_tail")
+    _require(
+        "self._message_tail = tail" in source and "self._message_tail += data" in source,
+        "RequestHandler.data_received keeps the bytes after an upgrade in _message_tail",
+    )
 
 
 def test_connection_lost_forgets_the_connection() -> None:
@@ -42,8 +47,10 @@ def test_connection_lost_forgets_the_connection() -> None:
     holds (force_close), and cancels the handler task only with handler_cancellation."""
     lost = inspect.getsource(web_protocol.RequestHandler.connection_lost)
     _require("self._manager.connection_lost(self, exc)" in lost, "connection_lost removes the handler from its server")
-    _require("if handler_cancellation and self._task_handler is not None" in lost,
-             "connection_lost cancels the handler task only with handler_cancellation")
+    _require(
+        "if handler_cancellation and self._task_handler is not None" in lost,
+        "connection_lost cancels the handler task only with handler_cancellation",
+    )
     force = inspect.getsource(web_protocol.RequestHandler.force_close)
     _require("if self.transport is not None" in force, "force_close closes the transport only if it still has one")
 
@@ -51,8 +58,10 @@ def test_connection_lost_forgets_the_connection() -> None:
 def test_finish_response_calls_only_prepare_and_write_eof() -> None:
     """After the handler returns, aiohttp writes through the response's `prepare` and `write_eof` only."""
     source = inspect.getsource(web_protocol.RequestHandler.finish_response)
-    _require("await prepare_meth(request)" in source and "await resp.write_eof()" in source,
-             "finish_response calls resp.prepare(request) and resp.write_eof()")
+    _require(
+        "await prepare_meth(request)" in source and "await resp.write_eof()" in source,
+        "finish_response calls resp.prepare(request) and resp.write_eof()",
+    )
 
 
 async def test_take_over_hands_the_connection_to_our_protocol() -> None:
@@ -74,8 +83,11 @@ async def test_take_over_hands_the_connection_to_our_protocol() -> None:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            aiohttp_internals.take_over(request, Echo(), b"HTTP/1.1 101 Switching Protocols\r\n"
-                                                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            aiohttp_internals.take_over(
+                request,
+                Echo(),
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
             return aiohttp_internals.Detached()
         finally:
             finished.set()

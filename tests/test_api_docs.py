@@ -3,6 +3,7 @@ AsyncAPI 3.0 (checked with real validators), they describe every route and every
 code of the catalogue, their enumerations come from the code, and what the server
 really answers, on the embedded backend, one Redis and a Redis Cluster, matches their
 schemas."""
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,9 @@ async def docs_stack() -> AsyncIterator[Stack]:
 @pytest.fixture(params=list(BACKEND_KINDS))
 async def any_stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     """A stack on each backend: embedded, one Redis, a Redis Cluster."""
-    async with inprocess_stack(request.param, url_for_backend(request.param, request),
-                               jwt_secret=SECRET, max_message_bytes=2048) as stack:
+    async with inprocess_stack(
+        request.param, url_for_backend(request.param, request), jwt_secret=SECRET, max_message_bytes=2048
+    ) as stack:
         yield stack
 
 
@@ -99,6 +101,7 @@ def asyncapi_schemas(document: dict[str, Any]) -> Schemas:
 
 # -- the documents themselves ---------------------------------------------------------------
 
+
 async def test_openapi_document_is_valid_openapi_3_1(docs_stack: Stack) -> None:
     """GET /openapi.json is an OpenAPI 3.1 document the reference validator accepts."""
     status, document = await fetch("GET", docs_stack.url + "/openapi.json")
@@ -125,6 +128,7 @@ async def test_asyncapi_document_is_valid_asyncapi_3_0(docs_stack: Stack, node_h
 def test_every_route_is_described() -> None:
     """Every HTTP route the application serves has its path and method in the OpenAPI document."""
     from stockstream.http.docs import openapi_document
+
     document = openapi_document(api_vocabulary())
     app = create_app(settings_for(None, 0))
     missing = []
@@ -143,10 +147,13 @@ def test_error_codes_come_from_the_catalogue() -> None:
     """Both documents list exactly the catalogue's codes: HTTP all of them, the
     streaming transports all but the HTTP-only ones."""
     from stockstream.http.docs import asyncapi_document, openapi_document
+
     every = [c.value for c in ErrorCode]
     assert openapi_document(api_vocabulary())["components"]["schemas"]["Error"]["properties"]["code"]["enum"] == every
     assert "forbidden" in every and "not_found" in every
-    streaming = asyncapi_document(api_vocabulary())["components"]["schemas"]["StreamError"]["allOf"][1]["properties"]["code"]["enum"]
+    streaming = asyncapi_document(api_vocabulary())["components"]["schemas"]["StreamError"]["allOf"][1]["properties"][
+        "code"
+    ]["enum"]
     assert streaming == [c for c in every if c not in ("forbidden", "not_found")]
 
 
@@ -155,6 +162,7 @@ def test_enumerations_come_from_the_code() -> None:
     symbol patterns are symbols.py's, the heartbeat bounds heartbeat.py's, and every
     request a session answers has its messages and operations on both channels."""
     from stockstream.http.docs import asyncapi_document, openapi_document
+
     schemas = openapi_document(api_vocabulary())["components"]["schemas"]
     assert schemas["Readiness"]["properties"]["backend"]["enum"] == broker_kinds() == list(BACKEND_KINDS.values())
     assert schemas["Symbol"]["pattern"] == f"^{SYMBOL_PATTERN.pattern}$"
@@ -176,12 +184,14 @@ def test_enumerations_come_from_the_code() -> None:
     assert "heartbeat" in socketio and "heartbeat" in live_price
 
 
-async def test_a_new_request_appears_in_the_documents_by_itself(monkeypatch: pytest.MonkeyPatch,
-                                                                node_harness: None) -> None:
+async def test_a_new_request_appears_in_the_documents_by_itself(
+    monkeypatch: pytest.MonkeyPatch, node_harness: None
+) -> None:
     """A request added to the session's list (and so to the Socket.IO events and the
     /live-price reply types) is listed in the AsyncAPI document's messages and
     operations without touching the document builder, and the document stays valid AsyncAPI 3.0."""
     from stockstream.http.docs import asyncapi_document
+
     monkeypatch.setattr(Session, "actions", Session.actions | {"frobnicate"})
     monkeypatch.setattr(socketio_transport, "EVENTS", socketio_transport.EVENTS | {"frobnicate"})
     monkeypatch.setitem(websocket.REPLY_TYPES, "frobnicate", "frobnicated")
@@ -197,6 +207,7 @@ async def test_a_new_request_appears_in_the_documents_by_itself(monkeypatch: pyt
 
 
 # -- real answers against the schemas --------------------------------------------------------
+
 
 async def test_http_answers_match_the_openapi_schemas(any_stack: Stack) -> None:
     """Readiness, quotes, history, candles, publish, health and every kind of error body,
@@ -226,9 +237,12 @@ async def test_http_answers_match_the_openapi_schemas(any_stack: Stack) -> None:
     request = [{"symbol": "DOC", "price": 10 + i, "timestamp": base + i * 1000, "volume": 5} for i in range(3)]
     body = await check("post", "/api/publish", "/api/publish", 200, json=request, headers=auth)
     assert len(body["published"]) == 3
-    schemas.check(pointer("/api/publish", "post", 200).replace("/responses/200/content/application~1json/schema",
-                                                               "/requestBody/content/application~1json/schema"),
-                  request)
+    schemas.check(
+        pointer("/api/publish", "post", 200).replace(
+            "/responses/200/content/application~1json/schema", "/requestBody/content/application~1json/schema"
+        ),
+        request,
+    )
     await check("post", "/api/publish", "/api/publish", 200, json={"symbol": "dod", "price": 1.5}, headers=auth)
     await check("get", "/api/quotes/{symbol}", "/api/quotes/DOC", 200)
     await check("get", "/api/quotes", "/api/quotes?symbols=DOC,DOD,NOPE", 200)
@@ -294,14 +308,21 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_s
         sio_message(ack_name, ack)
         acks.append(ack)
     assert [a["ok"] for a in acks] == [True, True, False, True, False, True]
-    assert acks[1]["failed"] == [{"symbol": "bad symbol", "code": "invalid_symbol"},
-                                 {"symbol": "DOF", "code": "forbidden_symbol"}]
+    assert acks[1]["failed"] == [
+        {"symbol": "bad symbol", "code": "invalid_symbol"},
+        {"symbol": "DOF", "code": "forbidden_symbol"},
+    ]
     await docs_stack.publish("DOC", 21.0)
     await sio.updates.wait_count(2)
     for update in sio.updates.items:
         sio_message("stockUpdate", update)
-    authenticated = [args[0] for kind, *rest in sio.timeline.items if kind == "event"
-                     for name, args in [rest] if name == "authenticated"]
+    authenticated = [
+        args[0]
+        for kind, *rest in sio.timeline.items
+        if kind == "event"
+        for name, args in [rest]
+        if name == "authenticated"
+    ]
     assert authenticated
     sio_message("authenticated", authenticated[0])
     await sio.emit("subscribe", {"symbols": "not a list"})
@@ -326,15 +347,19 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_s
         if request_name is not None:
             frame(request_name, request)
         else:
-            assert all(schemas.rejects(f"/channels/livePrice/messages/{name}/payload", request)
-                       for name in ("subscribe", "unsubscribe", "history", "authenticate", "ping"))
+            assert all(
+                schemas.rejects(f"/channels/livePrice/messages/{name}/payload", request)
+                for name in ("subscribe", "unsubscribe", "history", "authenticate", "ping")
+            )
         reply = await ws.request(request)
         frame(reply_name, reply)
     assert ws.updates.items, "the subscribe's snapshot"
     for update in ws.updates.items:
         frame("update", update)
-    for asked in ({"action": "subscribe", "heartbeat": 1, "id": "hb"},
-                  {"action": "subscribe", "symbol": "DOC", "heartbeat": 1}):
+    for asked in (
+        {"action": "subscribe", "heartbeat": 1, "id": "hb"},
+        {"action": "subscribe", "symbol": "DOC", "heartbeat": 1},
+    ):
         frame("subscribe", asked)
         await ws.send(asked)
         # The Socket.IO client's timer of the same period may tick for this connection at any moment.
@@ -342,8 +367,9 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_s
     heartbeat = await ws.next_reply(lambda r: r.get("type") == "heartbeat", 1 + 2 * PROMPT)
     frame("heartbeat", heartbeat)
     for bad in (0.5, -1, MAX_HEARTBEAT_SECONDS + 1, "5"):
-        assert schemas.rejects("/channels/livePrice/messages/subscribe/payload",
-                               {"action": "subscribe", "symbol": "DOC", "heartbeat": bad})
+        assert schemas.rejects(
+            "/channels/livePrice/messages/subscribe/payload", {"action": "subscribe", "symbol": "DOC", "heartbeat": bad}
+        )
         assert schemas.rejects("/channels/socketio/messages/subscribe/payload", {"symbol": "DOC", "heartbeat": bad})
     assert schemas.rejects("/channels/livePrice/messages/subscribe/payload", {"action": "subscribe"})
 
@@ -355,8 +381,9 @@ async def test_socketio_and_live_price_messages_match_the_asyncapi_schemas(any_s
     assert schemas.rejects("/channels/livePrice/messages/update/payload", {"symbol": "DOC", "price": 1})
 
 
-async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(docs_stack: Stack,
-                                                                                clients: Any) -> None:
+async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
+    docs_stack: Stack, clients: Any
+) -> None:
     """subscribeCandles and unsubscribeCandles with their acks and reply frames,
     `candle` and `tokenExpiring` on both transports, and the forbidden_symbol
     error after a narrower token, validate against the AsyncAPI document."""
@@ -379,9 +406,11 @@ async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
     refused = await sio.call("subscribeCandles", {"symbols": ["DOC"]})
     check("socketio", "subscribeCandlesAck", refused)
     assert schemas.rejects("/channels/socketio/messages/subscribeCandles/payload", {"symbols": ["DOC"]})
+
     def both(items: list[Any]) -> dict[str, Any] | None:
         found = {e[1]: e[2][0] for e in items if e[0] == "event" and e[1] in ("candle", "tokenExpiring")}
         return found if len(found) == 2 else None
+
     named = await sio.timeline.wait_for(both, what="a candle and tokenExpiring")
     check("socketio", "candle", named["candle"])
     check("socketio", "tokenExpiring", named["tokenExpiring"])
@@ -393,16 +422,24 @@ async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
     check("socketio", "error", await sio.expect_error(lambda e: e.get("code") == "forbidden_symbol"))
 
     ws = await clients.ws(f"{docs_stack.ws_url}?token={token}")
-    frames = [({"action": "subscribeCandles", "symbol": "DOC", "interval": "1m", "id": 1}, "candlesSubscribed"),
-              ({"action": "unsubscribeCandles", "symbols": ["DOC"], "interval": "1m", "id": 2}, "candlesUnsubscribed")]
+    frames = [
+        ({"action": "subscribeCandles", "symbol": "DOC", "interval": "1m", "id": 1}, "candlesSubscribed"),
+        ({"action": "unsubscribeCandles", "symbols": ["DOC"], "interval": "1m", "id": 2}, "candlesUnsubscribed"),
+    ]
     for request, reply_name in frames:
         check("livePrice", request["action"], request)
         await ws.send(request)
-        check("livePrice", reply_name, await ws.replies.wait_for(
-            lambda rs, i=request["id"]: next((r for r in rs if r.get("id") == i), None)))
+        check(
+            "livePrice",
+            reply_name,
+            await ws.replies.wait_for(lambda rs, i=request["id"]: next((r for r in rs if r.get("id") == i), None)),
+        )
     for name in ("candle", "tokenExpiring"):
-        check("livePrice", name, await ws.replies.wait_for(
-            lambda rs, n=name: next((r for r in rs if r.get("type") == n), None)))
+        check(
+            "livePrice",
+            name,
+            await ws.replies.wait_for(lambda rs, n=name: next((r for r in rs if r.get("type") == n), None)),
+        )
     assert schemas.rejects("/channels/livePrice/messages/candle/payload", {"type": "candle", "symbol": "DOC"})
 
 

@@ -7,6 +7,7 @@ with each kind of bad one, against servers verifying HS256 (JWT_SECRET) and
 RS256 / ES256 (JWT_PUBLIC_KEY_FILE). Then entitlements, REQUIRE_AUTH, the
 expiry of a live connection and the ordering of authenticate + subscribe.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,14 +65,14 @@ class Signer:
 
 
 def _public_pem(private: Any) -> bytes:
-    return private.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @pytest.fixture(scope="module")
 def signers() -> dict[str, Signer]:
-    rsa_key, other_rsa = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
-                          for _ in range(2))
+    rsa_key, other_rsa = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     ec_key, other_ec = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
     return {
         "HS256": Signer("HS256", SECRET, OTHER_SECRET),
@@ -108,8 +109,9 @@ def check_auth_failed(error: Any, case: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_servers(tmp_path_factory: pytest.TempPathFactory,
-                 signers: dict[str, Signer]) -> Iterator[dict[str, ServerProcess]]:
+def auth_servers(
+    tmp_path_factory: pytest.TempPathFactory, signers: dict[str, Signer]
+) -> Iterator[dict[str, ServerProcess]]:
     """One server process per key type, REQUIRE_AUTH=true and a required audience,
     configured from the environment the way an operator does it."""
     workdir = tmp_path_factory.mktemp("auth-servers")
@@ -127,8 +129,7 @@ def auth_servers(tmp_path_factory: pytest.TempPathFactory,
 
 
 @contextlib.asynccontextmanager
-async def auth_stack(tmp_path: Path, clients: ClientPool, signer: Signer,
-                     **overrides: Any) -> AsyncIterator[Stack]:
+async def auth_stack(tmp_path: Path, clients: ClientPool, signer: Signer, **overrides: Any) -> AsyncIterator[Stack]:
     """An in-process server (embedded backend) verifying `signer`'s key type; the
     test's clients leave before it stops, so its shutdown does not wait for them."""
     overrides.setdefault("jwt_audience", AUDIENCE)
@@ -152,14 +153,15 @@ async def expect_sio_refused(client: Any, case: str) -> None:
     try:
         await client.wait_disconnected(PROMPT)
     except asyncio.TimeoutError:
-        raise AssertionError(f"{case} token: client still connected {PROMPT}s after auth_failed; "
-                             f"timeline: {client.timeline.items[-6:]!r}") from None
+        raise AssertionError(
+            f"{case} token: client still connected {PROMPT}s after auth_failed; "
+            f"timeline: {client.timeline.items[-6:]!r}"
+        ) from None
 
 
 async def expect_ws_refused(client: Any, case: str) -> None:
     """An `error` auth_failed frame, then the server closes the socket."""
-    reply = await before_close(client.next_reply(), client.closed,
-                               f"an auth_failed error frame ({case} token)")
+    reply = await before_close(client.next_reply(), client.closed, f"an auth_failed error frame ({case} token)")
     assert reply.get("type") == "error", reply
     check_auth_failed(reply, case)
     await client.wait_closed()
@@ -201,8 +203,11 @@ def token(signers: dict[str, Signer], key_type: str, case: str) -> str:
 @pytest.mark.parametrize("form", list(SIO_EVENT_FORMS))
 async def test_authenticate_event_with_ack(auth_server, token, clients, case, form):
     client = await clients.sio(auth_server.url)
-    ack = await before_close(sio_ack(client, "authenticate", SIO_EVENT_FORMS[form](token)),
-                             client.disconnected, f"the authenticate ack ({case} token)")
+    ack = await before_close(
+        sio_ack(client, "authenticate", SIO_EVENT_FORMS[form](token)),
+        client.disconnected,
+        f"the authenticate ack ({case} token)",
+    )
     if case == "valid":
         assert isinstance(ack, dict) and ack.get("ok") is True and ack.get("user") == USER, ack
         expires = jwt.decode(token, options={"verify_signature": False})["exp"] * 1000
@@ -228,8 +233,9 @@ async def test_authenticate_event_without_ack(auth_server, token, clients, case,
         await expect_subscribed(client)
         assert client.errors.items == []
     else:
-        error = await before_close(client.expect_error(), client.disconnected,
-                                   f"an auth_failed error event ({case} token)")
+        error = await before_close(
+            client.expect_error(), client.disconnected, f"an auth_failed error event ({case} token)"
+        )
         check_auth_failed(error, case)
         await expect_sio_refused(client, case)
 
@@ -258,7 +264,8 @@ def check_python_refusal(data: Any, case: str) -> None:
 
 @pytest.mark.parametrize("case", ["wrong-signature", "expired"])
 async def test_refused_handshake_carries_the_error_for_both_client_libraries(
-        auth_servers, signers, clients, sio_kind, case):
+    auth_servers, signers, clients, sio_kind, case
+):
     """A handshake token that fails refuses the connection with the auth_failed
     error object: socket.io-client's `connect_error` error has it as `err.data`
     (and a human `err.message`); python-socketio's handler gets a dict with
@@ -332,8 +339,7 @@ async def test_forbidden_symbols_fail_alone(tmp_path, hs256, clients, transport)
         assert ack.get("ok") is True, ack
         assert ack.get("symbols") == ["AAPL", "MSFT"] and ack.get("added") == ["AAPL", "MSFT"], ack
         failed = sorted((f["symbol"], f["code"]) for f in ack.get("failed", []))
-        assert failed == [("$BAD", "invalid_symbol"), ("IBM", "forbidden_symbol"),
-                          ("TSLA", "forbidden_symbol")], ack
+        assert failed == [("$BAD", "invalid_symbol"), ("IBM", "forbidden_symbol"), ("TSLA", "forbidden_symbol")], ack
         mark = len(client.updates)
         await stack.publish("TSLA", 251.0)
         await stack.publish("IBM", 140.0)
@@ -362,8 +368,11 @@ async def test_star_claim_allows_every_symbol(tmp_path, hs256, clients, claim):
     async with auth_stack(tmp_path, clients, hs256) as stack:
         client = await clients.sio(stack.url)
         assert (await client.call("authenticate", token)).get("ok") is True
-        assert_subscribe_ack(await client.subscribe(["TSLA", "^GSPC", "EUR/USD"]),
-                             ["TSLA", "^GSPC", "EUR/USD"], ["TSLA", "^GSPC", "EUR/USD"])
+        assert_subscribe_ack(
+            await client.subscribe(["TSLA", "^GSPC", "EUR/USD"]),
+            ["TSLA", "^GSPC", "EUR/USD"],
+            ["TSLA", "^GSPC", "EUR/USD"],
+        )
 
 
 async def test_history_of_forbidden_symbol_is_refused(tmp_path, hs256, clients):
@@ -436,6 +445,7 @@ async def test_authenticate_then_subscribe_back_to_back(tmp_path, hs256, clients
 
                 def answer(index: int) -> Callable[..., None]:
                     return lambda *args: answers[index].done() or answers[index].set_result(args)
+
                 await client.sio.emit("authenticate", token, callback=answer(0))
                 await client.sio.emit("subscribe", symbol, callback=answer(1))
                 (auth_ack,), (sub_ack,) = await asyncio.wait_for(asyncio.gather(*answers), PROMPT)
@@ -472,8 +482,7 @@ async def steady_publishing(stack: Stack, symbol: str) -> AsyncIterator[None]:
         await task
 
 
-async def open_authenticated(stack: Stack, clients: ClientPool, token: str, transport: str,
-                             how: str) -> Any:
+async def open_authenticated(stack: Stack, clients: ClientPool, token: str, transport: str, how: str) -> Any:
     """A client authenticated with `token` (in the handshake/URL or with a request),
     subscribed to AAPL."""
     if transport == "socketio":
@@ -546,7 +555,6 @@ async def test_fresh_token_before_expiry_keeps_streaming(tmp_path, hs256, client
             if transport == "socketio":
                 assert client.connected and client.errors.items == [], client.timeline.items[-5:]
             else:
-                assert client.is_open and client.replies.items[-1].get("type") == "authenticated", (
-                    client.replies.items)
+                assert client.is_open and client.replies.items[-1].get("type") == "authenticated", client.replies.items
             # And the subscription set is intact.
             assert_subscribe_ack(await client.subscribe("AAPL"), ["AAPL"], [])

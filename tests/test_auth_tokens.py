@@ -1,4 +1,5 @@
 """TokenVerifier and mint_token with real HS256, RS256 and ES256 keys."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,9 +51,7 @@ class KeyKind:
                 serialization.NoEncryption(),
             )
         )
-        return Settings.from_env(
-            {}, jwt_public_key=self.public_pem, jwt_private_key_file=str(key_file), **overrides
-        )
+        return Settings.from_env({}, jwt_public_key=self.public_pem, jwt_private_key_file=str(key_file), **overrides)
 
     def sign(self, claims: dict[str, Any], other: bool = False) -> str:
         key = self.other_private if other else self.private
@@ -60,9 +59,11 @@ class KeyKind:
 
 
 def _public_pem(private: Any) -> str:
-    return private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +81,9 @@ def kinds(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> dic
     return {
         "HS256": KeyKind("HS256", SECRET, OTHER_SECRET, ""),
         "RS256": KeyKind(
-            "RS256", rsa_key, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "RS256",
+            rsa_key,
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
             _public_pem(rsa_key),
         ),
         "ES256": KeyKind("ES256", ec_key, ec.generate_private_key(ec.SECP256R1()), _public_pem(ec_key)),
@@ -307,9 +310,7 @@ def test_not_configured() -> None:
         (["AAPL", "*"], None),
     ],
 )
-def test_symbols_claim(
-    kind: KeyKind, tmp_path: Path, claim: object, expected: frozenset[str] | None
-) -> None:
+def test_symbols_claim(kind: KeyKind, tmp_path: Path, claim: object, expected: frozenset[str] | None) -> None:
     identity = TokenVerifier(kind.settings(tmp_path)).verify(kind.sign(claims(symbols=claim)))
     assert identity.symbols == expected
     assert identity.allows("AAPL") is (expected is None or "AAPL" in expected)

@@ -1,4 +1,5 @@
 """Smoke test of `python -m stockstream bench`: a short latency run against a server it starts itself."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(tmp_path: Path, *args: str, timeout: float = 200,
-              **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+def run_bench(
+    tmp_path: Path, *args: str, timeout: float = 200, **env: str
+) -> tuple[subprocess.CompletedProcess[str], dict]:
     """`python -m stockstream bench ARGS --quiet` from a scratch folder: its output and JSON report."""
     report_path = tmp_path / "report.json"
-    environ = dict(os.environ, **env,
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    environ = dict(
+        os.environ, **env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    )
     done = subprocess.run(
         [sys.executable, "-m", "stockstream", "bench", *args, "--quiet", "--json", str(report_path)],
-        cwd=tmp_path, env=environ, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        cwd=tmp_path,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done, json.loads(report_path.read_text())
@@ -46,8 +54,19 @@ def test_quick_latency_run_delivers_everything_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_clients_spread_over_several_instances_get_everything_once(tmp_path: Path) -> None:
-    done, report = run_bench(tmp_path, "--scenario", "latency", "--quick", "--instances", "2", "--no-pin",
-                             "--clients", "20", "--duration", "1")
+    done, report = run_bench(
+        tmp_path,
+        "--scenario",
+        "latency",
+        "--quick",
+        "--instances",
+        "2",
+        "--no-pin",
+        "--clients",
+        "20",
+        "--duration",
+        "1",
+    )
     (run,) = report["runs"]
     assert not run.get("error"), run.get("error")
     assert run["instances"] == 2 and len(set(run["target"]["pids"])) == 2
@@ -82,8 +101,19 @@ def test_bench_on_a_redis_cluster_reports_messages_per_master(tmp_path: Path) ->
 def test_quick_comparison_with_the_node_reference(tmp_path: Path) -> None:
     """`--compare` installs the Node.js reference on first use (into a cache this
     test keeps private), runs both servers and prints the ratios."""
-    done, report = run_bench(tmp_path, "--scenario", "latency", "--quick", "--compare", "--clients", "20",
-                             "--duration", "1", timeout=400, STOCKSTREAM_BENCH_CACHE=str(tmp_path / "reference"))
+    done, report = run_bench(
+        tmp_path,
+        "--scenario",
+        "latency",
+        "--quick",
+        "--compare",
+        "--clients",
+        "20",
+        "--duration",
+        "1",
+        timeout=400,
+        STOCKSTREAM_BENCH_CACHE=str(tmp_path / "reference"),
+    )
     runs = {run["server"]: run for run in report["runs"]}
     assert set(runs) == {"stockstream", "node"}
     for run in runs.values():
@@ -102,8 +132,9 @@ def test_quick_reconnect_run_recovers_every_client_without_loss(tmp_path: Path, 
     """The reconnect scenario stops the clients' instance: every client recovers
     its session on the other one, with nothing lost, repeated or reordered,
     with stockstream's publisher and with the original SET + PUBLISH one."""
-    done, report = run_bench(tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30",
-                             "--publisher", publisher)
+    done, report = run_bench(
+        tmp_path, "--scenario", "reconnect", "--quick", "--clients", "30", "--publisher", publisher
+    )
     (run,) = report["runs"]
     assert run["scenario"] == "reconnect" and not run.get("error"), run
     result = run["result"]
@@ -134,6 +165,7 @@ def test_browser_upgrade_request_and_loopback_sources() -> None:
     a loopback server connect from several source addresses in turn."""
     from stockstream.bench.clients import Target, loopback_sources
     from stockstream.bench.wsproto import handshake_request, new_key
+
     request = handshake_request("127.0.0.1:5000", "/live-price", new_key(), "browser")
     cookie = next(line for line in request.split(b"\r\n") if line.startswith(b"Cookie: "))
     assert 350 <= len(cookie) <= 600

@@ -3,6 +3,7 @@ socket.io-client (Node) and raw /live-price clients, on one instance and on two
 sharing a Redis: the first candle equals /api/candles', changes are conflated,
 each period ends with one `closed` candle, `unsubscribeCandles` stops them, and
 bad requests get typed errors."""
+
 from __future__ import annotations
 
 import asyncio
@@ -65,6 +66,7 @@ async def ticking(publish: Callable[[int], Awaitable[Any]], every: float = 0.03)
             await publish(published[-1])
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
+
     task = asyncio.create_task(run())
     try:
         yield published
@@ -74,6 +76,7 @@ async def ticking(publish: Callable[[int], Awaitable[Any]], every: float = 0.03)
 
 
 # -- one instance ---------------------------------------------------------------------------
+
 
 async def test_first_candle_equals_api_candles_then_it_moves(stack: Stack, clients: ClientPool, kind: str) -> None:
     """subscribeCandles answers like subscribe, then sends the current candle,
@@ -120,11 +123,13 @@ async def test_updates_are_conflated_and_each_period_closes(clients: ClientPool,
         ack = await market.request("subscribeCandles", {"symbol": "TICK", "interval": "1s"})
         assert ack["added"] == ["TICK"], ack
         async with ticking(lambda n: stack.publish("TICK", 100 + n, n=n)) as published:
-            await market.wait_events("candle", lambda cs: sum(c["closed"] for c in cs) >= 2, timeout=PROMPT + 3,
-                                     what="two closed candles")
+            await market.wait_events(
+                "candle", lambda cs: sum(c["closed"] for c in cs) >= 2, timeout=PROMPT + 3, what="two closed candles"
+            )
         last = max(published)
-        final = await market.wait_candle(lambda c: c["closed"] and c["close"] == 100 + last,
-                                         what="the closed candle of the last period")
+        final = await market.wait_candle(
+            lambda c: c["closed"] and c["close"] == 100 + last, what="the closed candle of the last period"
+        )
         assert now_ms() >= final["start"] + SECOND, "closed before its period ended"
         candles = market.candles()
         by_start: dict[int, list[dict]] = defaultdict(list)
@@ -156,8 +161,9 @@ async def test_unsubscribe_candles_stops_them(stack: Stack, clients: ClientPool,
     assert ack == {**ack, "ok": True, "removed": ["UNS"], "symbols": [], "interval": "1h", "failed": []}, ack
     mark = market.marks()
     await stack.publish("UNS", 2.0)
-    await market.wait_candle(lambda c: c["interval"] == "5m" and c["close"] == 2.0, since=mark,
-                             what="the 5m candle that is still followed")
+    await market.wait_candle(
+        lambda c: c["interval"] == "5m" and c["close"] == 2.0, since=mark, what="the 5m candle that is still followed"
+    )
     await market.client.expect_update(lambda u: u.get("price") == 2.0)
     assert [c for c in market.candles(mark) if c["interval"] == "1h"] == [], "a 1h candle after the unsubscribe ack"
     again = await market.request("unsubscribeCandles", {"symbols": ["UNS"], "interval": "1h"})
@@ -189,8 +195,12 @@ async def test_one_candle_per_symbol_and_interval_whatever_the_clients(stack: St
 async def candle_metrics(url: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
         text = await resp.text()
-    return {sample.name: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name.startswith("stockstream_candle_")}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("stockstream_candle_")
+    }
 
 
 async def _no_streams(url: str) -> bool:
@@ -207,9 +217,13 @@ async def test_bad_candle_requests_get_typed_errors(clients: ClientPool, kind: s
         ack = await market.request("subscribeCandles", {"symbols": ["AAA", "not a symbol"], "interval": "2m"})
         assert ack.get("ok") is True and ack["added"] == [] and ack["symbols"] == [], ack
         assert ack["failed"] == (failed_entries(["not a symbol"]) + failed_entries(["AAA"], "invalid_interval")), ack
-        bad_forms: list[Any] = [{"symbols": ["AAA"]}, {"symbols": "AAA", "interval": "1m"},
-                                {"symbols": [1], "interval": "1m"}, {"symbol": "AAA", "interval": 60},
-                                {"symbols": [], "interval": "1m"}]
+        bad_forms: list[Any] = [
+            {"symbols": ["AAA"]},
+            {"symbols": "AAA", "interval": "1m"},
+            {"symbols": [1], "interval": "1m"},
+            {"symbol": "AAA", "interval": 60},
+            {"symbols": [], "interval": "1m"},
+        ]
         if not market.ws:
             bad_forms += ["AAA", ["AAA"], None]
         for payload in bad_forms:
@@ -227,7 +241,8 @@ async def test_bad_candle_requests_get_typed_errors(clients: ClientPool, kind: s
         await market.send("subscribeCandles", {"symbols": ["ZZZ"], "interval": "7m"})
         if market.ws:
             reply = await market.client.replies.wait_for(
-                lambda rs: next((r for r in rs if r.get("type") == "candlesSubscribed" and "id" not in r), None))
+                lambda rs: next((r for r in rs if r.get("type") == "candlesSubscribed" and "id" not in r), None)
+            )
             assert reply["failed"] == failed_entries(["ZZZ"], "invalid_interval"), reply
         else:
             error = (await market.wait_events("error", lambda es: es, what="an error event"))[-1]
@@ -245,15 +260,19 @@ def assert_error(market: Market, answer: dict[str, Any], code: str) -> None:
 
 # -- an interrupted feed ------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-async def test_candle_is_read_again_after_the_feed_was_interrupted(redis_server: Any, redis_url: str,
-                                                                    clients: ClientPool) -> None:
+async def test_candle_is_read_again_after_the_feed_was_interrupted(
+    redis_server: Any, redis_url: str, clients: ClientPool
+) -> None:
     """Updates published while this instance's connection to Redis is cut are in
     the current candle once it is back: the candle of the period is read again
     from history, and equals /api/candles'."""
     async with switch_proxy(redis_server.port) as proxy:
-        async with inprocess_stack("redis", f"redis://127.0.0.1:{proxy.port}/0") as stack, \
-                atomic_publisher(redis_url) as publish:
+        async with (
+            inprocess_stack("redis", f"redis://127.0.0.1:{proxy.port}/0") as stack,
+            atomic_publisher(redis_url) as publish,
+        ):
             market = await open_market(clients, stack.url, "python")
             ack = await market.request("subscribeCandles", {"symbol": "GAP", "interval": "1h"})
             assert ack["added"] == ["GAP"], ack
@@ -267,8 +286,11 @@ async def test_candle_is_read_again_after_the_feed_was_interrupted(redis_server:
             for price in (15.0, 9.0, 12.0):  # never reach this instance's listener
                 await publish("GAP", price, volume=2)
             proxy.refusing = False
-            candle = await market.wait_candle(lambda c: c["count"] == 5, timeout=PROMPT * 3,
-                                              what="the candle with the updates published during the cut")
+            candle = await market.wait_candle(
+                lambda c: c["count"] == 5,
+                timeout=PROMPT * 3,
+                what="the candle with the updates published during the cut",
+            )
             assert (candle["high"], candle["low"], candle["close"], candle["volume"]) == (15.0, 9.0, 12.0, 8), candle
             assert same(as_api_candle(candle), await api_candle(stack.url, "GAP", "1h", start))
             await publish("GAP", 13.0, volume=1)
@@ -278,29 +300,39 @@ async def test_candle_is_read_again_after_the_feed_was_interrupted(redis_server:
 
 # -- two instances ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-async def test_two_instances_send_identical_candles(servers: Any, redis_url: str, raw_publisher: Any,
-                                                    clients: ClientPool) -> None:
+async def test_two_instances_send_identical_candles(
+    servers: Any, redis_url: str, raw_publisher: Any, clients: ClientPool
+) -> None:
     """Clients of two instances sharing a Redis, fed by both publisher kinds, get
     the same closed candles, equal to /api/candles', and the same first candle."""
     instances = await servers.start_many(2, redis_url=redis_url, env={"CANDLE_MIN_INTERVAL_MS": "100"})
     markets = [Market(await clients.sio(instances[0].url)), Market(await clients.ws(instances[1].url))]
     async with atomic_publisher(redis_url) as publish:
+
         async def one(n: int) -> Any:
             if n % 3 == 0:
                 return await raw_publisher.publish("TWO", 50 + n / 8, n=n)
             return await publish("TWO", 50 + n / 8, n=n, volume=n)
+
         await one(1)
         for market in markets:
             ack = await market.request("subscribeCandles", {"symbols": ["TWO"], "interval": "1s"})
             assert ack["added"] == ["TWO"], ack
         async with ticking(one, every=0.04):
             for market in markets:
-                await market.wait_events("candle", lambda cs: sum(c["closed"] for c in cs) >= 2,
-                                         timeout=PROMPT + 3, what="two closed candles")
+                await market.wait_events(
+                    "candle",
+                    lambda cs: sum(c["closed"] for c in cs) >= 2,
+                    timeout=PROMPT + 3,
+                    what="two closed candles",
+                )
     closed = [{c["start"]: c for c in m.candles() if c["closed"]} for m in markets]
-    await eventually(lambda: all(max(closed[0]) in {c["start"] for c in m.candles() if c["closed"]}
-                                 for m in markets), what="the last period closed on both")
+    await eventually(
+        lambda: all(max(closed[0]) in {c["start"] for c in m.candles() if c["closed"]} for m in markets),
+        what="the last period closed on both",
+    )
     closed = [{c["start"]: c for c in m.candles() if c["closed"]} for m in markets]
     common = sorted(set(closed[0]) & set(closed[1]))
     assert len(common) >= 2, closed

@@ -1,4 +1,5 @@
 """Candles: the bucketing function and the HTTP endpoint, with its pages."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,10 +16,16 @@ HOUR = 3_600_000
 
 # -- candles: the pure function ---------------------------------------------------------
 
+
 def test_candles_bucket_open_high_low_close_count_volume() -> None:
     base = 1_700_000_040_000  # a minute boundary
-    ticks = [Tick(base + 1_000, 10.0, 100), Tick(base + 20_000, 12.5, None), Tick(base + 59_999, 9.0, 50),
-             Tick(base + MINUTE, 11.0, None), Tick(base + 3 * MINUTE + 5, 11.5, None)]
+    ticks = [
+        Tick(base + 1_000, 10.0, 100),
+        Tick(base + 20_000, 12.5, None),
+        Tick(base + 59_999, 9.0, 50),
+        Tick(base + MINUTE, 11.0, None),
+        Tick(base + 3 * MINUTE + 5, 11.5, None),
+    ]
     candles = [c.to_dict() for c in build_candles(ticks, MINUTE)]
     assert candles == [
         {"start": base, "open": 10.0, "high": 12.5, "low": 9.0, "close": 9.0, "count": 3, "volume": 150},
@@ -48,13 +55,18 @@ def test_candle_page_marks_one_overfull_bucket_partial() -> None:
     assert len(page.candles) == 1 and page.partial and page.next_to == MINUTE - 1
 
 
-
 # -- the endpoint ---------------------------------------------------------------------------
+
 
 async def test_candles_endpoint(stack: Any) -> None:
     base = (now_ms() // HOUR - 2) * HOUR  # aligned for every interval below a day
-    prices = [(base + 1_000, 10.0, 100), (base + 30_000, 13.0, 200), (base + 59_000, 11.0, 300),
-              (base + MINUTE + 5, 12.0, 100), (base + 3 * MINUTE, 9.5, 100)]
+    prices = [
+        (base + 1_000, 10.0, 100),
+        (base + 30_000, 13.0, 200),
+        (base + 59_000, 11.0, 300),
+        (base + MINUTE + 5, 12.0, 100),
+        (base + 3 * MINUTE, 9.5, 100),
+    ]
     for timestamp, price, volume in prices:
         await stack.publish("CDL", price, timestamp=timestamp, volume=volume)
 
@@ -67,7 +79,9 @@ async def test_candles_endpoint(stack: Any) -> None:
         {"start": base + MINUTE, "open": 12.0, "high": 12.0, "low": 12.0, "close": 12.0, "count": 1, "volume": 100},
         {"start": base + 3 * MINUTE, "open": 9.5, "high": 9.5, "low": 9.5, "close": 9.5, "count": 1, "volume": 100},
     ]
-    status, body = await get_json(f"{stack.url}/api/candles/CDL?interval=5m&from={base + 30_000}&to={base + MINUTE + 5}")
+    status, body = await get_json(
+        f"{stack.url}/api/candles/CDL?interval=5m&from={base + 30_000}&to={base + MINUTE + 5}"
+    )
     assert [(c["start"], c["open"], c["close"], c["count"]) for c in body["candles"]] == [(base, 13.0, 12.0, 3)]
     for interval in ("1s", "15m", "1h", "1d"):
         status, body = await get_json(f"{stack.url}/api/candles/CDL?interval={interval}")

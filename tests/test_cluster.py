@@ -1,4 +1,5 @@
 """Stockstream on a Redis Cluster: 3 masters + 3 replicas on loopback, several instances."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,9 @@ async def third_party_publish(url: str, symbol: str, price: float, **extra: Any)
     client = AsyncRedisCluster.from_url(url)
     try:
         await client.set(f"stock:{{{symbol}}}", body)
-        await client.execute_command("SPUBLISH", f"stock:{{{symbol}}}", body,
-                                     target_nodes=client.get_node_from_key(f"stock:{{{symbol}}}"))
+        await client.execute_command(
+            "SPUBLISH", f"stock:{{{symbol}}}", body, target_nodes=client.get_node_from_key(f"stock:{{{symbol}}}")
+        )
     finally:
         await client.aclose()
     return update
@@ -82,7 +84,9 @@ async def test_snapshot_and_exactly_once_in_order_across_instances(cluster_url, 
                 for symbol in SYMBOLS:
                     await client.updates.wait_for(
                         lambda _, s=symbol: [u.get("n") for u in client.updates_for(s)][:1] == [0],
-                        10, f"snapshot of {symbol}")
+                        10,
+                        f"snapshot of {symbol}",
+                    )
             for n in range(1, per_symbol + 1):
                 for symbol in SYMBOLS:
                     if n % 2:
@@ -94,7 +98,9 @@ async def test_snapshot_and_exactly_once_in_order_across_instances(cluster_url, 
                 for symbol in SYMBOLS:
                     await client.updates.wait_for(
                         lambda _, s=symbol: per_symbol in [u.get("n") for u in client.updates_for(s)],
-                        20, f"update {per_symbol} of {symbol} on {client!r}")
+                        20,
+                        f"update {per_symbol} of {symbol} on {client!r}",
+                    )
                     assert [u.get("n") for u in client.updates_for(symbol)] == expected, (client, symbol)
 
 
@@ -233,6 +239,7 @@ async def settled_readers(ports: list[int], count: int) -> dict[int, set[int]]:
         for port in ports:
             found[port] = await shard_readers(port)
         return all(len(ids) == count for ids in found.values())
+
     await eventually(settled, 10, f"{count} reader connections on every master", interval=0.05)
     return found
 
@@ -278,8 +285,9 @@ class SteadyStream:
             await self.publish(symbol, 0)
             self.confirmed[symbol].append(0)
         for client in clients:
-            ack = await (client.subscribe(*self.symbols) if isinstance(client, WsClient)
-                         else client.subscribe(self.symbols))
+            ack = await (
+                client.subscribe(*self.symbols) if isinstance(client, WsClient) else client.subscribe(self.symbols)
+            )
             assert ack.get("ok") is True, ack
         self.clients = clients
 
@@ -307,6 +315,7 @@ class SteadyStream:
     async def published_more(self, count: int, after: dict[str, int], timeout: float = 20) -> None:
         async def enough() -> bool:
             return all(len([n for n in self.confirmed[s] if n > after[s]]) >= count for s in self.symbols)
+
         await eventually(enough, timeout, f"{count} more updates of every symbol")
 
     @staticmethod
@@ -317,11 +326,14 @@ class SteadyStream:
         for client in self.clients:
             for symbol in self.symbols:
                 await client.updates.wait_for(
-                    lambda _, c=client, s=symbol: upto[s] in self.received(c, s), timeout,
-                    f"{what}: update {upto[symbol]} of {symbol} on {client!r}")
+                    lambda _, c=client, s=symbol: upto[s] in self.received(c, s),
+                    timeout,
+                    f"{what}: update {upto[symbol]} of {symbol} on {client!r}",
+                )
 
-    async def check(self, cluster: RedisCluster, untouched: set[int], delivered: dict[str, int],
-                    resumed_at: dict[str, int]) -> None:
+    async def check(
+        self, cluster: RedisCluster, untouched: set[int], delivered: dict[str, int], resumed_at: dict[str, int]
+    ) -> None:
         """Every client's sequence of every symbol: once and in order; on the masters in
         `untouched` (whose readers never restarted) every update; on the others
         stockstream's updates are exactly the history, and third-party ones everything
@@ -369,8 +381,14 @@ async def test_failover_loses_nothing(cluster, cluster_url, clients) -> None:
     try:
         async with atomic_publisher_cluster(cluster_url) as publish, instances(cluster_url, 2) as urls:
             stream = SteadyStream([s[0] for s in spread.values()], [s[1] for s in spread.values()], publish, raw)
-            await stream.subscribe([await clients.sio(urls[0]), await clients.ws(urls[0]),
-                                    await clients.sio(urls[1], kind="node"), await clients.ws(urls[1])])
+            await stream.subscribe(
+                [
+                    await clients.sio(urls[0]),
+                    await clients.ws(urls[0]),
+                    await clients.sio(urls[1], kind="node"),
+                    await clients.ws(urls[1]),
+                ]
+            )
             readers_before = await settled_readers(healthy, len(urls))
             stream.start()
             try:
@@ -379,12 +397,15 @@ async def test_failover_loses_nothing(cluster, cluster_url, clients) -> None:
                 await stream.everyone_has(delivered, 15, "before the failover")
                 victim.kill()
                 async with aiohttp.ClientSession() as http:
+
                     async def not_ready() -> bool:
                         return not await ready(http, urls[0])
+
                     await eventually(not_ready, 10, "readyz 503 after the master died", interval=0.01)
 
                     async def all_ready() -> bool:
                         return all([await ready(http, u) for u in urls])
+
                     await eventually(all_ready, 30, "every instance ready after the promotion", interval=0.05)
                 resumed_at = stream.last()
                 await stream.published_more(10, resumed_at)
@@ -429,6 +450,7 @@ async def test_a_dropped_shard_connection_resumes_without_loss(cluster, cluster_
                 async def reconnected() -> bool:
                     ids = await shard_readers(dropped)
                     return bool(ids) and not ids & readers_before[dropped]
+
                 await eventually(reconnected, 15, "the reader back on its master")
                 async with aiohttp.ClientSession() as http:
                     await eventually(lambda: ready(http, url), 15, "the instance ready again")
@@ -475,19 +497,22 @@ async def test_slot_migration_moves_the_channel(cluster, cluster_url, clients) -
                 finally:
                     await client.aclose()
                 return int(reply[1]) == len(urls)
+
             # Both instances resubscribe on the new owner, then resume from history.
             await eventually(moved, 15, f"{key} subscribed on its new owner by every instance")
             from stockstream.app import broker_of
 
             async def resumed() -> bool:
                 return all(broker_of(a).reconnects >= 1 and broker_of(a).ready for a in apps)
+
             await eventually(resumed, 15, "every instance resumed")
             assert key not in (await shard_channels(cluster)).get(source.port, set())
             for n in range(8, 12):
                 await publish(symbol, 10 + n, n=n)
             for client in subscribers:
                 await client.updates.wait_for(
-                    lambda _, c=client: 11 in [u.get("n") for u in c.updates_for(symbol)], 10, "update 11")
+                    lambda _, c=client: 11 in [u.get("n") for u in c.updates_for(symbol)], 10, "update 11"
+                )
                 ns = [u.get("n") for u in client.updates_for(symbol)]
                 # Resumed from the last update delivered: nothing repeated, nothing missed.
                 assert ns == list(range(12)), ns
@@ -502,8 +527,7 @@ def test_cluster_keys_share_the_symbols_slot() -> None:
 
     keys = ClusterKeyLayout()
     for symbol in ("AAPL", "BRK.B", "^GSPC", "BTC-USD"):
-        names = [keys.channel(symbol), keys.seq(symbol), keys.history(symbol),
-                 keys.dedupe(symbol, "prices:3")]
+        names = [keys.channel(symbol), keys.seq(symbol), keys.history(symbol), keys.dedupe(symbol, "prices:3")]
         assert names[0] == f"stock:{{{symbol}}}"
         assert len({key_slot(n.encode()) for n in names}) == 1, names
         assert keys.symbol_of(names[0].encode()) == symbol
@@ -529,6 +553,7 @@ async def test_cluster_mode_against_a_plain_redis_says_so(redis_url, caplog) -> 
 
         async def said() -> bool:
             return any("is not a node of a Redis Cluster" in r.getMessage() for r in caplog.records)
+
         await eventually(said, 10, "the one line about cluster mode")
         assert not broker_of(app).ready
     lines = [r for r in caplog.records if "is not a node of a Redis Cluster" in r.getMessage()]
@@ -579,10 +604,12 @@ async def test_socketio_emits_cross_instances_on_the_cluster(cluster_url) -> Non
                 sockets.append(client)
             emitter = AsyncRedisClusterManager(cluster_url, write_only=True)
             try:
+
                 async def everyone_heard() -> bool:
                     await emitter.emit("news", {"headline": "AAPL beats"}, room="AAPL", namespace="/")
                     await asyncio.sleep(0.2)
                     return all(not q.empty() for q in queues)
+
                 await eventually(everyone_heard, 10, "the emit on both instances")
                 for queue in queues:
                     assert await queue.get() == {"headline": "AAPL beats"}
@@ -606,6 +633,7 @@ async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> Non
     broker = RedisBroker(cluster_url, Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"}))
     raw = RawRedisPublisher(cluster_url, cluster=True)
     try:
+
         async def resume(symbol: str, point: Any) -> list[Any]:
             broker.listener._wanted.add(symbol)
             broker.listener._points[symbol] = point
@@ -615,8 +643,10 @@ async def test_a_resume_reads_exactly_what_each_point_missed(cluster_url) -> Non
             return [u.raw for u in updates]
 
         start = now_ms()  # history keeps a day: older timestamps are trimmed at once
-        ours = [await broker.publish(CheckedUpdate({"symbol": "RSQ", "price": p, "timestamp": start + p}))
-                for p in range(1, 6)]
+        ours = [
+            await broker.publish(CheckedUpdate({"symbol": "RSQ", "price": p, "timestamp": start + p}))
+            for p in range(1, 6)
+        ]
         assert await resume("RSQ", ours[1]) == [u.raw for u in ours[2:]]
         assert await resume("RSQ", ours[-1]) == []
         ahead = parse_update(ours[-1].raw.replace(b'"seq":5', b'"seq":9'), "RSQ")

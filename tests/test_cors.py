@@ -1,5 +1,6 @@
 """CORS on the HTTP API: `/api/*` answers browsers from the origins in CORS_ORIGINS
 (preflight included), as the Socket.IO endpoint does, and no others."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,12 @@ async def request(method: str, url: str, origin: str, **headers: str) -> tuple[i
 
 
 async def preflight(url: str, origin: str, method: str = "POST") -> tuple[int, Any, Any]:
-    return await request("OPTIONS", url, origin, **{"Access-Control-Request-Method": method,
-                                                    "Access-Control-Request-Headers": "authorization, content-type"})
+    return await request(
+        "OPTIONS",
+        url,
+        origin,
+        **{"Access-Control-Request-Method": method, "Access-Control-Request-Headers": "authorization, content-type"},
+    )
 
 
 async def test_listed_origins_are_answered_and_others_are_not() -> None:
@@ -44,14 +49,16 @@ async def test_listed_origins_are_answered_and_others_are_not() -> None:
         assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
         assert "Origin" in headers.get("Vary", ""), "caches must keep each origin's answer apart"
         status, headers, body = await request("GET", stack.url + "/api/quotes/NONE", ALLOWED)
-        assert status == 404 and headers["Access-Control-Allow-Origin"] == ALLOWED, \
+        assert status == 404 and headers["Access-Control-Allow-Origin"] == ALLOWED, (
             "a browser must be able to read error bodies too"
+        )
         status, headers, _ = await preflight(stack.url + "/api/history/CRS", ALLOWED, method="GET")
         assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
 
         status, headers, _ = await request("GET", stack.url + "/openapi.json", ALLOWED)
-        assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED, \
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED, (
             "API documents can be read by tools on an allowed origin"
+        )
 
         status, headers, body = await preflight(stack.url + "/api/publish", STRANGER)
         assert status == 403 and "Access-Control-Allow-Origin" not in headers
@@ -83,8 +90,9 @@ async def test_any_origin_with_the_default_star() -> None:
 async def test_preflights_need_no_token_when_auth_is_required() -> None:
     """Browsers send preflights without credentials: with REQUIRE_AUTH=true they are
     still answered, while the request itself needs its token."""
-    async with inprocess_stack("memory", cors_origins=(ALLOWED,), require_auth=True,
-                               jwt_secret="cors-tests-secret-of-at-least-32-bytes") as stack:
+    async with inprocess_stack(
+        "memory", cors_origins=(ALLOWED,), require_auth=True, jwt_secret="cors-tests-secret-of-at-least-32-bytes"
+    ) as stack:
         status, headers, _ = await preflight(stack.url + "/api/quotes/AUT", ALLOWED, method="GET")
         assert status == 200 and headers["Access-Control-Allow-Origin"] == ALLOWED
         status, headers, body = await request("GET", stack.url + "/api/quotes/AUT", ALLOWED)

@@ -1,4 +1,5 @@
 """The live demo page at `/`, served by stockstream and run in headless Chromium."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,11 @@ from tests.support.waiting import now_ms
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SIMULATED = ("--simulate", "--simulate-rate", "10")
-VENDORED = ("/static/vendor/lightweight-charts.standalone.production.js",
-            "/static/vendor/lightweight-charts.LICENSE.txt", "/static/vendor/lightweight-charts.NOTICE.txt")
+VENDORED = (
+    "/static/vendor/lightweight-charts.standalone.production.js",
+    "/static/vendor/lightweight-charts.LICENSE.txt",
+    "/static/vendor/lightweight-charts.NOTICE.txt",
+)
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 
@@ -58,18 +62,26 @@ async def test_page_and_its_files_are_served_with_a_strict_policy() -> None:
                 assert b"Lightweight Charts" in body and b"Apache License 2.0" in body
         assert "http://" not in page
         assert page.count("https://") == 1 and '<a href="https://www.tradingview.com/"' in page
-        assert "<script src=\"http" not in page and "<link rel=\"stylesheet\" href=\"http" not in page
-        for missing in ("/static/nope.js", "/static/..%2fdemo.py", "/static/%2e%2e/app.py",
-                        "/static/vendor/..%2f..%2fdemo.py", "/static/vendor/", "/static/vendor"):
+        assert '<script src="http' not in page and '<link rel="stylesheet" href="http' not in page
+        for missing in (
+            "/static/nope.js",
+            "/static/..%2fdemo.py",
+            "/static/%2e%2e/app.py",
+            "/static/vendor/..%2f..%2fdemo.py",
+            "/static/vendor/",
+            "/static/vendor",
+        ):
             async with http.get(stack.url + missing) as resp:
                 assert resp.status == 404, missing
                 body = await resp.json()
                 assert body["error"]["code"] == "not_found"
 
 
-async def expect_line(browser: NodeProcess, kind: str, name: str | None = None,
-                      timeout: float = 30.0) -> dict[str, Any]:
+async def expect_line(
+    browser: NodeProcess, kind: str, name: str | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
     """The browser script's report of `kind` (and step or wait `name`); fails at once on a failure."""
+
     def find(lines: list[Any]) -> Any:
         for line in lines:
             if line.get("kind") == "failed":
@@ -77,9 +89,11 @@ async def expect_line(browser: NodeProcess, kind: str, name: str | None = None,
             if line.get("kind") == kind and (name is None or name in (line.get("name"), line.get("for"))):
                 return line
         if browser.exited.is_set():
-            raise AssertionError(f"browser script exited; output: {lines[-5:]!r}\n"
-                                 f"stderr: {browser.stderr_text[-2000:]}")
+            raise AssertionError(
+                f"browser script exited; output: {lines[-5:]!r}\nstderr: {browser.stderr_text[-2000:]}"
+            )
         return None
+
     return await browser.lines.wait_for(find, timeout, f"{kind} {name or ''}".strip())
 
 
@@ -132,8 +146,10 @@ async def test_quotes_board_streams_adds_removes_and_reconnects(servers, chromiu
 
 def chart_candles(server_candles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The server's candles as the chart holds them (time in seconds)."""
-    return [{"time": c["start"] // 1000, "open": c["open"], "high": c["high"], "low": c["low"], "close": c["close"]}
-            for c in server_candles]
+    return [
+        {"time": c["start"] // 1000, "open": c["open"], "high": c["high"], "low": c["low"], "close": c["close"]}
+        for c in server_candles
+    ]
 
 
 def fed_by(event: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +165,9 @@ async def server_candles(stack: Stack, symbol: str, interval: str, start: int, e
             return (await resp.json())["candles"]
 
 
-async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: str, request: pytest.FixtureRequest,
-                                                                      chromium, playwright) -> None:
+async def test_chart_seeded_board_day_change_no_data_and_phone_layout(
+    backend: str, request: pytest.FixtureRequest, chromium, playwright
+) -> None:
     """The board starts from the server's history (sparklines, the day's change
     from its first UTC price, its low and high) and says "no data yet" for a
     symbol without a price; a clicked symbol opens a candlestick chart seeded
@@ -177,8 +194,9 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
         await stack.publish("MSFT", 67627.61, volume=10)
         await stack.publish("OLD", 12.5, timestamp=midnight - 5000)
 
-        browser = NodeProcess("demo_chart.js", stack.url + "/?symbols=AAPL,MSFT,OLD,ZZZZ", str(ARTIFACTS),
-                              name="demo-chart")
+        browser = NodeProcess(
+            "demo_chart.js", stack.url + "/?symbols=AAPL,MSFT,OLD,ZZZZ", str(ARTIFACTS), name="demo-chart"
+        )
         await browser.start()
         try:
             seeded = await expect_line(browser, "step", "seeded", timeout=45)
@@ -216,8 +234,17 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             assert stream["candles"][-1]["volume"] == expected[-1]["volume"] + 50, stream
             # The legend reads out the newest candle.
             assert moved_step["legend"].split() == [
-                "O", f"{before['open']:.2f}", "H", "112.50", "L", f"{before['low']:.2f}", "C", "112.50",
-                "V", f"{expected[-1]['volume'] + 50:,}"], moved_step["legend"]
+                "O",
+                f"{before['open']:.2f}",
+                "H",
+                "112.50",
+                "L",
+                f"{before['low']:.2f}",
+                "C",
+                "112.50",
+                "V",
+                f"{expected[-1]['volume'] + 50:,}",
+            ], moved_step["legend"]
 
             await expect_line(browser, "wait", "publish-next-bucket")
             next_ts = minute + MINUTE_MS + 5
@@ -227,8 +254,13 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             started = started_step["chart"]
             assert fed_by(started_step["stream"]["candles"][-1]) == started["candles"][-1], started_step
             assert started["candles"][:-1] == moved["candles"]
-            assert started["candles"][-1] == {"time": (minute + MINUTE_MS) // 1000, "open": 108.25,
-                                              "high": 108.25, "low": 108.25, "close": 108.25}
+            assert started["candles"][-1] == {
+                "time": (minute + MINUTE_MS) // 1000,
+                "open": 108.25,
+                "high": 108.25,
+                "low": 108.25,
+                "close": 108.25,
+            }
             assert started["volume"][-1]["value"] == 30
 
             seconds = await expect_line(browser, "step", "interval-1s")
@@ -242,7 +274,8 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             ticked = await expect_line(browser, "step", "second-candle")
             assert ticked["stream"]["requests"][-2:] == [
                 {"action": "unsubscribeCandles", "symbol": "AAPL", "interval": "1m"},
-                {"action": "subscribeCandles", "symbol": "AAPL", "interval": "1s"}], ticked["stream"]
+                {"action": "subscribeCandles", "symbol": "AAPL", "interval": "1s"},
+            ], ticked["stream"]
             assert fed_by(ticked["stream"]["candles"][-1]) == ticked["chart"]["candles"][-1], ticked["stream"]
             assert ticked["stream"]["candles"][-1]["interval"] == "1s"
             assert ticked["chart"]["candles"][:-1] == chart_candles(expected)
@@ -265,8 +298,9 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(backend: s
             await browser.send({"price": 42.5})
             started = await expect_line(browser, "step", "first-price")
             bucket = first["timestamp"] - first["timestamp"] % 1000
-            assert started["chart"]["candles"] == [{"time": bucket // 1000, "open": 42.5, "high": 42.5,
-                                                    "low": 42.5, "close": 42.5}], started
+            assert started["chart"]["candles"] == [
+                {"time": bucket // 1000, "open": 42.5, "high": 42.5, "low": 42.5, "close": 42.5}
+            ], started
             assert started["chart"]["volume"][-1]["value"] == 3
             assert started["zzzz"]["state"] == "live" and started["zzzz"]["last"] == "42.50", started
             assert started["messageHidden"] is True

@@ -6,6 +6,7 @@ long as they like; a client that stops answering is disconnected once
 PING_TIMEOUT has passed, and its connection is closed, not left open. An
 upgrade that goes wrong closes the WebSocket and leaves long-polling working.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,6 +41,7 @@ async def fast_heartbeats(clients: ClientPool) -> AsyncIterator[Stack]:
 
 def connection_count(stack: Stack) -> int:
     from stockstream.app import node_of
+
     return len(node_of(stack.app).services.sessions)
 
 
@@ -92,9 +94,13 @@ async def test_raw_client_answering_pings_stays_connected(fast_heartbeats: Stack
 
 async def test_socketio_clients_outlive_many_heartbeats(fast_heartbeats: Stack, clients: ClientPool) -> None:
     """Both client libraries, on their default transports and on long-polling only."""
-    connected = await asyncio.gather(*(
-        clients.sio(fast_heartbeats.url, kind=kind, **options)
-        for kind in ("python", "node") for options in ({}, {"transports": ["polling"]})))
+    connected = await asyncio.gather(
+        *(
+            clients.sio(fast_heartbeats.url, kind=kind, **options)
+            for kind in ("python", "node")
+            for options in ({}, {"transports": ["polling"]})
+        )
+    )
     for client in connected:
         assert_subscribe_ack(await client.subscribe("AAPL"), ["AAPL"], ["AAPL"])
     await asyncio.sleep(SEVERAL_HEARTBEATS)  # the thing under test is time passing
@@ -175,8 +181,9 @@ async def long_polling(stack: Stack) -> AsyncIterator[PollingClient]:
 
 @contextlib.asynccontextmanager
 async def upgrade_attempt(stack: Stack, sid: str) -> AsyncIterator[RawWebSocket]:
-    ws = await RawWebSocket.open("127.0.0.1", stack.port,
-                                 f"/socket.io/?EIO=4&transport=websocket&sid={sid}", rcvbuf=None)
+    ws = await RawWebSocket.open(
+        "127.0.0.1", stack.port, f"/socket.io/?EIO=4&transport=websocket&sid={sid}", rcvbuf=None
+    )
     try:
         yield ws
     finally:

@@ -1,6 +1,7 @@
 """The python-socketio Redis manager is attached: an emit from an external
 `write_only` emitter, addressed to a symbol's room, reaches that room's Socket.IO
 clients on every instance, and only while they are subscribed."""
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,7 @@
 `{"type": "heartbeat", "seq": N}` frames on /live-price (a `heartbeat` event
 `{"seq": N}` on Socket.IO) every N seconds, so a client tells a stale feed
 from a quiet one. One shared timer per period, none per connection."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,6 +56,7 @@ async def memory_stack() -> AsyncIterator[Stack]:
 
 
 # -- unit: the bookkeeping ------------------------------------------------------------------
+
 
 def test_heartbeat_values_are_checked() -> None:
     """0 (off) and whole seconds from 1 to 3600 are accepted; anything else is refused."""
@@ -121,7 +123,7 @@ async def test_a_walk_over_many_members_is_spread_over_loop_turns() -> None:
     members = [Counter() for _ in range(2 * BEATS_PER_TURN + 10)]
     for member in members:
         beats.set(member, 1)
-    ticker, = beats._tickers.values()
+    (ticker,) = beats._tickers.values()
     ticker._tick()  # the timer's callback, without waiting a period
     assert sum(m.beats for m in members) == BEATS_PER_TURN - 1
     beats.stop(members[-1])
@@ -157,6 +159,7 @@ async def test_a_beat_is_queued_in_order_and_skipped_while_behind() -> None:
 
 # -- /live-price, through the real server --------------------------------------------------
 
+
 async def test_heartbeat_frames_come_numbered_at_the_period(memory_stack: Stack, clients: Any) -> None:
     """After a subscribe with "heartbeat": 1, frames {"type":"heartbeat","seq":N}
     arrive with N = 1, 2, 3, ... about one second apart, after the subscribe's
@@ -168,8 +171,11 @@ async def test_heartbeat_frames_come_numbered_at_the_period(memory_stack: Stack,
     await ws.replies.wait_for(lambda _: len(heartbeats(ws)) >= 4, 4 + 2 * PROMPT, "4 heartbeats")
     beats = heartbeats(ws)
     assert [seq for seq, _ in beats[:4]] == [1, 2, 3, 4]
-    assert all(json.dumps(r, sort_keys=True) == json.dumps({"seq": r["seq"], "type": "heartbeat"}, sort_keys=True)
-               for r in ws.replies.items if is_heartbeat(r)), "a heartbeat frame holds only type and seq"
+    assert all(
+        json.dumps(r, sort_keys=True) == json.dumps({"seq": r["seq"], "type": "heartbeat"}, sort_keys=True)
+        for r in ws.replies.items
+        if is_heartbeat(r)
+    ), "a heartbeat frame holds only type and seq"
     times = [t for _, t in beats[:4]]
     assert times[0] - asked_at <= 1.0 + 1.5, "the first heartbeat within a period (and a margin)"
     gaps = [b - a for a, b in pairwise(times)]
@@ -179,14 +185,13 @@ async def test_heartbeat_frames_come_numbered_at_the_period(memory_stack: Stack,
     assert ws.updates.items == [], "nothing was published: heartbeats are not price updates"
 
 
-async def test_bad_heartbeat_values_answer_invalid_payload_with_the_frame_id(memory_stack: Stack,
-                                                                           clients: Any) -> None:
+async def test_bad_heartbeat_values_answer_invalid_payload_with_the_frame_id(memory_stack: Stack, clients: Any) -> None:
     """A heartbeat that is not 0 or 1-3600 whole seconds answers `invalid_payload`
     with the frame's id, changes neither the subscriptions nor the heartbeat,
     and leaves the socket open."""
     ws = await clients.ws(memory_stack.url)
     await ws.subscribe("HBB", heartbeat=3)
-    session, = live_price_sessions(memory_stack)
+    (session,) = live_price_sessions(memory_stack)
     heartbeats_ = services_of(memory_stack).heartbeats
     for index, bad in enumerate([-1, 3601, 1.5, "5", True, [1], {"s": 1}, 0.0]):
         reply = await ask(ws, {"action": "subscribe", "symbols": ["HBC"], "heartbeat": bad, "id": index})
@@ -205,7 +210,7 @@ async def test_a_later_subscribe_replaces_the_heartbeat_and_0_stops_it(memory_st
     ws = await clients.ws(memory_stack.url)
     heartbeats_ = services_of(memory_stack).heartbeats
     await ws.subscribe("HBD", heartbeat=60)
-    session, = live_price_sessions(memory_stack)
+    (session,) = live_price_sessions(memory_stack)
     assert heartbeats_.period_of(session) == 60
     await ask(ws, {"action": "subscribe", "symbol": "HBE"})  # no heartbeat: unchanged
     assert heartbeats_.period_of(session) == 60
@@ -243,8 +248,7 @@ async def test_heartbeats_stop_when_connections_close(memory_stack: Stack, clien
         await session.close()  # the server ends these
     for ws in sockets[6:]:
         assert await ws.wait_closed() == 1008
-    await eventually(lambda: heartbeats_.members() == 0 and heartbeats_.timers() == 0, PROMPT,
-                     "every timer cancelled")
+    await eventually(lambda: heartbeats_.members() == 0 and heartbeats_.timers() == 0, PROMPT, "every timer cancelled")
     assert len(services_of(memory_stack).sessions) == 0
 
 
@@ -254,8 +258,9 @@ async def test_clients_that_ask_and_vanish_leave_no_timer(memory_stack: Stack) -
     heartbeats_ = services_of(memory_stack).heartbeats
     for round_ in range(30):
         raw = await RawWebSocket.open("127.0.0.1", memory_stack.port, "/live-price")
-        await raw.send_text(json.dumps({"action": "subscribe", "symbol": f"HV{round_ % 4}",
-                                        "heartbeat": 1 + round_ % 5}))
+        await raw.send_text(
+            json.dumps({"action": "subscribe", "symbol": f"HV{round_ % 4}", "heartbeat": 1 + round_ % 5})
+        )
         if round_ % 2:
             await raw.read_some(0.01)  # sometimes after the reply went out
         raw.close()
@@ -280,17 +285,20 @@ async def test_hostile_sequences_on_one_connection(memory_stack: Stack, clients:
             frames.append({"action": "unsubscribe", "symbol": "HH0", "id": f"u{index}"})
     for frame in frames:
         await ws.send(frame)
-    await ws.replies.wait_for(lambda items: len([r for r in items if not is_heartbeat(r)]) >= len(frames),
-                              2 * PROMPT, "every reply")
+    await ws.replies.wait_for(
+        lambda items: len([r for r in items if not is_heartbeat(r)]) >= len(frames), 2 * PROMPT, "every reply"
+    )
     replies = [r for r in ws.replies.items if not is_heartbeat(r)]
     assert [r["id"] for r in replies] == [f["id"] for f in frames]
     for frame, reply in zip(frames, replies):
         value = frame.get("heartbeat")
         bad = frame["action"] == "subscribe" and (
             (value is None and "symbol" not in frame)  # neither symbols nor a heartbeat
-            or value is not None and (isinstance(value, (str, float, bool)) or not 0 <= value <= 3600))
+            or value is not None
+            and (isinstance(value, (str, float, bool)) or not 0 <= value <= 3600)
+        )
         assert (reply["type"] == "error") == bad, (frame, reply)
-    session, = live_price_sessions(memory_stack)
+    (session,) = live_price_sessions(memory_stack)
     assert heartbeats_.period_of(session) == 1
     assert (heartbeats_.members(), heartbeats_.timers()) == (1, 1)
     seen = len(heartbeats(ws))
@@ -308,7 +316,7 @@ async def test_a_client_that_is_behind_gets_no_pile_of_heartbeats(clients: Any) 
         try:
             await raw.send_text(json.dumps({"action": "subscribe", "symbol": "HBS", "heartbeat": 1}))
             assert json.loads(await raw.next_text())["type"] == "subscribed"
-            session, = live_price_sessions(stack)
+            (session,) = live_price_sessions(stack)
             padding = "p" * 2000
             for attempt in range(2000):
                 await stack.publish("HBS", 1.0 + attempt, padding=padding)

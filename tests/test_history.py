@@ -1,4 +1,5 @@
 """History: retention, and history queries over HTTP, Socket.IO and /live-price."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ from tests.support.waiting import now_ms
 
 
 # -- retention ----------------------------------------------------------------------------
+
 
 @contextlib.asynccontextmanager
 async def stack_for(backend: str, request: pytest.FixtureRequest, **overrides: Any) -> AsyncIterator[Any]:
@@ -64,9 +66,8 @@ async def test_history_can_be_switched_off(backend: str, request: pytest.Fixture
         assert (await stack.broker.snapshots(["OFF"]))["OFF"] is not None
 
 
-
-
 # -- queries --------------------------------------------------------------------------------
+
 
 async def test_history_query_over_http_socketio_and_live_price(stack: Any, clients: Any) -> None:
     base = now_ms() - 10_000

@@ -1,4 +1,5 @@
 """The recorder of third-party publishers' updates into history: one instance records, the lock moves on."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,7 @@ from tests.support.waiting import eventually, now_ms
 
 # -- the recorder of third-party updates (Redis) ----------------------------------------
 
+
 def history_prices(entries: list[tuple[bytes, dict]]) -> list[float]:
     return [orjson.loads(fields[b"u"])["price"] for _, fields in entries]
 
@@ -34,6 +36,7 @@ async def test_third_party_updates_are_recorded_once_with_several_instances(redi
         raw = RawRedisPublisher(redis_url)
         stack.push_async_callback(raw.close)
         from stockstream.publisher import Publisher
+
         atomic = Publisher(brokers[1])
         atomic_prices, raw_prices = [], []
         for i in range(60):
@@ -46,6 +49,7 @@ async def test_third_party_updates_are_recorded_once_with_several_instances(redi
 
         async def recorded() -> list[float]:
             return history_prices(await client.xrange("stock:TPR:history"))
+
         await eventually(lambda: _len_at_least(recorded, 60), 5, "every update in history")
         await asyncio.sleep(0.3)  # a duplicate would show up by now
         history = await recorded()
@@ -73,15 +77,19 @@ async def test_recording_moves_to_another_instance_when_the_leader_stops(redis_u
                 await asyncio.sleep(0.6)  # a standby poll: it must not take over a held lock
                 assert await leaders([broker_of(second)]) == []
                 await raw.publish("FOV", 1.0)
-                await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 1), 5,
-                                 "the first update recorded")
+                await eventually(
+                    lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 1), 5, "the first update recorded"
+                )
                 await first_instance.__aexit__(None, None, None)
                 first_instance = None
                 # A clean stop releases the lock: the standby takes over within a poll.
                 await eventually(lambda: leaders([broker_of(second)]), 2, "the standby to take over")
                 await raw.publish("FOV", 2.0)
-                await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 2), 5,
-                                 "the second update recorded")
+                await eventually(
+                    lambda: _len_at_least(lambda: client.xrange("stock:FOV:history"), 2),
+                    5,
+                    "the second update recorded",
+                )
         finally:
             if first_instance is not None:
                 await first_instance.__aexit__(None, None, None)
@@ -106,8 +114,9 @@ async def test_a_recorder_that_lost_its_lock_writes_nothing(redis_url: str) -> N
             await client.delete(KeyLayout().recorder_lock())
             await eventually(lambda: recorder.leading, 5, "the recorder to lead again")
             await raw.publish("FNC", 2.0)
-            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:FNC:history"), 1), 5,
-                             "the next update recorded")
+            await eventually(
+                lambda: _len_at_least(lambda: client.xrange("stock:FNC:history"), 1), 5, "the next update recorded"
+            )
             assert history_prices(await client.xrange("stock:FNC:history")) == [2.0]
     finally:
         await raw.close()
@@ -121,11 +130,13 @@ async def test_publish_after_a_recorded_entry_of_the_same_millisecond(redis_url:
     try:
         async with running_app(redis_url, serve=False) as (app, _):
             from stockstream.publisher import Publisher
+
             publisher = Publisher(broker_of(app))
             ts = now_ms()
             await publisher.publish("SMS", 1.0, timestamp=ts)
-            await client.xadd("stock:SMS:history", {"u": f'{{"symbol":"SMS","price":2.0,"timestamp":{ts}}}'},
-                              id=f"{ts}-*")
+            await client.xadd(
+                "stock:SMS:history", {"u": f'{{"symbol":"SMS","price":2.0,"timestamp":{ts}}}'}, id=f"{ts}-*"
+            )
             third = await publisher.publish("SMS", 3.0, timestamp=ts)
             assert third["seq"] == 2
             assert history_prices(await client.xrange("stock:SMS:history")) == [1.0, 2.0, 3.0]
@@ -168,6 +179,7 @@ async def test_a_clean_stop_hands_recording_over_without_missing_or_repeating_an
 
             async def ns() -> list[int]:
                 return [orjson.loads(fields[b"u"])["n"] for _, fields in await client.xrange("stock:HND:history")]
+
             await eventually(lambda: _len_at_least(ns, len(published)), 5, "every update in history")
             assert await ns() == published
     finally:
@@ -184,12 +196,14 @@ async def test_a_replay_across_a_recording_gap_is_not_complete(redis_url: str) -
     after a third-party update recorded before the gap says it is not complete
     rather than skip what was missed; one after the gap is complete."""
     from stockstream.updates import parse_update
+
     raw = RawRedisPublisher(redis_url)
     client = aioredis.from_url(redis_url)
 
     async def recorded(count: int) -> None:
-        await eventually(lambda: _len_at_least(lambda: client.xrange("stock:GAP:history"), count), 5,
-                         f"{count} updates in history")
+        await eventually(
+            lambda: _len_at_least(lambda: client.xrange("stock:GAP:history"), count), 5, f"{count} updates in history"
+        )
 
     try:
         async with running_app(redis_url, serve=False) as (first, _):
@@ -217,6 +231,7 @@ async def test_a_replay_resumes_after_exactly_the_named_update_of_a_burst(redis_
     """Third-party updates sharing one millisecond: a replay after the third
     of them (named by timestamp and digest) holds exactly the ones after it."""
     from stockstream.updates import parse_update
+
     raw = RawRedisPublisher(redis_url)
     client = aioredis.from_url(redis_url)
     try:
@@ -227,8 +242,9 @@ async def test_a_replay_resumes_after_exactly_the_named_update_of_a_burst(redis_
             burst = [{"symbol": "BST", "price": 1.0, "timestamp": ts, "n": n} for n in range(1, 7)]
             for update in burst:
                 await raw.set_and_publish(update)
-            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:BST:history"), 6), 5,
-                             "the burst in history")
+            await eventually(
+                lambda: _len_at_least(lambda: client.xrange("stock:BST:history"), 6), 5, "the burst in history"
+            )
             point = parse_update(orjson.dumps(burst[2]), "BST")
             replay = await broker.replay_after_update("BST", ts, point.digest or "")
             assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [4, 5, 6]
@@ -242,6 +258,7 @@ async def test_a_replay_waits_for_the_recorder_to_reach_the_latest_update(redis_
     (its PUBLISH, hence its recording, comes later), the replay waits for it
     and then holds it, instead of saying history does not reach back."""
     from stockstream.updates import parse_update
+
     raw = RawRedisPublisher(redis_url)
     client = aioredis.from_url(redis_url)
     try:
@@ -250,8 +267,9 @@ async def test_a_replay_waits_for_the_recorder_to_reach_the_latest_update(redis_
             await eventually(lambda: leaders([broker]), 5, "a recorder")
             first = await raw.publish("LAG", 1.0, n=1)
             await raw.publish("LAG", 1.0, n=2)
-            await eventually(lambda: _len_at_least(lambda: client.xrange("stock:LAG:history"), 2), 5,
-                             "two updates in history")
+            await eventually(
+                lambda: _len_at_least(lambda: client.xrange("stock:LAG:history"), 2), 5, "two updates in history"
+            )
             third = {"symbol": "LAG", "price": 1.0, "timestamp": now_ms(), "n": 3}
             await raw.store_only(third)
             point = parse_update(orjson.dumps(first), "LAG")

@@ -7,6 +7,7 @@ arrives on a `stock:*` channel, the server answers only with catalogue errors
 subscription set as it was when it refuses a request, delivers no invalid
 update, and keeps serving. One server process takes all of it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,46 +34,95 @@ from tests.support.waiting import PROMPT, canonical, now_ms
 from tests.support.acks import before_close, sio_ack
 from tests.support.raw_ws import RawWebSocket, open_socketio
 
-CATALOGUE = {"invalid_payload", "invalid_symbol", "auth_required", "auth_failed",
-             "forbidden_symbol", "too_many_subscriptions", "rate_limited", "slow_client",
-             "server_shutdown", "unavailable", "internal"}
+CATALOGUE = {
+    "invalid_payload",
+    "invalid_symbol",
+    "auth_required",
+    "auth_failed",
+    "forbidden_symbol",
+    "too_many_subscriptions",
+    "rate_limited",
+    "slow_client",
+    "server_shutdown",
+    "unavailable",
+    "internal",
+}
 # Refusals of a request as a whole: the subscription set must be exactly as before.
-WHOLE_REQUEST_CODES = {"invalid_payload", "auth_required", "too_many_subscriptions", "rate_limited",
-                       "auth_failed", "unavailable", "internal"}
+WHOLE_REQUEST_CODES = {
+    "invalid_payload",
+    "auth_required",
+    "too_many_subscriptions",
+    "rate_limited",
+    "auth_failed",
+    "unavailable",
+    "internal",
+}
 SECRET = "hostile-input-secret-longer-than-32-bytes"
 CONTROL = "CTRL"  # a symbol only the control checks use
 PROBE = "ZZPROBE"  # never subscribed: unsubscribing it shows the set without changing it
 
 # No shrinking: a failing example is reported as generated, and the run stays short.
-FUZZ = settings(deadline=None, database=None, derandomize=False,
-                phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # -- what is generated ------------------------------------------------------------------
 
-ODD_TEXT = st.sampled_from([
-    "", " ", "AAPL", "aapl", "BRK.B", "^GSPC", "EUR/USD", "A" * 32, "A" * 33, "$AAPL", "A\nB",
-    "\x00", "\u200bAAPL", "ＡＡＰＬ", "ÄPFEL", "\ud7ff", "🙂" * 10, "é" * 5, "Traceback",
-    "__proto__", "constructor", "null", "{}", "[]", "\\", '"', "-1", "1e309",
-])
+ODD_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "AAPL",
+        "aapl",
+        "BRK.B",
+        "^GSPC",
+        "EUR/USD",
+        "A" * 32,
+        "A" * 33,
+        "$AAPL",
+        "A\nB",
+        "\x00",
+        "\u200bAAPL",
+        "ＡＡＰＬ",
+        "ÄPFEL",
+        "\ud7ff",
+        "🙂" * 10,
+        "é" * 5,
+        "Traceback",
+        "__proto__",
+        "constructor",
+        "null",
+        "{}",
+        "[]",
+        "\\",
+        '"',
+        "-1",
+        "1e309",
+    ]
+)
 # Huge strings appear once per payload at most (see SHAPED), so a payload stays under
 # the server's MAX_MESSAGE_BYTES even with every character escaped.
-HUGE_TEXT = st.builds(lambda c, n: c * n, st.sampled_from(["A", "é", "🙂", "\x00", " ", "\\"]),
-                      st.integers(1000, 6000))
+HUGE_TEXT = st.builds(lambda c, n: c * n, st.sampled_from(["A", "é", "🙂", "\x00", " ", "\\"]), st.integers(1000, 6000))
 TEXT = st.one_of(st.text(max_size=40), ODD_TEXT)
-KEYS = st.one_of(st.sampled_from(["symbol", "symbols", "since", "sinceSeq", "token", "from", "to",
-                                  "limit", "action", "id", "type"]), st.text(max_size=12))
+KEYS = st.one_of(
+    st.sampled_from(["symbol", "symbols", "since", "sinceSeq", "token", "from", "to", "limit", "action", "id", "type"]),
+    st.text(max_size=12),
+)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), TEXT,
+    st.none(),
+    st.booleans(),
+    TEXT,
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
 )
 JSON = st.recursive(
     SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=6),
-                               st.dictionaries(KEYS, children, max_size=6)),
+    lambda children: st.one_of(st.lists(children, max_size=6), st.dictionaries(KEYS, children, max_size=6)),
     max_leaves=25,
 )
 
@@ -88,10 +138,10 @@ def deep(levels: int, leaf: Any = "AAPL") -> Any:
 SHAPED = st.one_of(
     st.fixed_dictionaries({"symbol": JSON}),
     st.fixed_dictionaries({"symbols": JSON}),
-    st.fixed_dictionaries({"symbols": st.lists(st.one_of(TEXT, SCALARS), max_size=8)},
-                          optional={"since": SCALARS, "sinceSeq": SCALARS}),
-    st.fixed_dictionaries({"symbol": TEXT}, optional={"from": SCALARS, "to": SCALARS,
-                                                     "limit": SCALARS}),
+    st.fixed_dictionaries(
+        {"symbols": st.lists(st.one_of(TEXT, SCALARS), max_size=8)}, optional={"since": SCALARS, "sinceSeq": SCALARS}
+    ),
+    st.fixed_dictionaries({"symbol": TEXT}, optional={"from": SCALARS, "to": SCALARS, "limit": SCALARS}),
     st.lists(TEXT, max_size=8),
     st.builds(deep, st.integers(50, 400)),
     HUGE_TEXT,
@@ -103,13 +153,13 @@ PAYLOADS = st.one_of(JSON, SHAPED)
 NO_ARGUMENT = object()
 ARGUMENTS = st.one_of(PAYLOADS, st.just(NO_ARGUMENT))
 
-RESERVED_EVENTS = {"connect", "connect_error", "disconnect", "disconnecting", "newListener",
-                   "removeListener"}
-UNKNOWN_EVENTS = st.one_of(st.sampled_from(["stockUpdate", "error", "authenticated",
-                                            "Subscribe", "subscribe ", "history2", "message"]),
-                           st.text(min_size=1, max_size=20)).filter(
-    lambda e: e not in RESERVED_EVENTS
-    and e not in {"subscribe", "unsubscribe", "history", "authenticate", "ping"})
+RESERVED_EVENTS = {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+UNKNOWN_EVENTS = st.one_of(
+    st.sampled_from(["stockUpdate", "error", "authenticated", "Subscribe", "subscribe ", "history2", "message"]),
+    st.text(min_size=1, max_size=20),
+).filter(
+    lambda e: e not in RESERVED_EVENTS and e not in {"subscribe", "unsubscribe", "history", "authenticate", "ping"}
+)
 EVENTS = st.one_of(st.sampled_from(["subscribe", "unsubscribe", "history"]), UNKNOWN_EVENTS)
 
 
@@ -149,12 +199,16 @@ def target(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) 
     redis_server.ensure_running()
     factory = ServerFactory(tmp_path_factory.mktemp("hostile"))
     try:
-        yield factory.start_sync({
-            "JWT_SECRET": SECRET,
-            "MAX_MESSAGE_BYTES": "1048576",
-            # The point here is what the requests contain, not how many come.
-            "REQUEST_RATE": "100000", "REQUEST_BURST": "100000",
-        }, redis_url=redis_server.url)
+        yield factory.start_sync(
+            {
+                "JWT_SECRET": SECRET,
+                "MAX_MESSAGE_BYTES": "1048576",
+                # The point here is what the requests contain, not how many come.
+                "REQUEST_RATE": "100000",
+                "REQUEST_BURST": "100000",
+            },
+            redis_url=redis_server.url,
+        )
     finally:
         factory.close_all()
 
@@ -170,8 +224,7 @@ class SetModel:
     async def ready(self) -> "SetModel":
         """Start each example on an open connection, so that one failure does not
         make every later example fail (and Hypothesis can replay it alone)."""
-        closed = (self.client.closed.is_set() if self.client.kind == "ws"
-                  else not self.client.connected)
+        closed = self.client.closed.is_set() if self.client.kind == "ws" else not self.client.connected
         if closed and self._reopen is not None:
             self.client = await self._reopen()
             self.symbols = []
@@ -188,7 +241,8 @@ class SetModel:
     async def assert_unchanged(self, why: str) -> None:
         actual = await self.actual()
         assert actual == self.symbols, (
-            f"subscription set changed by a refused request ({why}): {self.symbols} -> {actual}")
+            f"subscription set changed by a refused request ({why}): {self.symbols} -> {actual}"
+        )
 
     async def resync(self) -> None:
         self.symbols = await self.actual()
@@ -205,6 +259,7 @@ class SetModel:
 async def sio_fuzz(target: ServerProcess, clients: ClientPool) -> SetModel:
     async def reopen() -> Any:
         return await clients.sio(target.url, transports=["websocket"])
+
     model = SetModel(await reopen(), reopen)
     await model.resync()
     return model
@@ -214,6 +269,7 @@ async def sio_fuzz(target: ServerProcess, clients: ClientPool) -> SetModel:
 async def ws_fuzz(target: ServerProcess, clients: ClientPool) -> SetModel:
     async def reopen() -> Any:
         return await clients.ws(target.url)
+
     return SetModel(await reopen(), reopen)
 
 
@@ -282,31 +338,35 @@ def token_payloads() -> st.SearchStrategy[Any]:
     forged = st.builds(
         lambda claims, key: jwt.encode(claims, key, algorithm="HS256"),
         st.dictionaries(KEYS, SCALARS, max_size=4),
-        st.sampled_from([SECRET + "x", "another-secret-longer-than-32-bytes!!"]))
-    unsigned = st.builds(lambda claims: jwt.encode(claims, None, algorithm="none"),
-                         st.dictionaries(st.sampled_from(["sub", "exp", "symbols"]), SCALARS, max_size=3))
-    return st.one_of(PAYLOADS, forged, unsigned,
-                     st.builds(lambda t: {"token": t}, st.one_of(forged, TEXT, SCALARS)))
+        st.sampled_from([SECRET + "x", "another-secret-longer-than-32-bytes!!"]),
+    )
+    unsigned = st.builds(
+        lambda claims: jwt.encode(claims, None, algorithm="none"),
+        st.dictionaries(st.sampled_from(["sub", "exp", "symbols"]), SCALARS, max_size=3),
+    )
+    return st.one_of(PAYLOADS, forged, unsigned, st.builds(lambda t: {"token": t}, st.one_of(forged, TEXT, SCALARS)))
 
 
 @settings(FUZZ, max_examples=30)
-@given(payload=token_payloads(), with_ack=st.booleans(),
-       transport=st.sampled_from(["socketio", "live-price", "query"]))
-async def test_authenticate_with_hostile_tokens(target: ServerProcess, clients: ClientPool,
-                                                payload: Any, with_ack: bool, transport: str) -> None:
+@given(payload=token_payloads(), with_ack=st.booleans(), transport=st.sampled_from(["socketio", "live-price", "query"]))
+async def test_authenticate_with_hostile_tokens(
+    target: ServerProcess, clients: ClientPool, payload: Any, with_ack: bool, transport: str
+) -> None:
     """None of these is a valid token: auth_failed (or invalid_payload), then the close."""
     if transport == "socketio":
         client = await clients.sio(target.url, transports=["websocket"])
         if with_ack:
-            ack = await before_close(sio_ack(client, "authenticate", payload), client.disconnected,
-                                     "the authenticate ack")
+            ack = await before_close(
+                sio_ack(client, "authenticate", payload), client.disconnected, "the authenticate ack"
+            )
             assert isinstance(ack, dict) and ack.get("ok") is False, ack
             code = check_error(ack.get("error"), {"auth_failed", "invalid_payload"})
         else:
             await client.emit("authenticate", payload)
-            code = check_error(await before_close(client.expect_error(), client.disconnected,
-                                                  "an error event"),
-                               {"auth_failed", "invalid_payload"})
+            code = check_error(
+                await before_close(client.expect_error(), client.disconnected, "an error event"),
+                {"auth_failed", "invalid_payload"},
+            )
         if code == "auth_failed":
             await client.wait_disconnected()
     else:
@@ -314,7 +374,7 @@ async def test_authenticate_with_hostile_tokens(target: ServerProcess, clients: 
             token = payload if isinstance(payload, str) else json.dumps(payload)
             # Within the HTTP request line limit (8 KiB): longer URLs are an HTTP matter.
             while len(urllib.parse.quote(token)) > 6000:
-                token = token[:len(token) // 2]
+                token = token[: len(token) // 2]
             client = await clients.ws(f"{target.ws_url}?token={urllib.parse.quote(token)}")
         else:
             client = await clients.ws(target.url)
@@ -329,14 +389,15 @@ async def test_authenticate_with_hostile_tokens(target: ServerProcess, clients: 
 
 # -- /live-price frames ------------------------------------------------------------------------
 
-REPLY_TYPES = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "history": "history",
-               "ping": "pong"}
+REPLY_TYPES = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "history": "history", "ping": "pong"}
 ACTIONS = st.one_of(st.sampled_from(list(REPLY_TYPES)), SCALARS, JSON)
 REQUEST_OBJECTS = st.builds(
     lambda action, rest, ident: {**rest, "action": action, **({} if ident is None else {"id": ident})},
     ACTIONS.filter(lambda a: a != "authenticate"),
-    st.one_of(st.dictionaries(KEYS.filter(lambda k: k not in ("action", "id")), JSON, max_size=5),
-              SHAPED.filter(lambda s: isinstance(s, dict))),
+    st.one_of(
+        st.dictionaries(KEYS.filter(lambda k: k not in ("action", "id")), JSON, max_size=5),
+        SHAPED.filter(lambda s: isinstance(s, dict)),
+    ),
     st.one_of(st.none(), st.integers(-(2**70), 2**70), st.text(max_size=10), st.booleans()),
 )
 FRAMES = st.one_of(
@@ -389,7 +450,8 @@ async def test_live_price_frames(ws_fuzz: SetModel, frame: tuple[str, Any]) -> N
             await ws_fuzz.resync()
     else:
         assert isinstance(action, str) and reply.get("type") == REPLY_TYPES.get(action), (
-            f"frame {value!r:.200} answered {reply!r:.300}")
+            f"frame {value!r:.200} answered {reply!r:.300}"
+        )
         assert reply.get("ok") is True, reply
         if action != "ping":
             check_ok_reply(action, reply, before)
@@ -399,11 +461,12 @@ async def test_live_price_frames(ws_fuzz: SetModel, frame: tuple[str, Any]) -> N
     assert ws.is_open, f"socket closed after {kind} frame {value!r:.200}"
 
 
-INVALID_UTF8 = st.builds(lambda a, bad, b: a.encode() + bad + b.encode(),
-                         st.text(max_size=20),
-                         st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82",
-                                          b"\xf8\x88\x80\x80\x80", b"\x80"]),
-                         st.text(max_size=20))
+INVALID_UTF8 = st.builds(
+    lambda a, bad, b: a.encode() + bad + b.encode(),
+    st.text(max_size=20),
+    st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf8\x88\x80\x80\x80", b"\x80"]),
+    st.text(max_size=20),
+)
 
 
 @settings(FUZZ, max_examples=12)
@@ -435,8 +498,11 @@ SIO_PACKETS = st.one_of(
     st.builds(lambda body: "42" + body, st.text(max_size=100)),
     st.builds(lambda ack, body: f"42{ack}" + json.dumps(body), st.integers(0, 2**40), JSON),
     st.builds(lambda body: "42" + json.dumps(body), JSON),
-    st.builds(lambda prefix, body: prefix + json.dumps(body),
-              st.sampled_from(["40", "41", "43", "44", "45", "46", "4", "3", "6"]), JSON),
+    st.builds(
+        lambda prefix, body: prefix + json.dumps(body),
+        st.sampled_from(["40", "41", "43", "44", "45", "46", "4", "3", "6"]),
+        JSON,
+    ),
 )
 
 
@@ -471,7 +537,7 @@ async def test_raw_socketio_packets(target: ServerProcess, packet: str) -> None:
                 if event == "error":
                     check_error(args[0])
             elif text.startswith("43"):
-                body = json.loads(text[text.index("["):])[0]
+                body = json.loads(text[text.index("[") :])[0]
                 if body.get("ok") is False:
                     check_error(body.get("error"))
     finally:
@@ -482,16 +548,25 @@ async def test_raw_socketio_packets(target: ServerProcess, packet: str) -> None:
 # -- arbitrary messages on stock:* channels ------------------------------------------------------------
 
 FUZZ_SYMBOL = "FUZZ"
-NUMBERS = st.one_of(st.integers(-(2**60), 2**60), st.floats(), st.booleans(), st.none(), TEXT,
-                    st.just(2**53), st.just(2**64), st.lists(st.integers(), max_size=2))
+NUMBERS = st.one_of(
+    st.integers(-(2**60), 2**60),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    TEXT,
+    st.just(2**53),
+    st.just(2**64),
+    st.lists(st.integers(), max_size=2),
+)
 NEAR_MISS = st.fixed_dictionaries(
     {},
-    optional={"symbol": st.one_of(st.sampled_from(["FUZZ", "fuzz", "Fuzz", "AAPL", "FUZZ ", "", "FUZZ\x00"]),
-                                  SCALARS),
-              "price": NUMBERS,
-              "timestamp": st.one_of(st.integers(-5, 2**53 + 5), NUMBERS),
-              "seq": NUMBERS,
-              "extra": JSON},
+    optional={
+        "symbol": st.one_of(st.sampled_from(["FUZZ", "fuzz", "Fuzz", "AAPL", "FUZZ ", "", "FUZZ\x00"]), SCALARS),
+        "price": NUMBERS,
+        "timestamp": st.one_of(st.integers(-5, 2**53 + 5), NUMBERS),
+        "seq": NUMBERS,
+        "extra": JSON,
+    },
 )
 MESSAGES = st.one_of(
     st.binary(max_size=300),
@@ -499,8 +574,7 @@ MESSAGES = st.one_of(
     st.builds(lambda v: json.dumps(v, allow_nan=True).encode(), NEAR_MISS),
     st.builds(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"), NEAR_MISS),
 )
-CHANNELS = st.one_of(st.just(FUZZ_SYMBOL), st.just(FUZZ_SYMBOL.lower()),
-                     st.text(max_size=20), st.binary(max_size=20))
+CHANNELS = st.one_of(st.just(FUZZ_SYMBOL), st.just(FUZZ_SYMBOL.lower()), st.text(max_size=20), st.binary(max_size=20))
 
 
 def contract_valid(raw: bytes, channel_symbol: str) -> tuple[bool, bool]:
@@ -514,10 +588,17 @@ def contract_valid(raw: bytes, channel_symbol: str) -> tuple[bool, bool]:
     if not isinstance(data, dict):
         return False, True
     symbol, price, ts = data.get("symbol"), data.get("price"), data.get("timestamp")
-    valid = (isinstance(symbol, str) and symbol.upper() == channel_symbol
-             and bool(SYMBOL_RE.match(symbol.upper()))
-             and not isinstance(price, bool) and isinstance(price, (int, float)) and math.isfinite(price)
-             and not isinstance(ts, bool) and isinstance(ts, int) and ts >= 0)
+    valid = (
+        isinstance(symbol, str)
+        and symbol.upper() == channel_symbol
+        and bool(SYMBOL_RE.match(symbol.upper()))
+        and not isinstance(price, bool)
+        and isinstance(price, (int, float))
+        and math.isfinite(price)
+        and not isinstance(ts, bool)
+        and isinstance(ts, int)
+        and ts >= 0
+    )
     try:
         orjson.loads(raw)
         representable = True
@@ -561,9 +642,12 @@ async def test_published_messages(feed, message: bytes, channel: Any, store: boo
     valid, certain = contract_valid(message, FUZZ_SYMBOL)
     for update in between:
         check_no_trace(update)
-        assert delivered_to_watcher and valid, f"invalid message {message!r:.300} on {name!r} delivered: {update!r:.300}"
+        assert delivered_to_watcher and valid, (
+            f"invalid message {message!r:.300} on {name!r} delivered: {update!r:.300}"
+        )
         assert canonical(update) == canonical(json.loads(message)), (
-            f"not delivered as published: {message!r:.300} -> {update!r:.300}")
+            f"not delivered as published: {message!r:.300} -> {update!r:.300}"
+        )
     if delivered_to_watcher and valid and certain:
         assert len(between) == 1, f"valid update {message!r:.300} delivered {len(between)} times"
     else:
@@ -598,8 +682,9 @@ async def test_edge_requests(target: ServerProcess, clients: ClientPool, transpo
         error = reply.get("error")
     else:
         client = await clients.ws(target.url)
-        reply = await client.request({"action": event, **payload} if isinstance(payload, dict)
-                                     else {"action": event, "symbols": payload})
+        reply = await client.request(
+            {"action": event, **payload} if isinstance(payload, dict) else {"action": event, "symbols": payload}
+        )
         error = reply if reply.get("type") == "error" else None
     check_no_trace(reply)
     model = SetModel(client)
@@ -625,20 +710,21 @@ LOGGED_ERROR = re.compile(r" (ERROR|CRITICAL) [\w.]+:")
 
 
 @pytest.mark.parametrize("action", [[], {}, ["subscribe"], {"subscribe": 1}])
-async def test_live_price_action_that_is_not_a_string(target: ServerProcess, clients: ClientPool,
-                                                      action: Any) -> None:
+async def test_live_price_action_that_is_not_a_string(target: ServerProcess, clients: ClientPool, action: Any) -> None:
     """Text that is not a JSON object with a known action answers
     invalid_payload and the socket stays open."""
     ws = await clients.ws(target.url)
-    reply = await before_close(ws.request({"action": action, "symbol": "AAPL"}), ws.closed,
-                               f"an invalid_payload error for action {action!r}")
+    reply = await before_close(
+        ws.request({"action": action, "symbol": "AAPL"}), ws.closed, f"an invalid_payload error for action {action!r}"
+    )
     assert reply.get("type") == "error", reply
     check_error(reply, {"invalid_payload"})
     assert (await ws.request({"action": "ping"})).get("type") == "pong"
 
 
-@pytest.mark.parametrize("packet", ["", "F", "44", '42["subscribe"', "4" + "\u00e9",
-                                    '42[["subscribe"],"AAPL"]', '427[{"event":1}]'])
+@pytest.mark.parametrize(
+    "packet", ["", "F", "44", '42["subscribe"', "4" + "\u00e9", '42[["subscribe"],"AAPL"]', '427[{"event":1}]']
+)
 async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerProcess, packet: str) -> None:
     """A text frame no Engine.IO/Socket.IO client sends may cost the sender its
     connection, but not an ERROR with a stack trace in the server's log per frame
@@ -653,8 +739,7 @@ async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerPro
     await asyncio.sleep(0.2)
     new = target.output().splitlines()[logged_before:]
     errors = [line for line in new if LOGGED_ERROR.search(line)]
-    assert not errors, (f"packet {packet!r} was logged as a server error:\n"
-                        + "\n".join(new[:12]))
+    assert not errors, f"packet {packet!r} was logged as a server error:\n" + "\n".join(new[:12])
     assert target.running
 
 
@@ -693,8 +778,26 @@ async def test_very_deep_nesting(target: ServerProcess, clients: ClientPool) -> 
 SEQUENCE_SYMBOLS = ["LSQA", "LSQB", "LSQC"]
 # What JSON decoders accept but a reply cannot carry back (lone surrogates, integers
 # beyond 64 bits), next to ordinary and wrong values.
-SEQUENCE_VALUES: list[Any] = ["\ud800", "\udfff", "A\ud83d", 2**64, -(2**70), 1e308, None, True, 0, -1,
-                              "", " ", "$$", "A" * 40, [], {}, [[["LSQA"]]], {"symbols": "LSQA"}]
+SEQUENCE_VALUES: list[Any] = [
+    "\ud800",
+    "\udfff",
+    "A\ud83d",
+    2**64,
+    -(2**70),
+    1e308,
+    None,
+    True,
+    0,
+    -1,
+    "",
+    " ",
+    "$$",
+    "A" * 40,
+    [],
+    {},
+    [[["LSQA"]]],
+    {"symbols": "LSQA"},
+]
 
 
 def generated_request(rng: random.Random) -> tuple[str, Any]:
@@ -703,8 +806,10 @@ def generated_request(rng: random.Random) -> tuple[str, Any]:
     symbols = [rng.choice(SEQUENCE_SYMBOLS + SEQUENCE_VALUES) for _ in range(rng.randint(0, 4))]
     shape = rng.randrange(5)
     if action == "history":
-        payload: Any = {"symbol": rng.choice(SEQUENCE_SYMBOLS + SEQUENCE_VALUES),
-                        rng.choice(["from", "to", "limit"]): rng.choice(SEQUENCE_VALUES + [5, 10**12])}
+        payload: Any = {
+            "symbol": rng.choice(SEQUENCE_SYMBOLS + SEQUENCE_VALUES),
+            rng.choice(["from", "to", "limit"]): rng.choice(SEQUENCE_VALUES + [5, 10**12]),
+        }
     elif shape == 0:
         payload = symbols
     elif shape == 1:
@@ -724,15 +829,15 @@ SEQUENCE_LENGTH = 300
 async def publish_control(redis_server: RedisServer, symbol: str, price: float) -> None:
     redis = aioredis.from_url(redis_server.url, socket_timeout=5)
     try:
-        await redis.publish(f"stock:{symbol}", json.dumps({"symbol": symbol, "price": price,
-                                                           "timestamp": now_ms()}))
+        await redis.publish(f"stock:{symbol}", json.dumps({"symbol": symbol, "price": price, "timestamp": now_ms()}))
     finally:
         await redis.aclose()
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_long_sequence_on_one_socketio_connection(target: ServerProcess, redis_server: RedisServer,
-                                                        clients: ClientPool, seed: int) -> None:
+async def test_long_sequence_on_one_socketio_connection(
+    target: ServerProcess, redis_server: RedisServer, clients: ClientPool, seed: int
+) -> None:
     """Hundreds of generated requests on one python-socketio connection, odd text and
     numbers included: every one is answered with an ack (ok, or a catalogue error that
     is not `internal`), nothing is logged as a server failure, and the connection
@@ -761,8 +866,9 @@ async def test_long_sequence_on_one_socketio_connection(target: ServerProcess, r
 
 
 @pytest.mark.parametrize("seed", [3, 4])
-async def test_long_sequence_on_one_live_price_connection(target: ServerProcess, redis_server: RedisServer,
-                                                          clients: ClientPool, seed: int) -> None:
+async def test_long_sequence_on_one_live_price_connection(
+    target: ServerProcess, redis_server: RedisServer, clients: ClientPool, seed: int
+) -> None:
     """Hundreds of generated requests on one /live-price connection, each with an id:
     every one is answered (a reply or a catalogue error, never `internal`), the
     connection stays open, and it then still subscribes and streams."""
@@ -797,8 +903,9 @@ async def test_long_sequence_on_one_live_price_connection(target: ServerProcess,
 # -- after all of it --------------------------------------------------------------------------------
 
 
-async def test_server_still_serves_after_all_of_it(target: ServerProcess, redis_server: RedisServer,
-                                                   clients: ClientPool) -> None:
+async def test_server_still_serves_after_all_of_it(
+    target: ServerProcess, redis_server: RedisServer, clients: ClientPool
+) -> None:
     assert target.running, target.output_tail()
     sio = await clients.sio(target.url)
     ws = await clients.ws(target.url)

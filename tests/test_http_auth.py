@@ -1,4 +1,5 @@
 """The HTTP queries under the authentication rules."""
+
 from __future__ import annotations
 
 
@@ -11,6 +12,7 @@ from tests.support.inprocess import inprocess_stack
 async def test_http_queries_follow_the_auth_rules(request: pytest.FixtureRequest) -> None:
     from stockstream.app import node_of
     from stockstream.auth import mint_token
+
     async with inprocess_stack("memory", None, require_auth=True, jwt_secret="s" * 32) as stack:
         await stack.publish("AUT", 1.0)
         await stack.publish("OTH", 2.0)

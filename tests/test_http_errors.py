@@ -1,4 +1,5 @@
 """The HTTP API's errors: JSON bodies with fitting statuses, never a trace."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,10 +43,12 @@ async def test_http_errors_are_json_with_a_fitting_status(stack: Any) -> None:
     assert status == 200 and body["updates"] == []
 
 
-async def test_an_unexpected_failure_answers_json_500_without_a_trace(stack: Any,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_unexpected_failure_answers_json_500_without_a_trace(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(symbols: list[str]) -> None:
         raise RuntimeError("secret internals")
+
     monkeypatch.setattr(stack.broker, "snapshots", broken)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         async with http.get(f"{stack.url}/api/quotes/ANY") as resp:

@@ -1,6 +1,7 @@
 """Publishing prices over HTTP (`POST /api/publish`): rights from the token's `publish`
 claim, whole requests checked before anything is published, the same atomic step
 (snapshot, seq, history, fan-out) as every other publisher, on both backends."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,9 @@ async def pstack(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[
         yield stack
 
 
-async def post(url: str, body: Any = None, *, bearer: str | None = None, data: Any = None,
-               headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def post(
+    url: str, body: Any = None, *, bearer: str | None = None, data: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     headers = dict(headers or {})
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
@@ -58,6 +60,7 @@ async def stored(stack: Stack, symbol: str) -> list[dict]:
 
 
 # -- publishing reaches subscribers ----------------------------------------------------------
+
 
 async def test_posted_updates_reach_socketio_and_live_price_subscribers(pstack: Stack, clients: Any) -> None:
     """What is POSTed is stored with its seq, answered as stored, and delivered to
@@ -74,12 +77,19 @@ async def test_posted_updates_reach_socketio_and_live_price_subscribers(pstack: 
     assert first["symbol"] == "HTP" and first["price"] == 10.5 and first["seq"] == 1
     assert before <= first["timestamp"] <= now_ms(), "a missing timestamp is the server's clock"
 
-    batch = [{"symbol": "HTP", "price": 11, "timestamp": 1_700_000_000_000, "volume": 300},
-             {"symbol": "HTQ", "price": 2.25, "venue": "X"}]
+    batch = [
+        {"symbol": "HTP", "price": 11, "timestamp": 1_700_000_000_000, "volume": 300},
+        {"symbol": "HTQ", "price": 2.25, "venue": "X"},
+    ]
     status, body = await post(pstack.url, batch, bearer=token(["HTP", "htq"]))
     assert status == 200, body
-    assert body["published"][0] == {"symbol": "HTP", "price": 11, "timestamp": 1_700_000_000_000,
-                                    "volume": 300, "seq": 2}
+    assert body["published"][0] == {
+        "symbol": "HTP",
+        "price": 11,
+        "timestamp": 1_700_000_000_000,
+        "volume": 300,
+        "seq": 2,
+    }
     assert body["published"][1]["venue"] == "X" and body["published"][1]["seq"] == 1
     published = [first, *body["published"]]
 
@@ -94,8 +104,10 @@ async def test_posted_updates_reach_socketio_and_live_price_subscribers(pstack: 
 async def test_posted_on_one_instance_reaches_subscribers_of_another(redis_url: str, clients: Any) -> None:
     """Two instances on one Redis: what is POSTed to one reaches a subscriber of the
     other, once and in order."""
-    async with inprocess_stack("redis", redis_url, jwt_secret=SECRET) as first, \
-            inprocess_stack("redis", redis_url, jwt_secret=SECRET) as second:
+    async with (
+        inprocess_stack("redis", redis_url, jwt_secret=SECRET) as first,
+        inprocess_stack("redis", redis_url, jwt_secret=SECRET) as second,
+    ):
         sio = await clients.sio(second.url)
         await sio.subscribe("XIN")
         batch = [{"symbol": "XIN", "price": 100 + i} for i in range(20)]
@@ -108,6 +120,7 @@ async def test_posted_on_one_instance_reaches_subscribers_of_another(redis_url: 
 
 # -- refusals: nothing of a refused request is published ---------------------------------------
 
+
 async def test_publishing_needs_a_valid_token_with_the_publish_right(pstack: Stack) -> None:
     """401 auth_required without a token, 401 auth_failed for a bad one, 403 forbidden
     for a symbol the token may not publish; a refused request publishes nothing."""
@@ -115,8 +128,11 @@ async def test_publishing_needs_a_valid_token_with_the_publish_right(pstack: Sta
     cases = [
         (None, 401, "auth_required"),
         ("not-a-jwt", 401, "auth_failed"),
-        (mint_token(Settings.from_env({}, jwt_secret="another-secret-of-at-least-32-bytes!"), "x",
-                    publish=True), 401, "auth_failed"),
+        (
+            mint_token(Settings.from_env({}, jwt_secret="another-secret-of-at-least-32-bytes!"), "x", publish=True),
+            401,
+            "auth_failed",
+        ),
         (mint_token(SETTINGS, "x", publish=True, ttl=-10), 401, "auth_failed"),
         (mint_token(SETTINGS, "reader"), 403, "forbidden"),  # no publish claim
         (token(["OTHER"]), 403, "forbidden"),
@@ -180,6 +196,7 @@ async def test_bodies_over_the_size_limit_are_refused_unread(backend: str, reque
             for _ in range(200):
                 yield one
             yield b'{"symbol": "BIG", "price": 1.0}]'
+
         got, answer = await post(stack.url, data=chunks(), bearer=token())
         assert got == 413 and answer["error"]["code"] == "invalid_payload"
 
@@ -224,6 +241,7 @@ async def test_a_backend_failure_mid_list_says_what_was_published(pstack: Stack)
 
 # -- concurrency ------------------------------------------------------------------------------
 
+
 async def test_concurrent_posts_keep_seq_gap_free_and_ordered_per_symbol(pstack: Stack, clients: Any) -> None:
     """Many concurrent POSTs for a few symbols: each symbol's seq runs 1..N without
     gaps or repeats, in history and at a subscriber, and each request's updates
@@ -236,8 +254,9 @@ async def test_concurrent_posts_keep_seq_gap_free_and_ordered_per_symbol(pstack:
 
     async def one(n: int, http: aiohttp.ClientSession) -> list[dict]:
         body = [{"symbol": symbols[(n + i) % 3], "price": n + i / 10, "req": n, "i": i} for i in range(per_request)]
-        async with http.post(pstack.url + "/api/publish", json=body,
-                             headers={"Authorization": f"Bearer {bearer}"}) as resp:
+        async with http.post(
+            pstack.url + "/api/publish", json=body, headers={"Authorization": f"Bearer {bearer}"}
+        ) as resp:
             assert resp.status == 200, await resp.text()
             return (await resp.json())["published"]
 
@@ -261,14 +280,19 @@ async def test_concurrent_posts_keep_seq_gap_free_and_ordered_per_symbol(pstack:
 
 # -- minting publisher tokens ------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, claim", [
-    (["--publish"], True),
-    (["--publish", "*"], True),
-    (["--publish", "aapl,MSFT"], ["AAPL", "MSFT"]),
-    ([], None),
-])
-def test_token_command_mints_the_publish_claim(argv: list[str], claim: Any, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+
+@pytest.mark.parametrize(
+    "argv, claim",
+    [
+        (["--publish"], True),
+        (["--publish", "*"], True),
+        (["--publish", "aapl,MSFT"], ["AAPL", "MSFT"]),
+        ([], None),
+    ],
+)
+def test_token_command_mints_the_publish_claim(
+    argv: list[str], claim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     """`python -m stockstream token --publish [SYMBOLS]` mints a token whose publish
     claim the server accepts: alone or * for all symbols, else the listed ones."""
     monkeypatch.setenv("JWT_SECRET", SECRET)
@@ -281,8 +305,9 @@ def test_token_command_mints_the_publish_claim(argv: list[str], claim: Any, monk
     assert identity.may_publish("TSLA") is (claim is True)
 
 
-def test_token_command_refuses_a_bad_publish_list(capsys: pytest.CaptureFixture[str], tmp_path: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_command_refuses_a_bad_publish_list(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bad symbol in --publish is a usage error (exit 2)."""
     monkeypatch.setenv("JWT_SECRET", SECRET)
     with pytest.raises(SystemExit) as exit_info:
@@ -291,14 +316,17 @@ def test_token_command_refuses_a_bad_publish_list(capsys: pytest.CaptureFixture[
     assert "--publish" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("claim, allowed, refused", [
-    (True, ["AAPL", "TSLA"], []),
-    ("*", ["AAPL", "TSLA"], []),
-    (["aapl", "*"], ["AAPL", "TSLA"], []),
-    (["aapl", "brk.b"], ["AAPL", "BRK.B"], ["TSLA"]),
-    (False, [], ["AAPL"]),
-    ([], [], ["AAPL"]),
-])
+@pytest.mark.parametrize(
+    "claim, allowed, refused",
+    [
+        (True, ["AAPL", "TSLA"], []),
+        ("*", ["AAPL", "TSLA"], []),
+        (["aapl", "*"], ["AAPL", "TSLA"], []),
+        (["aapl", "brk.b"], ["AAPL", "BRK.B"], ["TSLA"]),
+        (False, [], ["AAPL"]),
+        ([], [], ["AAPL"]),
+    ],
+)
 def test_publish_claim_grants_what_it_names(claim: Any, allowed: list[str], refused: list[str]) -> None:
     """The publish claim: true or "*" (alone or in a list) for every symbol, a list for
     those symbols (case-insensitive), false or an empty list for none."""

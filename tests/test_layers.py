@@ -4,6 +4,7 @@ Read from the source with `ast` (nothing is imported), so the test is fast and
 sees imports inside functions too. Imports under `if TYPE_CHECKING:` are only
 annotations and are left out.
 """
+
 from __future__ import annotations
 
 import ast
@@ -65,8 +66,9 @@ def imports_of(path: Path, modules: set[str], package_dir: Path = PACKAGE) -> se
             else:
                 origin = node.module or ""
             # `from pkg import sub` imports the submodule; `from mod import name` the module.
-            targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin
-                       for alias in node.names]
+            targets = [
+                f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin for alias in node.names
+            ]
         found.update(t for t in targets if t in modules and t != name)
     return found
 
@@ -91,7 +93,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state and (cycle := visit(dep)) is not None:
                 return cycle
         path.pop()
@@ -193,8 +195,9 @@ def test_the_import_tower_from_the_command_line_stays_low() -> None:
     MAX_FLOORS_FROM_THE_COMMAND_LINE imports long (imports inside functions included)."""
     chain = longest_chain(import_graph(), "stockstream.cli")
     floors = len(chain) - 1
-    assert floors <= MAX_FLOORS_FROM_THE_COMMAND_LINE, (
-        f"{floors} floors: " + " -> ".join(m.removeprefix("stockstream.") for m in chain))
+    assert floors <= MAX_FLOORS_FROM_THE_COMMAND_LINE, f"{floors} floors: " + " -> ".join(
+        m.removeprefix("stockstream.") for m in chain
+    )
 
 
 def test_the_http_package_does_not_import_the_wiring() -> None:
@@ -225,7 +228,10 @@ def test_the_benchmark_is_outside_the_runtime() -> None:
     """Only the benchmark's own command (stockstream.commands.bench, when it runs) imports
     stockstream.bench; the server never reaches it."""
     graph = import_graph()
-    importers = sorted(m for m, deps in graph.items()
-                       if not m.startswith("stockstream.bench") and any(d.startswith("stockstream.bench") for d in deps))
+    importers = sorted(
+        m
+        for m, deps in graph.items()
+        if not m.startswith("stockstream.bench") and any(d.startswith("stockstream.bench") for d in deps)
+    )
     assert importers == ["stockstream.commands.bench"]
     assert not [m for m in reachable(graph, "stockstream.server") if m.startswith("stockstream.bench")]

@@ -6,6 +6,7 @@ name and the behaviour around it are listed here; an upgrade that changes one
 fails here with the place that must follow, instead of somewhere deep in an
 end-to-end test. Fast: reads the libraries' source, opens no connection.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,65 +37,105 @@ def test_engineio_websocket_driver_hook() -> None:
     """engineio builds a socket's WebSocket through `server._async["websocket"](handler, server)`,
     which socketio_internals.py hands to its websocket_driver hook."""
     server = engineio.AsyncServer(async_mode="aiohttp")
-    _require("websocket" in getattr(server, "_async", {}), 'AsyncServer._async["websocket"]',
-             "transports/socketio_internals.py EngineIOHooks.__init__")
-    _require("self.server._async['websocket'](" in _source(eio_async_socket).replace("ws = ", ""),
-             "AsyncSocket calls server._async['websocket'](handler, server)", "transports/socketio_internals.py EngineIOHooks._websocket_factory")
+    _require(
+        "websocket" in getattr(server, "_async", {}),
+        'AsyncServer._async["websocket"]',
+        "transports/socketio_internals.py EngineIOHooks.__init__",
+    )
+    _require(
+        "self.server._async['websocket'](" in _source(eio_async_socket).replace("ws = ", ""),
+        "AsyncSocket calls server._async['websocket'](handler, server)",
+        "transports/socketio_internals.py EngineIOHooks._websocket_factory",
+    )
 
 
 def test_engineio_websocket_handler_is_bound_or_a_partial() -> None:
     """The handler the driver gets is the socket's bound `_websocket_handler`, or, with the Admin UI,
     a partial whose first argument is the socket (`handler.args[0]`)."""
-    _require(callable(getattr(AsyncSocket, "_websocket_handler", None)), "AsyncSocket._websocket_handler",
-             "transports/socketio_internals.py socket_of")
-    _require("AsyncSocket._websocket_handler = functools.partialmethod(" in _source(async_admin),
-             "the Admin UI wraps AsyncSocket._websocket_handler in functools.partialmethod",
-             "transports/socketio_internals.py socket_of (handler.args[0])")
+    _require(
+        callable(getattr(AsyncSocket, "_websocket_handler", None)),
+        "AsyncSocket._websocket_handler",
+        "transports/socketio_internals.py socket_of",
+    )
+    _require(
+        "AsyncSocket._websocket_handler = functools.partialmethod(" in _source(async_admin),
+        "the Admin UI wraps AsyncSocket._websocket_handler in functools.partialmethod",
+        "transports/socketio_internals.py socket_of (handler.args[0])",
+    )
 
 
 def test_engineio_ping_is_a_background_task() -> None:
     """engineio schedules the next ping with `server.start_background_task(self._send_ping)`,
     which socketio_internals.py hands to its schedule_ping hook (a timer in transports/eio.py)."""
-    _require(inspect.iscoroutinefunction(getattr(AsyncSocket, "_send_ping", None)), "AsyncSocket._send_ping",
-             "transports/socketio_internals.py EngineIOHooks.start_background_task")
-    _require("self.server.start_background_task(self._send_ping)" in _source(eio_async_socket),
-             "AsyncSocket starts _send_ping through server.start_background_task",
-             "transports/socketio_internals.py EngineIOHooks.start_background_task")
+    _require(
+        inspect.iscoroutinefunction(getattr(AsyncSocket, "_send_ping", None)),
+        "AsyncSocket._send_ping",
+        "transports/socketio_internals.py EngineIOHooks.start_background_task",
+    )
+    _require(
+        "self.server.start_background_task(self._send_ping)" in _source(eio_async_socket),
+        "AsyncSocket starts _send_ping through server.start_background_task",
+        "transports/socketio_internals.py EngineIOHooks.start_background_task",
+    )
     src = _source(eio_async_socket)
     for attribute in ("self.last_ping", "self.closing", "self.closed", "self.queue"):
-        _require(attribute in src, f"AsyncSocket.{attribute.removeprefix('self.')}", "transports/eio.py _ping and WebSocketDriver")
+        _require(
+            attribute in src,
+            f"AsyncSocket.{attribute.removeprefix('self.')}",
+            "transports/eio.py _ping and WebSocketDriver",
+        )
 
 
 def test_engineio_pong_only_schedules_the_next_ping() -> None:
     """A PONG's whole handling in `AsyncSocket.receive` is `self.schedule_ping()`, which
     transports/eio.py calls directly (no task for the pong every ping interval)."""
     source = inspect.getsource(AsyncSocket.receive)
-    _require("if pkt.packet_type == packet.PONG:\n            self.schedule_ping()\n        elif" in source,
-             "AsyncSocket.receive handles a PONG with schedule_ping() alone", "transports/eio.py WebSocketDriver.received")
-    _require(not inspect.iscoroutinefunction(AsyncSocket.schedule_ping), "AsyncSocket.schedule_ping is not a coroutine",
-             "transports/eio.py WebSocketDriver.received")
+    _require(
+        "if pkt.packet_type == packet.PONG:\n            self.schedule_ping()\n        elif" in source,
+        "AsyncSocket.receive handles a PONG with schedule_ping() alone",
+        "transports/eio.py WebSocketDriver.received",
+    )
+    _require(
+        not inspect.iscoroutinefunction(AsyncSocket.schedule_ping),
+        "AsyncSocket.schedule_ping is not a coroutine",
+        "transports/eio.py WebSocketDriver.received",
+    )
 
 
 def test_engineio_disconnect_event_names_the_sid_first() -> None:
     """`_trigger_event("disconnect", sid, ...)`: socketio_internals.py reads the sid as args[0]."""
     params = list(inspect.signature(eio_async_server.AsyncServer._trigger_event).parameters)
-    _require(params[:2] == ["self", "event"], "AsyncServer._trigger_event(self, event, *args, **kwargs)",
-             "transports/socketio_internals.py EngineIOHooks._trigger_event")
-    _require("'disconnect', self.sid" in _source(eio_async_socket),
-             "AsyncSocket triggers 'disconnect' with its sid first", "transports/socketio_internals.py EngineIOHooks._trigger_event")
+    _require(
+        params[:2] == ["self", "event"],
+        "AsyncServer._trigger_event(self, event, *args, **kwargs)",
+        "transports/socketio_internals.py EngineIOHooks._trigger_event",
+    )
+    _require(
+        "'disconnect', self.sid" in _source(eio_async_socket),
+        "AsyncSocket triggers 'disconnect' with its sid first",
+        "transports/socketio_internals.py EngineIOHooks._trigger_event",
+    )
 
 
 def test_socketio_server_hooks() -> None:
     """The Socket.IO server's engine class and its event entry points, overridden in
     transports/socketio_internals.py, keep their names and signatures."""
     server = socketio.AsyncServer
-    _require(callable(getattr(server, "_engineio_server_class", None)), "AsyncServer._engineio_server_class",
-             "transports/socketio_internals.py SocketIOHooks")
-    _require(list(inspect.signature(server._handle_eio_message).parameters) == ["self", "eio_sid", "data"],
-             "AsyncServer._handle_eio_message(self, eio_sid, data)", "transports/socketio_internals.py SocketIOHooks")
-    _require(list(inspect.signature(server._handle_event).parameters) == ["self", "eio_sid", "namespace", "id", "data"],
-             "AsyncServer._handle_event(self, eio_sid, namespace, id, data)",
-             "transports/socketio_internals.py SocketIOHooks")
+    _require(
+        callable(getattr(server, "_engineio_server_class", None)),
+        "AsyncServer._engineio_server_class",
+        "transports/socketio_internals.py SocketIOHooks",
+    )
+    _require(
+        list(inspect.signature(server._handle_eio_message).parameters) == ["self", "eio_sid", "data"],
+        "AsyncServer._handle_eio_message(self, eio_sid, data)",
+        "transports/socketio_internals.py SocketIOHooks",
+    )
+    _require(
+        list(inspect.signature(server._handle_event).parameters) == ["self", "eio_sid", "namespace", "id", "data"],
+        "AsyncServer._handle_event(self, eio_sid, namespace, id, data)",
+        "transports/socketio_internals.py SocketIOHooks",
+    )
 
 
 def test_redis_manager_attributes_closed_at_shutdown() -> None:
@@ -102,8 +143,11 @@ def test_redis_manager_attributes_closed_at_shutdown() -> None:
     and `pubsub`, which socketio_internals.py close_manager stops (shutdown() leaves them running)."""
     src = _source(async_pubsub_manager) + _source(socketio.async_redis_manager)
     for attribute in ("self.thread = ", "self.redis = ", "self.pubsub = "):
-        _require(attribute in src, f"AsyncRedisManager.{attribute.split('.')[1].split(' ')[0]}",
-                 "transports/socketio_internals.py close_manager")
+        _require(
+            attribute in src,
+            f"AsyncRedisManager.{attribute.split('.')[1].split(' ')[0]}",
+            "transports/socketio_internals.py close_manager",
+        )
 
 
 HOOKS = {
@@ -116,17 +160,22 @@ def test_hook_names_do_not_shadow_the_libraries() -> None:
     """The hooks have names neither library uses (python-socketio's `event` is
     its decorator): an upgrade that adds one of them fails here."""
     from stockstream.transports.socketio_internals import EngineIOHooks, SocketIOHooks
+
     for ours, theirs in ((SocketIOHooks, socketio.AsyncServer), (EngineIOHooks, engineio.AsyncServer)):
         assert HOOKS[ours.__name__] <= set(vars(ours)), f"{ours.__name__} lost a hook"
         clashes = {name for name in HOOKS[ours.__name__] if hasattr(theirs, name)}
-        _require(not clashes, f"{theirs.__module__}.{theirs.__name__} now has {sorted(clashes)}",
-                 f"transports/socketio_internals.py {ours.__name__}")
+        _require(
+            not clashes,
+            f"{theirs.__module__}.{theirs.__name__} now has {sorted(clashes)}",
+            f"transports/socketio_internals.py {ours.__name__}",
+        )
 
 
 async def test_pings_are_timers_not_tasks() -> None:
     """With stockstream's engine, engineio's next ping is a timer: no task is
     started for it, and the PING is queued once the interval has passed."""
     from stockstream.transports.eio import EngineIOServer
+
     server = EngineIOServer(async_mode="aiohttp", send_buffer=65536, ping_interval=0.05)
     socket = AsyncSocket(server, "s1")
     socket.queue = server.create_queue()

@@ -5,6 +5,7 @@ is closed (1009 on /live-price), REQUEST_RATE/REQUEST_BURST -> rate_limited,
 MAX_CONNECTIONS_PER_USER -> the extra connection is refused with auth_failed.
 Each on both transports; a refused request leaves the subscription set as it was.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,7 @@ import socketio
 
 from tests.support.clients import ClientPool
 from tests.support.inprocess import Stack, inprocess_stack
-from tests.support.protocol import (assert_error_ack, assert_error_object, assert_subscribe_ack,
-                                    assert_unsubscribe_ack)
+from tests.support.protocol import assert_error_ack, assert_error_object, assert_subscribe_ack, assert_unsubscribe_ack
 from tests.support.waiting import PROMPT, eventually
 from tests.support.acks import before_close, sio_ack
 
@@ -68,20 +68,19 @@ def expect_refused(reply: Any, code: str) -> None:
 async def test_too_many_subscriptions(clients, transport):
     async with limited_stack(clients, max_subscriptions=3) as stack:
         client = await open_client(clients, stack, transport)
-        assert_subscribe_ack(await request(client, "subscribe", "AAPL", "MSFT"),
-                             ["AAPL", "MSFT"], ["AAPL", "MSFT"])
+        assert_subscribe_ack(await request(client, "subscribe", "AAPL", "MSFT"), ["AAPL", "MSFT"], ["AAPL", "MSFT"])
         # Two more would make four: refused as a whole, nothing of it added.
         expect_refused(await request(client, "subscribe", "IBM", "TSLA"), "too_many_subscriptions")
         # A single request over the limit on its own.
         expect_refused(await request(client, "subscribe", "A", "B", "C", "D"), "too_many_subscriptions")
         # Symbols already in the set do not count again; one more fits exactly.
-        assert_subscribe_ack(await request(client, "subscribe", "AAPL", "MSFT", "IBM"),
-                             ["AAPL", "MSFT", "IBM"], ["IBM"])
+        assert_subscribe_ack(
+            await request(client, "subscribe", "AAPL", "MSFT", "IBM"), ["AAPL", "MSFT", "IBM"], ["IBM"]
+        )
         expect_refused(await request(client, "subscribe", "TSLA"), "too_many_subscriptions")
         # Room again after an unsubscribe.
         assert_unsubscribe_ack(await request(client, "unsubscribe", "MSFT"), ["AAPL", "IBM"], ["MSFT"])
-        assert_subscribe_ack(await request(client, "subscribe", "TSLA"), ["AAPL", "IBM", "TSLA"],
-                             ["TSLA"])
+        assert_subscribe_ack(await request(client, "subscribe", "TSLA"), ["AAPL", "IBM", "TSLA"], ["TSLA"])
         # Refused symbols were never joined: only the set's symbols stream.
         mark = len(client.updates)
         for symbol in ("MSFT", "A", "D", "AAPL"):
@@ -124,8 +123,10 @@ async def test_socketio_message_over_the_limit_closes_the_connection(clients, si
         try:
             await client.wait_disconnected(PROMPT)
         except asyncio.TimeoutError:
-            raise AssertionError(f"still connected {PROMPT}s after a {4 * LIMIT}-byte message "
-                                 f"(limit {LIMIT}); timeline {client.timeline.items[-5:]!r}") from None
+            raise AssertionError(
+                f"still connected {PROMPT}s after a {4 * LIMIT}-byte message "
+                f"(limit {LIMIT}); timeline {client.timeline.items[-5:]!r}"
+            ) from None
         # The others are served on.
         sent = await stack.publish("AAPL", 191.5)
         await bystander.expect_update(lambda u: u.get("price") == sent["price"])
@@ -161,8 +162,7 @@ async def burst_of_subscribes(client: Any, count: int) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     answers = [loop.create_future() for _ in symbols]
     for symbol, answer in zip(symbols, answers):
-        await client.sio.emit("subscribe", symbol,
-                              callback=lambda *a, f=answer: f.done() or f.set_result(a[0]))
+        await client.sio.emit("subscribe", symbol, callback=lambda *a, f=answer: f.done() or f.set_result(a[0]))
     return list(await asyncio.wait_for(asyncio.gather(*answers), PROMPT))
 
 
@@ -186,8 +186,7 @@ async def test_rate_limited_then_served_again(clients, transport):
         assert ok[-1]["symbols"] == sorted(served), ok[-1]
         # After waiting for the bucket to refill, requests are served again.
         await asyncio.sleep(1.2 / RATE)
-        assert_unsubscribe_ack(await request(client, "unsubscribe", "S0"),
-                               sorted(served[1:]), ["S0"])
+        assert_unsubscribe_ack(await request(client, "unsubscribe", "S0"), sorted(served[1:]), ["S0"])
 
 
 async def test_rate_limited_without_ack_sends_error_event(clients):
@@ -249,8 +248,7 @@ async def expect_refused_connection(clients: ClientPool, stack: Stack, sub: str,
         assert_error_object(client.connect_error, "auth_failed")
     elif path == "event":
         client = await clients.sio(stack.url)
-        ack = await before_close(sio_ack(client, "authenticate", token), client.disconnected,
-                                 "the auth_failed ack")
+        ack = await before_close(sio_ack(client, "authenticate", token), client.disconnected, "the auth_failed ack")
         assert_error_ack(ack, "auth_failed")
         await client.wait_disconnected()
     else:
@@ -284,4 +282,5 @@ async def test_extra_connection_of_a_user_is_refused(clients, path):
             except (AssertionError, socketio.exceptions.ConnectionError):
                 return False
             return True
+
         await eventually(accepted, PROMPT, "a new connection of alice after one closed", interval=0.2)

@@ -1,4 +1,5 @@
 """The Redis listener under malformed input, and the subscribe/snapshot race."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,14 @@ def valid_variants(n: int) -> dict:
         {"symbol": "AAPL", "price": 189.45 + n / 100, "timestamp": now_ms()},
         {"symbol": "AAPL", "price": 189 + n, "timestamp": 0},
         {"symbol": "aapl", "price": 190.5, "timestamp": now_ms()},  # belongs to stock:AAPL
-        {"symbol": "AAPL", "price": -0.5, "timestamp": now_ms(), "volume": 10,
-         "meta": {"venue": "XNAS", "flags": [1, 2]}, "note": "Ünïcode ✓"},
+        {
+            "symbol": "AAPL",
+            "price": -0.5,
+            "timestamp": now_ms(),
+            "volume": 10,
+            "meta": {"venue": "XNAS", "flags": [1, 2]},
+            "note": "Ünïcode ✓",
+        },
     ]
     update = dict(shapes[n % len(shapes)])
     update["n"] = n
@@ -83,14 +90,13 @@ async def test_malformed_messages_never_reach_clients(servers, redis_url, raw_pu
     sent.append(marker)
 
     for client in (sio, ws):
-        await client.expect_update(lambda u: u.get("marker") is True, timeout=20,
-                                   what="the final valid update")
+        await client.expect_update(lambda u: u.get("marker") is True, timeout=20, what="the final valid update")
         got = client.updates.items
         invalid = [u for u in got if not is_valid_update(u)]
         assert not invalid, f"{client!r} received invalid updates: {invalid[:5]}"
         assert [canonical(u) for u in got] == [canonical(u) for u in sent], (
-            f"{client!r}: valid updates not delivered exactly, once, in order "
-            f"(got n={[u.get('n') for u in got]})")
+            f"{client!r}: valid updates not delivered exactly, once, in order (got n={[u.get('n') for u in got]})"
+        )
 
     assert server.running, f"server died:\n{server.output_tail()}"
     async with aiohttp.ClientSession() as http:
@@ -117,6 +123,7 @@ async def test_invalid_stored_snapshot_is_not_sent(servers, redis_url, raw_publi
 
 # -- the snapshot race -------------------------------------------------------------------
 
+
 @contextlib.asynccontextmanager
 async def race_setup(backend: str, servers, request):
     """(server url, atomic publish function) on a served instance of `backend`."""
@@ -135,8 +142,7 @@ def hot_seqs(client, start: int, end: int) -> list:
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-async def test_snapshot_then_contiguous_seq_while_publishing_fast(backend, servers, clients,
-                                                                  request):
+async def test_snapshot_then_contiguous_seq_while_publishing_fast(backend, servers, clients, request):
     """Clients subscribe and unsubscribe repeatedly while one symbol is published as fast as
     the publisher can: in each subscription the first update is a snapshot at least as new
     as what was published before the request, then seq goes up by exactly one, and
@@ -155,12 +161,17 @@ async def test_snapshot_then_contiguous_seq_while_publishing_fast(backend, serve
                     published += 1
                 await asyncio.sleep(0.002)
 
-        racers = [await clients.sio(url), await clients.sio(url, transports=["websocket"]),
-                  await clients.ws(url), await clients.ws(url)]
+        racers = [
+            await clients.sio(url),
+            await clients.sio(url, transports=["websocket"]),
+            await clients.ws(url),
+            await clients.ws(url),
+        ]
         for racer in racers:
             await racer.subscribe("MARK")
         task = asyncio.create_task(publisher())
         try:
+
             async def run_cycles(client) -> list[str]:
                 problems = []
                 start = client.last_ack_mark
@@ -170,23 +181,30 @@ async def test_snapshot_then_contiguous_seq_while_publishing_fast(backend, serve
                     assert ack.get("ok") is True and ack.get("added") == ["HOT"], ack
                     sub_mark = client.last_ack_mark
                     if sub_mark != start:
-                        problems.append(f"{client!r} cycle {cycle}: updates between unsubscribe "
-                                        f"and subscribe acks: {client.updates.items[start:sub_mark]}")
-                    await client.updates.wait_for(lambda items: len(items) - sub_mark >= per_cycle,
-                                                  20, f"{per_cycle} HOT updates")
+                        problems.append(
+                            f"{client!r} cycle {cycle}: updates between unsubscribe "
+                            f"and subscribe acks: {client.updates.items[start:sub_mark]}"
+                        )
+                    await client.updates.wait_for(
+                        lambda items: len(items) - sub_mark >= per_cycle, 20, f"{per_cycle} HOT updates"
+                    )
                     ack = await client.unsubscribe("HOT")
                     assert ack.get("ok") is True and ack.get("removed") == ["HOT"], ack
                     start = client.last_ack_mark
                     seqs = hot_seqs(client, sub_mark, start)
                     if not seqs or seqs[0] < published_before:
-                        problems.append(f"{client!r} cycle {cycle}: first update seq {seqs[:1]} is "
-                                        f"older than seq {published_before} published before "
-                                        f"the subscribe request")
+                        problems.append(
+                            f"{client!r} cycle {cycle}: first update seq {seqs[:1]} is "
+                            f"older than seq {published_before} published before "
+                            f"the subscribe request"
+                        )
                     expected = list(range(seqs[0], seqs[0] + len(seqs))) if seqs else []
                     if seqs != expected:
                         gaps = [(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1]
-                        problems.append(f"{client!r} cycle {cycle}: seq not contiguous from the "
-                                        f"snapshot {seqs[:1]}: breaks {gaps[:10]}")
+                        problems.append(
+                            f"{client!r} cycle {cycle}: seq not contiguous from the "
+                            f"snapshot {seqs[:1]}: breaks {gaps[:10]}"
+                        )
                 return problems
 
             results = await asyncio.gather(*(run_cycles(c) for c in racers))

@@ -1,57 +1,68 @@
 """The plain WebSocket endpoint /live-price, including the original README client."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from tests.support.protocol import (assert_error_object, assert_subscribe_ack,
-                                    assert_unsubscribe_ack, failed_entries)
+from tests.support.protocol import assert_error_object, assert_subscribe_ack, assert_unsubscribe_ack, failed_entries
 from tests.support.waiting import assert_same_json
 
 memory_only = pytest.mark.parametrize("backend", ["memory"], indirect=True)
 
 
 def is_live_update_log(args) -> bool:
-    return (isinstance(args, list) and len(args) == 2 and args[0] == "Live Price Update:"
-            and isinstance(args[1], dict) and "type" not in args[1])
+    return (
+        isinstance(args, list)
+        and len(args) == 2
+        and args[0] == "Live Price Update:"
+        and isinstance(args[1], dict)
+        and "type" not in args[1]
+    )
 
 
 # -- the original README's browser client, verbatim, under Node ---------------------------
 
+
 async def test_readme_client_receives_snapshot_and_live_updates(stack, clients, node_harness):
     stored = await stack.publish("AAPL", 189.45)
     readme = await clients.readme(stack.url)
-    await readme.wait_for_log(lambda a: a == ["Connected to WebSocket server"],
-                              what="the README client's open log line")
+    await readme.wait_for_log(
+        lambda a: a == ["Connected to WebSocket server"], what="the README client's open log line"
+    )
     await readme.wait_for_log(is_live_update_log, what="the AAPL snapshot")
     assert_same_json(readme.live_updates()[0], stored)
     # The subscription is in place once the snapshot came; stream a few updates.
     sent = [await stack.publish("AAPL", 189.5 + i / 10) for i in range(5)]
-    await readme.logs.wait_for(lambda _: len(readme.live_updates()) >= 6, 10,
-                               "5 live updates logged by the README client")
+    await readme.logs.wait_for(
+        lambda _: len(readme.live_updates()) >= 6, 10, "5 live updates logged by the README client"
+    )
     for got, expected in zip(readme.live_updates()[1:], sent):
         assert_same_json(got, expected)
     # Every other frame the README client saw carried a `type` (e.g. "subscribed").
     assert all(r.get("type") in ("subscribed",) for r in readme.replies()), readme.replies()
 
 
-async def test_readme_client_with_original_redis_publisher(servers, redis_url, raw_publisher,
-                                                           clients, node_harness):
+async def test_readme_client_with_original_redis_publisher(servers, redis_url, raw_publisher, clients, node_harness):
     """The original deployment: a served process on Redis, SET+PUBLISH from outside."""
     server = await servers.start(redis_url=redis_url)
     readme = await clients.readme(server.ws_url)
-    await readme.wait_for_log(lambda a: isinstance(a, list) and len(a) == 2
-                              and isinstance(a[1], dict) and a[1].get("type") == "subscribed",
-                              what="the subscribed reply")
+    await readme.wait_for_log(
+        lambda a: isinstance(a, list) and len(a) == 2 and isinstance(a[1], dict) and a[1].get("type") == "subscribed",
+        what="the subscribed reply",
+    )
     sent = [await raw_publisher.publish("AAPL", 189.45 + i) for i in range(3)]
-    await readme.logs.wait_for(lambda _: len(readme.live_updates()) >= 3, 10,
-                               "3 live updates logged by the README client")
-    assert [json.dumps(u, sort_keys=True) for u in readme.live_updates()] == \
-        [json.dumps(u, sort_keys=True) for u in sent]
+    await readme.logs.wait_for(
+        lambda _: len(readme.live_updates()) >= 3, 10, "3 live updates logged by the README client"
+    )
+    assert [json.dumps(u, sort_keys=True) for u in readme.live_updates()] == [
+        json.dumps(u, sort_keys=True) for u in sent
+    ]
 
 
 # -- protocol ---------------------------------------------------------------------------
+
 
 async def test_subscribe_reply_and_bare_updates(stack, clients):
     ws = await clients.ws(stack.url)
@@ -123,8 +134,7 @@ async def test_replies_come_in_request_order(stack, clients):
     await ws.replies.wait_count(len(requests))
     replies = ws.replies.items
     assert [r.get("id") for r in replies] == [1, 2, 3, 4, 5, 6], replies
-    assert [r.get("type") for r in replies] == \
-        ["subscribed", "pong", "error", "unsubscribed", "subscribed", "pong"]
+    assert [r.get("type") for r in replies] == ["subscribed", "pong", "error", "unsubscribed", "subscribed", "pong"]
     assert_subscribe_ack(replies[4], ["IBM", "MSFT"], ["MSFT", "IBM"])
 
 

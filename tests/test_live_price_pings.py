@@ -6,6 +6,7 @@ connected as long as it likes, and one that does not answer within
 PING_TIMEOUT (a half-open connection, a frozen client) is closed (1011) and
 its session released.
 """
+
 from __future__ import annotations
 
 import struct
@@ -32,6 +33,7 @@ async def fast_pings() -> AsyncIterator[Stack]:
 
 def session_count(stack: Stack) -> int:
     from stockstream.app import node_of
+
     return len(node_of(stack.app).services.sessions)
 
 

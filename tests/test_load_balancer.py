@@ -3,6 +3,7 @@
 tests/support/nginx.py holds the configuration the README documents; this
 test runs exactly that text (with its own addresses) in front of two instances.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.node]
 RECONNECTING = {"reconnection": True, "reconnectionDelay": 100, "reconnectionDelayMax": 500, "timeout": 5000}
 
 
-async def test_instances_behind_nginx_stream_and_fail_over(servers, redis_url, clients, node_harness,
-                                                           nginx_factory) -> None:
+async def test_instances_behind_nginx_stream_and_fail_over(
+    servers, redis_url, clients, node_harness, nginx_factory
+) -> None:
     instances = await servers.start_many(2, redis_url=redis_url)
     nginx = await nginx_factory([f"127.0.0.1:{s.port}" for s in instances])
 
@@ -43,8 +45,9 @@ async def test_instances_behind_nginx_stream_and_fail_over(servers, redis_url, c
 
         for client in (node, polling):
             await client.wait_disconnected(timeout=10)
-            await client.timeline.wait_for(lambda items: items.count(("connect",)) >= 2, 15.0,
-                                           "a reconnect through nginx")
+            await client.timeline.wait_for(
+                lambda items: items.count(("connect",)) >= 2, 15.0, "a reconnect through nginx"
+            )
             # A new connection has no subscriptions: the client subscribes again.
             assert (await client.subscribe(["AAPL"]))["ok"] is True
         await ws.wait_closed(timeout=10)

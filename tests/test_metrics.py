@@ -1,4 +1,5 @@
 """GET /metrics: Prometheus text, fixed cardinality, read from the core's own counters."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -68,8 +69,10 @@ async def test_metrics_follow_connections_subscriptions_and_deliveries(stack, cl
     assert again["stockstream_delivery_delay_seconds_count"] >= delays
 
     await ws.close()
-    await eventually(lambda: _value(stack.url, "stockstream_connections_active{transport=websocket}", 0),
-                     what="the closed WebSocket to leave the gauge")
+    await eventually(
+        lambda: _value(stack.url, "stockstream_connections_active{transport=websocket}", 0),
+        what="the closed WebSocket to leave the gauge",
+    )
     _, after = await scrape(stack.url)
     assert after["stockstream_subscriptions_active"] == 2
 
@@ -85,9 +88,14 @@ async def test_redis_metrics_count_malformed_messages(redis_url, clients) -> Non
         _, before = await scrape(stack.url)
         assert before["stockstream_broker_reconnects_total"] == 0
         assert await stack.raw.publish_only("AAPL", b"not json") >= 1
-        await eventually(lambda: _value(stack.url, "stockstream_broker_malformed_messages_total",
-                                        before["stockstream_broker_malformed_messages_total"] + 1),
-                         what="the malformed message to be counted")
+        await eventually(
+            lambda: _value(
+                stack.url,
+                "stockstream_broker_malformed_messages_total",
+                before["stockstream_broker_malformed_messages_total"] + 1,
+            ),
+            what="the malformed message to be counted",
+        )
 
 
 async def test_the_memory_backend_reports_no_redis_figures() -> None:

@@ -1,4 +1,5 @@
 """Several server instances on one Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,16 +39,15 @@ async def open_client(clients, index: int, server):
     return client
 
 
-async def test_every_client_gets_every_update_once_in_order(servers, redis_url, raw_publisher,
-                                                            clients):
+async def test_every_client_gets_every_update_once_in_order(servers, redis_url, raw_publisher, clients):
     instances = await servers.start_many(INSTANCES, redis_url=redis_url)
-    subscribers = await asyncio.gather(*(open_client(clients, i, instances[i % INSTANCES])
-                                         for i in range(CLIENTS)))
+    subscribers = await asyncio.gather(*(open_client(clients, i, instances[i % INSTANCES]) for i in range(CLIENTS)))
 
     counts = {s: 0 for s in SYMBOLS}
     last: dict[str, dict] = {}
     seqs: dict[str, list[int]] = {s: [] for s in SYMBOLS}
     async with atomic_publisher(redis_url) as publish:
+
         async def publish_round(total: int) -> None:
             for k in range(total):
                 symbol = SYMBOLS[k % len(SYMBOLS)]
@@ -66,14 +66,13 @@ async def test_every_client_gets_every_update_once_in_order(servers, redis_url, 
         async def received_all(client, index: int, upto: int) -> None:
             for symbol in symbols_of(index):
                 await client.updates.wait_for(
-                    lambda _: upto in ns_of(client, symbol), 30,
-                    f"update n={upto} of {symbol} on {client!r}")
+                    lambda _: upto in ns_of(client, symbol), 30, f"update n={upto} of {symbol} on {client!r}"
+                )
 
         await asyncio.gather(*(received_all(c, i, per_symbol) for i, c in enumerate(subscribers)))
         # One more round: any late duplicate of the first round would come before it.
         await publish_round(len(SYMBOLS))
-        await asyncio.gather(*(received_all(c, i, per_symbol + 1)
-                               for i, c in enumerate(subscribers)))
+        await asyncio.gather(*(received_all(c, i, per_symbol + 1) for i, c in enumerate(subscribers)))
 
     expected = list(range(1, per_symbol + 2))
     problems = []
@@ -83,8 +82,10 @@ async def test_every_client_gets_every_update_once_in_order(servers, redis_url, 
             if got != expected:
                 missing = sorted(set(expected) - set(got))
                 dupes = sorted({n for n in got if got.count(n) > 1})
-                problems.append(f"{client!r} {symbol}: {len(got)} updates, missing {missing[:10]}, "
-                                f"duplicated {dupes[:10]}, out of order: {got != sorted(got)}")
+                problems.append(
+                    f"{client!r} {symbol}: {len(got)} updates, missing {missing[:10]}, "
+                    f"duplicated {dupes[:10]}, out of order: {got != sorted(got)}"
+                )
         others = [u for u in client.updates.items if u.get("symbol") not in symbols_of(index)]
         if others:
             problems.append(f"{client!r} got unsubscribed symbols: {others[:3]}")

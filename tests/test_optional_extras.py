@@ -5,6 +5,7 @@ Each test runs the real command line in a fresh interpreter (`python -c`) in whi
 the named packages cannot be imported, as on a machine where they were never
 installed, and reads back which modules were loaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,19 @@ sys.exit(code)
 """
 
 
-def run_without(blocked: tuple[str, ...], argv: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def run_without(
+    blocked: tuple[str, ...], argv: list[str], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     report = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", RUN_WITHOUT, ",".join(blocked), str(report), *argv],
-                          cwd=tmp_path, env=server_environment(), capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT, ",".join(blocked), str(report), *argv],
+        cwd=tmp_path,
+        env=server_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     return done, set(json.loads(report.read_text()))
 
 
@@ -71,14 +80,23 @@ def test_help_loads_neither_the_benchmark_nor_kafka(argv: list[str], tmp_path: P
 def test_the_server_loads_neither_the_benchmark_nor_kafka(tmp_path: Path) -> None:
     """Building the server (`create_app`, what `serve` runs) imports neither the benchmark,
     psutil nor aiokafka, so the server runs with only the base dependencies installed."""
-    probe = ("import json, sys\n"
-             "from stockstream.app import create_app\n"
-             "from stockstream.config import Settings\n"
-             "import stockstream.server\n"
-             "create_app(Settings.from_env())\n"
-             "print(json.dumps(sorted(sys.modules)))\n")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=server_environment(),
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    probe = (
+        "import json, sys\n"
+        "from stockstream.app import create_app\n"
+        "from stockstream.config import Settings\n"
+        "import stockstream.server\n"
+        "create_app(Settings.from_env())\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=server_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     modules = set(json.loads(done.stdout.splitlines()[-1]))
     assert "stockstream.node" in modules
@@ -102,11 +120,14 @@ def test_bench_help_lists_its_options(tmp_path: Path) -> None:
     assert "stockstream.bench" in modules
 
 
-@pytest.mark.parametrize("argv", [
-    ["kafka-bridge", "--bootstrap", "127.0.0.1:9", "--redis-url", "redis://127.0.0.1:9/0"],
-    ["publish", "AAPL", "1.5", "--kafka", "--bootstrap", "127.0.0.1:9"],
-    ["simulate", "--kafka", "--bootstrap", "127.0.0.1:9", "--duration", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["kafka-bridge", "--bootstrap", "127.0.0.1:9", "--redis-url", "redis://127.0.0.1:9/0"],
+        ["publish", "AAPL", "1.5", "--kafka", "--bootstrap", "127.0.0.1:9"],
+        ["simulate", "--kafka", "--bootstrap", "127.0.0.1:9", "--duration", "1"],
+    ],
+)
 def test_kafka_commands_without_aiokafka_say_how_to_install_it(argv: list[str], tmp_path: Path) -> None:
     """A Kafka command on a machine without aiokafka exits 1 naming the `kafka` extra,
     without a traceback and before connecting anywhere."""
@@ -124,7 +145,10 @@ def test_the_test_extra_installs_both_extras() -> None:
     extras = project["optional-dependencies"]
     assert "stockstream[kafka,bench]" in extras["test"]
     assert not any(d.split(">")[0].split("=")[0] in ("aiokafka", "psutil") for d in project["dependencies"])
-    pinned = {line.split("==")[0].lower() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
-              if "==" in line and not line.startswith("#")}
+    pinned = {
+        line.split("==")[0].lower()
+        for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
     for requirement in extras["kafka"] + extras["bench"]:
         assert requirement.split(">")[0].lower() in pinned, requirement

@@ -1,6 +1,7 @@
 """Installing from a checkout: `pip install .` gives a `stockstream` command (the same
 as `python -m stockstream`) whose package carries the demo page and the benchmark's
 Node.js reference, and the version comes from one place."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,15 +20,18 @@ from tests.support.waiting import free_port
 
 COMMANDS = ("serve", "publish", "simulate", "kafka-bridge", "token", "bench")
 # What a checkout holds that is not part of the package or its build.
-NOT_SHIPPED = shutil.ignore_patterns(".git", "node_modules", "__pycache__", ".pytest_cache", "build", "dist",
-                                     "*.egg-info", ".venv", "tests", ".env")
+NOT_SHIPPED = shutil.ignore_patterns(
+    ".git", "node_modules", "__pycache__", ".pytest_cache", "build", "dist", "*.egg-info", ".venv", "tests", ".env"
+)
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout[-3000:]}\n" \
-                                   f"{result.stderr[-3000:]}"
+    result = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -63,8 +67,12 @@ def test_pip_install_gives_the_stockstream_command_and_its_files(tmp_path: Path)
     # pip checks them against the package's metadata instead of downloading them.
     run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path, env)
     python, command = venv / "bin" / "python", venv / "bin" / "stockstream"
-    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-         str(source)], tmp_path, env, timeout=480)
+    run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", str(source)],
+        tmp_path,
+        env,
+        timeout=480,
+    )
     shutil.rmtree(source)  # nothing below may come from the copy either
 
     version = run([str(command), "--version"], tmp_path, env).stdout.strip()
@@ -77,8 +85,15 @@ def test_pip_install_gives_the_stockstream_command_and_its_files(tmp_path: Path)
     located = run([str(python), "-c", "import stockstream; print(stockstream.__file__)"], tmp_path, env)
     package = Path(located.stdout.strip()).parent
     assert package.is_relative_to(venv), f"imported from {package}, not the installed copy"
-    for name in ("index.html", "app.js", "chart.js", "style.css", "favicon.svg",
-                 "vendor/lightweight-charts.standalone.production.js", "vendor/lightweight-charts.LICENSE.txt"):
+    for name in (
+        "index.html",
+        "app.js",
+        "chart.js",
+        "style.css",
+        "favicon.svg",
+        "vendor/lightweight-charts.standalone.production.js",
+        "vendor/lightweight-charts.LICENSE.txt",
+    ):
         assert (package / "static" / name).read_bytes() == (REPO_ROOT / "stockstream/static" / name).read_bytes()
     reference = package / "bench" / "reference"
     for name in ("server.js", "package.json", "package-lock.json"):
@@ -86,8 +101,14 @@ def test_pip_install_gives_the_stockstream_command_and_its_files(tmp_path: Path)
     assert not (reference / "node_modules").exists()
 
     port = free_port()
-    server = subprocess.Popen([str(command), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(command), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         page = fetch_when_up(f"http://127.0.0.1:{port}/", server)
         assert page == (package / "static" / "index.html").read_bytes()
@@ -106,8 +127,10 @@ def fetch_when_up(url: str, server: subprocess.Popen, timeout: float = 30) -> by
                 return response.read()
         except (urllib.error.URLError, OSError):
             if server.poll() is not None:
-                raise AssertionError(f"the installed server exited {server.returncode}: "
-                                     f"{server.stderr.read().decode(errors='replace')[-2000:]}") from None
+                raise AssertionError(
+                    f"the installed server exited {server.returncode}: "
+                    f"{server.stderr.read().decode(errors='replace')[-2000:]}"
+                ) from None
             if time.monotonic() > deadline:
                 raise AssertionError(f"the installed server did not answer {url} within {timeout}s") from None
             time.sleep(0.1)

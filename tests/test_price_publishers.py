@@ -1,5 +1,6 @@
 """The ingest interface: the simulator publishes through any PricePublisher, and
 the Kafka one puts the same update objects on the topic as the CLI does."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """The ways in: the publish CLI, the sync and async Python API, the simulator,
 and the README's quick start (`python run.py --simulate`, no Redis)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,16 +17,23 @@ from tests.support.waiting import eventually, free_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stockstream", *args], cwd=REPO_ROOT,
-                          env=server_environment(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stockstream", *args],
+        cwd=REPO_ROOT,
+        env=server_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 async def test_publish_command_stores_counts_records_and_streams(servers: Any, redis_url: str, clients: Any) -> None:
     server = await servers.start({}, redis_url=redis_url)
     client = await clients.sio(server.url)
     await client.subscribe("AAPL")
-    result = await asyncio.to_thread(run_cli, "publish", "aapl", "189.45", "--extra", "volume=1200",
-                                     "--redis-url", redis_url)
+    result = await asyncio.to_thread(
+        run_cli, "publish", "aapl", "189.45", "--extra", "volume=1200", "--redis-url", redis_url
+    )
     assert result.returncode == 0, result.stderr
     published = json.loads(result.stdout)
     assert published["symbol"] == "AAPL" and published["price"] == 189.45
@@ -50,11 +58,19 @@ async def test_publish_command_refuses_bad_input(redis_url: str) -> None:
 
 
 async def test_send_price_update_is_the_original_sync_call(redis_url: str) -> None:
-    probe = ("from stockstream.publisher import send_price_update;"
-             "import json; print(json.dumps(send_price_update('MSFT', 415.2)))")
-    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", probe], cwd=REPO_ROOT,
-                                     env=server_environment({}, redis_url=redis_url),
-                                     capture_output=True, text=True, timeout=30)
+    probe = (
+        "from stockstream.publisher import send_price_update;"
+        "import json; print(json.dumps(send_price_update('MSFT', 415.2)))"
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=server_environment({}, redis_url=redis_url),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     update = json.loads(result.stdout)
     assert update["symbol"] == "MSFT" and update["price"] == 415.2 and update["seq"] == 1
@@ -62,8 +78,20 @@ async def test_send_price_update_is_the_original_sync_call(redis_url: str) -> No
 
 
 async def test_simulate_command_walks_every_symbol(redis_url: str) -> None:
-    result = await asyncio.to_thread(run_cli, "simulate", "--symbols", "AAPL,btc-usd", "--rate", "20",
-                                     "--duration", "1", "--seed", "7", "--redis-url", redis_url)
+    result = await asyncio.to_thread(
+        run_cli,
+        "simulate",
+        "--symbols",
+        "AAPL,btc-usd",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--seed",
+        "7",
+        "--redis-url",
+        redis_url,
+    )
     assert result.returncode == 0, result.stderr
     redis = aioredis.Redis.from_url(redis_url)
     try:
@@ -80,16 +108,28 @@ async def test_quick_start_serves_live_prices_without_redis() -> None:
     port = free_port()
     env = server_environment({"LOG_LEVEL": "info", "SIMULATE_RATE": "10"})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", "--simulate", "--host", "127.0.0.1", "--port", str(port),
-        cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "run.py",
+        "--simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with aiohttp.ClientSession() as http:
+
             async def ready() -> bool:
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
                         return response.status == 200
                 except aiohttp.ClientError:
                     return False
+
             await eventually(ready, timeout=20, what="run.py --simulate to be ready")
             async with http.ws_connect(f"http://127.0.0.1:{port}/live-price") as ws:
                 await ws.send_str(json.dumps({"action": "subscribe", "symbol": "AAPL"}))

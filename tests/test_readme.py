@@ -1,6 +1,7 @@
 """README's description of the code stays in step with the code: its module table
 names every module of the package, and its Architecture paragraph lists the layers
 of tests/test_layers.py, in the same order, with the same modules."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ def module_table() -> list[str]:
     lines = README.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| Module |"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(line)
@@ -47,16 +48,19 @@ def listed_modules(rows: list[str], packages: set[str]) -> set[str]:
 
 
 def package_modules() -> list[str]:
-    return sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-                  if p.relative_to(PACKAGE).as_posix() != "__init__.py")
+    return sorted(
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if p.relative_to(PACKAGE).as_posix() != "__init__.py"
+    )
 
 
 def architecture_layers() -> list[tuple[str, list[str]]]:
     """(name, modules) of each layer in the Architecture paragraph, highest first."""
     text = README.read_text()
-    paragraph = text[text.index("**Architecture.**"):]
-    paragraph = paragraph[:paragraph.index("\n\n")]
-    chain = paragraph[paragraph.index("):\n") + 3:]
+    paragraph = text[text.index("**Architecture.**") :]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    chain = paragraph[paragraph.index("):\n") + 3 :]
     layers = []
     for part in chain.split("→"):
         match = re.match(r"\s*([a-z][a-z ]*?)\s*\((.*?)\)", part, re.S)
@@ -67,10 +71,18 @@ def architecture_layers() -> list[tuple[str, list[str]]]:
 
 def test_the_table_reader_resolves_packages() -> None:
     """The table reader puts a package row's bare file names in that package."""
-    rows = ["| `broker/` | `cluster.py` (sharded) |", "| `cli.py`, `__main__.py` | the command line |",
-            "| `demo.py` + `static/` | the demo page |"]
-    assert listed_modules(rows, {"broker/"}) == {"broker/__init__.py", "broker/cluster.py", "cli.py", "__main__.py",
-                                                 "demo.py"}
+    rows = [
+        "| `broker/` | `cluster.py` (sharded) |",
+        "| `cli.py`, `__main__.py` | the command line |",
+        "| `demo.py` + `static/` | the demo page |",
+    ]
+    assert listed_modules(rows, {"broker/"}) == {
+        "broker/__init__.py",
+        "broker/cluster.py",
+        "cli.py",
+        "__main__.py",
+        "demo.py",
+    }
 
 
 def test_every_module_is_in_the_readme_table() -> None:

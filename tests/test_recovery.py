@@ -1,5 +1,6 @@
 """Socket.IO connection state recovery with a stock socket.io-client: a
 connection cut by the network, the reconnect sent to another instance."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,13 @@ TRANSPORTS = {"websocket": (["websocket"], 200), "polling": (["polling"], 3500)}
 
 def reconnecting(transport: str) -> dict[str, Any]:
     transports, delay = TRANSPORTS[transport]
-    return {"transports": transports, "reconnection": True, "reconnectionDelay": delay,
-            "reconnectionDelayMax": delay, "randomizationFactor": 0}
+    return {
+        "transports": transports,
+        "reconnection": True,
+        "reconnectionDelay": delay,
+        "reconnectionDelayMax": delay,
+        "randomizationFactor": 0,
+    }
 
 
 def connects(client: NodeSioClient) -> list[dict]:
@@ -38,7 +44,9 @@ def connects(client: NodeSioClient) -> list[dict]:
 
 def updates(client: NodeSioClient) -> list[list[Any]]:
     """Every stockUpdate's arguments, in arrival order."""
-    return [entry[2] for entry in client.timeline.items if entry[0] == "event" and entry[2:] and entry[1] == "stockUpdate"]
+    return [
+        entry[2] for entry in client.timeline.items if entry[0] == "event" and entry[2:] and entry[1] == "stockUpdate"
+    ]
 
 
 def ns_of(client: NodeSioClient, symbol: str) -> list[int]:
@@ -55,8 +63,9 @@ async def wait_for_n(client: NodeSioClient, symbol: str, n: int, timeout: float 
     await eventually(lambda: n in ns_of(client, symbol), timeout, f"{client.name} to get {symbol} n={n}")
 
 
-async def subscribe_then_cut(client: NodeSioClient, proxy: Any, publish: Any, symbols: list[str],
-                             count: int, next_port: int) -> None:
+async def subscribe_then_cut(
+    client: NodeSioClient, proxy: Any, publish: Any, symbols: list[str], count: int, next_port: int
+) -> None:
     """Subscribe, receive updates 1..count of each symbol, then lose the
     connection: the proxy now leads to `next_port` and refuses until told."""
     ack = await client.subscribe(symbols)
@@ -76,8 +85,7 @@ async def connected_again(client: NodeSioClient, count: int) -> dict:
 
 
 @pytest.mark.parametrize("transport", sorted(TRANSPORTS))
-async def test_recovers_on_another_instance_with_every_missed_update_once_in_order(
-        servers, redis_url, transport):
+async def test_recovers_on_another_instance_with_every_missed_update_once_in_order(servers, redis_url, transport):
     """A client whose connection is cut reconnects to another instance and gets
     socket.recovered === true, the same pid, its subscriptions back and every
     update published meanwhile exactly once, in order, before live ones."""
@@ -98,8 +106,9 @@ async def test_recovers_on_another_instance_with_every_missed_update_once_in_ord
             await wait_for_n(client, "MSFT", 40)
             for symbol in SYMBOLS:
                 assert ns_of(client, symbol) == list(range(1, 41)), (symbol, ns_of(client, symbol))
-            assert all(len(args) == 2 and isinstance(args[1], str) for args in updates(client)), \
+            assert all(len(args) == 2 and isinstance(args[1], str) for args in updates(client)), (
                 "each update carries its offset as last argument"
+            )
         finally:
             await client.close()
 
@@ -171,8 +180,7 @@ async def test_recovery_off_sends_no_pid_and_one_argument_per_event(servers, red
 # The reported case: 200 updates/s on each of two symbols, and a client that
 # reconnects 100-200 ms after its connection was cut.
 STREAM_RATE = 200.0
-FAST_RECONNECT = {"reconnection": True, "reconnectionDelay": 150, "reconnectionDelayMax": 150,
-                  "randomizationFactor": 0}
+FAST_RECONNECT = {"reconnection": True, "reconnectionDelay": 150, "reconnectionDelayMax": 150, "randomizationFactor": 0}
 
 
 @contextlib.asynccontextmanager
@@ -241,8 +249,11 @@ async def cut_under_a_stream(proxy: Any, publish: Any, next_port: int, transport
         again = await connected_again(client, 2)
         if not again["recovered"]:
             return False, again
-        await eventually(lambda: all(ns_of(client, s) and ns_of(client, s)[-1] > stream.last - 50
-                                     for s in SYMBOLS), 20.0, "live updates after the recovery")
+        await eventually(
+            lambda: all(ns_of(client, s) and ns_of(client, s)[-1] > stream.last - 50 for s in SYMBOLS),
+            20.0,
+            "live updates after the recovery",
+        )
         last = await stream.stop()
         for symbol in SYMBOLS:
             await wait_for_n(client, symbol, last)
@@ -257,7 +268,8 @@ async def cut_under_a_stream(proxy: Any, publish: Any, next_port: int, transport
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 @pytest.mark.parametrize("publisher", ["raw", "ours"])
 async def test_fast_reconnect_under_a_steady_stream_recovers_every_update_once_in_order(
-        servers, redis_url, transport, publisher):
+    servers, redis_url, transport, publisher
+):
     """Under 200 updates/s per symbol, a stock socket.io-client cut by the
     network and back on another instance 150 ms later is recovered
     (socket.recovered === true) and ends with exactly the published sequence of
@@ -273,8 +285,7 @@ async def test_fast_reconnect_under_a_steady_stream_recovers_every_update_once_i
 async def test_embedded_backend_recovers_a_fast_reconnect():
     """With the embedded backend (one instance), a client cut under a steady
     stream and back 150 ms later is recovered with every update once, in order."""
-    async with inprocess_stack("memory", recovery_window=120.0) as stack, \
-            switch_proxy(stack.port) as proxy:
+    async with inprocess_stack("memory", recovery_window=120.0) as stack, switch_proxy(stack.port) as proxy:
         recovered, again = await cut_under_a_stream(proxy, stack.publish, stack.port, "websocket")
         assert recovered, again
 

@@ -1,6 +1,7 @@
 """Connection state recovery's pieces without servers: offsets, the sent log,
 where each symbol resumes, the saved sessions, and the python-socketio
 internals the pid relies on."""
+
 from __future__ import annotations
 
 import asyncio
@@ -110,13 +111,14 @@ def test_python_socketio_still_sends_the_connect_reply_through_send_packet() -> 
     source = inspect.getsource(socketio.AsyncServer._handle_connect)
     handler = source.index("_trigger_event(")
     reply = source.index("packet.CONNECT, {'sid': sid}", handler)
-    assert "self._send_packet(eio_sid, self.packet_class(" in source[handler:reply + 40]
+    assert "self._send_packet(eio_sid, self.packet_class(" in source[handler : reply + 40]
     assert "async def _send_packet(self, eio_sid, pkt)" in inspect.getsource(socketio.AsyncServer._send_packet)
 
 
 def test_recovery_needs_history() -> None:
     """RECOVERY_WINDOW > 0 without history cannot replay anything: refused."""
     from stockstream.config import SettingsError
+
     with pytest.raises(SettingsError, match="^RECOVERY_WINDOW"):
         Settings.from_env({"RECOVERY_WINDOW": "30", "HISTORY_MAX_ENTRIES": "0"})
     assert Settings.from_env({}).recovery_window == 0
@@ -137,6 +139,7 @@ def test_nothing_more_is_sent_once_the_session_is_taken_for_saving() -> None:
     """After its state was saved, a connection writes nothing: an update the
     client received then would carry an offset the saved session does not know."""
     from stockstream.transports.socketio_transport import SocketIOConnection
+
     connection = SocketIOConnection.__new__(SocketIOConnection)
     connection._server = None  # type: ignore[assignment]  # any attempt to write would touch it
     connection._direct = None
@@ -191,13 +194,13 @@ async def test_a_reconnect_waits_for_the_save_of_a_connection_still_live() -> No
     reconnect gets; a pid whose client disconnected itself (no entry) or
     whose connection never saves gives None, the latter after SAVE_WAIT at most."""
     from stockstream import recovery
+
     broker = MemoryBroker(Settings.from_env({}))
     released: list[str] = []
 
     async def release(sid: str) -> None:
         released.append(sid)
-        asyncio.get_running_loop().call_later(0.1, asyncio.ensure_future,
-                                              broker.sessions.save("p1", b"state", 30))
+        asyncio.get_running_loop().call_later(0.1, asyncio.ensure_future, broker.sessions.save("p1", b"state", 30))
 
     await recovery.mark_live(broker, "p1", "sid-1")
     assert await recovery.take_saved(broker, "p1", release) == b"state"
@@ -222,6 +225,7 @@ async def test_saved_sessions_on_an_unreachable_cluster_raise_backend_unavailabl
     from stockstream.broker import BackendUnavailable
     from stockstream.broker.redis.broker import RedisBroker
     from tests.support.waiting import free_port
+
     url = f"redis://127.0.0.1:{free_port()}"
     broker = RedisBroker(url, Settings.from_env({}, redis_url=url, redis_cluster=True))
     try:

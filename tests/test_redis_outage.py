@@ -4,6 +4,7 @@ The server keeps its clients through the outage and answers /readyz 503; once
 Redis is back every subscribed client gets a fresh snapshot of each of its
 symbols before live updates resume, and /readyz answers 200 again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -89,16 +90,18 @@ async def test_clients_ride_out_a_redis_outage_and_get_fresh_snapshots(servers, 
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
         outage_redis.kill()
-        await eventually(lambda: answers(http, server.url + "/readyz", 503), 10.0,
-                         "/readyz to answer 503 while Redis is down")
+        await eventually(
+            lambda: answers(http, server.url + "/readyz", 503), 10.0, "/readyz to answer 503 while Redis is down"
+        )
         assert await status_of(http, server.url + "/healthz") == 200
         assert await metric(http, server.url, "stockstream_broker_listener_up") == 0
         assert sio.connected and ws.is_open, "a client was dropped because Redis went away"
         snapshots_before = len(sio.updates), len(ws.updates)
 
         outage_redis.start()
-        await eventually(lambda: answers(http, server.url + "/readyz", 200), RECOVERY,
-                         "/readyz to answer 200 once Redis is back")
+        await eventually(
+            lambda: answers(http, server.url + "/readyz", 200), RECOVERY, "/readyz to answer 200 once Redis is back"
+        )
         assert await metric(http, server.url, "stockstream_broker_reconnects_total") >= 1
         assert await metric(http, server.url, "stockstream_broker_listener_up") == 1
 
@@ -123,8 +126,14 @@ async def test_clients_ride_out_a_redis_outage_and_get_fresh_snapshots(servers, 
 
 def test_publish_command_reports_an_unreachable_redis_in_one_line(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    result = subprocess.run([sys.executable, "-m", "stockstream", "publish", "AAPL", "189.45", "--redis-url", url],
-                            env=server_environment(), cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "stockstream", "publish", "AAPL", "189.45", "--redis-url", url],
+        env=server_environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line of error, got:\n{result.stderr}"
@@ -132,15 +141,15 @@ def test_publish_command_reports_an_unreachable_redis_in_one_line(tmp_path: Path
     assert result.stdout == ""
 
 
-async def test_requests_during_an_outage_answer_unavailable_and_change_nothing(
-        servers, outage_redis, clients) -> None:
+async def test_requests_during_an_outage_answer_unavailable_and_change_nothing(servers, outage_redis, clients) -> None:
     server = await servers.start(redis_url=outage_redis.url)
     sio = await clients.sio(server.url)
     assert (await sio.subscribe("AAPL"))["ok"] is True
     async with aiohttp.ClientSession() as http:
         outage_redis.kill()
-        await eventually(lambda: answers(http, server.url + "/readyz", 503), timeout=RECOVERY,
-                         what="/readyz to notice the outage")
+        await eventually(
+            lambda: answers(http, server.url + "/readyz", 503), timeout=RECOVERY, what="/readyz to notice the outage"
+        )
         ack = await sio.call("subscribe", ["MSFT", "TSLA"], timeout=15)
         assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
         assert ack["error"]["message"]
@@ -152,8 +161,9 @@ async def test_requests_during_an_outage_answer_unavailable_and_change_nothing(
         assert ack["ok"] is True and ack["symbols"] == ["AAPL"] and ack["removed"] == []
 
         outage_redis.start()
-        await eventually(lambda: answers(http, server.url + "/readyz", 200), timeout=RECOVERY,
-                         what="/readyz to recover")
+        await eventually(
+            lambda: answers(http, server.url + "/readyz", 200), timeout=RECOVERY, what="/readyz to recover"
+        )
         ack = await sio.call("subscribe", ["MSFT"], timeout=15)
         assert ack["ok"] is True and ack["symbols"] == ["AAPL", "MSFT"]
 
@@ -165,7 +175,8 @@ PROMPT_ANSWER = 1.0
 
 
 async def test_server_started_while_redis_is_down_serves_not_ready_until_it_answers(
-        servers, clients, tmp_path: Path) -> None:
+    servers, clients, tmp_path: Path
+) -> None:
     """An unreachable Redis at start-up is an outage, not a bad setting: the server
     serves, /readyz answers 503 with a reason, one log line names REDIS_URL (password
     redacted), subscribes answer `unavailable` at once and change nothing; once Redis
@@ -175,8 +186,11 @@ async def test_server_started_while_redis_is_down_serves_not_ready_until_it_answ
     try:
         server = servers.launch({"LOG_LEVEL": "info"}, redis_url=url)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
-            await eventually(lambda: answers(http, server.url + "/readyz", 503), 20.0,
-                             "the server to serve /readyz (503) without Redis")
+            await eventually(
+                lambda: answers(http, server.url + "/readyz", 503),
+                20.0,
+                "the server to serve /readyz (503) without Redis",
+            )
             async with http.get(server.url + "/readyz") as resp:
                 assert (await resp.json())["reason"]
             assert await status_of(http, server.url + "/healthz") == 200
@@ -203,8 +217,11 @@ async def test_server_started_while_redis_is_down_serves_not_ready_until_it_answ
             raw = RawRedisPublisher(url)
             try:
                 stored = await raw.publish("AAPL", 189.5, note="stored")
-                await eventually(lambda: answers(http, server.url + "/readyz", 200), RECOVERY,
-                                 "/readyz to answer 200 once Redis answers")
+                await eventually(
+                    lambda: answers(http, server.url + "/readyz", 200),
+                    RECOVERY,
+                    "/readyz to answer 200 once Redis answers",
+                )
                 ack = await sio.call("subscribe", ["AAPL", "MSFT"], timeout=10)
                 assert ack["ok"] is True and ack["symbols"] == ["AAPL", "MSFT"], ack
                 reply = await ws.subscribe("AAPL", timeout=10)

@@ -2,6 +2,7 @@
 updates after the point, oldest first, then live, with no gap and no repeat at the
 boundary, while the symbol is being published; `recovered: false` and the snapshot
 when history no longer reaches the point."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,7 +48,8 @@ async def open_client(clients: Any, stack: Any, transport: str) -> Any:
 @pytest.mark.parametrize("transport", ["sio", "ws"])
 @pytest.mark.parametrize("mode", ["sinceSeq", "since"])
 async def test_resume_while_publishing_gives_every_update_after_the_point_once(
-        stack: Any, clients: Any, mode: str, transport: str) -> None:
+    stack: Any, clients: Any, mode: str, transport: str
+) -> None:
     # Another subscriber keeps the symbol's room (and its live feed) busy throughout.
     watcher = await clients.sio(stack.url)
     await watcher.subscribe(SYMBOL)
@@ -73,8 +75,9 @@ async def test_resume_while_publishing_gives_every_update_after_the_point_once(
     assert at_ack < UPDATES, "the publisher finished before the resume: nothing ran concurrently"
 
     expected = published[41:]
-    await client.updates.wait_for(lambda items: any(u.get("n") == UPDATES - 1 for u in items), 10,
-                                  "the last published update")
+    await client.updates.wait_for(
+        lambda items: any(u.get("n") == UPDATES - 1 for u in items), 10, "the last published update"
+    )
     received = client.updates_for(SYMBOL)
     assert [u["seq"] for u in received] == [u["seq"] for u in expected]
     for got, want in zip(received, expected):
@@ -83,7 +86,8 @@ async def test_resume_while_publishing_gives_every_update_after_the_point_once(
 
 @pytest.mark.parametrize("mode", ["sinceSeq", "since"])
 async def test_resume_from_a_point_history_no_longer_reaches(
-        backend: str, request: pytest.FixtureRequest, clients: Any, mode: str) -> None:
+    backend: str, request: pytest.FixtureRequest, clients: Any, mode: str
+) -> None:
     async with stack_for(backend, request, history_max_entries=20) as stack:
         base = now_ms() - 60_000
         published = [await stack.publish(SYMBOL, 10 + i / 100, timestamp=base + i) for i in range(UPDATES)]
@@ -176,8 +180,7 @@ async def test_resume_over_third_party_updates_recorded_in_history(redis_url: st
             published.append(update)
         history = aioredis.from_url(redis_url)
         try:
-            await eventually(lambda: _stream_length(history, f"stock:{SYMBOL}:history", 30), 5,
-                             "every update recorded")
+            await eventually(lambda: _stream_length(history, f"stock:{SYMBOL}:history", 30), 5, "every update recorded")
         finally:
             await history.aclose()
         client = await clients.sio(stack.url)

@@ -13,6 +13,7 @@ with exactly the published sequence of its symbols from its first subscribe on.
 A client kind is one entry of CLIENT_KINDS: a function that connects a client
 through the load balancer and returns it as a `Resuming`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -95,8 +96,13 @@ async def python_socketio(url: str, symbols: list[str], clients: ClientPool) -> 
 
     client.sio.on("connect", on_connect)
     await client.connect()
-    return Resuming(client.name, client.updates, lambda: client.timeline.items.count(("connect",)),
-                    lambda: list(answers), client.close)
+    return Resuming(
+        client.name,
+        client.updates,
+        lambda: client.timeline.items.count(("connect",)),
+        lambda: list(answers),
+        client.close,
+    )
 
 
 async def node_socketio(url: str, symbols: list[str], clients: ClientPool) -> Resuming:
@@ -106,10 +112,15 @@ async def node_socketio(url: str, symbols: list[str], clients: ClientPool) -> Re
     lines = client.node.lines  # type: ignore[attr-defined]  # kind="node": a NodeSioClient
 
     def answers() -> list[tuple[Any, Any]]:
-        return [(line["sinceSeq"], line["ack"] if line.get("err") is None else {"error": line["err"]})
-                for line in lines.items if line.get("kind") == "resubscribed"]
-    return Resuming(client.name, client.updates, lambda: client.timeline.items.count(("connect",)),
-                    answers, client.close)
+        return [
+            (line["sinceSeq"], line["ack"] if line.get("err") is None else {"error": line["err"]})
+            for line in lines.items
+            if line.get("kind") == "resubscribed"
+        ]
+
+    return Resuming(
+        client.name, client.updates, lambda: client.timeline.items.count(("connect",)), answers, client.close
+    )
 
 
 async def node_socketio_recovering(url: str, symbols: list[str], clients: ClientPool) -> Resuming:
@@ -124,8 +135,14 @@ async def node_socketio_recovering(url: str, symbols: list[str], clients: Client
         # Every reconnect must recover; one that did not shows up as a failed resubscribe.
         connects = [line for line in lines.items if line.get("kind") == "connect"][1:]
         return [(None, {"recovered": False, "connect": line}) for line in connects if not line.get("recovered")]
-    return Resuming(client.name + " (recovery)", client.updates,
-                    lambda: client.timeline.items.count(("connect",)), not_recovered, client.close)
+
+    return Resuming(
+        client.name + " (recovery)",
+        client.updates,
+        lambda: client.timeline.items.count(("connect",)),
+        not_recovered,
+        client.close,
+    )
 
 
 async def live_price(url: str, symbols: list[str], clients: ClientPool) -> Resuming:
@@ -172,6 +189,7 @@ async def live_price(url: str, symbols: list[str], clients: ClientPool) -> Resum
         stopping.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
     await eventually(lambda: connects >= 1 or task.done(), 10.0, "the /live-price client to connect")
     if task.done():
         task.result()
@@ -193,9 +211,14 @@ def start_publisher(redis_url: str, workdir: Path) -> subprocess.Popen:
     """`python -m stockstream simulate`: RATE updates/s per symbol, each with its seq."""
     log = open(workdir / "publisher.log", "wb")
     try:
-        return subprocess.Popen([sys.executable, "-m", "stockstream", "simulate", "--symbols", ",".join(SYMBOLS),
-                                 "--rate", str(RATE)], env=server_environment({}, redis_url), cwd=workdir,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stockstream", "simulate", "--symbols", ",".join(SYMBOLS), "--rate", str(RATE)],
+            env=server_environment({}, redis_url),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     finally:
         log.close()
 
@@ -224,21 +247,27 @@ def sequence_problems(client: Resuming, symbol: str, last: int) -> str | None:
     repeated = sorted({s for s in seqs if s in seen or seen.add(s)})  # type: ignore[func-returns-value]  # add() is None: records, keeps the test
     missing = sorted(set(expected) - set(seqs))
     backwards = [(a, b) for a, b in zip(seqs, seqs[1:]) if b <= a]
-    return (f"{client.name} {symbol}: got {len(seqs)} updates {seqs[0]}..{seqs[-1]}, expected "
-            f"{seqs[0]}..{last}; missing {missing[:20]}{'...' if len(missing) > 20 else ''}, "
-            f"repeated {repeated[:20]}, out of order at {backwards[:10]}; "
-            f"{client.connects()} connections, subscribes (sinceSeq, answer): {client.resubscribes()}")
+    return (
+        f"{client.name} {symbol}: got {len(seqs)} updates {seqs[0]}..{seqs[-1]}, expected "
+        f"{seqs[0]}..{last}; missing {missing[:20]}{'...' if len(missing) > 20 else ''}, "
+        f"repeated {repeated[:20]}, out of order at {backwards[:10]}; "
+        f"{client.connects()} connections, subscribes (sinceSeq, answer): {client.resubscribes()}"
+    )
 
 
 async def streaming_again(client: Resuming, counts: dict[str, int]) -> None:
     """Wait until the client has more updates of every symbol than `counts`."""
+
     def progressed() -> bool:
         return all(len(client.seqs(s)) > counts[s] + 5 for s in SYMBOLS)
+
     try:
         await eventually(progressed, BACK_WITHIN, f"{client.name} to stream again", interval=0.1)
     except AssertionError:
-        raise AssertionError(f"{client.name} not streaming {BACK_WITHIN}s after its instance restarted; "
-                             f"{client.connects()} connections, subscribes: {client.resubscribes()}") from None
+        raise AssertionError(
+            f"{client.name} not streaming {BACK_WITHIN}s after its instance restarted; "
+            f"{client.connects()} connections, subscribes: {client.resubscribes()}"
+        ) from None
 
 
 async def restart(servers: ServerFactory, server: ServerProcess, redis_url: str) -> ServerProcess:
@@ -254,8 +283,9 @@ async def restart(servers: ServerFactory, server: ServerProcess, redis_url: str)
 # -- the test -------------------------------------------------------------------------------------
 
 
-async def test_rolling_restart_loses_repeats_and_reorders_nothing(servers, redis_url, clients, node_harness,
-                                                                 nginx_factory, tmp_path) -> None:
+async def test_rolling_restart_loses_repeats_and_reorders_nothing(
+    servers, redis_url, clients, node_harness, nginx_factory, tmp_path
+) -> None:
     """Every instance stopped with SIGTERM and started again, in turn, under a
     steady stream: each client, resubscribing with sinceSeq whenever it
     reconnects, ends with exactly the published updates of its symbols from its
@@ -288,19 +318,23 @@ async def test_rolling_restart_loses_repeats_and_reorders_nothing(servers, redis
         last = await published_seqs(redis_url)
         assert all(n > 1000 // len(SYMBOLS) for n in last.values()), f"too little published: {last}"
         for client in resuming:
-            await eventually(lambda: all(client.seqs(s) and client.seqs(s)[-1] >= last[s] for s in SYMBOLS),
-                             10.0, f"{client.name} to receive the last update of every symbol", interval=0.1)
+            await eventually(
+                lambda: all(client.seqs(s) and client.seqs(s)[-1] >= last[s] for s in SYMBOLS),
+                10.0,
+                f"{client.name} to receive the last update of every symbol",
+                interval=0.1,
+            )
         problems = [p for client in resuming for s in SYMBOLS if (p := sequence_problems(client, s, last[s]))]
         assert not problems, "\n".join(problems)
         for client in resuming:
             assert client.connects() >= 3, (
-                f"{client.name} reconnected {client.connects() - 1} times: the restarts did not move it "
-                f"as they should")
+                f"{client.name} reconnected {client.connects() - 1} times: the restarts did not move it as they should"
+            )
             if client.resubscribes():
                 resumed = [answer for since, answer in client.resubscribes() if since is not None]
                 assert resumed and all(a.get("recovered") is True for a in resumed), (
-                    f"{client.name}: a resubscribe with sinceSeq did not resume from history: "
-                    f"{client.resubscribes()}")
+                    f"{client.name}: a resubscribe with sinceSeq did not resume from history: {client.resubscribes()}"
+                )
         assert nginx.proc.poll() is None, nginx.log()
     finally:
         # While nginx still runs, so that the clients' goodbyes reach the server.

@@ -4,6 +4,7 @@ A real process gets a real signal: /readyz turns 503 while clients are told
 and drained, every client receives `server_shutdown`, and the process exits 0
 within SHUTDOWN_TIMEOUT even when a client never answers the closing handshake.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,7 @@ async def stalled_polling_client(http: aiohttp.ClientSession, url: str, symbols:
     endpoint = url + "/socket.io/?EIO=4&transport=polling"
     async with http.get(endpoint) as resp:
         handshake = await resp.text()
-    sid = json.loads(handshake[handshake.index("{"):])["sid"]
+    sid = json.loads(handshake[handshake.index("{") :])["sid"]
     endpoint += "&sid=" + sid
     async with http.post(endpoint, data="40") as resp:
         assert resp.status == 200
@@ -64,8 +65,13 @@ def log_entries(text: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_drains_clients_and_exits_zero_in_time(signum, servers, redis_url, clients) -> None:
-    env = {"SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT), "LOG_FORMAT": "json", "LOG_LEVEL": "info",
-           "SIMULATE_SYMBOLS": "AAPL,MSFT", "SIMULATE_RATE": "20"}
+    env = {
+        "SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        "SIMULATE_SYMBOLS": "AAPL,MSFT",
+        "SIMULATE_RATE": "20",
+    }
     server = await servers.start(env, redis_url=redis_url, args=["--simulate"])
     sio = await clients.sio(server.url)
     assert (await sio.subscribe(["AAPL", "MSFT"]))["ok"] is True
@@ -88,6 +94,7 @@ async def test_signal_drains_clients_and_exits_zero_in_time(signum, servers, red
             seen.append(await readyz(http, server.url))
             assert seen[-1] is not None, f"stopped listening before /readyz said 503: {seen[-3:]}"
             return seen[-1][0] == 503 and seen[-1]
+
         status = await eventually(not_ready, 3.0, "/readyz to answer 503 while draining")
         assert status[1]["status"] == "unavailable" and "shutting down" in status[1]["reason"], status
 
@@ -135,8 +142,11 @@ async def test_stop_closes_every_redis_connection(redis_server, redis_url, clien
         ws = await clients.ws(f"http://127.0.0.1:{port}")
         assert (await ws.subscribe("AAPL"))["ok"] is True
         assert redis_clients(redis_server) > before
-    await eventually(lambda: redis_clients(redis_server) == before, 5.0,
-                     f"the server's Redis connections to close (back to {before})")
+    await eventually(
+        lambda: redis_clients(redis_server) == before,
+        5.0,
+        f"the server's Redis connections to close (back to {before})",
+    )
 
 
 class ThreadedSioClient:
@@ -171,8 +181,9 @@ def shutdown_then_reconnect(timeline: list[tuple]) -> bool:
 
 
 @pytest.mark.slow
-async def test_stock_clients_reconnect_by_themselves_after_a_graceful_shutdown(servers, redis_url, clients,
-                                                                             node_harness) -> None:
+async def test_stock_clients_reconnect_by_themselves_after_a_graceful_shutdown(
+    servers, redis_url, clients, node_harness
+) -> None:
     """After SIGTERM every Socket.IO client is told `server_shutdown`, then its
     connection closes in a way that makes the stock clients, with their default
     reconnection, come back by themselves once an instance serves the address
@@ -186,16 +197,19 @@ async def test_stock_clients_reconnect_by_themselves_after_a_graceful_shutdown(s
         "AsyncClient websocket": await clients.sio(url, reconnection=True, transports=["websocket"]),
         "AsyncClient polling": await clients.sio(url, reconnection=True, transports=["polling"]),
         "socket.io-client (defaults)": await clients.sio(url, kind="node", options={"reconnection": True}),
-        "socket.io-client polling": await clients.sio(url, kind="node", transports=["polling"],
-                                                      options={"reconnection": True}),
+        "socket.io-client polling": await clients.sio(
+            url, kind="node", transports=["polling"], options={"reconnection": True}
+        ),
     }
     threaded = ThreadedSioClient(url)
     await threaded.connect()
     try:
         for client in async_clients.values():
             assert (await client.subscribe(["AAPL"]))["ok"] is True
-        await eventually(lambda: async_clients["AsyncClient (defaults: polling, then websocket)"].transport
-                         == "websocket", what="the default AsyncClient to upgrade")
+        await eventually(
+            lambda: async_clients["AsyncClient (defaults: polling, then websocket)"].transport == "websocket",
+            what="the default AsyncClient to upgrade",
+        )
 
         first.signal(signal.SIGTERM)
         for name, client in async_clients.items():
@@ -207,11 +221,14 @@ async def test_stock_clients_reconnect_by_themselves_after_a_graceful_shutdown(s
         await again.wait_ready()
         # python-socketio waits up to 5 s between attempts by default.
         for name, client in async_clients.items():
-            await client.timeline.wait_for(shutdown_then_reconnect, 20.0,
-                                           f"{name}: server_shutdown, the disconnect, then a reconnect")
+            await client.timeline.wait_for(
+                shutdown_then_reconnect, 20.0, f"{name}: server_shutdown, the disconnect, then a reconnect"
+            )
             assert (await client.subscribe(["AAPL"]))["ok"] is True, name
-        await eventually(lambda: shutdown_then_reconnect(threaded.timeline), 20.0,
-                         f"Client (threaded, defaults): server_shutdown, the disconnect, then a reconnect; "
-                         f"saw {threaded.timeline}")
+        await eventually(
+            lambda: shutdown_then_reconnect(threaded.timeline),
+            20.0,
+            f"Client (threaded, defaults): server_shutdown, the disconnect, then a reconnect; saw {threaded.timeline}",
+        )
     finally:
         await threaded.close()

@@ -6,6 +6,7 @@ SLOW_CLIENT_TIMEOUT, sent `slow_client` and disconnected. The slow clients here
 are plain sockets that do the WebSocket handshake themselves, so that "not
 reading" really leaves the bytes in the kernel.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +61,13 @@ async def raw_socketio(server: ServerProcess, symbols: list[str]) -> RawWebSocke
 def server_has_connection(pid: int, server_port: int, client_port: int) -> bool:
     """Whether the server process still has an open connection to that client port."""
     for conn in psutil.Process(pid).net_connections(kind="tcp"):
-        if (conn.laddr and conn.laddr.port == server_port and conn.raddr
-                and conn.raddr.port == client_port and conn.status == psutil.CONN_ESTABLISHED):
+        if (
+            conn.laddr
+            and conn.laddr.port == server_port
+            and conn.raddr
+            and conn.raddr.port == client_port
+            and conn.status == psutil.CONN_ESTABLISHED
+        ):
             return True
     return False
 
@@ -95,8 +101,9 @@ class Load:
                     symbol = self.symbols[n % len(self.symbols)]
                     n += 1
                     self.published[symbol].append(n)
-                    body = json.dumps({"symbol": symbol, "price": 100 + n / 1000,
-                                       "timestamp": now_ms(), "n": n, "pad": PADDING})
+                    body = json.dumps(
+                        {"symbol": symbol, "price": 100 + n / 1000, "timestamp": now_ms(), "n": n, "pad": PADDING}
+                    )
                     pipe.set(f"stock:{symbol}", body)
                     pipe.publish(f"stock:{symbol}", body)
                 await pipe.execute()
@@ -124,6 +131,7 @@ def track_latency(client: Any) -> list[float]:
         if isinstance(update, dict) and isinstance(update.get("timestamp"), int):
             latencies.append(time.time() * 1000 - update["timestamp"])
         put(update)
+
     client.updates.put = put_and_measure
     return latencies
 
@@ -134,8 +142,7 @@ def check_stream(name: str, updates: list[dict[str, Any]]) -> dict[str, list[int
     for update in updates:
         by_symbol.setdefault(update["symbol"], []).append(update["n"])
     for symbol, ns in by_symbol.items():
-        assert all(a < b for a, b in zip(ns, ns[1:])), (
-            f"{name}: {symbol} updates repeated or out of order: {ns[:50]}")
+        assert all(a < b for a, b in zip(ns, ns[1:])), f"{name}: {symbol} updates repeated or out of order: {ns[:50]}"
     return by_symbol
 
 
@@ -145,10 +152,13 @@ def p99(values: list[float]) -> float:
 
 @pytest.fixture
 def slow_server(servers: ServerFactory, redis_url: str) -> ServerProcess:
-    return servers.start_sync({
-        "OUTBOUND_BUFFER_BYTES": str(OUTBOUND_BUFFER_BYTES),
-        "SLOW_CLIENT_TIMEOUT": str(SLOW_CLIENT_TIMEOUT),
-    }, redis_url=redis_url)
+    return servers.start_sync(
+        {
+            "OUTBOUND_BUFFER_BYTES": str(OUTBOUND_BUFFER_BYTES),
+            "SLOW_CLIENT_TIMEOUT": str(SLOW_CLIENT_TIMEOUT),
+        },
+        redis_url=redis_url,
+    )
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -162,8 +172,7 @@ async def test_client_that_stops_reading_is_dropped_and_others_keep_up(slow_serv
         reply = await client.subscribe(*SYMBOLS) if client.kind == "ws" else await client.subscribe(SYMBOLS)
         assert reply.get("ok") is True, reply
     latencies = [track_latency(client) for client in fast]
-    slow = {"live-price": await raw_live_price(server, SYMBOLS),
-            "socket.io": await raw_socketio(server, SYMBOLS)}
+    slow = {"live-price": await raw_live_price(server, SYMBOLS), "socket.io": await raw_socketio(server, SYMBOLS)}
     process = psutil.Process(server.pid)
     rss_before = process.memory_info().rss
     rss_peak = rss_before
@@ -192,12 +201,17 @@ async def test_client_that_stops_reading_is_dropped_and_others_keep_up(slow_serv
     # The fast clients got the last update of every symbol, in order, promptly.
     for client, lat in zip(fast, latencies):
         await client.updates.wait_for(
-            lambda items: all(ns and ns[-1] == load.last[s]
-                              for s, ns in check_stream(client.name, items).items())
-            and len(check_stream(client.name, items)) == len(SYMBOLS),
-            timeout=PROMPT, what="the last update of every symbol")
-        assert p99(lat) < 200, (f"{client.name}: p99 publish-to-receive latency {p99(lat):.0f} ms "
-                                f"(max {max(lat):.0f} ms, {len(lat)} updates)")
+            lambda items: (
+                all(ns and ns[-1] == load.last[s] for s, ns in check_stream(client.name, items).items())
+                and len(check_stream(client.name, items)) == len(SYMBOLS)
+            ),
+            timeout=PROMPT,
+            what="the last update of every symbol",
+        )
+        assert p99(lat) < 200, (
+            f"{client.name}: p99 publish-to-receive latency {p99(lat):.0f} ms "
+            f"(max {max(lat):.0f} ms, {len(lat)} updates)"
+        )
     sent = sum(len(ns) for ns in load.published.values())
     assert sent >= 1000, f"only {sent} updates published: the load was too light to mean anything"
 
@@ -209,7 +223,8 @@ async def test_client_that_stops_reading_is_dropped_and_others_keep_up(slow_serv
         assert name in closed_after, (
             f"{name} client that stopped reading still connected "
             f"{SLOW_CLIENT_TIMEOUT + 6:.0f}s after the load started (SLOW_CLIENT_TIMEOUT="
-            f"{SLOW_CLIENT_TIMEOUT}); server log: {server.output_tail(1500)}")
+            f"{SLOW_CLIENT_TIMEOUT}); server log: {server.output_tail(1500)}"
+        )
     for ws in slow.values():
         ws.close()
 
@@ -231,8 +246,10 @@ async def test_stalled_client_is_told_slow_client(slow_server, redis_url, transp
         ws.close()
     texts = [payload.decode() for opcode, payload in frames if opcode == 0x1]
     errors = [t for t in texts if "slow_client" in t]
-    assert errors, (f"no slow_client error among {len(texts)} frames read after the stall "
-                    f"(eof={ws.eof}, error={ws.error}); last: {texts[-3:]!r}")
+    assert errors, (
+        f"no slow_client error among {len(texts)} frames read after the stall "
+        f"(eof={ws.eof}, error={ws.error}); last: {texts[-3:]!r}"
+    )
     error_text = errors[-1]
     if transport == "live-price":
         error = json.loads(error_text)
@@ -243,7 +260,7 @@ async def test_stalled_client_is_told_slow_client(slow_server, redis_url, transp
         assert event == "error", error_text
     assert error.get("code") == "slow_client" and isinstance(error.get("message"), str), error
     # It is the last thing sent, and then the server closes the connection.
-    after = texts[texts.index(error_text) + 1:]
+    after = texts[texts.index(error_text) + 1 :]
     assert not [t for t in after if t.startswith("{") or t.startswith("42")], after[:3]
     assert ws.eof, "the connection was not closed after slow_client"
 
@@ -252,8 +269,7 @@ async def test_briefly_behind_client_is_conflated_not_dropped(servers, redis_url
     """Behind for less than SLOW_CLIENT_TIMEOUT: older updates of a symbol are
     replaced by newer ones (never repeated or reordered), and the latest price of
     every symbol arrives; the client stays connected."""
-    server = servers.start_sync({"OUTBOUND_BUFFER_BYTES": "16384", "SLOW_CLIENT_TIMEOUT": "30"},
-                                redis_url=redis_url)
+    server = servers.start_sync({"OUTBOUND_BUFFER_BYTES": "16384", "SLOW_CLIENT_TIMEOUT": "30"}, redis_url=redis_url)
     ws = await raw_live_price(server, SYMBOLS)
     load = Load(redis_url, rate=400)
     publishing = asyncio.create_task(load.run())
@@ -274,6 +290,7 @@ async def test_briefly_behind_client_is_conflated_not_dropped(servers, redis_url
     async def read_and_check() -> bool:
         await ws.read_some(0.1)
         return caught_up()
+
     await eventually(read_and_check, PROMPT * 2, "the latest update of every symbol")
     assert not ws.eof, "a briefly slow client was disconnected"
     updates = [u for u in received if "type" not in u]
@@ -281,7 +298,8 @@ async def test_briefly_behind_client_is_conflated_not_dropped(servers, redis_url
     assert not [u for u in received if u.get("type") == "error"], received[-3:]
     assert len(updates) < sent, (
         f"got all {sent} updates: the client was never behind, so nothing was conflated "
-        f"(the test did not provoke what it is about)")
+        f"(the test did not provoke what it is about)"
+    )
     ws.close()
 
 
@@ -337,7 +355,8 @@ async def test_one_fast_symbol_drops_a_stalled_client_once_and_in_time(servers, 
     assert server.running, server.output_tail()
     assert closed_after is not None, (
         f"{transport} client that stopped reading still connected {SLOW_CLIENT_TIMEOUT + 6:.0f}s after the "
-        f"load started (SLOW_CLIENT_TIMEOUT={SLOW_CLIENT_TIMEOUT}); server log: {server.output_tail(1500)}")
+        f"load started (SLOW_CLIENT_TIMEOUT={SLOW_CLIENT_TIMEOUT}); server log: {server.output_tail(1500)}"
+    )
     assert await slow_disconnects(server) == 1, "one slow client must be counted once"
     sent = len(load.published["FAST"])
     assert sent >= 1500, f"only {sent} updates published: the load was too light to mean anything"
@@ -346,10 +365,14 @@ async def test_one_fast_symbol_drops_a_stalled_client_once_and_in_time(servers, 
     for client, lat in zip(fast, latencies):
         await client.updates.wait_for(
             lambda items: check_stream(client.name, items).get("FAST", [None])[-1] == load.last["FAST"],
-            timeout=PROMPT, what="the last update")
+            timeout=PROMPT,
+            what="the last update",
+        )
         assert len(client.updates_for("FAST")) == sent, f"{client.name} missed updates"
-        assert p99(lat) < 250, (f"{client.name}: p99 publish-to-receive latency {p99(lat):.0f} ms "
-                                f"(max {max(lat):.0f} ms, {len(lat)} updates)")
+        assert p99(lat) < 250, (
+            f"{client.name}: p99 publish-to-receive latency {p99(lat):.0f} ms "
+            f"(max {max(lat):.0f} ms, {len(lat)} updates)"
+        )
 
 
 class RefusingSink:

@@ -3,6 +3,7 @@
 Every test runs on both backends (embedded memory and Redis); most with both client
 libraries using their default transports (long-polling first, then upgrade).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,11 @@ def is_symbol(symbol: str):
 async def test_default_transports_connect_and_upgrade(stack, clients, sio_kind):
     client = await clients.sio(stack.url, kind=sio_kind)
     # Defaults start on long-polling and upgrade to websocket: both transports work.
-    await eventually(lambda: client.transport == "websocket", 10,
-                     f"{sio_kind} client to upgrade to websocket (now {client.transport!r})")
+    await eventually(
+        lambda: client.transport == "websocket",
+        10,
+        f"{sio_kind} client to upgrade to websocket (now {client.transport!r})",
+    )
     ack = await client.subscribe("AAPL")
     assert_subscribe_ack(ack, ["AAPL"], ["AAPL"])
     published = await stack.publish("AAPL", 189.45)
@@ -52,8 +56,7 @@ async def test_subscribe_forms_ack_and_stream(stack, clients, sio_kind, form):
     assert_subscribe_ack(ack, symbols, symbols)
     for symbol in symbols:
         published = await stack.publish(symbol, 42.5, volume=1000)
-        got = await client.expect_update(is_symbol(symbol),
-                                         what=f"live update for {symbol}")
+        got = await client.expect_update(is_symbol(symbol), what=f"live update for {symbol}")
         assert_same_json(got, published)
     # Nothing but what was published for the subscribed symbols arrived.
     assert len(client.updates) == len(symbols)
@@ -63,8 +66,9 @@ async def test_subscribe_forms_ack_and_stream(stack, clients, sio_kind, form):
 async def test_unsubscribe_forms_stop_updates(stack, clients, sio_kind, form):
     payload, symbols = SUBSCRIBE_FORMS[form]
     client = await clients.sio(stack.url, kind=sio_kind)
-    assert_subscribe_ack(await client.subscribe(["AAPL", "MSFT", "TSLA"]),
-                         ["AAPL", "MSFT", "TSLA"], ["AAPL", "MSFT", "TSLA"])
+    assert_subscribe_ack(
+        await client.subscribe(["AAPL", "MSFT", "TSLA"]), ["AAPL", "MSFT", "TSLA"], ["AAPL", "MSFT", "TSLA"]
+    )
     for symbol in symbols:
         await stack.publish(symbol, 1.0)
         await client.expect_update(is_symbol(symbol))
@@ -78,8 +82,9 @@ async def test_unsubscribe_forms_stop_updates(stack, clients, sio_kind, form):
         for symbol in symbols:
             await stack.publish(symbol, 2.0 + i)
     marker = await stack.publish("TSLA", 99.0, marker=True)
-    assert_same_json(await client.expect_update(lambda u: u.get("marker") is True,
-                                                what="marker update on TSLA"), marker)
+    assert_same_json(
+        await client.expect_update(lambda u: u.get("marker") is True, what="marker update on TSLA"), marker
+    )
     after = client.updates.since(mark)
     leaked = [u for u in after if u.get("symbol") in symbols]
     assert not leaked, f"updates for unsubscribed {symbols} after the unsubscribe ack: {leaked}"
@@ -121,7 +126,8 @@ async def test_snapshot_not_repeated_on_resubscribe(stack, clients, sio_kind):
     live = await stack.publish("AAPL", 11.0)
     assert_same_json(await client.expect_update(), live)
     assert len(client.updates) == 2, (
-        f"re-subscribing to an already subscribed symbol resent a snapshot: {client.updates.items}")
+        f"re-subscribing to an already subscribed symbol resent a snapshot: {client.updates.items}"
+    )
 
 
 async def test_live_updates_arrive_in_publish_order(stack, clients, sio_kind):
@@ -134,8 +140,7 @@ async def test_live_updates_arrive_in_publish_order(stack, clients, sio_kind):
     await client.updates.wait_count(len(sent), timeout=10)
     got = client.updates.items
     for symbol in ("AAPL", "MSFT"):
-        assert [u["n"] for u in got if u["symbol"] == symbol] == \
-            [u["n"] for u in sent if u["symbol"] == symbol]
+        assert [u["n"] for u in got if u["symbol"] == symbol] == [u["n"] for u in sent if u["symbol"] == symbol]
     for received, expected in zip(sorted(got, key=lambda u: u["n"]), sent):
         assert_same_json(received, expected)
 
@@ -168,6 +173,7 @@ async def test_two_clients_get_their_own_symbols(stack, clients, sio_kind):
 
 # -- the original design's third-party publisher (Redis only) -----------------------------
 
+
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 async def test_raw_set_publish_is_snapshotted_and_streamed(stack, clients, sio_kind):
     stored = '{"symbol":"AAPL","price":189.45,"timestamp":1712331900000,"volume":7,"seq":41}'
@@ -175,8 +181,7 @@ async def test_raw_set_publish_is_snapshotted_and_streamed(stack, clients, sio_k
     client = await clients.sio(stack.url, kind=sio_kind)
     assert_subscribe_ack(await client.subscribe("AAPL"), ["AAPL"], ["AAPL"])
     snapshot = await client.expect_update(what="snapshot of a raw SET")
-    assert_same_json(snapshot, {"symbol": "AAPL", "price": 189.45, "timestamp": 1712331900000,
-                                "volume": 7, "seq": 41})
+    assert_same_json(snapshot, {"symbol": "AAPL", "price": 189.45, "timestamp": 1712331900000, "volume": 7, "seq": 41})
     live = await stack.raw.publish("AAPL", 190, exchange="XNAS")
     assert_same_json(await client.expect_update(what="live raw SET+PUBLISH update"), live)
     assert "seq" not in client.updates.items[-1], "the server added a field to a raw update"

@@ -1,5 +1,6 @@
 """What the commands say when they start and stop: the server's URL a person can
 open, and what `python -m stockstream simulate` publishes where, and how much."""
+
 from __future__ import annotations
 
 import re
@@ -20,16 +21,19 @@ from tests.support.waiting import eventually, free_port
 SERVING = re.compile(r"stockstream serving on (\S+)")
 
 
-@pytest.mark.parametrize("host, port, tls, url", [
-    ("0.0.0.0", 5000, False, "http://localhost:5000"),
-    ("::", 5000, False, "http://localhost:5000"),
-    ("", 8080, False, "http://localhost:8080"),
-    ("127.0.0.1", 5000, False, "http://127.0.0.1:5000"),
-    ("prices.example.com", 5000, True, "https://prices.example.com:5000"),
-    ("0.0.0.0", 443, True, "https://localhost"),
-    ("::1", 5000, False, "http://[::1]:5000"),
-    ("0.0.0.0", 80, False, "http://localhost"),
-])
+@pytest.mark.parametrize(
+    "host, port, tls, url",
+    [
+        ("0.0.0.0", 5000, False, "http://localhost:5000"),
+        ("::", 5000, False, "http://localhost:5000"),
+        ("", 8080, False, "http://localhost:8080"),
+        ("127.0.0.1", 5000, False, "http://127.0.0.1:5000"),
+        ("prices.example.com", 5000, True, "https://prices.example.com:5000"),
+        ("0.0.0.0", 443, True, "https://localhost"),
+        ("::1", 5000, False, "http://[::1]:5000"),
+        ("0.0.0.0", 80, False, "http://localhost"),
+    ],
+)
 def test_public_url_is_one_a_person_can_open(host: str, port: int, tls: bool, url: str) -> None:
     assert public_url(host, port, tls) == url
 
@@ -52,12 +56,29 @@ async def test_start_up_line_prints_a_url_that_opens_the_server(servers, host: s
 
 
 def run_simulate(redis_url: str, workdir: Path, *extra: str, stop_after_start: bool) -> tuple[int, str]:
-    argv = [sys.executable, "-m", "stockstream", "simulate", "--redis-url", redis_url,
-            "--symbols", "AAPL,msft", "--rate", "20", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "stockstream",
+        "simulate",
+        "--redis-url",
+        redis_url,
+        "--symbols",
+        "AAPL,msft",
+        "--rate",
+        "20",
+        *extra,
+    ]
     log_path = workdir / "simulate.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env=server_environment({"LOG_LEVEL": "info"}), cwd=workdir,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv,
+            env=server_environment({"LOG_LEVEL": "info"}),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         if stop_after_start:
             deadline = time.monotonic() + 20
@@ -83,7 +104,8 @@ def published_in_redis(redis_server: RedisServer) -> int:
 
 @pytest.mark.parametrize("how", ["ctrl-c", "duration"])
 def test_simulate_says_what_it_does_and_how_much_it_published(
-        redis_server: RedisServer, redis_url: str, tmp_path: Path, how: str) -> None:
+    redis_server: RedisServer, redis_url: str, tmp_path: Path, how: str
+) -> None:
     """At start: the symbols, the rate and the target (the password kept out); at stop
     (Ctrl-C or --duration): how many updates it published, which is what Redis received."""
     extra = () if how == "ctrl-c" else ("--duration", "1")

@@ -7,6 +7,7 @@ published in bursts whose updates share one timestamp, by stockstream's publishe
 `seq`) and by a third party (SET then PUBLISH, `timestamp` only). Some clients subscribe,
 unsubscribe and subscribe again mid-stream. Seeded: a failure names its round.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -97,8 +98,7 @@ def check_sequence(numbers: list[int], where: str) -> None:
         assert after > before, f"{where}: {after} after {before} in {numbers}"
 
 
-async def run_round(publisher: Publisher, clients: list[Any], symbol: str, rng: random.Random,
-                    where: str) -> None:
+async def run_round(publisher: Publisher, clients: list[Any], symbol: str, rng: random.Random, where: str) -> None:
     duration_bursts = BURSTS_PER_ROUND
     marks = [len(c.updates.items) for c in clients]
     resubscribers = set(rng.sample(range(len(clients)), 1))
@@ -110,8 +110,9 @@ async def run_round(publisher: Publisher, clients: list[Any], symbol: str, rng: 
         assert ack.get("ok") is True, f"{where} {client.name}: {ack}"
         if index in resubscribers:
             await asyncio.sleep(rng.uniform(0.0, 0.05))
-            assert client.connected, (f"{where} {client.name} was disconnected "
-                                      f"({client.disconnect_reason}): {client.errors.items}")
+            assert client.connected, (
+                f"{where} {client.name} was disconnected ({client.disconnect_reason}): {client.errors.items}"
+            )
             assert (await client.unsubscribe([symbol], timeout=10)).get("ok") is True
             mark = len(client.updates.items)
             assert (await client.subscribe([symbol], timeout=10)).get("ok") is True
@@ -127,8 +128,11 @@ async def run_round(publisher: Publisher, clients: list[Any], symbol: str, rng: 
     for client, start in zip(clients, starts):
         # Every client reaches the last update published (conflation may skip some before).
         await client.updates.wait_for(
-            lambda items, s=start: any(isinstance(u, dict) and u.get("symbol") == symbol and u.get("n") == last
-                                       for u in items[s:]), timeout=15)
+            lambda items, s=start: any(
+                isinstance(u, dict) and u.get("symbol") == symbol and u.get("n") == last for u in items[s:]
+            ),
+            timeout=15,
+        )
         numbers = [u["n"] for u in client.updates.items[start:] if isinstance(u, dict) and u.get("symbol") == symbol]
         check_sequence(numbers, f"{where} {client.name}")
         await client.unsubscribe([symbol], timeout=10)

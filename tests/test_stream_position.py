@@ -1,4 +1,5 @@
 """A broker's read is placed exactly in the stream its listener receives (real Redis)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,7 @@ class Recorder:
         return self.position
 
 
-async def check_reads_sit_at_their_position(listener: RedisBroker, publisher: RedisBroker,
-                                            symbols: list[str]) -> None:
+async def check_reads_sit_at_their_position(listener: RedisBroker, publisher: RedisBroker, symbols: list[str]) -> None:
     sink = Recorder()
     await listener.start(sink)
     try:
@@ -53,21 +53,29 @@ async def check_reads_sit_at_their_position(listener: RedisBroker, publisher: Re
                 snapshots = await listener.snapshots_at(symbols)
                 for symbol in symbols:
                     snapshot = snapshots.snapshots[symbol]
-                    reads.append(("snapshot", symbol, snapshots.positions[symbol],
-                                  snapshot.seq if snapshot is not None else None))
+                    reads.append(
+                        (
+                            "snapshot",
+                            symbol,
+                            snapshots.positions[symbol],
+                            snapshot.seq if snapshot is not None else None,
+                        )
+                    )
                 symbol = symbols[len(reads) % len(symbols)]
                 replay = await listener.replay_at(symbol, since_seq=0)
                 if replay.complete:  # else history was trimmed: the caller reads the snapshot instead
-                    reads.append(("replay", symbol, replay.position,
-                                  replay.updates[-1].seq if replay.updates else None))
+                    reads.append(
+                        ("replay", symbol, replay.position, replay.updates[-1].seq if replay.updates else None)
+                    )
         finally:
             stop.set()
             await task
         checked = 0
         for kind, symbol, position, held in reads:
             covered = [u.seq for u in sink.received if u.symbol == symbol and u.pos <= position]
-            assert (covered[-1] if covered else None) == held, \
+            assert (covered[-1] if covered else None) == held, (
                 f"{kind} of {symbol} read at position {position}: last update received by then {covered[-1:]}, read holds {held}"
+            )
             checked += bool(covered)
         assert checked > 20 * len(symbols), "the stream was not running while reading"
     finally:
@@ -79,12 +87,14 @@ async def test_reads_under_a_running_stream_sit_exactly_at_their_position(redis_
     """Updates received at or before a read's position are the ones it covers (the snapshot
     is the last of them), every later one is newer: for snapshots and replays alike."""
     settings = Settings.from_env({"REDIS_URL": redis_url})
-    await check_reads_sit_at_their_position(RedisBroker(redis_url, settings), RedisBroker(redis_url, settings),
-                                            ["POSA", "POSB"])
+    await check_reads_sit_at_their_position(
+        RedisBroker(redis_url, settings), RedisBroker(redis_url, settings), ["POSA", "POSB"]
+    )
 
 
-async def test_cluster_reads_sit_exactly_at_their_symbols_positions(cluster_url: str,
-                                                                    redis_cluster: RedisCluster) -> None:
+async def test_cluster_reads_sit_exactly_at_their_symbols_positions(
+    cluster_url: str, redis_cluster: RedisCluster
+) -> None:
     """On a Redis Cluster, with symbols on different masters read together, each symbol's
     position orders that symbol's updates exactly: the updates of it received at or before
     the position are the ones its snapshot or replay covers, every later one is newer."""
@@ -95,5 +105,6 @@ async def test_cluster_reads_sit_exactly_at_their_symbols_positions(cluster_url:
     symbols = sorted(by_master.values())
     assert len(symbols) >= 2, "the test cluster has one master"
     settings = Settings.from_env({"REDIS_URL": cluster_url, "REDIS_CLUSTER": "true"})
-    await check_reads_sit_at_their_position(RedisBroker(cluster_url, settings),
-                                            RedisBroker(cluster_url, settings), symbols)
+    await check_reads_sit_at_their_position(
+        RedisBroker(cluster_url, settings), RedisBroker(cluster_url, settings), symbols
+    )

@@ -2,14 +2,20 @@
 
 Protocol logic is the same on every backend, so these run on the embedded one.
 """
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
-from tests.support.protocol import (assert_error_ack, assert_error_object, assert_subscribe_ack,
-                                    assert_unsubscribe_ack, failed_entries)
+from tests.support.protocol import (
+    assert_error_ack,
+    assert_error_object,
+    assert_subscribe_ack,
+    assert_unsubscribe_ack,
+    failed_entries,
+)
 from tests.support.waiting import assert_same_json
 
 pytestmark = pytest.mark.parametrize("backend", ["memory"], indirect=True)
@@ -36,8 +42,7 @@ BAD_PAYLOADS = {
     "symbols-string": ({"symbols": 5},),
 }
 
-INVALID_SYMBOLS = ["A" * 33, "$AAPL", "", "AA PL", ".X", "-X", "ÄPFEL", "AAPL;DROP", "A\nB",
-                   "A*", "A#B", "A@B"]
+INVALID_SYMBOLS = ["A" * 33, "$AAPL", "", "AA PL", ".X", "-X", "ÄPFEL", "AAPL;DROP", "A\nB", "A*", "A#B", "A@B"]
 VALID_EXOTIC = ["^GSPC", "EUR/USD", "NASDAQ:AAPL", "ES=F", "BF-B", "BRK.B", "X_Y", "A" * 32, "9"]
 
 
@@ -57,8 +62,7 @@ async def test_bad_subscribe_payload_fails_whole_request(client, name):
 
 @pytest.mark.parametrize("name", sorted(BAD_PAYLOADS))
 async def test_bad_unsubscribe_payload_fails_whole_request(client, name):
-    assert_subscribe_ack(await client.subscribe(["AAPL", "MSFT"]), ["AAPL", "MSFT"],
-                         ["AAPL", "MSFT"])
+    assert_subscribe_ack(await client.subscribe(["AAPL", "MSFT"]), ["AAPL", "MSFT"], ["AAPL", "MSFT"])
     ack = await client.call("unsubscribe", *BAD_PAYLOADS[name])
     assert_error_ack(ack, "invalid_payload")
     # Nothing was removed (MSFT would be, by a partially applied request).
@@ -80,8 +84,11 @@ async def test_exotic_valid_symbols(client, stack):
     assert_same_json(await client.expect_update(), published)
 
 
-@pytest.mark.parametrize("payload", ["$$", ["$$"], {"symbol": "$$"}, {"symbols": ["$$", "A" * 33]}],
-                         ids=["string", "list", "object-symbol", "object-symbols"])
+@pytest.mark.parametrize(
+    "payload",
+    ["$$", ["$$"], {"symbol": "$$"}, {"symbols": ["$$", "A" * 33]}],
+    ids=["string", "list", "object-symbol", "object-symbols"],
+)
 async def test_only_invalid_symbols_is_ok_with_failed(client, payload):
     bad = ["$$"] if payload != {"symbols": ["$$", "A" * 33]} else ["$$", "A" * 33]
     ack = await client.subscribe(payload)
@@ -137,6 +144,7 @@ async def test_requests_take_effect_in_order(client):
 
 
 # -- without an ack callback: `error` events ---------------------------------------------
+
 
 async def test_bad_payload_without_ack_sends_error_event(stack, clients, sio_kind):
     client = await clients.sio(stack.url, kind=sio_kind)

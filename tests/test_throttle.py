@@ -3,6 +3,7 @@
 A throttled client gets at most one update per symbol per period, always the
 latest, the last of a burst always, never an older one after a newer.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,9 @@ async def test_a_throttled_stream_keeps_its_bounds(redis_url, clients, kind, pub
         snapshot = await client.expect_update(timeout=PROMPT)
         assert snapshot["price"] == 0.5
         sent, duration = await burst(pair, publisher, "THR")
-        await client.updates.wait_for(lambda items: items[-1]["price"] == sent[-1], PROMPT,
-                                      "the burst's last price (trailing edge)")
+        await client.updates.wait_for(
+            lambda items: items[-1]["price"] == sent[-1], PROMPT, "the burst's last price (trailing edge)"
+        )
         live = client.updates.items[1:]
         assert_throttled([u["price"] for u in live], times[1:], duration, sent[-1])
         assert len(live) < BURST / 3

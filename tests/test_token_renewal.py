@@ -3,6 +3,7 @@
 before `exp`; a new token on the same connection extends it and drops the
 price and candle streams it no longer allows (with a `forbidden_symbol`
 error); without one the connection ends at `exp`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def stack(clients: ClientPool) -> AsyncIterator[Stack]:
-    async with inprocess_stack("memory", jwt_secret=SECRET, require_auth=True,
-                               token_expiry_warning=WARNING) as ready:
+    async with inprocess_stack("memory", jwt_secret=SECRET, require_auth=True, token_expiry_warning=WARNING) as ready:
         try:
             yield ready
         finally:
@@ -58,8 +58,9 @@ async def authenticated(stack: Stack, clients: ClientPool, kind: str, token: str
 
 
 async def wait_warning(market: Market, exp: int) -> tuple[dict[str, Any], float]:
-    (warning,) = await market.wait_events("tokenExpiring", lambda es: es[:1], timeout=TTL + PROMPT,
-                                          what="tokenExpiring")
+    (warning,) = await market.wait_events(
+        "tokenExpiring", lambda es: es[:1], timeout=TTL + PROMPT, what="tokenExpiring"
+    )
     return warning, time.time()
 
 
@@ -84,7 +85,8 @@ async def test_warned_before_exp_then_closed_at_exp(stack: Stack, clients: Clien
 
 @pytest.mark.slow
 async def test_new_token_on_warning_extends_and_drops_what_it_no_longer_allows(
-        stack: Stack, clients: ClientPool, kind: str) -> None:
+    stack: Stack, clients: ClientPool, kind: str
+) -> None:
     """The README's pattern: on tokenExpiring, authenticate again. The connection
     outlives the first token; a price stream and a candle stream of a symbol
     the new token leaves out stop, with one `forbidden_symbol` error naming it."""

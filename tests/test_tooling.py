@@ -1,4 +1,5 @@
 """The checks the repository runs on itself: lint, types and warnings as configured."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,14 +27,17 @@ def test_ci_runs_lint_and_types_before_the_tests() -> None:
     lines = [line.strip() for line in script.splitlines()]
     tests = lines.index("python3 -m pytest tests")
     assert lines.index("python3 -m ruff check stockstream tests") < tests
+    assert lines.index("python3 -m ruff format --check stockstream tests") < tests
     assert lines.index("python3 -m mypy") < tests
 
 
-@pytest.mark.parametrize("command", [["ruff", "check", "stockstream", "tests"], ["mypy"]])
+@pytest.mark.parametrize(
+    "command",
+    [["ruff", "check", "stockstream", "tests"], ["ruff", "format", "--check", "stockstream", "tests"], ["mypy"]],
+)
 def test_the_tree_passes_its_checks(command: list[str]) -> None:
-    """`ruff check stockstream tests` and `mypy` (strict on the core) pass on the tree."""
+    """`ruff check`, `ruff format --check` and `mypy` (strict on the core) pass on the tree."""
     if importlib.util.find_spec(command[0]) is None:
         pytest.skip(f"{command[0]} is not installed (pip install .[test])")
-    done = subprocess.run([sys.executable, "-m", *command], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", *command], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

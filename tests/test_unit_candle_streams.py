@@ -1,6 +1,7 @@
 """Live candles without servers: the builder's buckets and closing, and a
 stream's start from history, conflation, boundary close and sharing
 (embedded backend, the real Hub)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,6 +46,7 @@ def api_dict(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the builder ------------------------------------------------------------------------
+
 
 def test_an_update_of_the_next_period_closes_the_candle_at_the_boundary() -> None:
     """Bucket boundaries are those of /api/candles: start <= t < start + interval."""
@@ -108,6 +110,7 @@ def test_builder_agrees_with_api_candles_for_every_closed_period() -> None:
 
 # -- streams on the real hub ----------------------------------------------------------------
 
+
 class Member:
     """Records every candle event with the loop time it arrived."""
 
@@ -147,12 +150,22 @@ async def test_a_stream_starts_from_the_current_periods_history(backend: Any) ->
     await asyncio.wait_for(stream.loading, PROMPT)
     member = Member()
     stream.add(member)
-    (_, snapshot, _), = member.events.items
+    ((_, snapshot, _),) = member.events.items
     stored = await broker.history("AAA", start, None, 100)
     expected = build_candles([Tick(u.timestamp, u.price, 10) for u in stored], HOUR)[-1]
     assert api_dict(snapshot) == expected.to_dict() and snapshot["closed"] is False
-    assert snapshot == {"symbol": "AAA", "interval": "1h", "start": start, "open": 10.0, "high": 14.0,
-                        "low": 9.0, "close": 11.0, "volume": 40, "count": 4, "closed": False}
+    assert snapshot == {
+        "symbol": "AAA",
+        "interval": "1h",
+        "start": start,
+        "open": 10.0,
+        "high": 14.0,
+        "low": 9.0,
+        "close": 11.0,
+        "volume": 40,
+        "count": 4,
+        "closed": False,
+    }
     await publisher.publish("AAA", 99.0, timestamp=start - 5)  # late: the previous hour
     await publisher.publish("AAA", 20.0, timestamp=start + 5)
     _, live, _ = await member.events.next(lambda e: e[1]["count"] == 5)

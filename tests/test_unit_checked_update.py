@@ -1,4 +1,5 @@
 """An update is checked once, where it enters; brokers publish the checked form as it is (no servers)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,7 +66,7 @@ async def test_the_redis_broker_does_not_check_again(counted: CountingCheck) -> 
     assert counted.calls == 1
     assert stored is not None and stored.seq == 7
     assert stored.raw == b'{"symbol":"MSFT","price":415.2,"timestamp":2000,"n":1,"seq":7}'
-    (keys, args), = calls
+    ((keys, args),) = calls
     assert keys[0] == "stock:MSFT" and args[:2] == [b'{"symbol":"MSFT","price":415.2,"timestamp":2000,"n":1}', 2000]
 
 
@@ -86,13 +87,16 @@ def test_the_checked_type_is_only_built_by_checking() -> None:
         update.price = 2.0  # type: ignore[misc]  # the refused write is the test
 
 
-@pytest.mark.parametrize("data, error, message", [
-    ({"symbol": "not a symbol!", "price": 1, "timestamp": 1}, SymbolError, "not a valid symbol"),
-    ({"symbol": 5, "price": 1, "timestamp": 1}, SymbolError, "a symbol is a string"),
-    ({"symbol": "AAPL", "price": True, "timestamp": 1}, InvalidUpdate, "price must be a finite number"),
-    ({"symbol": "AAPL", "price": 1, "timestamp": -1}, InvalidUpdate, "timestamp must be a non-negative integer"),
-    ("AAPL", InvalidUpdate, "an update is a JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        ({"symbol": "not a symbol!", "price": 1, "timestamp": 1}, SymbolError, "not a valid symbol"),
+        ({"symbol": 5, "price": 1, "timestamp": 1}, SymbolError, "a symbol is a string"),
+        ({"symbol": "AAPL", "price": True, "timestamp": 1}, InvalidUpdate, "price must be a finite number"),
+        ({"symbol": "AAPL", "price": 1, "timestamp": -1}, InvalidUpdate, "timestamp must be a non-negative integer"),
+        ("AAPL", InvalidUpdate, "an update is a JSON object"),
+    ],
+)
 def test_the_edge_refuses_what_it_always_refused(data: Any, error: type[Exception], message: str) -> None:
     """checked_update (API, CLI, HTTP, simulator) refuses invalid updates with the same error types and texts."""
     with pytest.raises(error, match=message):

@@ -1,4 +1,5 @@
 """Which shard readers a slot map change restarts, and which snapshot a resume may send (no Redis)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Gates order the start of a symbol's stream by stream position (no servers, milliseconds)."""
+
 from __future__ import annotations
 
 import json

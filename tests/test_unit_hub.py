@@ -1,4 +1,5 @@
 """The hub numbers updates in arrival order and gives joiners a consistent start (no servers)."""
+
 from __future__ import annotations
 
 import json

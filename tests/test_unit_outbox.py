@@ -1,4 +1,5 @@
 """The outbox keeps each symbol's updates in order, whole or conflated (no servers, milliseconds)."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Reads placed in the stream by their marker (broker/redis/markers.py), without Redis:
 the marker goes last in the read's transaction, on the channel of its variant, and
 a read answers its position once the listener meets the marker, or BackendUnavailable."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Every Redis client is built in `broker/clients.py`, each with the options its use needs
 (no Redis needed, but for one check against a password-protected redis-server)."""
+
 from __future__ import annotations
 
 import ast
@@ -33,9 +34,12 @@ def test_redis_clients_are_built_in_one_module() -> None:
     """No module but broker/clients.py constructs a Redis client (the benchmark, which plays a
     third-party publisher with its own clients, aside)."""
     assert builders_in(PACKAGE / "broker" / "clients.py"), "the scan finds the builders where they are"
-    elsewhere = [hit for path in sorted(PACKAGE.rglob("*.py"))
-                 if path != PACKAGE / "broker" / "clients.py" and "bench" not in path.relative_to(PACKAGE).parts
-                 for hit in builders_in(path)]
+    elsewhere = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "broker" / "clients.py" and "bench" not in path.relative_to(PACKAGE).parts
+        for hit in builders_in(path)
+    ]
     assert not elsewhere, "Redis clients built outside broker/clients.py:\n" + "\n".join(elsewhere)
 
 
@@ -74,8 +78,10 @@ async def test_node_clients_keep_the_cluster_urls_credentials_and_tls() -> None:
     Socket.IO manager's) connects to that node with the user, password and TLS
     of the cluster's URL, not just its address."""
     url = "rediss://reader:s3cret@10.0.0.1:7000/0?ssl_cert_reqs=none"
-    for client in (clients.shard_listener_client(url, "10.0.0.2", 7001),
-                   clients.manager_shard_client(url, "10.0.0.2", 7001)):
+    for client in (
+        clients.shard_listener_client(url, "10.0.0.2", 7001),
+        clients.manager_shard_client(url, "10.0.0.2", 7001),
+    ):
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
         assert (kwargs["host"], kwargs["port"]) == ("10.0.0.2", 7001)
@@ -92,6 +98,7 @@ async def test_a_node_client_logs_in_to_a_password_protected_node(tmp_path: Path
     URL that carries the password answers PING; one without is refused."""
     from redis.exceptions import AuthenticationError, ResponseError
     from tests.support.redis_server import RedisServer
+
     server = RedisServer(tmp_path)
     server.start()
     try:

@@ -1,5 +1,6 @@
 """A session answers every request and never leaves one half applied; a subscribe's
 snapshot and live updates form one sequence (no servers, embedded backend)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -157,6 +158,7 @@ async def test_a_refused_identity_leaves_no_session_registered() -> None:
     hub = Hub(broker)
     services = Services(settings, hub, broker, TokenVerifier(settings), FlushScheduler())
     from stockstream.auth import Identity
+
     Session(services, FakeConnection(), Identity("ann"))
     try:
         Session(services, FakeConnection(), Identity("ann"))
@@ -187,6 +189,7 @@ def test_every_request_a_session_answers_is_framed_by_both_transports() -> None:
     each, and Socket.IO takes each as an event but ping (its own heartbeat)."""
     from stockstream.transports.socketio_transport import EVENTS
     from stockstream.transports.websocket import REPLY_TYPES
+
     assert set(REPLY_TYPES) == Session.actions
     assert EVENTS == Session.actions - {"ping"}
 

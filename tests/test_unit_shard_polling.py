@@ -1,5 +1,6 @@
 """The cluster listener's wait for its shards: every shard read in turn until the awaited
 messages are in, and a silence past the deadline is a lost connection (no Redis needed)."""
+
 from __future__ import annotations
 
 import time
@@ -42,5 +43,6 @@ async def test_polling_reads_every_shard_until_nothing_is_pending() -> None:
 async def test_silent_shards_past_the_deadline_raise() -> None:
     """A round where no shard answers after the deadline raises ConnectionError with the given text."""
     with pytest.raises(ConnectionError, match="did not confirm"):
-        await ShardListener._poll_shards({"n1": FakeShard()}, {"x"}, lambda m: None, time.monotonic() - 1,
-                                         "shards did not confirm")
+        await ShardListener._poll_shards(
+            {"n1": FakeShard()}, {"x"}, lambda m: None, time.monotonic() - 1, "shards did not confirm"
+        )

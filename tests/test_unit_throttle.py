@@ -1,4 +1,5 @@
 """Throttle groups in the hub: one group and one timer per (symbol, period), latest first (no servers)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Subscribing to `*` (every symbol) end to end: who may, snapshots, new symbols from
 both kinds of publisher, and the throttled market overview (`stockUpdates`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,12 @@ async def test_who_may_subscribe_to_every_symbol(clients):
     forbids it to everyone."""
     async with inprocess_stack("memory", jwt_secret=SECRET) as stack:
         for kind in ("python", "ws"):
-            for claims, allowed in [({"symbols": ["AAPL"]}, False), ({}, False),
-                                    ({"symbols": ["*"]}, True), ({"symbols": ["AAPL", "*"]}, True)]:
+            for claims, allowed in [
+                ({"symbols": ["AAPL"]}, False),
+                ({}, False),
+                ({"symbols": ["*"]}, True),
+                ({"symbols": ["AAPL", "*"]}, True),
+            ]:
                 client = await open_client(clients, kind, stack.url)
                 await authenticate(client, token(**claims))
                 ack = await subscribe(client, {"symbols": ["*", "AAPL"]})
@@ -158,6 +163,7 @@ async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, kind)
             put(item)
             if len(batches(client)) > len(times) + 1:
                 times.append(time.monotonic())
+
         inbox.put = stamped
         symbols = ["MKT1", "MKT2", "MKT3"]
         started = time.monotonic()
@@ -174,6 +180,7 @@ async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, kind)
             for batch in batches(client):
                 latest.update({u["symbol"]: u["price"] for u in batch})
             return all(latest.get(s) == p for s, p in last.items())
+
         await inbox.wait_for(done, PROMPT, "every symbol's last price")
         live = batches(client)[1:]
         assert len(live) <= duration / (PERIOD_MS / 1000) + 2, len(live)

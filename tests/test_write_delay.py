@@ -4,6 +4,7 @@ With the default (0) a client that gets an update every 20 ms gets a write per
 update; with a delay its updates arrive in fewer writes, all of them, in order,
 each at most about the delay late. On both transports.
 """
+
 from __future__ import annotations
 
 import asyncio

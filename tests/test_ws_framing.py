@@ -7,6 +7,7 @@ between fragments, the size limit counts a message's fragments together
 (close 1009), the closing handshake is answered, and bytes sent right behind
 the upgrade request are not lost. Checked on /live-price and Socket.IO alike.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,8 +52,8 @@ async def test_fragmented_message_with_a_split_character_is_one_request(stack: S
         cut = message.index("€".encode()) + 1  # inside the character's three bytes
         await ws.send_frame(message[:cut], TEXT, fin=False)
         await ws.send_frame(b"between", PING)
-        await ws.send_frame(message[cut:cut + 5], CONTINUATION, fin=False)
-        await ws.send_frame(message[cut + 5:], CONTINUATION, fin=True)
+        await ws.send_frame(message[cut : cut + 5], CONTINUATION, fin=False)
+        await ws.send_frame(message[cut + 5 :], CONTINUATION, fin=True)
         reply = json.loads(await ws.next_text())
         assert reply["type"] == "subscribed" and reply["id"] == "€uro", reply
     finally:
@@ -94,8 +95,10 @@ async def test_frame_sent_with_the_upgrade_request_is_read(stack: Stack) -> None
         payload = b'{"action": "subscribe", "symbol": "MSFT", "id": 7}'
         mask = os.urandom(4)
         frame = bytes((0x81, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        writer.write(b"GET /live-price HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame)
+        writer.write(
+            b"GET /live-price HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PROMPT)
         assert head.startswith(b"HTTP/1.1 101"), head
         assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's own example key and answer
@@ -110,10 +113,12 @@ async def test_frame_sent_with_the_upgrade_request_is_read(stack: Stack) -> None
 
 async def test_not_an_upgrade_is_answered_400(stack: Stack) -> None:
     """A plain GET, or a handshake with a bad key or version, gets HTTP 400, not a WebSocket."""
-    for extra in (b"", b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                       b"Sec-WebSocket-Key: short\r\n",
-                  b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"):
+    for extra in (
+        b"",
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n",
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    ):
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
         try:
             writer.write(b"GET /live-price HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")

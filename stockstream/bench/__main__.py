@@ -1,4 +1,5 @@
 """`python -m stockstream.bench`: the benchmark without the rest of the command line."""
+
 import argparse
 import sys
 

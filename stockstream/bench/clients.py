@@ -5,6 +5,7 @@ a websocket-only connection) and `LiveWsClient` (the plain `/live-price`
 endpoint). Every update they receive goes to the worker's `Receiver`, which
 checks order per connection and symbol and records publish->receive latency.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,9 @@ class Target:
         if not self.more_ports and not self.local_hosts:
             return self
         local_host = self.local_hosts[index % len(self.local_hosts)] if self.local_hosts else ""
-        return dataclasses.replace(self, port=self.ports[index % len(self.ports)], more_ports=(),
-                                   local_hosts=(), local_host=local_host)
+        return dataclasses.replace(
+            self, port=self.ports[index % len(self.ports)], more_ports=(), local_hosts=(), local_host=local_host
+        )
 
     @property
     def host_header(self) -> str:
@@ -194,8 +196,9 @@ class BaseClient(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
-        self.transport.write(wsproto.handshake_request(self.target.host_header, self.target.path, self._key,
-                                                       self.target.headers))
+        self.transport.write(
+            wsproto.handshake_request(self.target.host_header, self.target.path, self._key, self.target.headers)
+        )
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -230,7 +233,7 @@ class BaseClient(asyncio.Protocol):
             elif length == 127:
                 if end_of_data - pos < 10:
                     break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 header = 10
                 if length > wsproto.MAX_FRAME_BYTES:
                     self._abort("frame too large")
@@ -238,7 +241,7 @@ class BaseClient(asyncio.Protocol):
             end = pos + header + length
             if end > end_of_data:
                 break
-            payload = data[pos + header:end]
+            payload = data[pos + header : end]
             pos = end
             if b0 == 0x81:  # final text frame: nearly everything
                 self.on_text(payload, now)
@@ -267,7 +270,7 @@ class BaseClient(asyncio.Protocol):
         except wsproto.HandshakeError as exc:
             self._abort(str(exc))
             return b""
-        rest = bytes(self._buf[end + 4:])
+        rest = bytes(self._buf[end + 4 :])
         self._buf = bytearray()
         self._upgraded = True
         self.on_open()
@@ -521,8 +524,9 @@ class OpenResult:
     error: str = ""
 
 
-async def open_client(receiver: Receiver, target: Target, symbols: list[str], timeout: float,
-                      subscribe: bool = True) -> OpenResult:
+async def open_client(
+    receiver: Receiver, target: Target, symbols: list[str], timeout: float, subscribe: bool = True
+) -> OpenResult:
     """Connect, upgrade, join and (unless told not to) subscribe, all within `timeout`."""
     loop = asyncio.get_running_loop()
     cls = CLIENT_CLASSES[target.transport]
@@ -532,8 +536,11 @@ async def open_client(receiver: Receiver, target: Target, symbols: list[str], ti
     try:
         async with asyncio.timeout(timeout):
             _, client = await loop.create_connection(
-                lambda: cls(receiver, target, symbols), target.host, target.port,
-                ssl=ssl_context, server_hostname=target.host if ssl_context else None,
+                lambda: cls(receiver, target, symbols),
+                target.host,
+                target.port,
+                ssl=ssl_context,
+                server_hostname=target.host if ssl_context else None,
                 local_addr=(target.local_host, 0) if target.local_host else None,
             )
             await client.ready

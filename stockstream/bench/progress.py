@@ -1,4 +1,5 @@
 """The one-line progress display while a benchmark runs (on stderr)."""
+
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ the clients need to measure: `seq` (per symbol, from 1) for loss, duplicates
 and order; `sentNs` (time.time_ns() just before sending) for latency; `run`
 so that snapshots left in Redis by an earlier run are not mistaken for ours.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,11 @@ class Publisher:
         # On a cluster: `SET stock:{SYM}` + `SPUBLISH stock:{SYM}`, as a third-party publisher does.
         self.cluster = cluster
         self.keys = layout_for(cluster)
-        self.redis: Any = (RedisCluster.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
-                           if cluster else aioredis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10))
+        self.redis: Any = (
+            RedisCluster.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
+            if cluster
+            else aioredis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
+        )
         self.run_id = run_id
         self.seq: dict[str, int] = {}
         self._next_symbol = 0
@@ -61,17 +65,20 @@ class Publisher:
         seq = self.seq.get(symbol, 0) + 1
         self.seq[symbol] = seq
         now_ns = time.time_ns()
-        return orjson.dumps({
-            "symbol": symbol,
-            "price": round(100.0 + (seq % 2000) / 100.0, 2),
-            "timestamp": now_ns // 1_000_000,
-            "seq": seq,
-            "sentNs": now_ns,
-            "run": self.run_id,
-        })
+        return orjson.dumps(
+            {
+                "symbol": symbol,
+                "price": round(100.0 + (seq % 2000) / 100.0, 2),
+                "timestamp": now_ns // 1_000_000,
+                "seq": seq,
+                "sentNs": now_ns,
+                "run": self.run_id,
+            }
+        )
 
-    async def publish(self, symbols: list[str], rate: float, duration: float,
-                      on_tick: Optional[Callable[[int], None]] = None) -> PublishResult:
+    async def publish(
+        self, symbols: list[str], rate: float, duration: float, on_tick: Optional[Callable[[int], None]] = None
+    ) -> PublishResult:
         """Send round(rate*duration) ticks, round-robin over `symbols`, evenly paced."""
         total = max(1, round(rate * duration))
         result = PublishResult({s: 0 for s in symbols})

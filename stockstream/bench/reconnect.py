@@ -16,6 +16,7 @@ The clients speak Engine.IO v4 / Socket.IO v5 over a WebSocket themselves
 (aiohttp), in this one process, so they can keep the pid and offset exactly
 as socket.io-client does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -102,13 +103,15 @@ async def _session(http: aiohttp.ClientSession, client: Client, subscribed: asyn
                 client.seqs.append(update["seq"] if "seq" in update else update["tick"])
                 if len(args) > 2:
                     client.offset = args[2]
-                if client.reconnected_at is not None and client.back_at is None \
-                        and args[1]["timestamp"] / 1000 >= time.time() - (time.monotonic() - client.reconnected_at):
+                if (
+                    client.reconnected_at is not None
+                    and client.back_at is None
+                    and args[1]["timestamp"] / 1000 >= time.time() - (time.monotonic() - client.reconnected_at)
+                ):
                     client.back_at = time.monotonic()
 
 
-async def _run_client(http: aiohttp.ClientSession, client: Client, subscribed: asyncio.Event,
-                      fallback: str) -> None:
+async def _run_client(http: aiohttp.ClientSession, client: Client, subscribed: asyncio.Event, fallback: str) -> None:
     while not client.stop:
         try:
             await _session(http, client, subscribed)
@@ -133,8 +136,9 @@ class RawPublisher:
 
     async def publish(self, symbol: str, price: float) -> int:
         tick = self._ticks[symbol] = self._ticks.get(symbol, 0) + 1
-        payload = orjson.dumps({"symbol": symbol, "price": price, "timestamp": time.time_ns() // 1_000_000,
-                                "tick": tick})
+        payload = orjson.dumps(
+            {"symbol": symbol, "price": price, "timestamp": time.time_ns() // 1_000_000, "tick": tick}
+        )
         key = KeyLayout().channel(symbol)
         await self._redis.set(key, payload)
         await self._redis.publish(key, payload)
@@ -144,8 +148,7 @@ class RawPublisher:
         await self._redis.aclose()
 
 
-async def _publish(publish: Any, symbols: list[str], rate: float, seconds: float,
-                   published: dict[str, int]) -> None:
+async def _publish(publish: Any, symbols: list[str], rate: float, seconds: float, published: dict[str, int]) -> None:
     """`publish(symbol, price)` returns the update's count (seq or tick)."""
     interval = 0.01
     per_tick = rate * interval
@@ -163,8 +166,9 @@ async def _publish(publish: Any, symbols: list[str], rate: float, seconds: float
             batch.append(symbol)
         # One symbol's updates in order (a raw publisher's SET and PUBLISH
         # are two commands); different symbols concurrently.
-        counts = await asyncio.gather(*(_publish_in_order(publish, [s for s in batch if s == symbol])
-                                        for symbol in dict.fromkeys(batch)))
+        counts = await asyncio.gather(
+            *(_publish_in_order(publish, [s for s in batch if s == symbol]) for symbol in dict.fromkeys(batch))
+        )
         for symbol, count in zip(dict.fromkeys(batch), counts):
             published[symbol] = max(published.get(symbol, 0), count)
         await asyncio.sleep(max(0.0, start + (k / rate) - loop.time()))
@@ -202,15 +206,17 @@ async def run_reconnect(plan: ReconnectPlan, log_dir: Path, log: Any = print) ->
         procs.append(first)
         second, second_port = start_stockstream(log_dir, redis_url, None, env, name="stockstream-b")
         procs.append(second)
-        return await _measure(plan, redis_url, f"http://127.0.0.1:{first_port}",
-                              f"http://127.0.0.1:{second_port}", first, log)
+        return await _measure(
+            plan, redis_url, f"http://127.0.0.1:{first_port}", f"http://127.0.0.1:{second_port}", first, log
+        )
     finally:
         for proc in reversed(procs):
             proc.stop()
 
 
-async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_url: str,
-                   first: ManagedProcess, log: Any) -> dict[str, Any]:
+async def _measure(
+    plan: ReconnectPlan, redis_url: str, first_url: str, second_url: str, first: ManagedProcess, log: Any
+) -> dict[str, Any]:
     symbols = [f"RC{i:03d}" for i in range(plan.symbols)]
     broker = create_broker(Settings.from_env({}, redis_url=redis_url, log_level="warning"))
     raw = RawPublisher(redis_url) if plan.publisher == "raw" else None
@@ -222,6 +228,7 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
         async def publish(symbol: str, price: float) -> int:
             update = await publisher.publish_checked(checked_price(symbol, price))
             return update.seq or 0
+
     published: dict[str, int] = {}
     clients = [Client(symbols[i % len(symbols)], first_url) for i in range(plan.clients)]
     connector = aiohttp.TCPConnector(limit=0)
@@ -231,8 +238,7 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 60)
             log(f"reconnect: {len(clients)} clients subscribed on the first instance")
-            publishing = asyncio.create_task(_publish(publish, symbols, plan.rate, plan.before + plan.after,
-                                                      published))
+            publishing = asyncio.create_task(_publish(publish, symbols, plan.rate, plan.before + plan.after, published))
             await asyncio.sleep(plan.before)
             stopped_at = time.monotonic()
             await asyncio.to_thread(first.stop)
@@ -260,21 +266,33 @@ async def _measure(plan: ReconnectPlan, redis_url: str, first_url: str, second_u
         a, b, d = _problems(c, published.get(c.symbol, 0))
         lost, duplicates, out_of_order = lost + a, duplicates + b, out_of_order + d
     return {
-        "clients": len(clients), "symbols": len(symbols), "rate": plan.rate, "publisher": plan.publisher,
-        "recovered": recovered, "not_recovered": len(clients) - recovered,
+        "clients": len(clients),
+        "symbols": len(symbols),
+        "rate": plan.rate,
+        "publisher": plan.publisher,
+        "recovered": recovered,
+        "not_recovered": len(clients) - recovered,
         "live_again": len(back),
         "all_live_again_s": round(max(back), 2) if len(back) == len(clients) else None,
         "drop_to_live_median_s": round(statistics.median(drop_to_back), 2) if drop_to_back else None,
         "drop_to_live_max_s": round(max(drop_to_back), 2) if drop_to_back else None,
         "deliveries": sum(len(c.seqs) for c in clients),
-        "lost": lost, "duplicates": duplicates, "out_of_order": out_of_order,
+        "lost": lost,
+        "duplicates": duplicates,
+        "out_of_order": out_of_order,
     }
 
 
 def run_reconnect_scenario(scenario: Any, round_no: int, progress: Any, publisher: str = "ours") -> dict[str, Any]:
     """One run of the `reconnect` Scenario, as a bench report record."""
-    plan = ReconnectPlan(clients=scenario.clients, symbols=scenario.symbols, rate=scenario.rate,
-                         before=scenario.warmup, after=scenario.duration, publisher=publisher)
+    plan = ReconnectPlan(
+        clients=scenario.clients,
+        symbols=scenario.symbols,
+        rate=scenario.rate,
+        before=scenario.warmup,
+        after=scenario.duration,
+        publisher=publisher,
+    )
     record: dict[str, Any] = {"scenario": "reconnect", "server": "stockstream", "round": round_no}
     log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-reconnect-"))
     try:
@@ -298,12 +316,14 @@ def format_reconnect(record: dict[str, Any]) -> str:
 
 
 def _format_result(result: dict[str, Any]) -> str:
-    return "\n".join([
-        f"== reconnect: {result['clients']:,} clients on {result['symbols']} symbols, {result['rate']:g} updates/s"
-        f" ({result.get('publisher', 'ours')} publisher) ==",
-        f"  recovered            {result['recovered']:,} of {result['clients']:,}",
-        f"  all live again after {result['all_live_again_s']} s from SIGTERM",
-        f"  drop -> live         median {result['drop_to_live_median_s']} s, max {result['drop_to_live_max_s']} s",
-        f"  deliveries           {result['deliveries']:,}",
-        f"  lost / duplicates / out of order  {result['lost']} / {result['duplicates']} / {result['out_of_order']}",
-    ])
+    return "\n".join(
+        [
+            f"== reconnect: {result['clients']:,} clients on {result['symbols']} symbols, {result['rate']:g} updates/s"
+            f" ({result.get('publisher', 'ours')} publisher) ==",
+            f"  recovered            {result['recovered']:,} of {result['clients']:,}",
+            f"  all live again after {result['all_live_again_s']} s from SIGTERM",
+            f"  drop -> live         median {result['drop_to_live_median_s']} s, max {result['drop_to_live_max_s']} s",
+            f"  deliveries           {result['deliveries']:,}",
+            f"  lost / duplicates / out of order  {result['lost']} / {result['duplicates']} / {result['out_of_order']}",
+        ]
+    )

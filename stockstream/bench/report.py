@@ -1,4 +1,5 @@
 """Turning run records into the readable tables and the JSON report."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,12 @@ HEADLINES: list[tuple[str, str, Callable[[dict[str, Any]], Optional[float]], str
     ("connect", "connect: connections/s", lambda r: r.get("connects_per_s"), "higher"),
     ("connect", "connect: subscribes/s", lambda r: r.get("subscribes_per_s"), "higher"),
     ("candles", "candles: server CPU µs per tick", lambda r: r.get("server_cpu_us_per_tick_candles"), "lower"),
-    ("throttle", "throttle: server CPU throttled / unthrottled", lambda r: r.get("server_cpu_throttled_over_unthrottled"),
-     "lower"),
+    (
+        "throttle",
+        "throttle: server CPU throttled / unthrottled",
+        lambda r: r.get("server_cpu_throttled_over_unthrottled"),
+        "lower",
+    ),
 ]
 
 
@@ -63,7 +68,9 @@ def table(rows: list[list[str]], header: Optional[list[str]] = None) -> str:
     widths = [max(len(row[i]) for row in data) for i in range(len(data[0]))]
     lines = []
     for n, row in enumerate(data):
-        lines.append("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        )
         if header and n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join("  " + line for line in lines)
@@ -92,17 +99,26 @@ def format_run(record: dict[str, Any]) -> str:
         return head + "\n  error: " + record["error"]
     result = record.get("result") or {}
     conn = record.get("connection") or {}
-    rows = [["connections", f"{_fmt(conn.get('connected'))} of {_fmt(conn.get('requested'))}"
-             + (f" in {_fmt(conn.get('elapsed_s'), 2)}s ({_fmt(conn.get('per_s'))}/s)" if conn.get("per_s") else "")
-             + (f", {_fmt(conn.get('failed'))} failed" if conn.get("failed") else "")]]
+    rows = [
+        [
+            "connections",
+            f"{_fmt(conn.get('connected'))} of {_fmt(conn.get('requested'))}"
+            + (f" in {_fmt(conn.get('elapsed_s'), 2)}s ({_fmt(conn.get('per_s'))}/s)" if conn.get("per_s") else "")
+            + (f", {_fmt(conn.get('failed'))} failed" if conn.get("failed") else ""),
+        ]
+    ]
     by_port = conn.get("by_port") or {}
     if len(by_port) > 1:
         rows.append(["connections per instance", " / ".join(_fmt(n) for _, n in sorted(by_port.items()))])
     shards = record.get("cluster_messages") or {}
     if shards:
         total = sum(shards.values()) or 1
-        rows.append(["pub/sub messages per master", " / ".join(
-            f"{node} {n} ({100 * n / total:.1f}%)" for node, n in sorted(shards.items()))])
+        rows.append(
+            [
+                "pub/sub messages per master",
+                " / ".join(f"{node} {n} ({100 * n / total:.1f}%)" for node, n in sorted(shards.items())),
+            ]
+        )
     scenario = record["scenario"]
     if scenario in ("fanout", "spread", "latency"):
         if scenario == "fanout":
@@ -112,8 +128,10 @@ def format_run(record: dict[str, Any]) -> str:
         rows += [
             ["deliveries", _fmt(result.get("deliveries"))],
             ["deliveries/s", _fmt(result.get("deliveries_per_s"))],
-            ["loss / duplicates / out of order",
-             " / ".join(_fmt(result.get(k)) for k in ("loss", "duplicates", "out_of_order"))],
+            [
+                "loss / duplicates / out of order",
+                " / ".join(_fmt(result.get(k)) for k in ("loss", "duplicates", "out_of_order")),
+            ],
             ["latency ms p50/p90/p99/p99.9/max", _latency(result.get("latency_ms"))],
             ["server CPU", f"{_fmt(result.get('server_cpu_percent'))}%"],
             ["server CPU µs per delivery", _fmt(result.get("server_cpu_us_per_delivery"), 2)],
@@ -132,14 +150,20 @@ def format_run(record: dict[str, Any]) -> str:
         candles, updates = result.get("candles") or {}, result.get("stock_updates") or {}
         rows += [
             ["candle events/s", _fmt(result.get("candle_events_per_s"))],
-            ["server CPU µs per tick: candles / stockUpdate",
-             f"{_fmt(result.get('server_cpu_us_per_tick_candles'), 2)} / "
-             f"{_fmt(result.get('server_cpu_us_per_tick_updates'), 2)}"
-             + (f"  (x{result['cpu_per_tick_ratio']:.2f})" if result.get("cpu_per_tick_ratio") else "")],
-            ["server CPU: candles / stockUpdate",
-             f"{_fmt(candles.get('server_cpu_percent'))}% / {_fmt(updates.get('server_cpu_percent'))}%"],
-            ["stockUpdate deliveries/s (loss)",
-             f"{_fmt(updates.get('deliveries_per_s'))} ({_fmt(updates.get('loss'))})"],
+            [
+                "server CPU µs per tick: candles / stockUpdate",
+                f"{_fmt(result.get('server_cpu_us_per_tick_candles'), 2)} / "
+                f"{_fmt(result.get('server_cpu_us_per_tick_updates'), 2)}"
+                + (f"  (x{result['cpu_per_tick_ratio']:.2f})" if result.get("cpu_per_tick_ratio") else ""),
+            ],
+            [
+                "server CPU: candles / stockUpdate",
+                f"{_fmt(candles.get('server_cpu_percent'))}% / {_fmt(updates.get('server_cpu_percent'))}%",
+            ],
+            [
+                "stockUpdate deliveries/s (loss)",
+                f"{_fmt(updates.get('deliveries_per_s'))} ({_fmt(updates.get('loss'))})",
+            ],
             ["load generator CPU: candles", _client(candles)],
         ]
         if result.get("disconnects"):
@@ -158,13 +182,22 @@ def format_run(record: dict[str, Any]) -> str:
             figures = result.get(phase) or {}
             rows += [
                 [f"{phase}: ticks / deliveries", f"{_fmt(figures.get('ticks'))} / {_fmt(figures.get('deliveries'))}"],
-                [f"{phase}: server CPU", f"{_fmt(figures.get('server_cpu_s'), 2)} s ({_fmt(figures.get('server_cpu_percent'))}%)"],
-                [f"{phase}: server CPU µs per delivery / per tick",
-                 f"{_fmt(figures.get('server_cpu_us_per_delivery'), 2)} / {_fmt(figures.get('server_cpu_us_per_tick'), 2)}"],
-                [f"{phase}: duplicates / out of order",
-                 f"{_fmt(figures.get('duplicates'))} / {_fmt(figures.get('out_of_order'))}"],
+                [
+                    f"{phase}: server CPU",
+                    f"{_fmt(figures.get('server_cpu_s'), 2)} s ({_fmt(figures.get('server_cpu_percent'))}%)",
+                ],
+                [
+                    f"{phase}: server CPU µs per delivery / per tick",
+                    f"{_fmt(figures.get('server_cpu_us_per_delivery'), 2)} / {_fmt(figures.get('server_cpu_us_per_tick'), 2)}",
+                ],
+                [
+                    f"{phase}: duplicates / out of order",
+                    f"{_fmt(figures.get('duplicates'))} / {_fmt(figures.get('out_of_order'))}",
+                ],
             ]
-        rows.append(["server CPU throttled / unthrottled", _fmt(result.get("server_cpu_throttled_over_unthrottled"), 3)])
+        rows.append(
+            ["server CPU throttled / unthrottled", _fmt(result.get("server_cpu_throttled_over_unthrottled"), 3)]
+        )
     elif scenario == "connect":
         rows += [
             ["connections/s", _fmt(result.get("connects_per_s"))],
@@ -178,12 +211,23 @@ def format_run(record: dict[str, Any]) -> str:
     text = head + "\n" + table(rows)
     steps = [w for w in record.get("windows", []) if "passed" in w]
     if steps:
-        step_rows = [[f"{_fmt(w['rate_target'])}", _fmt(w["deliveries_per_s"]), _fmt(w["latency_ms"]["p50"], 2),
-                      _fmt(w["latency_ms"]["p99"], 2), _fmt(w["loss"]), _fmt(w["server_cpu_percent"]),
-                      _fmt(w["client"]["cpu_percent_total"]), _fmt(w.get("other_cpu_on_server_cores_percent")),
-                      "ok" if w["passed"] else "FAIL"] for w in steps]
-        text += "\n" + table(step_rows, ["ticks/s", "deliveries/s", "p50 ms", "p99 ms", "loss",
-                                         "server %", "client %", "others %", ""])
+        step_rows = [
+            [
+                f"{_fmt(w['rate_target'])}",
+                _fmt(w["deliveries_per_s"]),
+                _fmt(w["latency_ms"]["p50"], 2),
+                _fmt(w["latency_ms"]["p99"], 2),
+                _fmt(w["loss"]),
+                _fmt(w["server_cpu_percent"]),
+                _fmt(w["client"]["cpu_percent_total"]),
+                _fmt(w.get("other_cpu_on_server_cores_percent")),
+                "ok" if w["passed"] else "FAIL",
+            ]
+            for w in steps
+        ]
+        text += "\n" + table(
+            step_rows, ["ticks/s", "deliveries/s", "p50 ms", "p99 ms", "loss", "server %", "client %", "others %", ""]
+        )
     return text
 
 
@@ -194,8 +238,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     for server in servers:
         figures: dict[str, Any] = {}
         for scenario, label, read, better in HEADLINES:
-            values = [v for r in records if r["server"] == server and r["scenario"] == scenario
-                      and not r.get("error") for v in [read(r.get("result") or {})] if v is not None]
+            values = [
+                v
+                for r in records
+                if r["server"] == server and r["scenario"] == scenario and not r.get("error")
+                for v in [read(r.get("result") or {})]
+                if v is not None
+            ]
             if values:
                 figures[label] = {"median": statistics.median(values), "runs": values, "better": better}
         summary["servers"][server] = figures
@@ -210,8 +259,11 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _noisy(record: dict[str, Any]) -> bool:
     """Did other processes take a real share of the server's core in any measured window?"""
-    return any((w.get("other_cpu_on_server_cores_percent") or 0.0) >= NOISY_PERCENT
-               for w in record.get("windows", []) if not w.get("warmup"))
+    return any(
+        (w.get("other_cpu_on_server_cores_percent") or 0.0) >= NOISY_PERCENT
+        for w in record.get("windows", [])
+        if not w.get("warmup")
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -230,8 +282,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(row)
     text = "== summary ==\n" + table(rows, header)
     if summary.get("noisy_runs"):
-        text += (f"\n  note: other processes used {NOISY_PERCENT:g}% or more of the server's core during: "
-                 + "; ".join(summary["noisy_runs"]) + ". Prefer a quiet machine, or more --rounds.")
+        text += (
+            f"\n  note: other processes used {NOISY_PERCENT:g}% or more of the server's core during: "
+            + "; ".join(summary["noisy_runs"])
+            + ". Prefer a quiet machine, or more --rounds."
+        )
     return text
 
 

@@ -5,6 +5,7 @@ forked (before this process starts an event loop, which must not be forked),
 then the scenario runs in an event loop; an ExitStack stops it all in reverse,
 on errors and Ctrl-C too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,15 @@ from .clients import Target, loopback_sources
 from .progress import Progress
 from .publisher import Publisher
 from .scenarios import RunContext, RunOptions, Scenario, run_scenario
-from .servers import BenchSetupError, ManagedProcess, ProcessMeter, start_redis, start_redis_cluster, start_reference, start_stockstream
+from .servers import (
+    BenchSetupError,
+    ManagedProcess,
+    ProcessMeter,
+    start_redis,
+    start_redis_cluster,
+    start_reference,
+    start_stockstream,
+)
 from .workers import WorkerPool, new_event_loop
 
 SERVER_KINDS = ("stockstream", "node", "external")
@@ -56,9 +65,16 @@ class BenchConfig:
 
 def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, progress: Progress) -> dict[str, Any]:
     run_id = secrets.token_hex(4)
-    record: dict[str, Any] = {"server": kind, "instances": config.instances if kind != "external" else 1,
-                              "scenario": scenario.name, "round": round_no, "run_id": run_id,
-                              "transport": config.transport, "headers": config.headers, "settings": dataclasses.asdict(scenario)}
+    record: dict[str, Any] = {
+        "server": kind,
+        "instances": config.instances if kind != "external" else 1,
+        "scenario": scenario.name,
+        "round": round_no,
+        "run_id": run_id,
+        "transport": config.transport,
+        "headers": config.headers,
+        "settings": dataclasses.asdict(scenario),
+    }
     log_dir = Path(tempfile.mkdtemp(prefix="stockstream-bench-"))
     keep_logs = False
     try:
@@ -82,30 +98,49 @@ def run_one(config: BenchConfig, kind: str, scenario: Scenario, round_no: int, p
                 ports = []
                 for index in range(config.instances):
                     if kind == "stockstream":
-                        server, port = start_stockstream(log_dir, redis_url, config.instance_cpus(index),
-                                                         config.server_env, name=f"stockstream-{index + 1}",
-                                                         cluster=config.redis_cluster)
+                        server, port = start_stockstream(
+                            log_dir,
+                            redis_url,
+                            config.instance_cpus(index),
+                            config.server_env,
+                            name=f"stockstream-{index + 1}",
+                            cluster=config.redis_cluster,
+                        )
                     else:
-                        server, port = start_reference(log_dir, redis_url, config.instance_cpus(index),
-                                                       log=progress.log, name=f"node-reference-{index + 1}")
+                        server, port = start_reference(
+                            log_dir,
+                            redis_url,
+                            config.instance_cpus(index),
+                            log=progress.log,
+                            name=f"node-reference-{index + 1}",
+                        )
                     stack.callback(server.stop)
                     servers.append(server)
                     ports.append(port)
                 server_pids = [server.pid for server in servers]
-                target = Target("127.0.0.1", ports[0], config.transport, token=config.token,
-                                more_ports=tuple(ports[1:]), headers=config.headers,
-                                local_hosts=loopback_sources("127.0.0.1"))
+                target = Target(
+                    "127.0.0.1",
+                    ports[0],
+                    config.transport,
+                    token=config.token,
+                    more_ports=tuple(ports[1:]),
+                    headers=config.headers,
+                    local_hosts=loopback_sources("127.0.0.1"),
+                )
             record["target"] = {"host": target.host, "ports": list(target.ports), "pids": server_pids}
             worker_cpus: list[Optional[set[int]]] = [{c} for c in config.client_cpus] if config.client_cpus else []
             pool = WorkerPool(config.workers, worker_cpus, run_id)
             stack.callback(pool.stop)
             client_pids = [os.getpid()] + pool.pids + ([redis_pid] if redis_pid else [])
             ctx = RunContext(
-                target=target, pool=pool, publisher=Publisher(redis_url, run_id, cluster=config.redis_cluster),
+                target=target,
+                pool=pool,
+                publisher=Publisher(redis_url, run_id, cluster=config.redis_cluster),
                 server=ProcessMeter(server_pids) if server_pids else None,
                 client=ProcessMeter(client_pids, children=False),
                 client_cores=len(config.client_cpus) if config.client_cpus else max(1, len(os.sched_getaffinity(0))),
-                options=config.options, progress=progress,
+                options=config.options,
+                progress=progress,
                 server_cores=config.server_cpus if kind != "external" else None,
             )
             try:

@@ -6,6 +6,7 @@ expected delivery arrived (or stopped arriving). Publishing pauses between
 windows, so each window's expected count is exact:
 sum over symbols of ticks published x open subscribers at the window's start.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,25 +48,93 @@ class Scenario:
 
 
 FULL: dict[str, Scenario] = {
-    "fanout": Scenario("fanout", 1000, 1, 1, 20.0, 5.0, 2.0, steps=12,
-                       description="1,000 clients on 1 symbol; the tick rate steps up until loss or p99 over --max-p99-ms"),
-    "spread": Scenario("spread", 1000, 500, 10, 1000.0, 10.0, 2.0,
-                       description="1,000 clients x 10 of 500 symbols at 1,000 ticks/s: server CPU per delivery"),
-    "latency": Scenario("latency", 200, 20, 1, 100.0, 10.0, 2.0,
-                        description="200 clients, 20 symbols, 100 ticks/s: publish-to-receive latency"),
-    "idle": Scenario("idle", 10000, 100, 1, 0.0, 5.0, 0.0, publishes=False,
-                     description="10,000 idle subscribed connections: server memory per connection"),
-    "connect": Scenario("connect", 2000, 100, 1, 0.0, 0.0, 0.0, publishes=False,
-                        description="2,000 connections as fast as accepted, then their subscribes: rates per second"),
-    "reconnect": Scenario("reconnect", 1000, 100, 1, 1000.0, 9.0, 3.0,
-                          description="1,000 Socket.IO clients recovering their sessions on a second instance after "
-                                      "theirs is stopped, at 1,000 updates/s: time until all are live, loss 0"),
-    "candles": Scenario("candles", 1000, 100, 10, 1000.0, 10.0, 2.0,
-                        description="1,000 clients x 10 of 100 symbols at 1,000 ticks/s following live 1s candles, "
-                                    "then the same clients on stockUpdate: server CPU per tick, candle events/s"),
-    "throttle": Scenario("throttle", 10000, 100, 1, 2000.0, 10.0, 2.0, throttle_ms=1000,
-                         description="10,000 clients with throttle 1000 ms on 100 hot symbols at 2,000 ticks/s, "
-                                     "then the same unthrottled: server CPU per delivery and per tick"),
+    "fanout": Scenario(
+        "fanout",
+        1000,
+        1,
+        1,
+        20.0,
+        5.0,
+        2.0,
+        steps=12,
+        description="1,000 clients on 1 symbol; the tick rate steps up until loss or p99 over --max-p99-ms",
+    ),
+    "spread": Scenario(
+        "spread",
+        1000,
+        500,
+        10,
+        1000.0,
+        10.0,
+        2.0,
+        description="1,000 clients x 10 of 500 symbols at 1,000 ticks/s: server CPU per delivery",
+    ),
+    "latency": Scenario(
+        "latency",
+        200,
+        20,
+        1,
+        100.0,
+        10.0,
+        2.0,
+        description="200 clients, 20 symbols, 100 ticks/s: publish-to-receive latency",
+    ),
+    "idle": Scenario(
+        "idle",
+        10000,
+        100,
+        1,
+        0.0,
+        5.0,
+        0.0,
+        publishes=False,
+        description="10,000 idle subscribed connections: server memory per connection",
+    ),
+    "connect": Scenario(
+        "connect",
+        2000,
+        100,
+        1,
+        0.0,
+        0.0,
+        0.0,
+        publishes=False,
+        description="2,000 connections as fast as accepted, then their subscribes: rates per second",
+    ),
+    "reconnect": Scenario(
+        "reconnect",
+        1000,
+        100,
+        1,
+        1000.0,
+        9.0,
+        3.0,
+        description="1,000 Socket.IO clients recovering their sessions on a second instance after "
+        "theirs is stopped, at 1,000 updates/s: time until all are live, loss 0",
+    ),
+    "candles": Scenario(
+        "candles",
+        1000,
+        100,
+        10,
+        1000.0,
+        10.0,
+        2.0,
+        description="1,000 clients x 10 of 100 symbols at 1,000 ticks/s following live 1s candles, "
+        "then the same clients on stockUpdate: server CPU per tick, candle events/s",
+    ),
+    "throttle": Scenario(
+        "throttle",
+        10000,
+        100,
+        1,
+        2000.0,
+        10.0,
+        2.0,
+        throttle_ms=1000,
+        description="10,000 clients with throttle 1000 ms on 100 hot symbols at 2,000 ticks/s, "
+        "then the same unthrottled: server CPU per delivery and per tick",
+    ),
 }
 
 QUICK: dict[str, Scenario] = {
@@ -75,8 +144,9 @@ QUICK: dict[str, Scenario] = {
     "idle": dataclasses.replace(FULL["idle"], clients=500, symbols=10, duration=1.0),
     "connect": dataclasses.replace(FULL["connect"], clients=300, symbols=10),
     "reconnect": dataclasses.replace(FULL["reconnect"], clients=100, symbols=10, rate=200.0, duration=3.0, warmup=1.0),
-    "candles": dataclasses.replace(FULL["candles"], clients=100, symbols=20, symbols_per_client=5, rate=200.0,
-                                   duration=2.0, warmup=0.5),
+    "candles": dataclasses.replace(
+        FULL["candles"], clients=100, symbols=20, symbols_per_client=5, rate=200.0, duration=2.0, warmup=0.5
+    ),
     "throttle": dataclasses.replace(FULL["throttle"], clients=500, symbols=20, rate=400.0, duration=3.0, warmup=1.0),
 }
 
@@ -170,8 +240,12 @@ def client_usage(ctx: RunContext, before: CpuSample, after: CpuSample) -> dict[s
     }
 
 
-def interference(busy_before: Optional[float], busy_after: Optional[float],
-                 server_before: Optional[CpuSample], server_after: Optional[CpuSample]) -> Optional[float]:
+def interference(
+    busy_before: Optional[float],
+    busy_after: Optional[float],
+    server_before: Optional[CpuSample],
+    server_after: Optional[CpuSample],
+) -> Optional[float]:
     """Percent of a core that other processes took on the server's cores: a noisy machine shows here."""
     if busy_before is None or busy_after is None or server_before is None or server_after is None:
         return None
@@ -184,11 +258,16 @@ def _cores_busy(ctx: RunContext) -> Optional[float]:
     return cores_busy_seconds(ctx.server_cores) if ctx.server_cores else None
 
 
-def server_usage(ctx: RunContext, before: Optional[CpuSample], after: Optional[CpuSample],
-                 deliveries: int) -> dict[str, Any]:
+def server_usage(
+    ctx: RunContext, before: Optional[CpuSample], after: Optional[CpuSample], deliveries: int
+) -> dict[str, Any]:
     if ctx.server is None or before is None or after is None:
-        return {"server_cpu_s": None, "server_cpu_percent": None, "server_cpu_us_per_delivery": None,
-                "server_rss_bytes": None}
+        return {
+            "server_cpu_s": None,
+            "server_cpu_percent": None,
+            "server_cpu_us_per_delivery": None,
+            "server_rss_bytes": None,
+        }
     cpu = after.total - before.total
     return {
         "server_cpu_s": round(cpu, 3),
@@ -229,16 +308,31 @@ async def connect_clients(ctx: RunContext, assignments: list[list[str]], subscri
     n = ctx.pool.size
     opts = ctx.options
     shares = _split(assignments, n)
-    args = [{"target": ctx.target, "clients": share, "timeout": opts.connect_timeout,
-             "attempts": opts.connect_attempts, "concurrency": opts.connect_concurrency,
-             "rate": opts.connect_rate, "subscribe": subscribe} for share in shares]
+    args = [
+        {
+            "target": ctx.target,
+            "clients": share,
+            "timeout": opts.connect_timeout,
+            "attempts": opts.connect_attempts,
+            "concurrency": opts.connect_concurrency,
+            "rate": opts.connect_rate,
+            "subscribe": subscribe,
+        }
+        for share in shares
+    ]
     # Bounded: every attempt has its own timeout, plus the ramp-up time.
     ramp = max(len(s) for s in shares) / opts.connect_rate if opts.connect_rate else 0.0
-    budget = ramp + opts.connect_attempts * (opts.connect_timeout + 2.0) * (
-        1 + max(len(s) for s in shares) // max(1, opts.connect_concurrency)) + 30.0
+    budget = (
+        ramp
+        + opts.connect_attempts
+        * (opts.connect_timeout + 2.0)
+        * (1 + max(len(s) for s in shares) // max(1, opts.connect_concurrency))
+        + 30.0
+    )
     started = time.monotonic()
-    parts = await _with_progress(ctx, "connecting", len(assignments),
-                                 ctx.pool.call_all("connect", args, timeout=budget))
+    parts = await _with_progress(
+        ctx, "connecting", len(assignments), ctx.pool.call_all("connect", args, timeout=budget)
+    )
     elapsed = max(p["elapsed_s"] for p in parts) or (time.monotonic() - started)
     connected = sum(p["connected"] for p in parts)
     connect_hist = merge_histograms(p["connect_hist"] for p in parts)
@@ -280,8 +374,9 @@ def _hist_max(hist: list[int]) -> int:
 
 
 # ------------------------------------------------------------------- windows
-async def measure_window(ctx: RunContext, label: str, symbols: list[str], rate: float,
-                         duration: float) -> dict[str, Any]:
+async def measure_window(
+    ctx: RunContext, label: str, symbols: list[str], rate: float, duration: float
+) -> dict[str, Any]:
     """Publish `rate` ticks/s for `duration` s, wait for the deliveries, and measure."""
     pool = ctx.pool
     start_seq = ctx.publisher.next_seqs(symbols)
@@ -301,8 +396,10 @@ async def measure_window(ctx: RunContext, label: str, symbols: list[str], rate: 
             now = time.monotonic()
             delivered = sum(p["delivered"] for p in parts)
             server_now, client_now = _server_sample(ctx), ctx.client.sample()
-            line = (f"{label}: {now - started:5.1f}s {delivered:,} delivered "
-                    f"({(delivered - last_delivered) / (now - last_at):,.0f}/s)")
+            line = (
+                f"{label}: {now - started:5.1f}s {delivered:,} delivered "
+                f"({(delivered - last_delivered) / (now - last_at):,.0f}/s)"
+            )
             if server_now is not None and last_server is not None:
                 line += f", server CPU {_pct((server_now.total - last_server.total) / (now - last_at)):.0f}%"
             line += f", client CPU {_pct((client_now.total - last_client.total) / (now - last_at)):.0f}%"
@@ -347,7 +444,8 @@ async def measure_window(ctx: RunContext, label: str, symbols: list[str], rate: 
         "candle_events_per_s": round(counts.candles / max(elapsed, duration), 1),
         **server,
         "server_cpu_us_per_tick": round(server["server_cpu_s"] * 1e6 / published.total, 2)
-        if server["server_cpu_s"] is not None and published.total else None,
+        if server["server_cpu_s"] is not None and published.total
+        else None,
         "other_cpu_on_server_cores_percent": interference(busy_before, busy_after, server_before, server_after),
         "client": client_usage(ctx, client_before, client_after),
     }
@@ -372,9 +470,15 @@ async def _drain(pool: WorkerPool, expected: int) -> None:
 
 # ----------------------------------------------------------------- scenarios
 async def run_scenario(ctx: RunContext, scenario: Scenario) -> dict[str, Any]:
-    runner = {"fanout": _fanout, "spread": _steady, "latency": _steady, "idle": _idle, "connect": _connect,
-              "candles": _candles,
-              "throttle": _throttle}
+    runner = {
+        "fanout": _fanout,
+        "spread": _steady,
+        "latency": _steady,
+        "idle": _idle,
+        "connect": _connect,
+        "candles": _candles,
+        "throttle": _throttle,
+    }
     await ctx.publisher.check()
     ctx.baseline_rss = ctx.server.rss_bytes() if ctx.server else None
     try:
@@ -392,7 +496,9 @@ def _failed_connect(connection: dict[str, Any]) -> Optional[str]:
     return None
 
 
-async def _connect_and_warm_up(ctx: RunContext, sc: Scenario) -> tuple[list[str], dict[str, Any], Optional[int], list[dict[str, Any]]]:
+async def _connect_and_warm_up(
+    ctx: RunContext, sc: Scenario
+) -> tuple[list[str], dict[str, Any], Optional[int], list[dict[str, Any]]]:
     """Connect the scenario's clients, read the server's RSS, run the warm-up window."""
     symbols = symbol_names(sc.symbols)
     connection = await connect_clients(ctx, assign_symbols(sc.clients, symbols, sc.symbols_per_client))
@@ -476,10 +582,12 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
         failure = _step_failure(window, ctx.options.max_p99_ms)
         window["passed"] = failure is None
         windows.append(window)
-        ctx.progress.log(f"  step {number}: {rate:g} ticks/s -> {window['deliveries_per_s']:,.0f} deliveries/s, "
-                         f"p99 {window['latency_ms']['p99']} ms, loss {window['loss']:,}"
-                         + (f"  [{failure}]" if failure else "")
-                         + ("  [client saturated]" if window["client"]["saturated"] else ""))
+        ctx.progress.log(
+            f"  step {number}: {rate:g} ticks/s -> {window['deliveries_per_s']:,.0f} deliveries/s, "
+            f"p99 {window['latency_ms']['p99']} ms, loss {window['loss']:,}"
+            + (f"  [{failure}]" if failure else "")
+            + ("  [client saturated]" if window["client"]["saturated"] else "")
+        )
         return window, failure
 
     # Ramp up geometrically until a step fails ...
@@ -488,8 +596,9 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
         window, failure = await step(number, rate)
         if failure is not None:
             failed_rate = rate
-            limited_by = failure + (" with the load generator saturated (the server may go higher)"
-                                    if window["client"]["saturated"] else "")
+            limited_by = failure + (
+                " with the load generator saturated (the server may go higher)" if window["client"]["saturated"] else ""
+            )
             break
         best = window
         if window["client"]["saturated"]:
@@ -520,18 +629,20 @@ async def _fanout(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
             break
     chosen = best if best is not None else windows[-1]
     result = {k: v for k, v in chosen.items() if k not in ("label", "passed")}
-    result.update({
-        "max_deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
-        "max_rate": best["rate_target"] if best else 0.0,
-        "limited_by": limited_by,
-        # the run's own health: loss/duplicates of the passing steps (always 0) are not the news;
-        # report the whole run's so a failing last step is visible
-        "loss": sum(w["loss"] for w in windows),
-        "duplicates": sum(w["duplicates"] for w in windows),
-        "out_of_order": sum(w["out_of_order"] for w in windows),
-        "deliveries": sum(w["deliveries"] for w in windows),
-        "server_rss_per_connection_bytes": _per_connection(rss, ctx, connection),
-    })
+    result.update(
+        {
+            "max_deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
+            "max_rate": best["rate_target"] if best else 0.0,
+            "limited_by": limited_by,
+            # the run's own health: loss/duplicates of the passing steps (always 0) are not the news;
+            # report the whole run's so a failing last step is visible
+            "loss": sum(w["loss"] for w in windows),
+            "duplicates": sum(w["duplicates"] for w in windows),
+            "out_of_order": sum(w["out_of_order"] for w in windows),
+            "deliveries": sum(w["deliveries"] for w in windows),
+            "server_rss_per_connection_bytes": _per_connection(rss, ctx, connection),
+        }
+    )
     return {"connection": connection, "windows": windows, "result": result}
 
 
@@ -556,7 +667,8 @@ async def _idle(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
         "server_rss_bytes": rss,
         "server_rss_baseline_bytes": baseline,
         "server_rss_per_connection_bytes": round((rss - baseline) / connection["connected"])
-        if rss is not None and baseline is not None else None,
+        if rss is not None and baseline is not None
+        else None,
         "server_idle_cpu_percent": usage["server_cpu_percent"],
         "client": client_usage(ctx, client_before, client_after),
     }
@@ -566,8 +678,7 @@ async def _idle(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
 async def _connect(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
     symbols = symbol_names(sc.symbols)
     server_before, client_before = _server_sample(ctx), ctx.client.sample()
-    connection = await connect_clients(ctx, assign_symbols(sc.clients, symbols, sc.symbols_per_client),
-                                       subscribe=False)
+    connection = await connect_clients(ctx, assign_symbols(sc.clients, symbols, sc.symbols_per_client), subscribe=False)
     if error := _failed_connect(connection):
         return {"connection": connection, "windows": [], "result": {}, "error": error}
     subscription = await subscribe_clients(ctx)
@@ -617,14 +728,22 @@ async def _throttle(ctx: RunContext, sc: Scenario) -> dict[str, Any]:
             "server_cpu_s": cpu,
             "server_cpu_percent": window["server_cpu_percent"],
             "server_cpu_us_per_delivery": window["server_cpu_us_per_delivery"],
-            "server_cpu_us_per_tick": round(cpu * 1e6 / window["ticks"], 2) if cpu is not None and window["ticks"]
+            "server_cpu_us_per_tick": round(cpu * 1e6 / window["ticks"], 2)
+            if cpu is not None and window["ticks"]
             else None,
             "latency_ms": window["latency_ms"],
         }
         await ctx.pool.call_all("close", timeout=30.0)
     throttled, plain = phases["throttled"], phases["unthrottled"]
-    ratio = (round(throttled["server_cpu_s"] / plain["server_cpu_s"], 3)
-             if throttled["server_cpu_s"] is not None and plain["server_cpu_s"] else None)
-    result = {"throttle_ms": sc.throttle_ms, **phases, "server_cpu_throttled_over_unthrottled": ratio,
-              "server_cpu_us_per_delivery": throttled["server_cpu_us_per_delivery"]}
+    ratio = (
+        round(throttled["server_cpu_s"] / plain["server_cpu_s"], 3)
+        if throttled["server_cpu_s"] is not None and plain["server_cpu_s"]
+        else None
+    )
+    result = {
+        "throttle_ms": sc.throttle_ms,
+        **phases,
+        "server_cpu_throttled_over_unthrottled": ratio,
+        "server_cpu_us_per_delivery": throttled["server_cpu_us_per_delivery"],
+    }
     return {"connection": connection, "windows": windows, "result": result}

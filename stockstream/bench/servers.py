@@ -5,6 +5,7 @@ reaches only the benchmark, which then stops them in order; pinning is done
 with `taskset` at exec time so every thread of the server (Node's included)
 stays on the server's cores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def parse_cpu_list(text: str) -> list[int]:
-    """"0", "1,3", "2-5" -> sorted CPU numbers."""
+    """ "0", "1,3", "2-5" -> sorted CPU numbers."""
     cpus: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -97,8 +98,14 @@ class ManagedProcess:
             pass
 
 
-def spawn(name: str, argv: list[str], log_dir: Path, cpus: Optional[list[int]] = None,
-          env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> ManagedProcess:
+def spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    cpus: Optional[list[int]] = None,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+) -> ManagedProcess:
     if cpus:
         if shutil.which("taskset"):
             argv = ["taskset", "-c", ",".join(map(str, cpus))] + argv
@@ -111,9 +118,14 @@ def spawn(name: str, argv: list[str], log_dir: Path, cpus: Optional[list[int]] =
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None, cwd=str(cwd or log_dir),
-            start_new_session=True, preexec_fn=preexec,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd or log_dir),
+            start_new_session=True,
+            preexec_fn=preexec,
         )
     return ManagedProcess(name, popen, log_path)
 
@@ -142,9 +154,26 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
     if shutil.which("redis-server") is None:
         raise BenchSetupError("redis-server is not on PATH; install it or pass --redis-url")
     port = free_port()
-    proc = spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--protected-mode", "no", "--dir", str(log_dir)],
-                 log_dir, cpus)
+    proc = spawn(
+        "redis",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(log_dir),
+        ],
+        log_dir,
+        cpus,
+    )
     try:
         _wait_redis(proc, port)
     except BenchSetupError:
@@ -153,8 +182,9 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_redis_cluster(log_dir: Path, cpus: Optional[list[int]],
-                        masters: int = 3) -> tuple[list[ManagedProcess], str, list[str]]:
+def start_redis_cluster(
+    log_dir: Path, cpus: Optional[list[int]], masters: int = 3
+) -> tuple[list[ManagedProcess], str, list[str]]:
     """A private, throwaway Redis Cluster of `masters` masters (no replicas: the
     benchmark measures traffic, not failover). Returns the processes, a node's
     URL and every master's URL."""
@@ -167,18 +197,46 @@ def start_redis_cluster(log_dir: Path, cpus: Optional[list[int]],
         port = free_port()
         node_dir = log_dir / f"cluster-{index}"
         node_dir.mkdir(parents=True, exist_ok=True)
-        procs.append(spawn(f"redis-{index}", [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
-            "--cluster-port", str(free_port()), "--cluster-config-file", f"nodes-{port}.conf"],
-            log_dir, cpus))
+        procs.append(
+            spawn(
+                f"redis-{index}",
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--dir",
+                    str(node_dir),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(free_port()),
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                ],
+                log_dir,
+                cpus,
+            )
+        )
         ports.append(port)
     try:
         for proc, port in zip(procs, ports):
             _wait_redis(proc, port)
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                        "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         import redis
+
         deadline = time.monotonic() + 15
         while True:
             client = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=1)
@@ -219,17 +277,32 @@ def _wait_redis(proc: ManagedProcess, port: int) -> None:
         client.close()
 
 
-def start_stockstream(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
-                      extra_env: Mapping[str, str], name: str = "stockstream",
-                      cluster: bool = False) -> tuple[ManagedProcess, int]:
+def start_stockstream(
+    log_dir: Path,
+    redis_url: str,
+    cpus: Optional[list[int]],
+    extra_env: Mapping[str, str],
+    name: str = "stockstream",
+    cluster: bool = False,
+) -> tuple[ManagedProcess, int]:
     port = free_port()
     env = dict(os.environ)
     # Quiet by default: per-connection log lines would cost the server CPU the Node reference does not spend.
     env.setdefault("LOG_LEVEL", "warning")
     env.update(extra_env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-    argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--redis-url", redis_url] + (["--redis-cluster"] if cluster else [])
+    argv = [
+        sys.executable,
+        "-m",
+        "stockstream",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+    ] + (["--redis-cluster"] if cluster else [])
     return _ready(spawn(name, argv, log_dir, cpus, env), port), port
 
 
@@ -272,8 +345,13 @@ def ensure_reference(cache_dir: Optional[Path] = None, log: Optional[Callable[[s
             shutil.copyfile(REFERENCE_SOURCE / name, target / name)
         command = "ci" if "package-lock.json" in manifests else "install"
         try:
-            done = subprocess.run(["npm", command, "--no-audit", "--no-fund", "--omit=dev"], cwd=target,
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=NPM_INSTALL_TIMEOUT_S)
+            done = subprocess.run(
+                ["npm", command, "--no-audit", "--no-fund", "--omit=dev"],
+                cwd=target,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=NPM_INSTALL_TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired as exc:
             raise BenchSetupError(f"npm {command} of the reference server timed out") from exc
         if done.returncode != 0:
@@ -284,9 +362,13 @@ def ensure_reference(cache_dir: Optional[Path] = None, log: Optional[Callable[[s
     return target
 
 
-def start_reference(log_dir: Path, redis_url: str, cpus: Optional[list[int]],
-                    log: Optional[Callable[[str], None]] = None,
-                    name: str = "node-reference") -> tuple[ManagedProcess, int]:
+def start_reference(
+    log_dir: Path,
+    redis_url: str,
+    cpus: Optional[list[int]],
+    log: Optional[Callable[[str], None]] = None,
+    name: str = "node-reference",
+) -> tuple[ManagedProcess, int]:
     directory = ensure_reference(log=log)
     port = free_port()
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", REDIS_URL=redis_url, NODE_ENV="production")
@@ -371,6 +453,12 @@ def cores_busy_seconds(cpus: list[int]) -> float:
     for cpu in cpus:
         if cpu < len(per_cpu):
             t = per_cpu[cpu]
-            total += t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) \
+            total += (
+                t.user
+                + t.nice
+                + t.system
+                + getattr(t, "irq", 0.0)
+                + getattr(t, "softirq", 0.0)
                 + getattr(t, "steal", 0.0)
+            )
     return total

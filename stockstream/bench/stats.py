@@ -4,6 +4,7 @@ Latencies are kept in a log-linear histogram (exact below 64 µs, then 32
 sub-buckets per power of two, so about 3% resolution): fixed memory however
 long a run lasts, and workers' histograms merge by adding lists.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

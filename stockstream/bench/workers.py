@@ -16,6 +16,7 @@ the sockets non-blocking, which multiprocessing's own pipes do not survive.
 A worker whose socket reaches end-of-file (the main process closed it, or
 died) closes its connections and exits.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -128,7 +129,7 @@ class _Worker:
                     return
                 errors[result.error] += 1
                 if attempt + 1 < attempts:
-                    await asyncio.sleep(min(2.0, 0.2 * 2 ** attempt))
+                    await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
             self.connecting["failed"] += 1
             failed[0] += 1
 
@@ -159,8 +160,13 @@ class _Worker:
                 hist[bucket_of(took_us)] += 1
 
         await asyncio.gather(*(one(c) for c in self.receiver.clients if not c.closed and not c.subscribed))
-        return {"subscribed": sum(hist), "failed": sum(errors.values()), "errors": dict(errors.most_common(5)),
-                "subscribe_hist": hist, "elapsed_s": time.perf_counter() - started}
+        return {
+            "subscribed": sum(hist),
+            "failed": sum(errors.values()),
+            "errors": dict(errors.most_common(5)),
+            "subscribe_hist": hist,
+            "elapsed_s": time.perf_counter() - started,
+        }
 
     async def cmd_window(self, start_seq: dict[str, int]) -> dict[str, int]:
         self.receiver.reset()
@@ -170,8 +176,11 @@ class _Worker:
     async def cmd_progress(self, _: Any) -> dict[str, int]:
         r = self.receiver
         return {
-            "delivered": r.delivered, "duplicates": r.duplicates, "disconnects": r.disconnects,
-            "connected": self.connecting["done"], "failed": self.connecting["failed"],
+            "delivered": r.delivered,
+            "duplicates": r.duplicates,
+            "disconnects": r.disconnects,
+            "connected": self.connecting["done"],
+            "failed": self.connecting["failed"],
             "open": sum(1 for c in r.clients if not c.closed),
         }
 
@@ -230,9 +239,10 @@ class WorkerPool:
                 ours, theirs = socket.socketpair()
                 self.sockets.append(ours)
                 process = context.Process(
-                    target=_worker_main, args=(theirs, list(self.sockets), cpus[i % len(cpus)] if cpus else None,
-                                               run_id),
-                    name=f"bench-worker-{i}", daemon=True,
+                    target=_worker_main,
+                    args=(theirs, list(self.sockets), cpus[i % len(cpus)] if cpus else None, run_id),
+                    name=f"bench-worker-{i}",
+                    daemon=True,
                 )
                 process.start()
                 theirs.close()
@@ -293,8 +303,9 @@ class WorkerPool:
         finally:
             self._pending.pop(request_id, None)
 
-    async def call_all(self, command: str, args: Optional[list[Any]] = None,
-                       timeout: float = REPLY_TIMEOUT_S) -> list[Any]:
+    async def call_all(
+        self, command: str, args: Optional[list[Any]] = None, timeout: float = REPLY_TIMEOUT_S
+    ) -> list[Any]:
         args = args if args is not None else [None] * self.size
         return list(await asyncio.gather(*(self.call(i, command, a, timeout) for i, a in enumerate(args))))
 

@@ -4,6 +4,7 @@ Written by hand rather than taken from a WebSocket library because the load
 generator must stay far cheaper per message than the server it measures: no
 per-frame objects, no compression, no extra copies.
 """
+
 from __future__ import annotations
 
 import base64

@@ -8,6 +8,7 @@ UpdateSink. `MemoryBroker` is the embedded single-process backend;
 between any number of instances. Each backend
 also keeps recoverable Socket.IO sessions (`Broker.sessions`, a SessionStore).
 """
+
 from __future__ import annotations
 
 import abc
@@ -147,8 +148,9 @@ class Broker(abc.ABC):
         """The latest update of each symbol (None where none is stored)."""
 
     @abc.abstractmethod
-    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
-                      limit: int = 1000) -> list[Update]:
+    async def history(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000
+    ) -> list[Update]:
         """Stored updates with start_ms <= timestamp <= end_ms, oldest first, at most `limit`
         (the newest ones when more match)."""
 
@@ -158,13 +160,13 @@ class Broker(abc.ABC):
         stands at in the order this instance's listener receives updates."""
 
     @abc.abstractmethod
-    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Replay:
+    async def replay_at(
+        self, symbol: str, since_ms: int | None = None, since_seq: int | None = None, limit: int = 10000
+    ) -> Replay:
         """Stored updates after a point (a timestamp or a seq), oldest first,
         with the stream position the read stands at."""
 
-    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
-                                  limit: int = 10000) -> Replay:
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str, limit: int = 10000) -> Replay:
         """Stored updates after the one published without a seq at `timestamp`
         whose bytes have `digest` (Update.digest), oldest first, with the
         stream position the read stands at; complete only when that update is
@@ -173,12 +175,12 @@ class Broker(abc.ABC):
         return await self.replay_at(symbol, timestamp, None, limit)
 
 
-
 def broker_kinds() -> list[str]:
     """The `kind` of every backend create_broker can build (readiness and
     /metrics report it; the API documents list these)."""
     from .memory import MemoryBroker
     from .redis.broker import RedisBroker
+
     return [MemoryBroker.kind, *RedisBroker.kinds]
 
 
@@ -187,6 +189,8 @@ def create_broker(settings: Settings) -> Broker:
     REDIS_CLUSTER), else the embedded one."""
     if settings.backend_url:
         from .redis.broker import RedisBroker
+
         return RedisBroker(settings.backend_url, settings)
     from .memory import MemoryBroker
+
     return MemoryBroker(settings)

@@ -4,6 +4,7 @@ Checked against redis-py 8.1. An option given in REDIS_URL (e.g.
 `socket_connect_timeout`) wins over the ones set here: redis-py lets the
 URL's query override keyword arguments.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ def command_client(url: str) -> aioredis.Redis:
     A blocking pool: a burst of subscribes waits for a connection instead of
     failing past the pool's cap. The client owns the pool: closing it closes the pool.
     """
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT,
-                                                    socket_connect_timeout=CONNECT_TIMEOUT)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT, socket_connect_timeout=CONNECT_TIMEOUT
+    )
     return aioredis.Redis.from_pool(pool)
 
 

@@ -11,6 +11,7 @@ listener marker channels, new-symbol announcements) live under
 `stockstream:`. This module is the only one that spells these names
 (tests/test_key_names.py checks it).
 """
+
 from __future__ import annotations
 
 # The original design's prefix of a symbol's snapshot key and channel.
@@ -51,12 +52,12 @@ class KeyLayout:
 
     def symbol_of(self, channel: bytes) -> str:
         """The symbol a channel name carries (raises UnicodeDecodeError)."""
-        return channel[len(CHANNEL_PREFIX):].decode()
+        return channel[len(CHANNEL_PREFIX) :].decode()
 
     def recorded_symbol(self, channel: bytes) -> str:
         """The symbol of a channel the history recorder heard, undecodable
         bytes replaced (parsing the update then rejects it)."""
-        return channel[len(CHANNEL_PREFIX):].decode(errors="replace")
+        return channel[len(CHANNEL_PREFIX) :].decode(errors="replace")
 
     def nothing(self) -> str:
         """A key no update is stored under: what a read of no symbols reads,
@@ -123,7 +124,7 @@ class ClusterKeyLayout(KeyLayout):
         return self.symbol_of(channel.split(":marker:", 1)[0].encode())
 
     def symbol_of(self, channel: bytes) -> str:
-        inner = channel[len(CHANNEL_PREFIX):]
+        inner = channel[len(CHANNEL_PREFIX) :]
         if not (inner.startswith(b"{") and inner.endswith(b"}")):
             raise UnicodeDecodeError("utf-8", channel, 0, len(channel), "not a stock:{SYMBOL} channel")
         return inner[1:-1].decode()

@@ -1,4 +1,5 @@
 """Counting and rate-limited logging of messages that are not valid updates."""
+
 from __future__ import annotations
 
 import logging

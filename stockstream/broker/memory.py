@@ -3,6 +3,7 @@
 One process only; it needs nothing installed, so `python run.py --simulate`
 shows live prices on a bare machine.
 """
+
 from __future__ import annotations
 
 import collections
@@ -117,11 +118,15 @@ class MemoryBroker(Broker):
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
         return {s: self._latest.get(s) for s in symbols}
 
-    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
-                      limit: int = 1000) -> list[Update]:
+    async def history(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000
+    ) -> list[Update]:
         entries = self._history.get(symbol, ())
-        matched = [u for u in entries
-                   if (start_ms is None or u.timestamp >= start_ms) and (end_ms is None or u.timestamp <= end_ms)]
+        matched = [
+            u
+            for u in entries
+            if (start_ms is None or u.timestamp >= start_ms) and (end_ms is None or u.timestamp <= end_ms)
+        ]
         return matched[-limit:] if limit > 0 else []
 
     def _position(self) -> int:
@@ -132,13 +137,15 @@ class MemoryBroker(Broker):
     async def snapshots_at(self, symbols: list[str]) -> Snapshots:
         return Snapshots({s: self._latest.get(s) for s in symbols}, dict.fromkeys(symbols, self._position()))
 
-    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Replay:
+    async def replay_at(
+        self, symbol: str, since_ms: int | None = None, since_seq: int | None = None, limit: int = 10000
+    ) -> Replay:
         updates, complete = self._replay(symbol, since_ms, since_seq, limit)
         return Replay(updates, complete, self._position())
 
-    def _replay(self, symbol: str, since_ms: int | None, since_seq: int | None,
-                limit: int) -> tuple[list[Update], bool]:
+    def _replay(
+        self, symbol: str, since_ms: int | None, since_seq: int | None, limit: int
+    ) -> tuple[list[Update], bool]:
         # Complete when no update after the point was ever dropped from history.
         entries = self._history.get(symbol, ())
         lost_ms, lost_seq = self._lost.get(symbol, (-1, 0))

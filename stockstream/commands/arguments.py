@@ -1,4 +1,5 @@
 """Arguments several commands share."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,16 +10,26 @@ from ..config import SettingsError, parse_setting
 
 def setting_type(name: str) -> Callable[[str], Any]:
     """argparse type that parses like the environment variable does."""
+
     def parse(raw: str) -> Any:
         try:
             return parse_setting(name, raw)
         except SettingsError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     return parse
 
 
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", type=setting_type("redis_url"),
-                        help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend")
-    parser.add_argument("--redis-cluster", action="store_const", const=True, default=None,
-                        help="the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)")
+    parser.add_argument(
+        "--redis-url",
+        type=setting_type("redis_url"),
+        help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_const",
+        const=True,
+        default=None,
+        help="the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)",
+    )

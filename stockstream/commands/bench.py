@@ -5,6 +5,7 @@ imports it, and its measuring needs psutil, the `bench` extra. The command line
 lists `bench` among the commands without loading it; `bench_arguments` declares
 its options once the command is chosen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,11 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the benchmark's options on `parser` (this loads the benchmark)."""
     require("psutil", "bench", "the benchmark")
     from .. import bench
+
     bench.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import bench
+
     return bench.main(args)

@@ -4,6 +4,7 @@ The server needs none of them; `pip install "stockstream[kafka]"` adds aiokafka
 (the Kafka bridge and `--kafka` producers), `pip install "stockstream[bench]"`
 adds psutil (the benchmark).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,5 +21,5 @@ def require(module: str, extra: str, what: str) -> None:
     except ImportError as exc:
         raise MissingExtra(
             f"{what} needs {module}, which is not installed here: "
-            f"pip install \"stockstream[{extra}]\" (from a checkout: pip install \".[{extra}]\")"
+            f'pip install "stockstream[{extra}]" (from a checkout: pip install ".[{extra}]")'
         ) from exc

@@ -1,4 +1,5 @@
 """`python -m stockstream kafka-bridge`: consume price updates from Kafka into Redis."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,10 +15,14 @@ from .extras import require
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT] (KAFKA_BOOTSTRAP)")
     parser.add_argument("--topic", help="topic of price updates (KAFKA_TOPIC, default stock-prices)")
-    parser.add_argument("--group", help="consumer group (KAFKA_GROUP, default stockstream); "
-                                        "bridges in one group share the topic's partitions")
-    parser.add_argument("--dead-letter-topic", help="topic that receives rejected records "
-                                                    "(KAFKA_DEAD_LETTER_TOPIC; default: only log them)")
+    parser.add_argument(
+        "--group",
+        help="consumer group (KAFKA_GROUP, default stockstream); bridges in one group share the topic's partitions",
+    )
+    parser.add_argument(
+        "--dead-letter-topic",
+        help="topic that receives rejected records (KAFKA_DEAD_LETTER_TOPIC; default: only log them)",
+    )
     add_redis_argument(parser)
 
 
@@ -39,4 +44,5 @@ def main(args: argparse.Namespace, settings: Settings, signals: StopSignals | No
         raise RuntimeError("the bridge publishes into Redis: give --redis-url or set REDIS_URL or REDIS_HOST")
     require("aiokafka", "kafka", "the Kafka bridge")
     from ..kafka_bridge import run_bridge
+
     return asyncio.run(run_bridge(settings, signals))

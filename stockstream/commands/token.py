@@ -1,6 +1,7 @@
 """`python -m stockstream token`: mint a development JWT with the configured key.
 
 The JWT library is loaded when a token is minted, not when the command line is built."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ def _sub_argument(raw: str) -> str:
 
 def _symbols_argument(raw: str) -> list[str]:
     from ..auth import ALL_SYMBOLS
+
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if not parts:
         raise argparse.ArgumentTypeError("expected comma-separated symbols or *")
@@ -47,13 +49,19 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated symbols the token may subscribe to, or * (default: all)",
     )
     parser.add_argument(
-        "--ttl", type=_ttl_argument, default=3600.0,
+        "--ttl",
+        type=_ttl_argument,
+        default=3600.0,
         help="seconds until the token expires; 0 for never (default: 3600)",
     )
     parser.add_argument(
-        "--publish", nargs="?", const=True, type=_symbols_argument, metavar="SYMBOLS",
+        "--publish",
+        nargs="?",
+        const=True,
+        type=_symbols_argument,
+        metavar="SYMBOLS",
         help="let the token publish prices (POST /api/publish): alone or * for every symbol,"
-             " or comma-separated symbols (default: no publishing)",
+        " or comma-separated symbols (default: no publishing)",
     )
     parser.add_argument("--aud", help="audience claim (default: JWT_AUDIENCE)")
     parser.add_argument("--iss", help="issuer claim (default: JWT_ISSUER)")
@@ -62,6 +70,7 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
     """Print a development token signed with the configured key."""
     from ..auth import mint_token
+
     try:
         token = mint_token(
             settings,

@@ -1,4 +1,5 @@
 """What every HTTP route shares: JSON answers, the bearer token, errors in the catalogue's shape."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ class PayloadTooLarge(ClientError):
     """A body over MAX_MESSAGE_BYTES: `invalid_payload`, answered with 413."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(ErrorCode.INVALID_PAYLOAD, f"body too large: at most {limit} bytes (MAX_MESSAGE_BYTES)",
-                         limit=limit)
+        super().__init__(
+            ErrorCode.INVALID_PAYLOAD, f"body too large: at most {limit} bytes (MAX_MESSAGE_BYTES)", limit=limit
+        )
 
     @property
     def http_status(self) -> int:

@@ -5,6 +5,7 @@ The Socket.IO endpoint answers CORS requests itself (python-engineio's
 which answers preflight OPTIONS requests and adds the headers to every response
 of a configured route, error responses included.
 """
+
 from __future__ import annotations
 
 from typing import Iterable

@@ -5,6 +5,7 @@ A request is checked whole before anything is published: the token, the body
 each symbol. Only then are its updates published, in order, each through the
 broker's atomic step (snapshot, seq, history, fan-out).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -84,8 +85,11 @@ class PublishRoute:
         updates = parse_updates(await read_bounded(request, self.node.settings.max_message_bytes))
         refused = list(dict.fromkeys(u.symbol for u in updates if not identity.may_publish(u.symbol)))
         if refused:
-            raise ClientError(ErrorCode.FORBIDDEN, f"this token may not publish {', '.join(refused)}"
-                              " (its publish claim)", symbols=refused)
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                f"this token may not publish {', '.join(refused)} (its publish claim)",
+                symbols=refused,
+            )
         published: list[Update] = []
         try:
             for update in updates:
@@ -94,6 +98,9 @@ class PublishRoute:
             if not published:
                 raise
             # Each update is atomic on its own: say which ones went out before the failure.
-            raise ClientError(ErrorCode.UNAVAILABLE, "the price backend became unavailable during the request",
-                              published=[orjson.Fragment(u.raw) for u in published]) from None
+            raise ClientError(
+                ErrorCode.UNAVAILABLE,
+                "the price backend became unavailable during the request",
+                published=[orjson.Fragment(u.raw) for u in published],
+            ) from None
         return json_response({"published": [orjson.Fragment(u.raw) for u in published]})

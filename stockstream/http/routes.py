@@ -1,4 +1,5 @@
 """HTTP routes: health, readiness, quotes, history and candles."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -58,7 +59,9 @@ class Routes:
         if node.draining:
             return json_response({"status": "unavailable", "reason": "shutting down"}, 503)
         if not node.broker.ready:
-            return json_response({"status": "unavailable", "reason": "backend unreachable or listener not subscribed"}, 503)
+            return json_response(
+                {"status": "unavailable", "reason": "backend unreachable or listener not subscribed"}, 503
+            )
         return json_response({"status": "ready", "backend": node.broker.kind})
 
     def _authorize(self, request: web.Request, symbols: list[str]) -> None:
@@ -67,14 +70,12 @@ class Routes:
         token = _token(request)
         if token is None:
             if self.node.settings.require_auth:
-                raise ClientError(ErrorCode.AUTH_REQUIRED,
-                                  "send a token: Authorization: Bearer <jwt>, or ?token=<jwt>")
+                raise ClientError(ErrorCode.AUTH_REQUIRED, "send a token: Authorization: Bearer <jwt>, or ?token=<jwt>")
             return
         identity = self.node.services.verifier.verify(token)
         forbidden = [s for s in symbols if not identity.allows(s)]
         if forbidden:
-            raise ClientError(ErrorCode.FORBIDDEN_SYMBOL, f"not entitled to {', '.join(forbidden)}",
-                              symbols=forbidden)
+            raise ClientError(ErrorCode.FORBIDDEN_SYMBOL, f"not entitled to {', '.join(forbidden)}", symbols=forbidden)
 
     async def _known(self, symbol: str) -> None:
         """404 for a symbol that has never had a price."""
@@ -107,8 +108,12 @@ class Routes:
         return json_response({"quotes": body, "missing": missing})
 
     async def history(self, request: web.Request) -> web.Response:
-        query = history_query(_symbol(request.match_info["symbol"]), _int_param(request, "from"),
-                              _int_param(request, "to"), _int_param(request, "limit"))
+        query = history_query(
+            _symbol(request.match_info["symbol"]),
+            _int_param(request, "from"),
+            _int_param(request, "to"),
+            _int_param(request, "limit"),
+        )
         self._authorize(request, [query.symbol])
         updates = await self.node.broker.history(query.symbol, query.start_ms, query.end_ms, query.limit)
         if not updates:
@@ -131,12 +136,14 @@ class Routes:
         truncated = len(updates) > MAX_SCANNED_UPDATES
         scanned = updates[-MAX_SCANNED_UPDATES:]
         page = candle_page(ticks_of(scanned), INTERVALS_MS[interval], truncated)
-        return json_response({
-            "symbol": symbol,
-            "interval": interval,
-            "candles": [c.to_dict() for c in page.candles],
-            "updates": len(scanned),
-            "limit": MAX_SCANNED_UPDATES,
-            "partial": page.partial,
-            "next": None if page.next_to is None else {"to": page.next_to},
-        })
+        return json_response(
+            {
+                "symbol": symbol,
+                "interval": interval,
+                "candles": [c.to_dict() for c in page.candles],
+                "updates": len(scanned),
+                "limit": MAX_SCANNED_UPDATES,
+                "partial": page.partial,
+                "next": None if page.next_to is None else {"to": page.next_to},
+            }
+        )

@@ -20,6 +20,7 @@ stays alive for the connection's life. That rests on:
   calls only the returned response's `prepare` and `write_eof`: `Detached`
   makes both do nothing, so nothing more is written.
 """
+
 from __future__ import annotations
 
 import asyncio

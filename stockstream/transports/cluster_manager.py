@@ -8,6 +8,7 @@ client (routed to the master owning the channel's slot) and `SSUBSCRIBE` on
 that master. When the connection fails (a failover, a slot migration), it
 re-reads the slot map, so it follows the channel to the current owner.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,7 @@ log = logging.getLogger("stockstream.socketio.cluster")
 class AsyncRedisClusterManager(AsyncPubSubManager):
     name = "redis-cluster"
 
-    def __init__(self, url: str, channel: str = "socketio", write_only: bool = False,
-                 logger: Any = None) -> None:
+    def __init__(self, url: str, channel: str = "socketio", write_only: bool = False, logger: Any = None) -> None:
         super().__init__(channel=channel, write_only=write_only, logger=logger)
         self.redis_url = url
         self.redis = manager_cluster_client(url)
@@ -35,8 +35,9 @@ class AsyncRedisClusterManager(AsyncPubSubManager):
         for attempt in range(2):
             try:
                 node = self.redis.get_node_from_key(self.channel)
-                return await self.redis.execute_command("SPUBLISH", self.channel, self.json.dumps(data),
-                                                        target_nodes=node)
+                return await self.redis.execute_command(
+                    "SPUBLISH", self.channel, self.json.dumps(data), target_nodes=node
+                )
             except Exception as exc:  # noqa: BLE001 - one retry on a fresh slot map, then give up
                 log.warning("cannot publish a Socket.IO emit to the cluster: %s", exc)
                 if attempt == 0:

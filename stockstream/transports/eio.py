@@ -14,6 +14,7 @@ ping timeouts and closing.
 The server plugs in through the hooks of `.socketio_internals.EngineIOHooks`,
 where the engineio names it rests on are kept and checked.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -155,7 +156,8 @@ class WebSocketDriver:
         socket.upgrading = True  # Engine.IO holds long-polling replies meanwhile
         self._stage = PROBING
         self._timer = asyncio.get_running_loop().call_later(
-            self._server.ping_interval + self._server.ping_timeout, self._upgrade_failed, "timed out")
+            self._server.ping_interval + self._server.ping_timeout, self._upgrade_failed, "timed out"
+        )
 
     def received(self, message: str | bytes) -> None:
         try:

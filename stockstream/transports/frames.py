@@ -1,4 +1,5 @@
 """Framing shared by both transports."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,9 @@ def binary_frame(data: bytes) -> bytes:
     return ws_frame(data, 0x82)
 
 
-def write_items(transport: asyncio.Transport, items: Collection[Item], limit: int | None,
-                frame_of: Callable[[Item], bytes]) -> bool:
+def write_items(
+    transport: asyncio.Transport, items: Collection[Item], limit: int | None, frame_of: Callable[[Item], bytes]
+) -> bool:
     """A connection's pending items in one write, unless more than `limit`
     bytes already wait to be sent: then nothing, and False. A closing
     connection takes (and drops) everything."""
@@ -58,8 +60,7 @@ def failed_by_code(failed: list[dict[str, str]]) -> list[ClientError]:
         ErrorCode.FORBIDDEN_SYMBOL.value: "not entitled to these symbols",
         ErrorCode.INVALID_INTERVAL.value: "no live candles at this interval",
     }
-    return [ClientError(ErrorCode(code), messages.get(code, code), symbols=symbols)
-            for code, symbols in groups.items()]
+    return [ClientError(ErrorCode(code), messages.get(code, code), symbols=symbols) for code, symbols in groups.items()]
 
 
 def abort_later(transport: asyncio.Transport | None) -> None:

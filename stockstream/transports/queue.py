@@ -14,6 +14,7 @@ connection under a burst. The rest waits for the next poll, in order.
 Once a socket is on a WebSocket, nothing waits on its queue: packets are handed
 to the socket's writer as they are put (`attach`), in the order they were put.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -11,6 +11,7 @@ saved state, the sent log and each symbol's position are in
 stockstream.recovery; the session restores itself (`Session.restore`, on the
 path every subscription starts on).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ class RecoveryStats:
     saved: int = 0
 
 
-async def recover(session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats,
-                  release: Callable[[str], Awaitable[None]]) -> None:
+async def recover(
+    session: "Session", state: RecoveryState, auth: Any, stats: RecoveryStats, release: Callable[[str], Awaitable[None]]
+) -> None:
     """Run in the connect handler: when the client names a pid it had, give
     the session back (same pid) or start fresh (a new one). `release`
     disconnects a Socket.IO sid on whichever instance holds it (see
@@ -50,8 +52,14 @@ async def recover(session: "Session", state: RecoveryState, auth: Any, stats: Re
         pass  # a reconnect then finds no entry, as after an outage: a fresh session
 
 
-async def _recover(session: "Session", state: RecoveryState, pid: str, offset: Any, stats: RecoveryStats,
-                   release: Callable[[str], Awaitable[None]]) -> None:
+async def _recover(
+    session: "Session",
+    state: RecoveryState,
+    pid: str,
+    offset: Any,
+    stats: RecoveryStats,
+    release: Callable[[str], Awaitable[None]],
+) -> None:
     try:
         saved = load_state(await take_saved(session.services.broker, pid, release))
     except BackendUnavailable:

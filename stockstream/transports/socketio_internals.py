@@ -31,6 +31,7 @@ python-socketio (`SocketIOHooks`):
 documentation names them as the methods a custom message queue implements
 (transports/cluster_manager.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -116,8 +117,12 @@ class SocketIOHooks(socketio.AsyncServer):
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         sid = None
-        if (pkt.packet_type == sio_packet.CONNECT and (pkt.namespace or "/") == "/"
-                and isinstance(pkt.data, dict) and "sid" in pkt.data):
+        if (
+            pkt.packet_type == sio_packet.CONNECT
+            and (pkt.namespace or "/") == "/"
+            and isinstance(pkt.data, dict)
+            and "sid" in pkt.data
+        ):
             sid = pkt.data["sid"]
             pkt.data = self.connect_reply(sid, pkt.data)
         await super()._send_packet(eio_sid, pkt)

@@ -12,6 +12,7 @@ the hooks of `.socketio_internals.SocketIOHooks`:
   WebSocket, frames are written straight to the socket, built once per update
   and coalesced per flush; on long-polling they join Engine.IO's queue.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -129,8 +130,9 @@ class SocketIOConnection:
                 return True
             sent = self._send_polling(eio_socket.queue, items, limit)
         else:
-            sent = write_items(transport, items, limit,
-                               _socketio_frame if self.recovery is None else _recoverable_frame)
+            sent = write_items(
+                transport, items, limit, _socketio_frame if self.recovery is None else _recoverable_frame
+            )
         if sent and self.recovery is not None:
             record = self.recovery.sent.record
             for item in items:
@@ -215,8 +217,17 @@ def refusal(error: ClientError) -> socketio.exceptions.ConnectionRefusedError:
 # What is kept of the environ python-socketio holds for each connection's life
 # (`get_environ`, the Admin UI); the rest (every request header, the cookie,
 # and the aiohttp request of the connection's first HTTP request) goes.
-KEPT_ENVIRON = frozenset({"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR",
-                          "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR"})
+KEPT_ENVIRON = frozenset(
+    {
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "HTTP_ORIGIN",
+        "HTTP_USER_AGENT",
+        "HTTP_X_FORWARDED_FOR",
+    }
+)
 
 
 def slim_environ(environ: dict[str, Any]) -> None:
@@ -236,6 +247,7 @@ class SocketIOTransport:
         if settings.backend_url and settings.redis_cluster:
             # python-socketio's Redis manager speaks to one Redis only.
             from .cluster_manager import AsyncRedisClusterManager
+
             manager = AsyncRedisClusterManager(settings.backend_url, channel=settings.socketio_channel)
         elif settings.backend_url:
             manager = socketio.AsyncRedisManager(settings.backend_url, channel=settings.socketio_channel)

@@ -4,6 +4,7 @@ Text frames carry JSON requests `{"action": ...}`; price updates go out as the
 bare update objects, everything else carries a `type`. Requests share the
 Session with Socket.IO, so both transports behave the same.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,9 @@ class WebSocketConnection:
         if type(message) is str:
             session.submit(parse_frame(message))
         else:
-            session.submit(Request("invalid", None, refused=invalid_payload("binary frames are not accepted; send JSON text")))
+            session.submit(
+                Request("invalid", None, refused=invalid_payload("binary frames are not accepted; send JSON text"))
+            )
 
     def closed(self) -> None:
         session, self.session = self.session, None
@@ -142,8 +145,9 @@ def parse_frame(data: str) -> Request:
     if not isinstance(action, str) or action not in Session.actions:
         return Request("invalid", None, ack, invalid_payload(f"unknown action {str(action)[:40]!r}"))
     if unwritable:
-        return Request("invalid", None, ack, invalid_payload(
-            "the request holds text JSON cannot carry back (a lone surrogate)"))
+        return Request(
+            "invalid", None, ack, invalid_payload("the request holds text JSON cannot carry back (a lone surrogate)")
+        )
     # The frame itself is the payload (symbol/symbols/since, history's fields),
     # except for authenticate, whose payload is the token.
     payload = message.get("token") if action == "authenticate" else message
@@ -176,8 +180,9 @@ class WebSocketTransport:
         except ClientError as error:
             refused = error
         # Uncompressed: update frames are built once and shared by all clients.
-        ws = WebSocketProtocol(connection, self.connections, settings.max_message_bytes,
-                               None if refused else self._pings)
+        ws = WebSocketProtocol(
+            connection, self.connections, settings.max_message_bytes, None if refused else self._pings
+        )
         try:
             take_over(request, ws, head)
         except ConnectionError:

@@ -13,6 +13,7 @@ update for all recipients, see .frames); the transport's write buffer is the
 backlog the outbox measures. What comes in is handed to the connection's
 `Endpoint` one message at a time, in order.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,9 @@ def handshake_response(request: web.BaseRequest) -> bytes:
     if request.method != "GET" or headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
         raise HandshakeError(text="expected a WebSocket upgrade request (GET with Upgrade: websocket)")
     if headers.get("Sec-WebSocket-Version") != "13":
-        raise HandshakeError(text="unsupported WebSocket version: 13 is supported",
-                             headers={"Sec-WebSocket-Version": "13"})
+        raise HandshakeError(
+            text="unsupported WebSocket version: 13 is supported", headers={"Sec-WebSocket-Version": "13"}
+        )
     key = headers.get("Sec-WebSocket-Key", "")
     try:
         valid_key = len(base64.b64decode(key, validate=True)) == 16
@@ -76,8 +78,10 @@ def handshake_response(request: web.BaseRequest) -> bytes:
     if not valid_key:
         raise HandshakeError(text="invalid Sec-WebSocket-Key")
     accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest())
-    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
 
 
 class OpenConnections:
@@ -115,11 +119,23 @@ class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket after its handshake: frames in through wsproto to the
     endpoint, frames out straight to the transport, pings on a timer."""
 
-    __slots__ = ("transport", "_ws", "_endpoint", "_max_size", "_parts", "_size", "_pings", "_timer",
-                 "_waiting_pong", "_registry", "_closing")
+    __slots__ = (
+        "transport",
+        "_ws",
+        "_endpoint",
+        "_max_size",
+        "_parts",
+        "_size",
+        "_pings",
+        "_timer",
+        "_waiting_pong",
+        "_registry",
+        "_closing",
+    )
 
-    def __init__(self, endpoint: Endpoint, registry: OpenConnections, max_size: int,
-                 pings: Pings | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, registry: OpenConnections, max_size: int, pings: Pings | None = None
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self._ws = Connection(ConnectionType.SERVER)
         self._endpoint = endpoint

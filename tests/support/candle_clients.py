@@ -5,6 +5,7 @@ client, so one test body covers all three: requests answered by ack or
 reply frame, and the server events (`candle`, `tokenExpiring`, `error`)
 each client received, in arrival order.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,11 +46,15 @@ class Market:
         if not self.ws:
             return await self.client.call(action, payload, timeout=timeout)
         ident = next(self._ids)
-        frame = {**payload, "action": action, "id": ident} if isinstance(payload, dict) else {
-            "action": action, "symbols": payload, "id": ident}
+        frame = (
+            {**payload, "action": action, "id": ident}
+            if isinstance(payload, dict)
+            else {"action": action, "symbols": payload, "id": ident}
+        )
         await self.client.send(frame)
         return await self.client.replies.wait_for(
-            lambda items: next((r for r in items if r.get("id") == ident), None), timeout, f"the reply to {action}")
+            lambda items: next((r for r in items if r.get("id") == ident), None), timeout, f"the reply to {action}"
+        )
 
     async def send(self, action: str, payload: Any) -> None:
         """A request without an ack (Socket.IO) or id (/live-price)."""
@@ -66,25 +71,35 @@ class Market:
     def events(self, name: str, since: int = 0) -> list[Body]:
         """Every `name` event's object, in arrival order (from position `since`)."""
         if self.ws:
-            found = [{k: v for k, v in r.items() if k != "type"} for r in self.client.replies.items[since:]
-                     if r.get("type") == name and "id" not in r]
+            found = [
+                {k: v for k, v in r.items() if k != "type"}
+                for r in self.client.replies.items[since:]
+                if r.get("type") == name and "id" not in r
+            ]
         else:
-            found = [e[2][0] for e in self.client.timeline.items[since:]
-                     if e[0] == "event" and e[1] == name and e[2]]
+            found = [e[2][0] for e in self.client.timeline.items[since:] if e[0] == "event" and e[1] == name and e[2]]
         return [JsParsed(b) for b in found] if self.kind == "node" else found
 
     def candles(self, since: int = 0) -> list[Body]:
         return self.events("candle", since)
 
-    async def wait_events(self, name: str, check: Callable[[list[Body]], Any], timeout: float = PROMPT,
-                          what: str = "events", since: int = 0) -> Any:
+    async def wait_events(
+        self,
+        name: str,
+        check: Callable[[list[Body]], Any],
+        timeout: float = PROMPT,
+        what: str = "events",
+        since: int = 0,
+    ) -> Any:
         inbox = self.client.replies if self.ws else self.client.timeline
         return await inbox.wait_for(lambda _: check(self.events(name, since)), timeout, what)
 
-    async def wait_candle(self, check: Callable[[Body], bool], timeout: float = PROMPT,
-                          what: str = "a matching candle", since: int = 0) -> Body:
+    async def wait_candle(
+        self, check: Callable[[Body], bool], timeout: float = PROMPT, what: str = "a matching candle", since: int = 0
+    ) -> Body:
         found = await self.wait_events(
-            "candle", lambda items: next(((c,) for c in items if check(c)), None), timeout, what, since)
+            "candle", lambda items: next(((c,) for c in items if check(c)), None), timeout, what, since
+        )
         return found[0]
 
     def updates(self) -> list[Body]:

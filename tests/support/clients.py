@@ -1,4 +1,5 @@
 """One place that opens test clients and closes all of them when the test ends."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,7 @@ class ClientPool:
     def __init__(self) -> None:
         self._open: list[Any] = []
 
-    async def sio(self, url: str, *, kind: str = "python", connect: bool = True,
-                  **kwargs: Any) -> SioClientBase:
+    async def sio(self, url: str, *, kind: str = "python", connect: bool = True, **kwargs: Any) -> SioClientBase:
         """A Socket.IO client ("python": python-socketio, "node": socket.io-client@4)."""
         if kind == "python":
             client: SioClientBase = PySioClient(url, **kwargs)
@@ -56,5 +56,6 @@ class ClientPool:
                     await client.close()
             except Exception:
                 pass
+
         await asyncio.gather(*(close(c) for c in self._open))
         self._open.clear()

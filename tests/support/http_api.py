@@ -1,4 +1,5 @@
 """Requests and publishing shared by the tests of the HTTP API."""
+
 from __future__ import annotations
 
 from typing import Any

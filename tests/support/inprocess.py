@@ -3,6 +3,7 @@
 Used where a test must publish in a controlled way on either backend: the embedded
 (memory) backend is only reachable from inside the server's process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +47,7 @@ class Stack:
     @property
     def broker(self) -> Any:
         from stockstream.app import broker_of
+
         return broker_of(self.app)
 
 
@@ -60,25 +62,28 @@ def url_for_backend(backend: str, request: Any) -> str | None:
 
 def settings_for(redis_url: str | None, port: int, **overrides: Any) -> Any:
     from stockstream.config import Settings
+
     overrides.setdefault("log_level", "warning")
-    return Settings.from_env({}, host="127.0.0.1", port=port, redis_url=redis_url or "",
-                             **overrides)
+    return Settings.from_env({}, host="127.0.0.1", port=port, redis_url=redis_url or "", **overrides)
 
 
 async def wait_ready(url: str, timeout: float = 20.0) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+
         async def ready() -> bool:
             try:
                 async with http.get(url + "/readyz") as resp:
                     return resp.status == 200
             except (aiohttp.ClientError, OSError):
                 return False
+
         await eventually(ready, timeout, f"{url}/readyz to answer 200", interval=0.05)
 
 
 @contextlib.asynccontextmanager
-async def running_app(redis_url: str | None = None, *, serve: bool = True,
-                      **overrides: Any) -> AsyncIterator[tuple[web.Application, int]]:
+async def running_app(
+    redis_url: str | None = None, *, serve: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[web.Application, int]]:
     """create_app(settings) run by an AppRunner in this loop; serve=False runs only the
     start-up and clean-up hooks (a publishing-only instance)."""
     from stockstream.app import create_app
@@ -98,8 +103,9 @@ async def running_app(redis_url: str | None = None, *, serve: bool = True,
         try:
             await asyncio.wait_for(runner.cleanup(), CLEANUP_TIMEOUT)
         except asyncio.TimeoutError:
-            raise AssertionError(f"the server's clean-up (on_shutdown/on_cleanup hooks) did not "
-                                 f"finish within {CLEANUP_TIMEOUT}s") from None
+            raise AssertionError(
+                f"the server's clean-up (on_shutdown/on_cleanup hooks) did not finish within {CLEANUP_TIMEOUT}s"
+            ) from None
 
 
 def project_publisher(app: web.Application) -> PublishFn:
@@ -131,8 +137,7 @@ async def atomic_publisher(redis_url: str, **overrides: Any) -> AsyncIterator[Pu
 
 
 @contextlib.asynccontextmanager
-async def inprocess_stack(backend: str, redis_url: str | None = None,
-                          **overrides: Any) -> AsyncIterator[Stack]:
+async def inprocess_stack(backend: str, redis_url: str | None = None, **overrides: Any) -> AsyncIterator[Stack]:
     """backend: "memory", "redis", or "cluster" (redis_url then names a cluster node)."""
     shared = backend in ("redis", "cluster")
     if shared and not redis_url:
@@ -142,9 +147,15 @@ async def inprocess_stack(backend: str, redis_url: str | None = None,
     async with running_app(redis_url if shared else None, **overrides) as (app, port):
         raw = RawRedisPublisher(redis_url, cluster=backend == "cluster") if shared else None
         try:
-            yield Stack(backend=backend, url=f"http://127.0.0.1:{port}", port=port,
-                        publish=project_publisher(app), app=app,
-                        redis_url=redis_url if shared else None, raw=raw)
+            yield Stack(
+                backend=backend,
+                url=f"http://127.0.0.1:{port}",
+                port=port,
+                publish=project_publisher(app),
+                app=app,
+                redis_url=redis_url if shared else None,
+                raw=raw,
+            )
         finally:
             if raw is not None:
                 await raw.close()

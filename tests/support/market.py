@@ -1,4 +1,5 @@
 """Throttled and `*` streams as the tests see them, for every client kind."""
+
 from __future__ import annotations
 
 import contextlib
@@ -97,12 +98,10 @@ class two_instances:
         for _ in range(2):
             _, port = await self._stack.enter_async_context(running_app(self.redis_url, **self.overrides))
             urls.append(f"http://127.0.0.1:{port}")
-        publish = await self._stack.enter_async_context(
-            atomic_publisher(self.redis_url, redis_cluster=self.cluster))
+        publish = await self._stack.enter_async_context(atomic_publisher(self.redis_url, redis_cluster=self.cluster))
         raw = RawRedisPublisher(self.redis_url, cluster=self.cluster)
         self._stack.push_async_callback(raw.close)
         return TwoInstances(urls, publish, raw)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-

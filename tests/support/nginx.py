@@ -3,6 +3,7 @@
 NGINX_SITE is the configuration the README's "Behind nginx" section shows;
 tests run exactly that text (with their own addresses).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -102,8 +103,12 @@ async def start_nginx(executable: str, prefix: Path, addresses: list[str]) -> Ng
     (prefix / "stockstream.conf").write_text(render_site(f"127.0.0.1:{port}", addresses))
     (prefix / "nginx.conf").write_text(NGINX_MAIN.format(prefix=prefix))
     with open(prefix / "nginx.log", "wb") as log:
-        proc = subprocess.Popen([executable, "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf")],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [executable, "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     nginx = Nginx(prefix, port, proc)
 
     async def serving() -> bool:
@@ -113,6 +118,7 @@ async def start_nginx(executable: str, prefix: Path, addresses: list[str]) -> Ng
                 return resp.status == 200
         except aiohttp.ClientError:
             return False
+
     await eventually(serving, 10.0, "nginx to proxy /healthz")
     return nginx
 

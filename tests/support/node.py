@@ -1,4 +1,5 @@
 """Node.js clients (tests/js): stock socket.io-client v4 and the original README's client."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,14 +39,22 @@ def ensure_node_modules(timeout: float = 300.0) -> None:
         try:
             if node_modules_present():
                 return
-            command = [npm, "ci" if (JS_DIR / "package-lock.json").is_file() else "install",
-                       "--no-audit", "--no-fund", "--loglevel=error"]
-            result = subprocess.run(command, cwd=JS_DIR, capture_output=True, text=True,
-                                    timeout=timeout, stdin=subprocess.DEVNULL)
+            command = [
+                npm,
+                "ci" if (JS_DIR / "package-lock.json").is_file() else "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ]
+            result = subprocess.run(
+                command, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
             if result.returncode != 0 or not node_modules_present():
-                raise RuntimeError(f"{' '.join(command)} failed in {JS_DIR} "
-                                   f"({result.returncode}):\n{result.stdout[-2000:]}\n"
-                                   f"{result.stderr[-4000:]}")
+                raise RuntimeError(
+                    f"{' '.join(command)} failed in {JS_DIR} "
+                    f"({result.returncode}):\n{result.stdout[-2000:]}\n"
+                    f"{result.stderr[-4000:]}"
+                )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -69,9 +78,15 @@ class NodeProcess:
         if node is None:
             raise RuntimeError("node is not on PATH")
         self.proc = await asyncio.create_subprocess_exec(
-            node, str(JS_DIR / self.script), *self.args, cwd=JS_DIR,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
+            node,
+            str(JS_DIR / self.script),
+            *self.args,
+            cwd=JS_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=16 * 1024 * 1024,
+        )
         self._reader = asyncio.create_task(self._read(on_line))
         self._stderr = asyncio.create_task(self._read_stderr())
 
@@ -133,8 +148,15 @@ class NodeSioClient(SioClientBase):
     kind = "node"
     _ids = itertools.count(1)
 
-    def __init__(self, url: str, *, transports: list[str] | None = None, auth: Any = None,
-                 options: dict[str, Any] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        transports: list[str] | None = None,
+        auth: Any = None,
+        options: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__(url, name or f"node-sio-{next(self._ids)}")
         opts = dict(options or {})
         if transports is not None:
@@ -179,8 +201,8 @@ class NodeSioClient(SioClientBase):
         await self.node.start(self._on_line)
         try:
             await self.node.lines.wait_for(
-                lambda lines: any(l.get("kind") in ("connect", "connect_error") for l in lines),
-                timeout, "connect")
+                lambda lines: any(l.get("kind") in ("connect", "connect_error") for l in lines), timeout, "connect"
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nnode stderr: {self.node.stderr_text}") from None
         if not self.connected:
@@ -190,13 +212,22 @@ class NodeSioClient(SioClientBase):
         ack_id = next(self._ack_ids)
         future = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = future
-        await self.node.send({"op": "emit", "event": event, "args": list(args), "ack": True,
-                              "id": ack_id, "timeout": int(timeout * 1000)})
+        await self.node.send(
+            {
+                "op": "emit",
+                "event": event,
+                "args": list(args),
+                "ack": True,
+                "id": ack_id,
+                "timeout": int(timeout * 1000),
+            }
+        )
         try:
             return await asyncio.wait_for(future, timeout + 1)
         except asyncio.TimeoutError:
-            raise AckTimeout(f"{self.name}: no ack for {event}{args!r} within {timeout}s; "
-                             f"stderr: {self.node.stderr_text[-500:]}") from None
+            raise AckTimeout(
+                f"{self.name}: no ack for {event}{args!r} within {timeout}s; stderr: {self.node.stderr_text[-500:]}"
+            ) from None
 
     async def emit(self, event: str, *args: Any) -> None:
         await self.node.send({"op": "emit", "event": event, "args": list(args), "ack": False})
@@ -233,19 +264,30 @@ class ReadmeClient:
 
     def live_updates(self) -> list[Any]:
         """What the README's onmessage logged, price updates only (frames without "type")."""
-        return [JsParsed(args[1]) for args in self.logs.items
-                if isinstance(args, list) and len(args) == 2 and args[0] == "Live Price Update:"
-                and isinstance(args[1], dict) and "type" not in args[1]]
+        return [
+            JsParsed(args[1])
+            for args in self.logs.items
+            if isinstance(args, list)
+            and len(args) == 2
+            and args[0] == "Live Price Update:"
+            and isinstance(args[1], dict)
+            and "type" not in args[1]
+        ]
 
     def replies(self) -> list[Any]:
-        return [args[1] for args in self.logs.items
-                if isinstance(args, list) and len(args) == 2 and args[0] == "Live Price Update:"
-                and isinstance(args[1], dict) and "type" in args[1]]
+        return [
+            args[1]
+            for args in self.logs.items
+            if isinstance(args, list)
+            and len(args) == 2
+            and args[0] == "Live Price Update:"
+            and isinstance(args[1], dict)
+            and "type" in args[1]
+        ]
 
     async def wait_for_log(self, pred, timeout: float = PROMPT, what: str = "a log line") -> Any:
         try:
-            return await self.logs.wait_for(
-                lambda items: next((i for i in items if pred(i)), None), timeout, what)
+            return await self.logs.wait_for(lambda items: next((i for i in items if pred(i)), None), timeout, what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nnode stderr: {self.node.stderr_text}") from None
 

@@ -1,4 +1,5 @@
 """Stopping the helper processes tests start (redis-server, nginx, brokers)."""
+
 from __future__ import annotations
 
 import subprocess

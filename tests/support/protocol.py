@@ -1,4 +1,5 @@
 """Assertions on the shapes of what the server sends (acks, replies, errors, updates)."""
+
 from __future__ import annotations
 
 import math
@@ -16,42 +17,51 @@ def _failed_pairs(failed: Any) -> list[tuple[Any, Any]]:
     assert isinstance(failed, list), f"`failed` is not a list: {failed!r}"
     for entry in failed:
         assert isinstance(entry, dict) and "symbol" in entry and "code" in entry, (
-            f"`failed` entry lacks symbol/code: {entry!r}")
+            f"`failed` entry lacks symbol/code: {entry!r}"
+        )
     return [(e["symbol"], e["code"]) for e in failed]
 
 
-def assert_subscribe_ack(ack: Any, symbols: list[str], added: list[str],
-                         failed: list[dict[str, str]] | None = None, *, exact: bool = True) -> None:
+def assert_subscribe_ack(
+    ack: Any, symbols: list[str], added: list[str], failed: list[dict[str, str]] | None = None, *, exact: bool = True
+) -> None:
     """{"ok": true, "symbols": sorted whole set, "added": [...], "failed": [...]}."""
     assert isinstance(ack, dict), f"subscribe ack is not an object: {ack!r}"
     assert ack.get("ok") is True, f"subscribe ack not ok: {ack!r}"
     assert ack.get("symbols") == sorted(symbols), (
-        f"ack symbols {ack.get('symbols')!r} != whole sorted set {sorted(symbols)!r}")
+        f"ack symbols {ack.get('symbols')!r} != whole sorted set {sorted(symbols)!r}"
+    )
     assert ack.get("added") == added, f"ack added {ack.get('added')!r} != {added!r} (request order)"
     assert _failed_pairs(ack.get("failed")) == _failed_pairs(failed or []), (
-        f"ack failed {ack.get('failed')!r} != {failed or []!r}")
+        f"ack failed {ack.get('failed')!r} != {failed or []!r}"
+    )
     if exact:
         assert set(ack) <= {"ok", "symbols", "added", "failed", "type", "id"}, (
-            f"unexpected keys in subscribe ack: {sorted(ack)}")
+            f"unexpected keys in subscribe ack: {sorted(ack)}"
+        )
 
 
-def assert_unsubscribe_ack(ack: Any, symbols: list[str], removed: list[str],
-                           failed: list[dict[str, str]] | None = None) -> None:
+def assert_unsubscribe_ack(
+    ack: Any, symbols: list[str], removed: list[str], failed: list[dict[str, str]] | None = None
+) -> None:
     """{"ok": true, "symbols": sorted set left, "removed": [...]} (+ "failed" for bad symbols)."""
     assert isinstance(ack, dict), f"unsubscribe ack is not an object: {ack!r}"
     assert ack.get("ok") is True, f"unsubscribe ack not ok: {ack!r}"
     assert ack.get("symbols") == sorted(symbols), (
-        f"ack symbols {ack.get('symbols')!r} != sorted set left {sorted(symbols)!r}")
+        f"ack symbols {ack.get('symbols')!r} != sorted set left {sorted(symbols)!r}"
+    )
     assert ack.get("removed") == removed, f"ack removed {ack.get('removed')!r} != {removed!r}"
     assert _failed_pairs(ack.get("failed", [])) == _failed_pairs(failed or []), (
-        f"ack failed {ack.get('failed')!r} != {failed or []!r}")
+        f"ack failed {ack.get('failed')!r} != {failed or []!r}"
+    )
 
 
 def assert_error_object(error: Any, code: str) -> None:
     assert isinstance(error, dict), f"error is not an object: {error!r}"
     assert error.get("code") == code, f"error code {error.get('code')!r} != {code!r}: {error!r}"
     assert isinstance(error.get("message"), str) and error["message"].strip(), (
-        f"error without a human message: {error!r}")
+        f"error without a human message: {error!r}"
+    )
 
 
 def assert_error_ack(ack: Any, code: str) -> None:

@@ -1,5 +1,6 @@
 """A TCP proxy between a client and a server instance, to cut connections the
 way a network does and send the reconnect to another instance."""
+
 from __future__ import annotations
 
 import asyncio

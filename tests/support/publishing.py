@@ -1,4 +1,5 @@
 """Publishing price updates the way third-party publishers do: straight into Redis."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ class RawRedisPublisher:
         options: dict[str, Any] = {"socket_timeout": 5}
         if not retries:
             options["retry"] = Retry(NoBackoff(), 0)
-        self.redis: Any = (RedisCluster.from_url(redis_url, **options) if cluster
-                           else aioredis.from_url(redis_url, **options))
+        self.redis: Any = (
+            RedisCluster.from_url(redis_url, **options) if cluster else aioredis.from_url(redis_url, **options)
+        )
 
     def _key(self, symbol: str) -> str:
         return "stock:{" + symbol.upper() + "}" if self.cluster else channel_of(symbol)
@@ -54,8 +56,7 @@ class RawRedisPublisher:
         await self.set_and_publish(update)
         return update
 
-    async def set_and_publish(self, update: dict[str, Any] | str | bytes,
-                              symbol: str | None = None) -> None:
+    async def set_and_publish(self, update: dict[str, Any] | str | bytes, symbol: str | None = None) -> None:
         """SET + PUBLISH of one message; `symbol` names the channel (default: the update's)."""
         payload = _payload(update)
         key = self._key(symbol or update["symbol"])  # type: ignore[index]  # without `symbol`, the update is a dict

@@ -1,5 +1,6 @@
 """A WebSocket client on a plain socket that reads only when asked: a client
 that "stops reading" leaves the server's bytes queued in the kernel."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,10 +38,13 @@ class RawWebSocket:
         sock.setblocking(False)
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), PROMPT)
         key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode())
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        )
         client = cls(sock)
         while b"\r\n\r\n" not in client.buffer:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), PROMPT)
@@ -105,8 +109,8 @@ class RawWebSocket:
             assert not second & 0x80, "server frames must not be masked"
             if len(self.buffer) < offset + n:
                 return
-            payload = self.buffer[offset:offset + n]
-            self.buffer = self.buffer[offset + n:]
+            payload = self.buffer[offset : offset + n]
+            self.buffer = self.buffer[offset + n :]
             yield first & 0x0F, payload
 
     async def next_text(self, timeout: float = PROMPT) -> str:

@@ -3,6 +3,7 @@
 Each node is a RedisServer started with `--cluster-enabled yes` (its bus on a
 second free port), joined with `redis-cli --cluster create`.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -23,15 +24,28 @@ class RedisCluster:
         total = masters * (1 + replicas_per_master)
         for index in range(total):
             port = free_port()
-            self.nodes.append(RedisServer(
-                workdir / f"node{index}", port,
-                extra_args=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-                            "--cluster-config-file", f"nodes-{port}.conf",
-                            # Fast failover keeps the tests short; the default is 15 s.
-                            "--cluster-node-timeout", "1000",
-                            "--cluster-replica-validity-factor", "0",
-                            # Replicas sync at once (the default waits 5 s for more of them).
-                            "--repl-diskless-sync-delay", "0")))
+            self.nodes.append(
+                RedisServer(
+                    workdir / f"node{index}",
+                    port,
+                    extra_args=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        str(free_port()),
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        # Fast failover keeps the tests short; the default is 15 s.
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        # Replicas sync at once (the default waits 5 s for more of them).
+                        "--repl-diskless-sync-delay",
+                        "0",
+                    ),
+                )
+            )
         self.replicas_per_master = replicas_per_master
         self.master_count = masters
 
@@ -47,9 +61,20 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", str(self.replicas_per_master), "--cluster-yes"],
-                       check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas_per_master),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -58,8 +83,10 @@ class RedisCluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if (all(self._ok(n) and self._synced(n) for n in self.nodes if n.running)
-                        and len(self.masters()) >= self.master_count):
+                if (
+                    all(self._ok(n) and self._synced(n) for n in self.nodes if n.running)
+                    and len(self.masters()) >= self.master_count
+                ):
                     return
             except redis.RedisError:
                 pass
@@ -83,8 +110,9 @@ class RedisCluster:
             info = client.info("replication")
         finally:
             client.close()
-        return info["role"] == "master" or (info.get("master_link_status") == "up"
-                                             and not info.get("master_sync_in_progress"))
+        return info["role"] == "master" or (
+            info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
+        )
 
     def client(self) -> redis.RedisCluster:
         node = next(n for n in self.nodes if n.running)
@@ -169,4 +197,5 @@ class RedisCluster:
 def _keyslot(key: str) -> int:
     """The cluster slot of a key (CRC16 of its hash tag, mod 16384)."""
     from redis.crc import key_slot
+
     return key_slot(key.encode())

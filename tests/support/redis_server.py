@@ -1,4 +1,5 @@
 """A private redis-server for the test session (never the machine's shared one)."""
+
 from __future__ import annotations
 
 import shutil
@@ -43,24 +44,44 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-             "--protected-mode", "no", "--loglevel", "warning", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited with "
-                                   f"{self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             try:
                 if self.client().ping():
                     return
             except redis.RedisError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} not answering after "
-                                   f"{timeout}s: {self.log_tail()}")
+                raise RuntimeError(
+                    f"redis-server on port {self.port} not answering after {timeout}s: {self.log_tail()}"
+                )
             time.sleep(0.02)
 
     def kill(self) -> None:
@@ -112,4 +133,3 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"RedisServer({self.url}, pid={self.proc.pid if self.proc else None})"
-

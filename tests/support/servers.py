@@ -1,4 +1,5 @@
 """stockstream server processes (`python -m stockstream serve`) for tests."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +24,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Settings a developer's shell or the machine may carry; a test server must only
 # see what its test gives it (in particular never a Redis the test does not own).
 _FALLBACK_SETTING_NAMES = {
-    "HOST", "PORT", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REQUIRE_AUTH", "JWT_SECRET",
-    "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_AUDIENCE",
-    "JWT_ISSUER", "CORS_ORIGINS", "LOG_LEVEL", "LOG_FORMAT", "SIMULATE", "KAFKA_BOOTSTRAP",
+    "HOST",
+    "PORT",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REQUIRE_AUTH",
+    "JWT_SECRET",
+    "JWT_PUBLIC_KEY",
+    "JWT_PUBLIC_KEY_FILE",
+    "JWT_PRIVATE_KEY_FILE",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "CORS_ORIGINS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "SIMULATE",
+    "KAFKA_BOOTSTRAP",
 }
 
 
@@ -37,14 +52,14 @@ def setting_names() -> set[str]:
     return {f.name.upper() for f in dataclasses.fields(Settings)} | _FALLBACK_SETTING_NAMES
 
 
-def server_environment(env: Mapping[str, str] | None = None,
-                       redis_url: str | None = None) -> dict[str, str]:
+def server_environment(env: Mapping[str, str] | None = None, redis_url: str | None = None) -> dict[str, str]:
     """The environment of a test server: the inherited one without any stockstream
     setting, then the test's own. Without redis_url the embedded backend is used."""
     names = setting_names()
     result = {k: v for k, v in os.environ.items() if k not in names}
     result["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        [str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    )
     result["PYTHONUNBUFFERED"] = "1"
     # Set explicitly (even empty) so that a `.env` file cannot point the server elsewhere.
     result["REDIS_URL"] = redis_url or ""
@@ -111,8 +126,10 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
     def _failure(self, why: str) -> str:
-        return (f"`python {' '.join(self.argv[1:])}` (pid {self.pid}) {why}\n"
-                f"--- server output (tail) ---\n{self.output_tail()}")
+        return (
+            f"`python {' '.join(self.argv[1:])}` (pid {self.pid}) {why}\n"
+            f"--- server output (tail) ---\n{self.output_tail()}"
+        )
 
     def check_ready_once(self, timeout: float = 1.0) -> tuple[int | None, str]:
         try:
@@ -128,14 +145,12 @@ class ServerProcess:
         last: tuple[int | None, str] = (None, "")
         while True:
             if not self.running:
-                pytest.fail(self._failure(f"exited with {self.proc.returncode} before ready"),
-                            pytrace=False)
+                pytest.fail(self._failure(f"exited with {self.proc.returncode} before ready"), pytrace=False)
             last = self.check_ready_once()
             if last[0] == 200:
                 return
             if time.monotonic() > deadline:
-                pytest.fail(self._failure(f"not ready after {timeout}s (last /readyz: {last})"),
-                            pytrace=False)
+                pytest.fail(self._failure(f"not ready after {timeout}s (last /readyz: {last})"), pytrace=False)
             time.sleep(0.05)
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
@@ -145,8 +160,7 @@ class ServerProcess:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while True:
                 if not self.running:
-                    pytest.fail(self._failure(f"exited with {self.proc.returncode} before ready"),
-                                pytrace=False)
+                    pytest.fail(self._failure(f"exited with {self.proc.returncode} before ready"), pytrace=False)
                 try:
                     async with http.get(f"{self.url}/readyz") as resp:
                         last = (resp.status, (await resp.text())[:500])
@@ -155,8 +169,7 @@ class ServerProcess:
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     last = repr(exc)
                 if loop.time() > deadline:
-                    pytest.fail(self._failure(f"not ready after {timeout}s (last /readyz: {last})"),
-                                pytrace=False)
+                    pytest.fail(self._failure(f"not ready after {timeout}s (last /readyz: {last})"), pytrace=False)
                 await asyncio.sleep(0.05)
 
     def __repr__(self) -> str:
@@ -167,8 +180,9 @@ async def connections_on(server: ServerProcess) -> float:
     """Open client connections of one instance, from its /metrics."""
     async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
         text = await resp.text()
-    return sum(float(line.split()[1]) for line in text.splitlines()
-               if line.startswith("stockstream_connections_active{"))
+    return sum(
+        float(line.split()[1]) for line in text.splitlines() if line.startswith("stockstream_connections_active{")
+    )
 
 
 class ServerFactory:
@@ -178,39 +192,67 @@ class ServerFactory:
         self.workdir = workdir
         self.processes: list[ServerProcess] = []
 
-    def launch(self, env: Mapping[str, str] | None = None, *, redis_url: str | None = None,
-               args: Sequence[str] = (), port: int | None = None) -> ServerProcess:
+    def launch(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        args: Sequence[str] = (),
+        port: int | None = None,
+    ) -> ServerProcess:
         """Start a server process without waiting for it to be ready."""
         port = port or free_port()
         index = len(self.processes)
         log_path = self.workdir / f"server-{index}-{port}.log"
-        argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1",
-                "--port", str(port), *args]
+        argv = [sys.executable, "-m", "stockstream", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, env=server_environment(env, redis_url),
-                                    cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv,
+                env=server_environment(env, redis_url),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         server = ServerProcess(proc, port, log_path, argv)
         self.processes.append(server)
         return server
 
-    async def start(self, env: Mapping[str, str] | None = None, *, redis_url: str | None = None,
-                    args: Sequence[str] = (), ready_timeout: float = 20.0) -> ServerProcess:
+    async def start(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        args: Sequence[str] = (),
+        ready_timeout: float = 20.0,
+    ) -> ServerProcess:
         """Start a server and wait until GET /readyz answers 200."""
         server = self.launch(env, redis_url=redis_url, args=args)
         await server.wait_ready(ready_timeout)
         return server
 
-    async def start_many(self, count: int, env: Mapping[str, str] | None = None, *,
-                         redis_url: str | None = None, args: Sequence[str] = (),
-                         ready_timeout: float = 30.0) -> list[ServerProcess]:
+    async def start_many(
+        self,
+        count: int,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        args: Sequence[str] = (),
+        ready_timeout: float = 30.0,
+    ) -> list[ServerProcess]:
         """Start `count` servers side by side (launched together, then awaited)."""
         servers = [self.launch(env, redis_url=redis_url, args=args) for _ in range(count)]
         await asyncio.gather(*(s.wait_ready(ready_timeout) for s in servers))
         return servers
 
-    def start_sync(self, env: Mapping[str, str] | None = None, *, redis_url: str | None = None,
-                   args: Sequence[str] = (), ready_timeout: float = 20.0) -> ServerProcess:
+    def start_sync(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        args: Sequence[str] = (),
+        ready_timeout: float = 20.0,
+    ) -> ServerProcess:
         server = self.launch(env, redis_url=redis_url, args=args)
         server.wait_ready_sync(ready_timeout)
         return server

@@ -2,6 +2,7 @@
 
 Both offer the same interface (SioClientBase) so a test can run with either.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -89,18 +90,19 @@ class SioClientBase:
         return await self.call("unsubscribe", payload, timeout=timeout)
 
     # -- waiting -----------------------------------------------------------------------
-    async def expect_update(self, pred: Callable[[Update], bool] | None = None,
-                            timeout: float = PROMPT, what: str | None = None) -> Update:
+    async def expect_update(
+        self, pred: Callable[[Update], bool] | None = None, timeout: float = PROMPT, what: str | None = None
+    ) -> Update:
         """The next unconsumed stockUpdate matching pred (others are skipped)."""
         return await self.updates.next(pred, timeout, what)
 
-    async def expect_error(self, pred: Callable[[dict], bool] | None = None,
-                           timeout: float = PROMPT) -> dict[str, Any]:
+    async def expect_error(self, pred: Callable[[dict], bool] | None = None, timeout: float = PROMPT) -> dict[str, Any]:
         return await self.errors.next(pred, timeout)
 
     def updates_for(self, symbol: str, since: int = 0) -> list[Update]:
-        return [u for u in self.updates.items[since:]
-                if isinstance(u, dict) and str(u.get("symbol", "")).upper() == symbol]
+        return [
+            u for u in self.updates.items[since:] if isinstance(u, dict) and str(u.get("symbol", "")).upper() == symbol
+        ]
 
     async def wait_disconnected(self, timeout: float = PROMPT) -> Any:
         await asyncio.wait_for(self.disconnected.wait(), timeout)
@@ -116,15 +118,21 @@ class PySioClient(SioClientBase):
     kind = "python"
     _ids = itertools.count(1)
 
-    def __init__(self, url: str, *, transports: list[str] | None = None,
-                 auth: Any = None, headers: dict[str, str] | None = None,
-                 reconnection: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        transports: list[str] | None = None,
+        auth: Any = None,
+        headers: dict[str, str] | None = None,
+        reconnection: bool = False,
+        name: str | None = None,
+    ) -> None:
         super().__init__(url, name or f"py-sio-{next(self._ids)}")
         self.transports = transports
         self.auth = auth
         self.headers = headers or {}
-        self.sio = socketio.AsyncClient(reconnection=reconnection, logger=False,
-                                        engineio_logger=False)
+        self.sio = socketio.AsyncClient(reconnection=reconnection, logger=False, engineio_logger=False)
         self.connect_error: Any = None
         self._ack_ids = itertools.count(1)
 
@@ -148,8 +156,9 @@ class PySioClient(SioClientBase):
         self.sio.on("disconnect", on_disconnect)
 
     async def connect(self, timeout: float = 10.0) -> None:
-        await self.sio.connect(self.url, headers=self.headers, auth=self.auth,
-                               transports=self.transports, wait_timeout=timeout)
+        await self.sio.connect(
+            self.url, headers=self.headers, auth=self.auth, transports=self.transports, wait_timeout=timeout
+        )
 
     async def call(self, event: str, *args: Any, timeout: float = PROMPT) -> Any:
         loop = asyncio.get_running_loop()
@@ -166,8 +175,9 @@ class PySioClient(SioClientBase):
         try:
             return await asyncio.wait_for(answered, timeout)
         except asyncio.TimeoutError:
-            raise AckTimeout(f"{self.name}: no ack for {event}{args!r} within {timeout}s; "
-                             f"timeline: {self.timeline.items[-10:]!r}") from None
+            raise AckTimeout(
+                f"{self.name}: no ack for {event}{args!r} within {timeout}s; timeline: {self.timeline.items[-10:]!r}"
+            ) from None
 
     async def emit(self, event: str, *args: Any) -> None:
         await self.sio.emit(event, tuple(args))

@@ -1,4 +1,5 @@
 """Bounded waiting: every wait in the suite names what it waits for and gives up in time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -57,8 +58,9 @@ class Inbox(Generic[T]):
     def __len__(self) -> int:
         return len(self.items)
 
-    async def wait_for(self, check: Callable[[list[T]], Any], timeout: float = PROMPT,
-                       what: str = "a condition") -> Any:
+    async def wait_for(
+        self, check: Callable[[list[T]], Any], timeout: float = PROMPT, what: str = "a condition"
+    ) -> Any:
         """Wait until check(items) is truthy and return its value."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -70,23 +72,26 @@ class Inbox(Generic[T]):
             if remaining <= 0:
                 raise AssertionError(
                     f"{self.name}: timed out after {timeout}s waiting for {what}; "
-                    f"received {len(self.items)}: {tail_text(self.items)}")
+                    f"received {len(self.items)}: {tail_text(self.items)}"
+                )
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
 
-    async def next(self, pred: Callable[[T], bool] | None = None, timeout: float = PROMPT,
-                   what: str | None = None) -> T:
+    async def next(
+        self, pred: Callable[[T], bool] | None = None, timeout: float = PROMPT, what: str | None = None
+    ) -> T:
         """The next unconsumed item (matching pred, skipping others)."""
+
         def find(items: list[T]) -> tuple[T] | None:
             for index in range(self._cursor, len(items)):
                 if pred is None or pred(items[index]):
                     self._cursor = index + 1
                     return (items[index],)
             return None
-        found = await self.wait_for(find, timeout, what or ("the next item" if pred is None
-                                                            else "a matching item"))
+
+        found = await self.wait_for(find, timeout, what or ("the next item" if pred is None else "a matching item"))
         return found[0]
 
     async def wait_count(self, count: int, timeout: float = PROMPT) -> list[T]:
@@ -97,8 +102,12 @@ class Inbox(Generic[T]):
         return self.items[index:]
 
 
-async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float = PROMPT,
-                     what: str = "a condition", interval: float = 0.02) -> Any:
+async def eventually(
+    check: Callable[[], Any | Awaitable[Any]],
+    timeout: float = PROMPT,
+    what: str = "a condition",
+    interval: float = 0.02,
+) -> Any:
     """Poll check() (sync or async) until truthy; fail with `what` after timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -144,5 +153,4 @@ def canonical(update: Any, js_numbers: bool = False) -> str:
 def assert_same_json(received: Any, expected: Any) -> None:
     js = isinstance(received, JsParsed) or isinstance(expected, JsParsed)
     got, want = canonical(received, js), canonical(expected, js)
-    assert got == want, (
-        f"update not delivered exactly as published:\n  got      {got}\n  expected {want}")
+    assert got == want, f"update not delivered exactly as published:\n  got      {got}\n  expected {want}"

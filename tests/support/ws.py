@@ -1,4 +1,5 @@
 """A raw client of the plain WebSocket endpoint (/live-price), on aiohttp."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,7 @@ class WsClient:
     kind = "ws"
     _ids = itertools.count(1)
 
-    def __init__(self, url: str, *, name: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, name: str | None = None, headers: dict[str, str] | None = None) -> None:
         self.url = url
         self.name = name or f"ws-{next(self._ids)}"
         self.headers = headers or {}
@@ -44,8 +44,12 @@ class WsClient:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await self._session.ws_connect(
-                self.url, headers=self.headers, timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
-                max_msg_size=0, autoping=True)
+                self.url,
+                headers=self.headers,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                max_msg_size=0,
+                autoping=True,
+            )
         except BaseException:
             await self._session.close()
             raise
@@ -94,8 +98,7 @@ class WsClient:
         await self.send(obj)
         return await self.next_reply(timeout=timeout)
 
-    async def next_reply(self, pred: Callable[[dict], bool] | None = None,
-                         timeout: float = PROMPT) -> dict[str, Any]:
+    async def next_reply(self, pred: Callable[[dict], bool] | None = None, timeout: float = PROMPT) -> dict[str, Any]:
         return await self.replies.next(pred, timeout)
 
     async def subscribe(self, *symbols: str, timeout: float = PROMPT, **extra: Any) -> dict[str, Any]:
@@ -112,20 +115,23 @@ class WsClient:
         return await self.request(body, timeout)
 
     # -- waiting -----------------------------------------------------------------------
-    async def expect_update(self, pred: Callable[[Update], bool] | None = None,
-                            timeout: float = PROMPT, what: str | None = None) -> Update:
+    async def expect_update(
+        self, pred: Callable[[Update], bool] | None = None, timeout: float = PROMPT, what: str | None = None
+    ) -> Update:
         return await self.updates.next(pred, timeout, what)
 
     def updates_for(self, symbol: str, since: int = 0) -> list[Update]:
-        return [u for u in self.updates.items[since:]
-                if isinstance(u, dict) and str(u.get("symbol", "")).upper() == symbol]
+        return [
+            u for u in self.updates.items[since:] if isinstance(u, dict) and str(u.get("symbol", "")).upper() == symbol
+        ]
 
     async def wait_closed(self, timeout: float = PROMPT) -> int | None:
         try:
             await asyncio.wait_for(self.closed.wait(), timeout)
         except asyncio.TimeoutError:
-            raise AssertionError(f"{self.name}: socket still open after {timeout}s; "
-                                 f"frames: {self.frames.items[-5:]!r}") from None
+            raise AssertionError(
+                f"{self.name}: socket still open after {timeout}s; frames: {self.frames.items[-5:]!r}"
+            ) from None
         return self.close_code
 
     @property

@@ -8,6 +8,7 @@ shards.py: a reader per master). Recoverable sessions are kept with the data
 (sessions.py); on one Redis the history recorder (recorder.py) also records
 third-party updates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -119,14 +120,15 @@ class RedisBroker(Broker):
     async def snapshots_at(self, symbols: list[str]) -> Snapshots:
         return await self.store.snapshots_at(symbols)
 
-    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
-                      limit: int = 1000) -> list[Update]:
+    async def history(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000
+    ) -> list[Update]:
         return await self.store.history(symbol, start_ms, end_ms, limit)
 
-    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Replay:
+    async def replay_at(
+        self, symbol: str, since_ms: int | None = None, since_seq: int | None = None, limit: int = 10000
+    ) -> Replay:
         return await self.store.replay_at(symbol, since_ms, since_seq, limit)
 
-    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
-                                  limit: int = 10000) -> Replay:
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str, limit: int = 10000) -> Replay:
         return await self.store.replay_after_update(symbol, timestamp, digest, limit)

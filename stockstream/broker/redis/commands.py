@@ -8,6 +8,7 @@ ids are `{timestamp}-{seq}`). One Redis keeps the original `SET` +
 position go through markers.py; every command's failure raises
 BackendUnavailable (errors.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -110,8 +111,9 @@ def _never_trimmed(info: dict[str, Any], symbol: str) -> bool:
 class CommandStore:
     """One Redis's commands, over its command client and key layout."""
 
-    def __init__(self, client: Any, keys: KeyLayout, markers: Markers, settings: Settings,
-                 malformed: MalformedLog) -> None:
+    def __init__(
+        self, client: Any, keys: KeyLayout, markers: Markers, settings: Settings, malformed: MalformedLog
+    ) -> None:
         self.client = client
         self.keys = keys
         self.markers = markers
@@ -165,8 +167,10 @@ class CommandStore:
     async def read_snapshots(self, symbols: list[str], tokens: list[bytes]) -> list[bytes | None]:
         """The stored snapshots of these symbols, read in one transaction with
         a marker (its token appended to `tokens`)."""
+
         def queue(pipe: Any) -> None:
             pipe.mget([self.keys.channel(s) for s in symbols] or [self.keys.nothing()])
+
         values: list[bytes | None] = (await self.markers.read(self.client, "", queue, tokens))[0]
         return values
 
@@ -192,8 +196,9 @@ class CommandStore:
             self.on_read(symbol, self.snapshot(symbol, raw))
         return values, position
 
-    async def history(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
-                      limit: int = 1000) -> list[Update]:
+    async def history(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000
+    ) -> list[Update]:
         if limit <= 0 or (start_ms is not None and start_ms > MAX_STREAM_MS):
             return []
         low = "-" if start_ms is None else f"{start_ms}-0"
@@ -211,16 +216,16 @@ class CommandStore:
     # before the point): a third-party update the recorder has not appended
     # (yet) makes the history incomplete, and the snapshot is sent instead.
 
-    async def replay_at(self, symbol: str, since_ms: int | None = None, since_seq: int | None = None,
-                        limit: int = 10000) -> Replay:
+    async def replay_at(
+        self, symbol: str, since_ms: int | None = None, since_seq: int | None = None, limit: int = 10000
+    ) -> Replay:
         # The marker goes with the read of the newest entries and the snapshot:
         # older entries, read later, do not change.
         async with self.markers.reading() as tokens:
             if since_seq is not None:
                 updates, complete = await self.replay_after_seq(symbol, since_seq, limit, tokens)
             else:
-                updates, complete = await self.replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP),
-                                                                limit, tokens)
+                updates, complete = await self.replay_after_ms(symbol, min(since_ms or 0, MAX_TIMESTAMP), limit, tokens)
         replay = Replay(updates, complete, await self.markers.position(tokens[0]))
         self._note_replay(symbol, replay)
         return replay
@@ -230,16 +235,17 @@ class CommandStore:
         if replay.complete and replay.updates:
             self.on_read(symbol, replay.updates[-1])
 
-    async def replay_after_ms(self, symbol: str, since_ms: int, limit: int,
-                               tokens: list[bytes]) -> tuple[list[Update], bool]:
+    async def replay_after_ms(
+        self, symbol: str, since_ms: int, limit: int, tokens: list[bytes]
+    ) -> tuple[list[Update], bool]:
         key = self.keys.history(symbol)
 
         def queue(pipe: Any) -> None:
             pipe.xinfo_stream(key)
             pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{since_ms + 1}-0", "+", count=limit + 1)
-        info, raw_snapshot, entries = await self.markers.read(self.client, symbol, queue, tokens,
-                                                              raise_on_error=False)
+
+        info, raw_snapshot, entries = await self.markers.read(self.client, symbol, queue, tokens, raise_on_error=False)
         info = _stream_info(info)
         snapshot = self.snapshot(symbol, _raised(raw_snapshot))
         entries = _raised(entries)
@@ -256,8 +262,9 @@ class CommandStore:
             return [], False
         return [u for u in self.entries(symbol, entries) if u.timestamp > since_ms], True
 
-    async def replay_after_seq(self, symbol: str, since_seq: int, limit: int,
-                                tokens: list[bytes]) -> tuple[list[Update], bool]:
+    async def replay_after_seq(
+        self, symbol: str, since_seq: int, limit: int, tokens: list[bytes]
+    ) -> tuple[list[Update], bool]:
         # Entry ids carry the time, not the seq: read back from the newest entry
         # in growing chunks until an entry at or before `since_seq`.
         key = self.keys.history(symbol)
@@ -272,6 +279,7 @@ class CommandStore:
                     pipe.xrevrange(key, "+", "-", count=count)
                     pipe.get(self.keys.channel(symbol))
                     pipe.get(self.keys.seq(symbol))
+
                 replies = await self.markers.read(self.client, symbol, queue, tokens, raise_on_error=False)
             else:
                 async with self.client.pipeline(transaction=True) as pipe:
@@ -318,24 +326,26 @@ class CommandStore:
     # entry of another recording epoch than the client's update means the
     # recorder may have missed updates in between: not complete.
 
-    async def replay_after_update(self, symbol: str, timestamp: int, digest: str,
-                                  limit: int = 10000) -> Replay:
+    async def replay_after_update(self, symbol: str, timestamp: int, digest: str, limit: int = 10000) -> Replay:
         if not self.records_third_party:
             # Nothing records third-party updates here (a publishing-only
             # broker, or a cluster): their history is not kept.
             return Replay([], False, 0)
         async with self.markers.reading() as tokens:
-            updates, complete = await self._replay_after_digest(symbol, min(timestamp, MAX_TIMESTAMP), digest,
-                                                                limit, tokens)
+            updates, complete = await self._replay_after_digest(
+                symbol, min(timestamp, MAX_TIMESTAMP), digest, limit, tokens
+            )
         return Replay(updates, complete, await self.markers.position(tokens[0]))
 
-    async def _replay_after_digest(self, symbol: str, timestamp: int, digest: str, limit: int,
-                                   tokens: list[bytes]) -> tuple[list[Update], bool]:
+    async def _replay_after_digest(
+        self, symbol: str, timestamp: int, digest: str, limit: int, tokens: list[bytes]
+    ) -> tuple[list[Update], bool]:
         key = self.keys.history(symbol)
 
         def queue(pipe: Any) -> None:
             pipe.get(self.keys.channel(symbol))
             pipe.xrange(key, f"{timestamp}-0", "+", count=limit + 2)
+
         raw_snapshot, entries = await self.markers.read(self.client, symbol, queue, tokens)
         if raw_snapshot is None:
             return [], False  # the client has an update this Redis never had
@@ -365,8 +375,11 @@ class CommandStore:
                 if len(after) > limit:
                     return [], False
             if time.monotonic() >= deadline:
-                log.info("replay of %s: history did not catch up with the latest update within %.1f s",
-                         symbol, RECORDER_CATCH_UP)
+                log.info(
+                    "replay of %s: history did not catch up with the latest update within %.1f s",
+                    symbol,
+                    RECORDER_CATCH_UP,
+                )
                 return [], False
             await asyncio.sleep(RECORDER_CHECK_EVERY)
             entries = await self.client.xrange(key, start, "+", count=limit + 2)
@@ -438,6 +451,7 @@ class ClusterCommandStore(CommandStore):
 
         def queue(pipe: Any) -> None:
             pipe.get(self.keys.channel(symbol))
+
         values: list[bytes | None] = await self.markers.read(self.client, symbol, queue, tokens)
         return values
 

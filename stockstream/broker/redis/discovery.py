@@ -13,6 +13,7 @@ update (`seq` 1) with a plain PUBLISH, which a cluster broadcasts to every
 node: instances hearing it subscribe the symbol at once (milliseconds, so only
 that first update may be missed).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,13 @@ MAX_DISCOVERED = 100_000
 class SymbolDiscovery:
     """Lists the priced symbols now and then and subscribes the new ones."""
 
-    def __init__(self, list_symbols: Callable[[int], Awaitable[list[str]]],
-                 subscribe: Callable[[list[str]], Awaitable[None]], interval: float,
-                 listen: Callable[[], Awaitable[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        list_symbols: Callable[[int], Awaitable[list[str]]],
+        subscribe: Callable[[list[str]], Awaitable[None]],
+        interval: float,
+        listen: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._list_symbols = list_symbols
         self._subscribe = subscribe
         self._interval = interval

@@ -5,6 +5,7 @@ cluster client also RedisClusterException (no reachable node, slots not
 covered, which is no RedisError), and a socket may raise OSError (a
 TimeoutError included). Callers of the broker see BackendUnavailable only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

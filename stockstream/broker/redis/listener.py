@@ -9,6 +9,7 @@ interruption it reads every wanted symbol's snapshot with a marker and hands
 them over (`UpdateSink.on_resync`) before the live updates that follow.
 shards.py is its cluster variant: a reader per master.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,15 @@ class Listener:
 
     task_name = "stockstream-redis-listener"
 
-    def __init__(self, url: str, settings: Settings, keys: KeyLayout, markers: Markers, store: CommandStore,
-                 malformed: MalformedLog) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        keys: KeyLayout,
+        markers: Markers,
+        store: CommandStore,
+        malformed: MalformedLog,
+    ) -> None:
         self._url = url
         self._settings = settings
         self.keys = keys
@@ -152,8 +160,12 @@ class Listener:
         if self.keys.cluster:
             self._all = True
             if self._discovery is None:
-                self._discovery = SymbolDiscovery(self._store.symbols_with_price, self._subscribe_channels,
-                                                  self._settings.wildcard_discovery_interval, self._hear_new_symbols)
+                self._discovery = SymbolDiscovery(
+                    self._store.symbols_with_price,
+                    self._subscribe_channels,
+                    self._settings.wildcard_discovery_interval,
+                    self._hear_new_symbols,
+                )
             await self._discovery.start()
             return
         pattern = self.keys.every_channel()
@@ -207,8 +219,12 @@ class Listener:
                 elif first:
                     # Not a bad setting: Redis may just not be up yet. One line says
                     # where it is looked for; the retries of this outage go to debug.
-                    log.warning("cannot reach Redis at REDIS_URL=%s (%s): serving, but not ready"
-                                " until it answers; retrying in the background", redact_url(self._url), exc)
+                    log.warning(
+                        "cannot reach Redis at REDIS_URL=%s (%s): serving, but not ready"
+                        " until it answers; retrying in the background",
+                        redact_url(self._url),
+                        exc,
+                    )
                 else:
                     log.debug("redis listener cannot connect: %s", exc)
             first = False
@@ -264,7 +280,7 @@ class Listener:
             for item in early[:covered]:
                 if type(item) is bytes:
                     self._deliver(item)
-            del early[:covered + 1]
+            del early[: covered + 1]
             snapshots = {s: self._store.snapshot(s, raw) for s, raw in zip(symbols, values)}
             self._sink.on_resync(snapshots)
             log.info("redis listener back: %d symbols resynchronised", len(snapshots))
@@ -284,8 +300,9 @@ class Listener:
                     burst = 0
                     await asyncio.sleep(0)
 
-    def _route(self, message: dict[str, Any], on_update: Callable[[Update | bytes], None],
-               awaiting: set[str] | None = None) -> bool:
+    def _route(
+        self, message: dict[str, Any], on_update: Callable[[Update | bytes], None], awaiting: set[str] | None = None
+    ) -> bool:
         """Handle one pub/sub message; True when it was a published message."""
         kind = message["type"]
         # s-kinds: sharded pub/sub in cluster mode.

@@ -16,6 +16,7 @@ listener on the connection that carries the symbol's updates, after exactly
 those published before the read. Such a position orders that symbol's
 updates only (other shards' arrive on other connections at their own pace).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,9 @@ class Markers:
                 self.forget(token)
             raise
 
-    async def read(self, client: Any, symbol: str, queue: Callable[[Any], object], tokens: list[bytes],
-                   raise_on_error: bool = True) -> list[Any]:
+    async def read(
+        self, client: Any, symbol: str, queue: Callable[[Any], object], tokens: list[bytes], raise_on_error: bool = True
+    ) -> list[Any]:
         """Run the commands `queue` adds to a MULTI/EXEC pipeline followed by
         the marker for reads of `symbol` (its token appended to `tokens`);
         their replies, the marker's left out."""

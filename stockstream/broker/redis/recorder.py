@@ -38,6 +38,7 @@ keep growing. They are appended as they arrive: when one symbol has both kinds
 of publishers, history holds them in recording order, which may put a
 third-party update a moment after an atomic one published just after it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -192,8 +193,9 @@ class HistoryRecorder:
                 self._failing = True
                 await asyncio.sleep(backoff.next())
 
-    async def _lead(self, token: str, epoch: int, pubsub: Any = None,
-                    backlog: list[dict[str, Any]] | None = None) -> None:
+    async def _lead(
+        self, token: str, epoch: int, pubsub: Any = None, backlog: list[dict[str, Any]] | None = None
+    ) -> None:
         """One tenure: record until the lock is lost, then let it go. A
         successor comes with its subscription and what it buffered meanwhile."""
         self.leading = True
@@ -268,14 +270,17 @@ class HistoryRecorder:
                     return
                 if message["type"] in (b"psubscribe", "psubscribe"):
                     break
-            if not await self._claim(keys=[self._keys.recorder_handoff()], args=[request, READY + token.encode(),
-                                                                 int(HANDOFF_WAIT * 2000)]):
+            if not await self._claim(
+                keys=[self._keys.recorder_handoff()], args=[request, READY + token.encode(), int(HANDOFF_WAIT * 2000)]
+            ):
                 return  # another standby answered first
             deadline = time.monotonic() + LOCK_TTL_MS / 1000 + HANDOFF_WAIT
             while time.monotonic() < deadline and not self._stopping:
                 if await self._redis.set(self._keys.recorder_lock(), token, nx=True, px=LOCK_TTL_MS):
                     handed = True
-                    await self._lead(token, int(await self._redis.get(self._keys.recorder_epoch()) or 0), pubsub, backlog)
+                    await self._lead(
+                        token, int(await self._redis.get(self._keys.recorder_epoch()) or 0), pubsub, backlog
+                    )
                     return
                 message = await pubsub.get_message(timeout=HANDOFF_CHECK_EVERY)
                 while message is not None:
@@ -346,9 +351,11 @@ class HistoryRecorder:
                     continue  # the listeners count and log malformed messages
                 if update.seq is not None:
                     continue  # published atomically, already in history
-                await self._append(keys=[self._keys.recorder_lock(), self._keys.history(update.symbol)],
-                                   args=[token, update.raw, update.timestamp,
-                                         settings.history_max_entries, horizon, self._epoch], client=pipe)
+                await self._append(
+                    keys=[self._keys.recorder_lock(), self._keys.history(update.symbol)],
+                    args=[token, update.raw, update.timestamp, settings.history_max_entries, horizon, self._epoch],
+                    client=pipe,
+                )
                 count += 1
             if not count:
                 return
@@ -386,4 +393,3 @@ async def _close_quietly(pubsub: Any) -> None:
         await pubsub.aclose()
     except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
         pass
-

@@ -5,6 +5,7 @@ window, readable by any instance, and taken (GETDEL) by the instance the
 client reconnects to: two instances offered the same pid cannot both
 recover it.
 """
+
 from __future__ import annotations
 
 from typing import Any

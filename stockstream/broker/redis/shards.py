@@ -16,6 +16,7 @@ cluster client routes keyed commands and scripts; the per-master pub/sub
 connections are plain `redis.asyncio.Redis` clients, since its cluster
 pub/sub reads one shard at a time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -82,8 +83,9 @@ class ReaderPlan(NamedTuple):
     release: set[str]  # channels placed on a reader whose master no longer owns their slot
 
 
-def plan_readers(owners: Mapping[int, str], live: Mapping[str, bool], placed: Mapping[str, str],
-                 wanted: Iterable[str]) -> ReaderPlan:
+def plan_readers(
+    owners: Mapping[int, str], live: Mapping[str, bool], placed: Mapping[str, str], wanted: Iterable[str]
+) -> ReaderPlan:
     """Compare a slot map (slot -> master) with the readers (name -> live) and
     where each channel is subscribed (channel -> reader); `wanted` are the
     channels that must be subscribed. A reader whose master keeps its address
@@ -186,8 +188,15 @@ class ShardListener(Listener):
     keys: ClusterKeyLayout
     task_name = "stockstream-cluster-listener"
 
-    def __init__(self, url: str, settings: Settings, keys: ClusterKeyLayout, markers: Markers,
-                 store: CommandStore, malformed: MalformedLog) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        keys: ClusterKeyLayout,
+        markers: Markers,
+        store: CommandStore,
+        malformed: MalformedLog,
+    ) -> None:
         super().__init__(url, settings, keys, markers, store, malformed)
         self._warned_not_cluster = False
         # The slot map the readers follow (slot -> master host:port).
@@ -236,8 +245,11 @@ class ShardListener(Listener):
             if not self._warned_not_cluster and ("not enabled" in text or "support disabled" in text):
                 # A setting that cannot work: said once, clearly; retried quietly after.
                 self._warned_not_cluster = True
-                log.error("REDIS_CLUSTER=true but REDIS_URL=%s is not a node of a Redis Cluster"
-                          " (cluster mode is not enabled there): not ready", redact_url(self._url))
+                log.error(
+                    "REDIS_CLUSTER=true but REDIS_URL=%s is not a node of a Redis Cluster"
+                    " (cluster mode is not enabled there): not ready",
+                    redact_url(self._url),
+                )
             raise
         self._owners = await self._slot_owners()
         self._pubsub = self._router = router = ShardRouter(self._owner_of)
@@ -262,12 +274,17 @@ class ShardListener(Listener):
             self._stop_reader(router, name)
         for name in plan.start | plan.restart:
             reader = router.readers[name] = ShardReader(name)
-            reader.task = asyncio.create_task(self._run_reader(router, reader, first and name in plan.start),
-                                              name=f"stockstream-shard-{name}")
+            reader.task = asyncio.create_task(
+                self._run_reader(router, reader, first and name in plan.start), name=f"stockstream-shard-{name}"
+            )
         if plan.stop or plan.restart or plan.start:
-            log.info("cluster topology: readers started %s, restarted %s, stopped %s; %d untouched",
-                     sorted(plan.start), sorted(plan.restart), sorted(plan.stop),
-                     len(router.readers) - len(plan.start | plan.restart))
+            log.info(
+                "cluster topology: readers started %s, restarted %s, stopped %s; %d untouched",
+                sorted(plan.start),
+                sorted(plan.restart),
+                sorted(plan.stop),
+                len(router.readers) - len(plan.start | plan.restart),
+            )
         self._update_ready(router)
 
     def _stop_reader(self, router: ShardRouter, name: str) -> None:
@@ -338,8 +355,13 @@ class ShardListener(Listener):
             await pubsub.ssubscribe(channel)
         early: list[Update | bytes] = []
         pending = {self.keys.channel(s) for s in symbols}
-        await self._poll_shards({reader.name: pubsub}, pending, lambda m: self._route(m, early.append, pending),
-                                time.monotonic() + SHARDS_ANSWER_WITHIN, "cluster shard did not confirm subscriptions")
+        await self._poll_shards(
+            {reader.name: pubsub},
+            pending,
+            lambda m: self._route(m, early.append, pending),
+            time.monotonic() + SHARDS_ANSWER_WITHIN,
+            "cluster shard did not confirm subscriptions",
+        )
         # Reads of these symbols marked before the subscriptions stood are never met.
         self._fail_markers_of(set(symbols))
         if symbols and not first and self._sink is not None:
@@ -347,16 +369,21 @@ class ShardListener(Listener):
             resumed = await self._resume(pubsub, reader.name, symbols, early)
             if resumed:
                 self._sink.on_resume(resumed)
-            log.info("cluster shard %s back: %d symbols resumed, %d updates replayed",
-                     reader.name, len(symbols), sum(len(u) for u in resumed.values()))
+            log.info(
+                "cluster shard %s back: %d symbols resumed, %d updates replayed",
+                reader.name,
+                len(symbols),
+                sum(len(u) for u in resumed.values()),
+            )
         reader.live = True
         self._update_ready(router)
         for item in early:
             self._deliver(item)
         await self._read_live(router, reader, pubsub)
 
-    async def _resume(self, pubsub: Any, name: str, symbols: list[str],
-                      early: list[Update | bytes]) -> dict[str, list[Update]]:
+    async def _resume(
+        self, pubsub: Any, name: str, symbols: list[str], early: list[Update | bytes]
+    ) -> dict[str, list[Update]]:
         """Read what each symbol missed since its resume point, each read with
         a marker on this shard, and read the shard on until every marker is
         met. A symbol's updates before its marker are in its replay (or its
@@ -376,8 +403,13 @@ class ShardListener(Listener):
             if early and type(early[-1]) is bytes:
                 waiting.discard(early[-1])
 
-        await self._poll_shards({name: pubsub}, waiting, meet, time.monotonic() + SHARDS_ANSWER_WITHIN,
-                                "cluster shard did not return the resume markers")
+        await self._poll_shards(
+            {name: pubsub},
+            waiting,
+            meet,
+            time.monotonic() + SHARDS_ANSWER_WITHIN,
+            "cluster shard did not return the resume markers",
+        )
         ahead = set(symbols)  # symbols whose resume marker is still ahead
         kept: list[Update | bytes] = []
         for item in early:
@@ -426,17 +458,24 @@ class ShardListener(Listener):
     async def _replay_after_update(self, symbol: str, point: Update, tokens: list[bytes]) -> tuple[list[Update], bool]:
         """Stored updates after `point`, an update without `seq`: those after
         the entry holding exactly its bytes, else those with a later timestamp."""
-        updates, complete = await self._store.replay_after_ms(symbol, max(point.timestamp - 1, -1), RESUME_LIMIT, tokens)
+        updates, complete = await self._store.replay_after_ms(
+            symbol, max(point.timestamp - 1, -1), RESUME_LIMIT, tokens
+        )
         if not complete:
             return [], False
         for index in range(len(updates) - 1, -1, -1):
             if updates[index].raw == point.raw:
-                return updates[index + 1:], True
+                return updates[index + 1 :], True
         return [u for u in updates if u.timestamp > point.timestamp], True
 
     @staticmethod
-    async def _poll_shards(shards: dict[str, Any], pending: set[Any], handle: Callable[[dict[str, Any]], object],
-                           deadline: float, failure: str) -> None:
+    async def _poll_shards(
+        shards: dict[str, Any],
+        pending: set[Any],
+        handle: Callable[[dict[str, Any]], object],
+        deadline: float,
+        failure: str,
+    ) -> None:
         """Read every shard's pub/sub in turn, a short wait each, handing each
         message to `handle`, until `handle` has emptied `pending`. A round in
         which no shard said anything after `deadline` raises ConnectionError(failure)."""
@@ -521,6 +560,7 @@ class ShardListener(Listener):
                     owners[slot] = f"{host}:{master[1]}"
             return owners
         raise ConnectionError(f"no cluster node answers CLUSTER SLOTS: {last!r}")
+
 
 def _slot_rows(reply: Any) -> list[Any]:
     """CLUSTER SLOTS as rows [start, end, [host, port, ...], ...]; redis-py
