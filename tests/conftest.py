@@ -16,6 +16,8 @@ Fixtures
                  await clients.ws(url), await clients.readme(url); all closed at teardown
   node_harness   (session) installs tests/js/node_modules if missing; skips without node
   sio_kind       (function, parametrized) "python" | "node": which Socket.IO client library
+  client_kind    (function, parametrized) "python" | "node" | "ws": python-socketio, node
+                 socket.io-client, or a raw /live-price WebSocket
   nginx_factory  (function) await nginx_factory(["127.0.0.1:PORT", ...]) -> Nginx in front of
                  those instances, configured as the README documents; skips without nginx
 """
@@ -28,7 +30,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
-from tests.support.clients import SIO_KINDS, ClientPool
+from tests.support.clients import CLIENT_KINDS, SIO_KINDS, ClientPool
 from tests.support.inprocess import Stack, inprocess_stack, url_for_backend
 from tests.support.nginx import Nginx, nginx_executable_path, start_nginx
 from tests.support.node import ensure_node_modules, node_executable
@@ -135,6 +137,13 @@ def node_harness() -> None:
 
 @pytest.fixture(params=SIO_KINDS)
 def sio_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "node":
+        request.getfixturevalue("node_harness")
+    return request.param
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+def client_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "node":
         request.getfixturevalue("node_harness")
     return request.param

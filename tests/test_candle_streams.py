@@ -26,15 +26,7 @@ from tests.support.waiting import PROMPT, canonical, eventually, now_ms
 
 HOUR = 3_600_000
 SECOND = 1_000
-KINDS = ["python", "node", "ws"]
 MIN_INTERVAL_MS = 200
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "node":
-        request.getfixturevalue("node_harness")
-    return request.param
 
 
 async def open_market(clients: ClientPool, url: str, kind: str, **kwargs: Any) -> Market:
@@ -78,7 +70,9 @@ async def ticking(publish: Callable[[int], Awaitable[Any]], every: float = 0.03)
 # -- one instance ---------------------------------------------------------------------------
 
 
-async def test_first_candle_equals_api_candles_then_it_moves(stack: Stack, clients: ClientPool, kind: str) -> None:
+async def test_first_candle_equals_api_candles_then_it_moves(
+    stack: Stack, clients: ClientPool, client_kind: str
+) -> None:
     """subscribeCandles answers like subscribe, then sends the current candle,
     equal to /api/candles' candle of the period, then the candle with each new
     update (volume summed as /api/candles does), from both publisher kinds."""
@@ -92,7 +86,7 @@ async def test_first_candle_equals_api_candles_then_it_moves(stack: Stack, clien
         await stack.raw.publish("CNDL", 11.0, timestamp=start + 3)
     count = 4 if third_party else 3
     expected = await eventually(lambda: _api_with_count(stack.url, start, count), what="history of the period")
-    market = await open_market(clients, stack.url, kind)
+    market = await open_market(clients, stack.url, client_kind)
     ack = await market.request("subscribeCandles", {"symbols": ["cndl"], "interval": "1h"})
     assert ack.get("ok") is True and ack["added"] == ["CNDL"] and ack["symbols"] == ["CNDL"], ack
     assert ack["failed"] == [] and ack["interval"] == "1h", ack
@@ -112,14 +106,14 @@ async def _api_with_count(url: str, start: int, count: int) -> dict[str, Any] | 
     return candle if candle is not None and candle["count"] == count else None
 
 
-@pytest.mark.parametrize("kind", ["python", "ws"], indirect=True)
-async def test_updates_are_conflated_and_each_period_closes(clients: ClientPool, kind: str) -> None:
+@pytest.mark.parametrize("client_kind", ["python", "ws"], indirect=True)
+async def test_updates_are_conflated_and_each_period_closes(clients: ClientPool, client_kind: str) -> None:
     """At 1s candles with updates every 30 ms and CANDLE_MIN_INTERVAL_MS=200, each
     period brings a handful of candles (not one per update), then exactly one
     closed candle equal to /api/candles'; the last period closes at its
     boundary although no update follows."""
     async with inprocess_stack("memory", candle_min_interval_ms=MIN_INTERVAL_MS) as stack:
-        market = await open_market(clients, stack.url, kind)
+        market = await open_market(clients, stack.url, client_kind)
         ack = await market.request("subscribeCandles", {"symbol": "TICK", "interval": "1s"})
         assert ack["added"] == ["TICK"], ack
         async with ticking(lambda n: stack.publish("TICK", 100 + n, n=n)) as published:
@@ -147,10 +141,10 @@ async def test_updates_are_conflated_and_each_period_closes(clients: ClientPool,
         assert market.candles() == candles
 
 
-async def test_unsubscribe_candles_stops_them(stack: Stack, clients: ClientPool, kind: str) -> None:
+async def test_unsubscribe_candles_stops_them(stack: Stack, clients: ClientPool, client_kind: str) -> None:
     """After the unsubscribeCandles ack no candle of that stream arrives, while
     the other interval of the same symbol and the price stream go on."""
-    market = await open_market(clients, stack.url, kind)
+    market = await open_market(clients, stack.url, client_kind)
     await market.request("subscribe", {"symbols": ["UNS"]})
     for interval in ("1h", "5m"):
         ack = await market.request("subscribeCandles", {"symbols": ["UNS"], "interval": interval})
@@ -207,13 +201,12 @@ async def _no_streams(url: str) -> bool:
     return (await candle_metrics(url))["stockstream_candle_streams_active"] == 0
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
-async def test_bad_candle_requests_get_typed_errors(clients: ClientPool, kind: str) -> None:
+async def test_bad_candle_requests_get_typed_errors(clients: ClientPool, client_kind: str) -> None:
     """An unknown interval fails the symbols (invalid_interval) and subscribes
     nothing; wrong shapes are invalid_payload; more streams than MAX_SUBSCRIPTIONS
     is too_many_subscriptions and leaves the set as it was."""
     async with inprocess_stack("memory", max_subscriptions=3) as stack:
-        market = await open_market(clients, stack.url, kind)
+        market = await open_market(clients, stack.url, client_kind)
         ack = await market.request("subscribeCandles", {"symbols": ["AAA", "not a symbol"], "interval": "2m"})
         assert ack.get("ok") is True and ack["added"] == [] and ack["symbols"] == [], ack
         assert ack["failed"] == (failed_entries(["not a symbol"]) + failed_entries(["AAA"], "invalid_interval")), ack

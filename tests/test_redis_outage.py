@@ -59,6 +59,15 @@ async def metric(http: aiohttp.ClientSession, base: str, name: str) -> float | N
     return None
 
 
+def save_to_disk(redis: RedisServer) -> None:
+    """SAVE, so what Redis holds now is what it holds when it is started again."""
+    saver = redis.client()
+    try:
+        saver.save()
+    finally:
+        saver.close()
+
+
 def index_of(items: list[Any], pred) -> int:
     return next(i for i, item in enumerate(items) if pred(item))
 
@@ -82,11 +91,7 @@ async def test_clients_ride_out_a_redis_outage_and_get_fresh_snapshots(servers, 
         await raw.store_only(fresh)
     finally:
         await raw.close()
-    saver = outage_redis.client()
-    try:
-        saver.save()
-    finally:
-        saver.close()
+    save_to_disk(outage_redis)
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
         outage_redis.kill()
@@ -267,11 +272,7 @@ async def test_wildcard_clients_get_fresh_snapshots_after_an_outage(servers, out
         await raw.store_only(fresh)
     finally:
         await raw.close()
-    saver = outage_redis.client()
-    try:
-        saver.save()
-    finally:
-        saver.close()
+    save_to_disk(outage_redis)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
         outage_redis.kill()
         await eventually(lambda: answers(http, server.url + "/readyz", 503), 10.0, "/readyz 503")

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from tests.support.market import (
-    CLIENT_KINDS,
     arrival_times,
     error_code,
     open_client,
@@ -29,13 +28,6 @@ PERIOD_MS = 500
 MARGIN_S = 0.25
 BURST = 50
 BURST_GAP_S = 0.03
-
-
-@pytest.fixture(params=CLIENT_KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "node":
-        request.getfixturevalue("node_harness")
-    return request.param
 
 
 async def burst(pair, publisher: str, symbol: str, first: int = 1) -> tuple[list[float], float]:
@@ -59,12 +51,12 @@ def assert_throttled(prices: list[float], times: list[float], duration: float, l
 
 
 @pytest.mark.parametrize("publisher", ["ours", "raw"])
-async def test_a_throttled_stream_keeps_its_bounds(redis_url, clients, kind, publisher):
+async def test_a_throttled_stream_keeps_its_bounds(redis_url, clients, client_kind, publisher):
     """Snapshot at once; then at most one update per period, spaced by the period, the
     latest each time and never older after newer, and the burst's last value arrives."""
     async with two_instances(redis_url) as pair:
         await pair.publish(publisher, "THR", 0.5)
-        client = await open_client(clients, kind, pair.urls[1])
+        client = await open_client(clients, client_kind, pair.urls[1])
         times = arrival_times(client)
         ack = await subscribe(client, {"symbol": "THR", "throttle": PERIOD_MS})
         assert ack["ok"] is True and ack["added"] == ["THR"] and ack["throttle"] == PERIOD_MS, ack

@@ -33,13 +33,6 @@ def sign(ttl: float, symbols: list[str] | None = None) -> tuple[str, int]:
     return jwt.encode(claims, SECRET, algorithm="HS256"), exp
 
 
-@pytest.fixture(params=["python", "node", "ws"])
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "node":
-        request.getfixturevalue("node_harness")
-    return request.param
-
-
 @pytest.fixture
 async def stack(clients: ClientPool) -> AsyncIterator[Stack]:
     async with inprocess_stack("memory", jwt_secret=SECRET, require_auth=True, token_expiry_warning=WARNING) as ready:
@@ -65,11 +58,11 @@ async def wait_warning(market: Market, exp: int) -> tuple[dict[str, Any], float]
 
 
 @pytest.mark.slow
-async def test_warned_before_exp_then_closed_at_exp(stack: Stack, clients: ClientPool, kind: str) -> None:
+async def test_warned_before_exp_then_closed_at_exp(stack: Stack, clients: ClientPool, client_kind: str) -> None:
     """tokenExpiring {expiresAt, in} arrives about WARNING seconds before exp;
     without a new token the connection is closed (auth_failed, token expired) at exp."""
     token, exp = sign(TTL)
-    market = await authenticated(stack, clients, kind, token)
+    market = await authenticated(stack, clients, client_kind, token)
     await market.request("subscribe", {"symbols": ["EXP"]})
     warning, told_at = await wait_warning(market, exp)
     assert warning["expiresAt"] == exp * 1000, warning
@@ -85,13 +78,13 @@ async def test_warned_before_exp_then_closed_at_exp(stack: Stack, clients: Clien
 
 @pytest.mark.slow
 async def test_new_token_on_warning_extends_and_drops_what_it_no_longer_allows(
-    stack: Stack, clients: ClientPool, kind: str
+    stack: Stack, clients: ClientPool, client_kind: str
 ) -> None:
     """The README's pattern: on tokenExpiring, authenticate again. The connection
     outlives the first token; a price stream and a candle stream of a symbol
     the new token leaves out stop, with one `forbidden_symbol` error naming it."""
     token, exp = sign(TTL, ["KEEP", "GONE"])
-    market = await authenticated(stack, clients, kind, token)
+    market = await authenticated(stack, clients, client_kind, token)
     await market.request("subscribe", {"symbols": ["KEEP", "GONE"]})
     for symbol in ("KEEP", "GONE"):
         ack = await market.request("subscribeCandles", {"symbol": symbol, "interval": "1h"})

@@ -13,7 +13,6 @@ from stockstream.auth import mint_token
 from stockstream.config import Settings
 from tests.support.inprocess import inprocess_stack
 from tests.support.market import (
-    CLIENT_KINDS,
     batch_inbox,
     batches,
     error_code,
@@ -27,13 +26,6 @@ from tests.support.waiting import PROMPT
 SECRET = "w" * 40
 PERIOD_MS = 500
 MARGIN_S = 0.25
-
-
-@pytest.fixture(params=CLIENT_KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "node":
-        request.getfixturevalue("node_harness")
-    return request.param
 
 
 def token(**claims) -> str:
@@ -95,7 +87,7 @@ async def test_wildcard_counts_as_one_subscription(clients):
 
 
 @pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
-async def test_wildcard_gets_snapshots_then_every_symbol_from_both_publishers(request, clients, kind, cluster):
+async def test_wildcard_gets_snapshots_then_every_symbol_from_both_publishers(request, clients, client_kind, cluster):
     """A `*` client on the second instance gets a snapshot of each priced symbol, then
     updates of symbols that did not exist when it subscribed, from stockstream's
     publisher and from a third party's SET + PUBLISH (SPUBLISH on a cluster); it no
@@ -104,7 +96,7 @@ async def test_wildcard_gets_snapshots_then_every_symbol_from_both_publishers(re
     async with two_instances(url, cluster=cluster, wildcard_discovery_interval=0.2) as pair:
         await pair.publish("ours", "OLD.A", 1.0)
         await pair.publish("raw", "OLD-B", 2.0)
-        client = await open_client(clients, kind, pair.urls[1])
+        client = await open_client(clients, client_kind, pair.urls[1])
         ack = await subscribe(client, {"symbol": "*"})
         assert ack["added"] == ["*"] and ack["symbols"] == ["*"], ack
         snapshots = await client.updates.wait_count(2, PROMPT)
@@ -143,14 +135,14 @@ async def test_an_explicit_subscription_and_wildcard_deliver_a_symbol_once(redis
         assert [u["price"] for u in client.updates_for("ONCE")] == [float(p) for p in range(1, 21)]
 
 
-async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, kind):
+async def test_throttled_wildcard_is_a_market_overview(redis_url, clients, client_kind):
     """`*` with a throttle: the snapshots as `stockUpdates` lists, then at most one
     `stockUpdates` per period with the latest update of each symbol that changed, none
     older than one already received, the last of every symbol arriving; no single
     `stockUpdate` at all."""
     async with two_instances(redis_url) as pair:
         await pair.publish("ours", "MKT0", 1.0)
-        client = await open_client(clients, kind, pair.urls[1])
+        client = await open_client(clients, client_kind, pair.urls[1])
         ack = await subscribe(client, {"symbol": "*", "throttle": PERIOD_MS})
         assert ack["added"] == ["*"] and ack["throttle"] == PERIOD_MS
         inbox = batch_inbox(client)

@@ -156,21 +156,7 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
     port = free_port()
     proc = spawn(
         "redis",
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--dir",
-            str(log_dir),
-        ],
+        _redis_argv(port, log_dir),
         log_dir,
         cpus,
     )
@@ -180,6 +166,25 @@ def start_redis(log_dir: Path, cpus: Optional[list[int]]) -> tuple[ManagedProces
         proc.stop()
         raise
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _redis_argv(port: int, directory: Path) -> list[str]:
+    """A throwaway redis-server on loopback: nothing kept on disk."""
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--dir",
+        str(directory),
+    ]
 
 
 def start_redis_cluster(
@@ -201,19 +206,7 @@ def start_redis_cluster(
             spawn(
                 f"redis-{index}",
                 [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                    "--dir",
-                    str(node_dir),
+                    *_redis_argv(port, node_dir),
                     "--cluster-enabled",
                     "yes",
                     "--cluster-port",

@@ -10,6 +10,8 @@ from .sio import PySioClient, SioClientBase
 from .ws import WsClient
 
 SIO_KINDS = ("python", "node")
+# Every client kind a streaming test can open: the two Socket.IO libraries and a raw /live-price WebSocket.
+CLIENT_KINDS = (*SIO_KINDS, "ws")
 
 
 def http_to_ws(url: str) -> str:

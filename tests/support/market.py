@@ -9,8 +9,6 @@ from typing import Any
 from .inprocess import atomic_publisher, running_app
 from .publishing import RawRedisPublisher
 
-CLIENT_KINDS = ("python", "node", "ws")
-
 
 async def open_client(clients: Any, kind: str, url: str) -> Any:
     """A python-socketio, socket.io-client (node) or raw /live-price client."""
