@@ -22,7 +22,7 @@ from tests.support.http_api import get_json
 from tests.support.inprocess import Stack, atomic_publisher, inprocess_stack
 from tests.support.protocol import assert_error_ack, assert_error_object, failed_entries
 from tests.support.proxy import switch_proxy
-from tests.support.waiting import PROMPT, canonical, eventually, now_ms
+from tests.support.waiting import PROMPT, canonical, eventually, now_ms, period_with_room
 
 HOUR = 3_600_000
 SECOND = 1_000
@@ -76,7 +76,7 @@ async def test_first_candle_equals_api_candles_then_it_moves(
     """subscribeCandles answers like subscribe, then sends the current candle,
     equal to /api/candles' candle of the period, then the candle with each new
     update (volume summed as /api/candles does), from both publisher kinds."""
-    start = now_ms() // HOUR * HOUR
+    start = await period_with_room(HOUR, 30 * SECOND)
     for i, (price, volume) in enumerate([(10.0, 5), (13.5, None), (9.25, 7)]):
         await stack.publish("CNDL", price, timestamp=start + i, **({"volume": volume} if volume else {}))
     # A third-party SET + PUBLISH, without seq (on a Redis Cluster such updates
@@ -261,6 +261,7 @@ async def test_candle_is_read_again_after_the_feed_was_interrupted(
     """Updates published while this instance's connection to Redis is cut are in
     the current candle once it is back: the candle of the period is read again
     from history, and equals /api/candles'."""
+    await period_with_room(HOUR, 30 * SECOND)  # every update below falls in one 1h candle
     async with switch_proxy(redis_server.port) as proxy:
         async with (
             inprocess_stack("redis", f"redis://127.0.0.1:{proxy.port}/0") as stack,

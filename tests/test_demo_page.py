@@ -12,7 +12,7 @@ import pytest
 from stockstream.auth import mint_token
 from tests.support.inprocess import Stack, inprocess_stack, settings_for
 from tests.support.node import JS_DIR, NodeProcess
-from tests.support.waiting import now_ms
+from tests.support.waiting import now_ms, period_with_room
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -180,9 +180,11 @@ async def test_chart_seeded_board_day_change_no_data_and_phone_layout(
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
     # Yesterday's prices must still be in history whatever the time of day.
     async with inprocess_stack(backend, redis_url, history_max_age=7 * 86400.0) as stack:
+        # The chart's live 1m candle must still be the one these prices fall in
+        # when the browser publishes into it (an update of a closed period is late).
+        minute = await period_with_room(MINUTE_MS, 40_000)
         now = now_ms()
         midnight = now - now % DAY_MS
-        minute = now - now % MINUTE_MS
         # Yesterday's last price is neither the day's open nor its high.
         await stack.publish("AAPL", 250.0, timestamp=midnight - 1000, volume=7)
         await stack.publish("AAPL", 100.0, timestamp=midnight, volume=5)

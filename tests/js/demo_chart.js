@@ -182,6 +182,10 @@ async function main() {
     // -- a symbol without data: the chart says so, then starts with its first price ----
     await page.click('tr[data-symbol="ZZZZ"] button.open-chart');
     await page.waitForSelector("#chart-message", { state: "visible", timeout: STEP_TIMEOUT });
+    // "Loading…" shows while the candles are fetched; what counts is what replaces it.
+    await page.waitForFunction(() => document.querySelector("#chart-message").textContent !== "Loading…", null, {
+      timeout: STEP_TIMEOUT,
+    });
     const emptyChart = {
       message: await page.textContent("#chart-message"),
       // Shown over the chart, not hidden under its canvas.

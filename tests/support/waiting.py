@@ -26,6 +26,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def period_with_room(period_ms: int, room_ms: int) -> int:
+    """The start of a period of `period_ms` with at least `room_ms` of it still
+    ahead: the current one, or the next (waited for) when too little is left.
+    For tests whose updates must fall in the period the server calls current."""
+    now = now_ms()
+    start = now - now % period_ms
+    if start + period_ms - now >= room_ms:
+        return start
+    await asyncio.sleep((start + period_ms - now) / 1000 + 0.01)
+    return start + period_ms
+
+
 def tail_text(items: Iterable[Any], limit: int = 12) -> str:
     """The last few items of a sequence, as compact text for failure messages."""
     items = list(items)
