@@ -27,7 +27,7 @@ from stockstream.symbols import SYMBOL_PATTERN
 from stockstream.transports import socketio_transport, websocket
 from tests.support.inprocess import Stack, inprocess_stack, settings_for, url_for_backend
 from tests.support.node import JS_DIR
-from tests.support.waiting import PROMPT, now_ms
+from tests.support.waiting import PROMPT, now_ms, period_with_room
 
 SECRET = "api-docs-tests-secret-of-at-least-32-bytes"
 TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -392,6 +392,8 @@ async def test_live_candle_and_token_expiry_messages_match_the_asyncapi_schemas(
     settings = settings_for(None, 0, jwt_secret=SECRET)
     # 30 s left, under TOKEN_EXPIRY_WARNING (60 s): tokenExpiring comes at once.
     token = mint_token(settings, "reader", symbols=["DOC", "DOE"], ttl=30)
+    # Both subscribes below start with the current 1m candle: this update's.
+    await period_with_room(60_000, 20_000)
     await docs_stack.publish("DOC", 20.5, volume=7)
 
     def check(channel: str, name: str, instance: Any) -> None:
