@@ -13,7 +13,10 @@ order, before live updates (the session's gates order the two).
 
 This module keeps the records only: a connection's RecoveryState (given to
 it when it is built), its SentLog, each symbol's position, and the saved
-sessions (kept, taken, loaded). The session restores itself, on the path every
+sessions (kept, taken, loaded). A saved session holds what the connection
+had asked for (SavedStreams): its subscriptions with their throttles, the
+live candles it followed and its heartbeat, so a recovered client goes on
+exactly as before the drop. The session restores itself, on the path every
 subscription starts on (Session.restore, Session.start_streams).
 
 An offset names one update exactly. With a seq (stockstream's publisher) it
@@ -44,7 +47,7 @@ import collections
 import logging
 import secrets
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import orjson
 
@@ -72,6 +75,18 @@ SAVE_CHECK_EVERY = 0.02
 # The last update a client has, as ResumePoint(seq, timestamp, digest): the
 # seq, or for an update without one its timestamp and digest (Update.digest).
 Position = ResumePoint
+
+
+class SavedStreams(NamedTuple):
+    """What a session had asked for, kept with its positions when its
+    connection drops: its subscriptions, the throttle period (ms) of each
+    throttled one, the live candles it followed as (symbol, interval) pairs,
+    and its heartbeat period in seconds (0: none)."""
+
+    symbols: list[str]
+    throttles: dict[str, int]
+    candles: list[tuple[str, str]]
+    heartbeat: int
 
 
 def new_pid() -> str:
@@ -106,10 +121,13 @@ class SentLog:
             log.entries.append((entry[0], *_position(entry[1:])))
         return log
 
-    def to_state(self, symbols: Iterable[str]) -> bytes:
+    def to_state(self, streams: SavedStreams) -> bytes:
         return orjson.dumps(
             {
-                "symbols": sorted(symbols),
+                "symbols": sorted(streams.symbols),
+                "throttles": streams.throttles,
+                "candles": [list(pair) for pair in streams.candles],
+                "heartbeat": streams.heartbeat,
                 "base": {k: list(v) for k, v in self.base.items()},
                 "sent": [list(e) for e in self.entries],
             }
@@ -185,12 +203,28 @@ async def take_saved(broker: Broker, pid: str, release: Callable[[str], Awaitabl
     return None
 
 
-def saved_symbols(state: dict[str, Any]) -> list[str] | None:
-    """The subscriptions a saved session held; None when the state is not one."""
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def saved_streams(state: dict[str, Any]) -> SavedStreams | None:
+    """What a saved session had asked for; None when the state is not one.
+    A session saved by an earlier version holds its symbols only."""
     symbols = state.get("symbols", [])
-    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+    throttles = state.get("throttles", {})
+    candles = state.get("candles", [])
+    heartbeat = state.get("heartbeat", 0)
+    if (
+        not isinstance(symbols, list)
+        or not all(isinstance(s, str) for s in symbols)
+        or not isinstance(throttles, dict)
+        or not all(_is_count(ms) for ms in throttles.values())
+        or not isinstance(candles, list)
+        or not all(isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c) for c in candles)
+        or not _is_count(heartbeat)
+    ):
         return None
-    return symbols
+    return SavedStreams(symbols, throttles, [(c[0], c[1]) for c in candles], heartbeat)
 
 
 def load_state(raw: bytes | None) -> dict[str, Any] | None:

@@ -17,20 +17,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import orjson
 
 from .auth import Identity, TokenVerifier
 from .broker import BackendUnavailable, Broker, Replay
 from .candle_streams import CandleFollows, CandleStreams
-from .config import Settings
+from .candles import LIVE_INTERVALS_MS
+from .config import MAX_HEARTBEAT_SECONDS, MIN_HEARTBEAT_SECONDS, Settings
 from .errors import INTERNAL_ERROR, ClientError, ErrorCode, invalid_payload
 from .gate import Gates
 from .heartbeat import HEARTBEAT_EVENT, Heartbeats
 from .hub import Hub
 from .outbox import FlushScheduler, Outbox, Sink
 from .ratelimit import TokenBucket
+from .recovery import RecoveryState, SavedStreams
 from .client_requests import (
     encodable,
     parse_candles_request,
@@ -41,11 +43,9 @@ from .client_requests import (
     split_symbols,
 )
 from .shared_events import SharedEvent
+from .throttle import MAX_THROTTLE_MS, MIN_THROTTLE_MS
 from .updates import BATCH_SYMBOL, ResumePoint, Update
 from .wildcard import WildcardStream
-
-if TYPE_CHECKING:
-    from .recovery import RecoveryState
 
 log = logging.getLogger("stockstream.session")
 
@@ -139,7 +139,7 @@ class Connection(Sink, Protocol):
     transport: str
 
     @property
-    def recovery(self) -> "RecoveryState | None":
+    def recovery(self) -> RecoveryState | None:
         """Its part in connection state recovery (its pid, the offsets it
         sent), given when it is built; None: its session is not recoverable."""
 
@@ -438,27 +438,71 @@ class Session:
         self.connection.joined(streams)
         return starts
 
-    async def restore(self, symbols: list[str], points: Mapping[str, ResumePoint]) -> Callable[[], None] | None:
-        """Connection state recovery: subscribe again to a dropped connection's
-        `symbols`, each stream resuming exactly after `points[symbol]` (the last
-        update its client received; none: nothing reached it, its snapshot).
-        Returns what opens the streams, to run once the client knows it is
-        connected; None when the session cannot be given back as it was (then
-        it starts fresh, subscribed to nothing)."""
-        identity = self.identity
-        if WILDCARD in symbols:
-            return None  # a `*` subscription starts again with its snapshots
-        if len(symbols) > self.settings.max_subscriptions or (
-            identity is not None and not all(identity.allows(s) for s in symbols)
-        ):
-            return None  # entitlements changed: the client must subscribe again
-        if self.settings.require_auth and identity is None and symbols:
+    def recoverable(self) -> SavedStreams:
+        """What this session has asked for, as connection state recovery keeps it."""
+        return SavedStreams(
+            sorted(self.subscriptions),
+            dict(self.throttles),
+            self.candles.keys(),
+            self.services.heartbeats.period_of(self),
+        )
+
+    async def restore(self, saved: SavedStreams, points: Mapping[str, ResumePoint]) -> Callable[[], None] | None:
+        """Connection state recovery: give a dropped connection's session back
+        as it was. Each subscription resumes exactly after `points[symbol]`
+        (the last update its client received; none: nothing reached it, its
+        snapshot), at its throttle; its live candles start again with their
+        current candle; its heartbeat goes on. Returns what opens the streams,
+        to run once the client knows it is connected; None when the session
+        cannot be given back as it was (then it starts fresh, with nothing)."""
+        if not self._may_restore(saved):
             return None
+        groups: dict[int | None, list[str]] = {}
+        for symbol in saved.symbols:
+            groups.setdefault(saved.throttles.get(symbol), []).append(symbol)
+        intervals: dict[str, list[str]] = {}
+        for symbol, interval in saved.candles:
+            intervals.setdefault(interval, []).append(symbol)
+        started: list[StreamStarts] = []
+        joins: list[Callable[[], None]] = []
         try:
-            starts = await self.start_streams(symbols, points, exact=True)
+            for throttle_ms, symbols in groups.items():
+                started.append(await self.start_streams(symbols, points, throttle_ms=throttle_ms, exact=True))
+            for interval, symbols in intervals.items():
+                joins.append(await self.candles.start(symbols, interval, BACKEND_TIMEOUT))
         except (BackendUnavailable, ResumeUnreachable):
+            await self.drop(sorted(self.subscriptions))
+            await self.candles.drop(self.candles.keys())
             return None
-        return lambda: self.open_streams(starts)
+
+        def open_all() -> None:
+            for starts in started:
+                self.open_streams(starts)
+            for join in joins:
+                join()
+            if saved.heartbeat:
+                self.services.heartbeats.set(self, saved.heartbeat)
+
+        return open_all
+
+    def _may_restore(self, saved: SavedStreams) -> bool:
+        """Whether this connection may have what the saved session held."""
+        if WILDCARD in saved.symbols:
+            return False  # a `*` subscription starts again with its snapshots
+        wanted = set(saved.symbols) | {symbol for symbol, _ in saved.candles}
+        identity = self.identity
+        if identity is not None and not all(identity.allows(s) for s in wanted):
+            return False  # entitlements changed: the client must subscribe again
+        if self.settings.require_auth and identity is None and wanted:
+            return False
+        limit = self.settings.max_subscriptions
+        return (
+            len(saved.symbols) <= limit
+            and len(saved.candles) <= limit
+            and all(MIN_THROTTLE_MS <= ms <= MAX_THROTTLE_MS for ms in saved.throttles.values())
+            and all(interval in LIVE_INTERVALS_MS for _, interval in saved.candles)
+            and (saved.heartbeat == 0 or MIN_HEARTBEAT_SECONDS <= saved.heartbeat <= MAX_HEARTBEAT_SECONDS)
+        )
 
     def hold(self, symbols: list[str]) -> None:
         """Subscribe with each stream's gate closed: live updates wait."""

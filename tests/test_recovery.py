@@ -16,7 +16,7 @@ from tests.support.inprocess import atomic_publisher, inprocess_stack
 from tests.support.node import NodeSioClient
 from tests.support.proxy import switch_proxy
 from tests.support.publishing import RawRedisPublisher
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, period_with_room
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("node_harness")]
 
@@ -24,6 +24,7 @@ SYMBOLS = ["AAPL", "MSFT"]
 # Heartbeats short enough that a long-polling client's drop is noticed (and
 # its session kept) before it comes back.
 FAST_PINGS = {"PING_INTERVAL": "1", "PING_TIMEOUT": "1"}
+HOUR_MS = 3_600_000
 TRANSPORTS = {"websocket": (["websocket"], 200), "polling": (["polling"], 3500)}
 
 
@@ -36,6 +37,23 @@ def reconnecting(transport: str) -> dict[str, Any]:
         "reconnectionDelayMax": delay,
         "randomizationFactor": 0,
     }
+
+
+@contextlib.asynccontextmanager
+async def cut_away_client(
+    servers: Any, redis_url: str, env: dict[str, str], transport: str
+) -> AsyncIterator[tuple[NodeSioClient, Any, Any, Any]]:
+    """Two instances on one Redis and a connected, reconnecting stock
+    socket.io-client reaching the first through a proxy that can cut it and
+    lead it elsewhere: (client, proxy, publish, the second instance)."""
+    first, second = await servers.start_many(2, env, redis_url=redis_url)
+    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
+        client = NodeSioClient(proxy.url, options=reconnecting(transport))
+        await client.connect()
+        try:
+            yield client, proxy, publish, second
+        finally:
+            await client.close()
 
 
 def connects(client: NodeSioClient) -> list[dict]:
@@ -90,74 +108,56 @@ async def test_recovers_on_another_instance_with_every_missed_update_once_in_ord
     socket.recovered === true, the same pid, its subscriptions back and every
     update published meanwhile exactly once, in order, before live ones."""
     env = {"RECOVERY_WINDOW": "30", **FAST_PINGS}
-    first, second = await servers.start_many(2, env, redis_url=redis_url)
-    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
-        client = NodeSioClient(proxy.url, options=reconnecting(transport))
-        await client.connect()
-        try:
-            pid = connects(client)[0]["pid"]
-            assert isinstance(pid, str) and pid, connects(client)
-            await subscribe_then_cut(client, proxy, publish, SYMBOLS, 10, second.port)
-            await publish_round(publish, SYMBOLS, 11, 20)  # missed while away
-            proxy.refusing = False
-            again = await connected_again(client, 2)
-            assert again["recovered"] is True and again["pid"] == pid, again
-            await publish_round(publish, SYMBOLS, 31, 10)  # live again
-            await wait_for_n(client, "MSFT", 40)
-            for symbol in SYMBOLS:
-                assert ns_of(client, symbol) == list(range(1, 41)), (symbol, ns_of(client, symbol))
-            assert all(len(args) == 2 and isinstance(args[1], str) for args in updates(client)), (
-                "each update carries its offset as last argument"
-            )
-        finally:
-            await client.close()
+    async with cut_away_client(servers, redis_url, env, transport) as (client, proxy, publish, second):
+        pid = connects(client)[0]["pid"]
+        assert isinstance(pid, str) and pid, connects(client)
+        await subscribe_then_cut(client, proxy, publish, SYMBOLS, 10, second.port)
+        await publish_round(publish, SYMBOLS, 11, 20)  # missed while away
+        proxy.refusing = False
+        again = await connected_again(client, 2)
+        assert again["recovered"] is True and again["pid"] == pid, again
+        await publish_round(publish, SYMBOLS, 31, 10)  # live again
+        await wait_for_n(client, "MSFT", 40)
+        for symbol in SYMBOLS:
+            assert ns_of(client, symbol) == list(range(1, 41)), (symbol, ns_of(client, symbol))
+        assert all(len(args) == 2 and isinstance(args[1], str) for args in updates(client)), (
+            "each update carries its offset as last argument"
+        )
 
 
 async def test_fresh_session_after_the_window(servers, redis_url):
     """Back after RECOVERY_WINDOW, a client gets a fresh session: recovered is
     false, a new pid, and none of its old subscriptions."""
     env = {"RECOVERY_WINDOW": "1", **FAST_PINGS}
-    first, second = await servers.start_many(2, env, redis_url=redis_url)
-    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
-        client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
-        await client.connect()
-        try:
-            pid = connects(client)[0]["pid"]
-            await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
-            await asyncio.sleep(2.5)  # the window (1 s) passes while the network is down
-            proxy.refusing = False
-            again = await connected_again(client, 2)
-            assert again["recovered"] is False and again["pid"] != pid, again
-            assert (await client.subscribe(["MSFT"])).get("ok") is True
-            await publish("AAPL", 200.0, n=4)
-            await publish("MSFT", 200.0, n=1)
-            await wait_for_n(client, "MSFT", 1)
-            assert ns_of(client, "AAPL") == [1, 2, 3], "the old subscription must be gone"
-        finally:
-            await client.close()
+    async with cut_away_client(servers, redis_url, env, "websocket") as (client, proxy, publish, second):
+        pid = connects(client)[0]["pid"]
+        await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
+        await asyncio.sleep(2.5)  # the window (1 s) passes while the network is down
+        proxy.refusing = False
+        again = await connected_again(client, 2)
+        assert again["recovered"] is False and again["pid"] != pid, again
+        assert (await client.subscribe(["MSFT"])).get("ok") is True
+        await publish("AAPL", 200.0, n=4)
+        await publish("MSFT", 200.0, n=1)
+        await wait_for_n(client, "MSFT", 1)
+        assert ns_of(client, "AAPL") == [1, 2, 3], "the old subscription must be gone"
 
 
 async def test_fresh_session_when_history_no_longer_reaches_back(servers, redis_url):
     """When more was published while away than history keeps, the client
     gets a fresh session (recovered false) rather than a gap."""
     env = {"RECOVERY_WINDOW": "30", **FAST_PINGS}
-    first, second = await servers.start_many(2, env, redis_url=redis_url)
-    async with switch_proxy(first.port) as proxy, atomic_publisher(redis_url) as publish:
-        client = NodeSioClient(proxy.url, options=reconnecting("websocket"))
-        await client.connect()
-        try:
-            await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
-            await publish_round(publish, ["AAPL"], 4, 50)
-            store = redis.asyncio.Redis.from_url(redis_url)
-            try:  # history keeps only the last 5 of those
-                assert await store.xtrim(KeyLayout().history("AAPL"), maxlen=5, approximate=False) >= 45
-            finally:
-                await store.aclose()
-            proxy.refusing = False
-            again = await connected_again(client, 2)
-            assert again["recovered"] is False, again
+    async with cut_away_client(servers, redis_url, env, "websocket") as (client, proxy, publish, second):
+        await subscribe_then_cut(client, proxy, publish, ["AAPL"], 3, second.port)
+        await publish_round(publish, ["AAPL"], 4, 50)
+        store = redis.asyncio.Redis.from_url(redis_url)
+        try:  # history keeps only the last 5 of those
+            assert await store.xtrim(KeyLayout().history("AAPL"), maxlen=5, approximate=False) >= 45
         finally:
-            await client.close()
+            await store.aclose()
+        proxy.refusing = False
+        again = await connected_again(client, 2)
+        assert again["recovered"] is False, again
 
 
 async def test_recovery_off_sends_no_pid_and_one_argument_per_event(servers, redis_url):
@@ -340,3 +340,52 @@ async def test_reconnect_before_the_old_instance_noticed_the_drop_still_recovers
             if stream._task is not None and not stream._task.done():
                 await stream.stop()
             await client.close()
+
+
+def events_named(client: NodeSioClient, name: str, since: int = 0) -> list[Any]:
+    """The first argument of each `name` event from timeline entry `since` on."""
+    return [e[2][0] for e in client.timeline.items[since:] if e[0] == "event" and e[1] == name and e[2:]]
+
+
+async def test_a_recovered_session_keeps_its_throttle_candles_and_heartbeat(servers, redis_url):
+    """Recovered on another instance, a client goes on as before the cut: its
+    throttled symbol still comes at most once per period (a burst arrives as
+    one update, not one by one), its live candle counts the updates published
+    while it was away, and its heartbeat events go on."""
+    await period_with_room(HOUR_MS, 60_000)  # every candle update below falls in one 1h period
+    env = {"RECOVERY_WINDOW": "30", **FAST_PINGS}
+    async with cut_away_client(servers, redis_url, env, "websocket") as (client, proxy, publish, second):
+        ack = await client.call("subscribe", {"symbols": ["SLOW"], "throttle": 60_000, "heartbeat": 1})
+        assert ack.get("ok") is True and ack["throttle"] == 60_000, ack
+        assert (await client.call("subscribe", ["FAST"]))["ok"] is True
+        ack = await client.call("subscribeCandles", {"symbol": "CNDL", "interval": "1h"})
+        assert ack["added"] == ["CNDL"], ack
+        await publish("CNDL", 10.0, n=1, volume=1)
+        await publish("SLOW", 1.0, n=1)
+        await wait_for_n(client, "SLOW", 1)
+        await eventually(lambda: any(c["count"] == 1 for c in events_named(client, "candle")), 10.0, "a candle")
+        await eventually(lambda: events_named(client, "heartbeat"), 10.0, "a heartbeat")
+        proxy.target = second.port
+        proxy.refusing = True
+        proxy.cut()
+        await client.wait_disconnected()
+        for n in (2, 3):  # counted in the candle while the client is away
+            await publish("CNDL", 10.0 + n, n=n, volume=1)
+        since = len(client.timeline.items)
+        proxy.refusing = False
+        again = await connected_again(client, 2)
+        assert again["recovered"] is True, again
+
+        candle = await eventually(
+            lambda: next((c for c in events_named(client, "candle", since) if c["count"] == 3), None),
+            10.0,
+            "the candle with the updates published meanwhile",
+        )
+        assert candle["close"] == 13.0 and candle["volume"] == 3, candle
+        for n in range(2, 7):  # a burst within the throttle period
+            await publish("SLOW", float(n), n=n)
+        await publish("FAST", 1.0, n=1)  # after the burst: an unthrottled stream would have it all by now
+        await wait_for_n(client, "FAST", 1)
+        await eventually(lambda: len(events_named(client, "heartbeat", since)) >= 2, 10.0, "heartbeats go on")
+        slow = [u["n"] for u in events_named(client, "stockUpdate", since) if u["symbol"] == "SLOW"]
+        assert len(slow) <= 1, slow

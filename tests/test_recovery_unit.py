@@ -13,7 +13,15 @@ import socketio
 
 from stockstream.broker.memory import MemoryBroker
 from stockstream.config import Settings
-from stockstream.recovery import SENT_LOG_SIZE, RecoveryState, SentLog, load_state, positions
+from stockstream.recovery import (
+    SENT_LOG_SIZE,
+    RecoveryState,
+    SavedStreams,
+    SentLog,
+    load_state,
+    positions,
+    saved_streams,
+)
 from stockstream.transports.sio_recovery import PidInConnectReply
 from stockstream.updates import Update
 
@@ -23,7 +31,7 @@ def update(symbol: str, seq: int | None, ts: int = 1000) -> Update:
 
 
 def state_of(log: SentLog, symbols: list[str]) -> dict:
-    state = load_state(log.to_state(symbols))
+    state = load_state(log.to_state(SavedStreams(symbols, {}, [], 0)))
     assert state is not None
     return state
 
@@ -236,3 +244,23 @@ async def test_saved_sessions_on_an_unreachable_cluster_raise_backend_unavailabl
                 await broker.sessions.take("p1")
     finally:
         await broker.close()
+
+
+def test_a_saved_session_keeps_what_it_asked_for() -> None:
+    """Subscriptions, throttles, followed candles and the heartbeat survive the
+    save; a session saved with its symbols only (an earlier version) loads
+    with none of the rest; a malformed one does not load."""
+    streams = SavedStreams(["AAPL", "MSFT"], {"AAPL": 1000}, [("AAPL", "1m"), ("MSFT", "1s")], 15)
+    state = load_state(SentLog().to_state(streams))
+    assert state is not None and saved_streams(state) == streams
+    assert saved_streams({"symbols": ["AAPL"], "base": {}, "sent": []}) == SavedStreams(["AAPL"], {}, [], 0)
+    for bad in (
+        {"symbols": "AAPL"},
+        {"symbols": [], "throttles": {"AAPL": "1000"}},
+        {"symbols": [], "throttles": {"AAPL": True}},
+        {"symbols": [], "candles": [["AAPL"]]},
+        {"symbols": [], "candles": [["AAPL", 60]]},
+        {"symbols": [], "heartbeat": -1},
+        {"symbols": [], "heartbeat": 1.5},
+    ):
+        assert saved_streams(bad) is None, bad

@@ -13,8 +13,12 @@ from stockstream.config import Settings
 from stockstream.errors import ClientError, ErrorCode
 from stockstream.hub import Hub
 from stockstream.outbox import FlushScheduler
+from stockstream.recovery import SavedStreams
 from stockstream.session import Request, Services, Session, StreamStarts
+from stockstream.shared_events import SharedEvent
 from stockstream.updates import CheckedUpdate, ResumePoint, Update
+
+from tests.support.waiting import now_ms, period_with_room
 
 
 class FakeConnection:
@@ -210,6 +214,7 @@ def spy_on_starts(monkeypatch: Any) -> list[tuple[str, StreamStarts]]:
 
 # Within history's age limit: update n is published at NOW_MS + n.
 NOW_MS = int(time.time() * 1000)
+HOUR_MS = 3_600_000
 
 
 async def publish_prices(broker: MemoryBroker, prices: range) -> None:
@@ -219,6 +224,11 @@ async def publish_prices(broker: MemoryBroker, prices: range) -> None:
 
 def prices_sent(connection: FakeConnection) -> list[float]:
     return [item.price for item in connection.sent if isinstance(item, Update)]
+
+
+def subscribed_to(symbols: list[str]) -> SavedStreams:
+    """A saved session holding plain subscriptions only."""
+    return SavedStreams(symbols, {}, [], 0)
 
 
 async def test_a_recovery_and_a_since_seq_subscribe_start_alike(monkeypatch: Any) -> None:
@@ -234,7 +244,7 @@ async def test_a_recovery_and_a_since_seq_subscribe_start_alike(monkeypatch: Any
     assert subscriber.answers[0][1]["recovered"] is True
     recovered = FakeConnection()
     session = Session(services, recovered)
-    opener = await session.restore(["AAPL"], {"AAPL": ResumePoint(2, NOW_MS + 2)})
+    opener = await session.restore(subscribed_to(["AAPL"]), {"AAPL": ResumePoint(2, NOW_MS + 2)})
     assert opener is not None and session.subscriptions == {"AAPL"} and session.gates
     await publish_prices(broker, range(6, 8))  # held at the gate until the streams open
     opener()
@@ -260,7 +270,7 @@ async def test_history_gone_falls_back_for_a_subscribe_and_fails_a_recovery(monk
     services.scheduler.flush_now()
     assert subscriber.answers[0][1]["recovered"] is False and prices_sent(subscriber) == [5.0]
     session = Session(services, FakeConnection())
-    assert await session.restore(["AAPL"], {"AAPL": ResumePoint(1, NOW_MS + 1)}) is None
+    assert await session.restore(subscribed_to(["AAPL"]), {"AAPL": ResumePoint(1, NOW_MS + 1)}) is None
     assert session.subscriptions == set() and not session.gates
     assert session not in services.hub.rooms["AAPL"]
     assert len(starts) == 1, "the failed recovery started no stream"
@@ -283,3 +293,62 @@ async def test_a_since_subscribe_of_a_symbol_already_streaming_answers_recovered
     assert "recovered" not in first
     assert again["added"] == [] and again["recovered"] is True
     assert wildcard["added"] == ["*"] and "recovered" not in wildcard
+
+
+async def test_a_recovered_session_keeps_its_throttles_candles_and_heartbeat() -> None:
+    """What a session asked for besides its subscriptions comes back with it:
+    a throttled symbol stays throttled (a burst reaches it as one update, the
+    latest), a followed candle starts again with its current candle, and the
+    heartbeat period goes on; a plain symbol stays unthrottled."""
+    await period_with_room(HOUR_MS, 5_000)  # the candle's updates fall in one 1h period
+    services, broker = await stack()
+
+    async def publish(symbol: str, price: float) -> Update | None:
+        return await broker.publish(CheckedUpdate({"symbol": symbol, "price": price, "timestamp": now_ms()}))
+
+    await publish("AAPL", 1.0)
+    last = await publish("AAPL", 2.0)
+    assert last is not None and last.seq == 2
+    old_connection = FakeConnection()
+    old = Session(services, old_connection)
+    old.submit(Request("subscribe", {"symbols": ["AAPL"], "throttle": 60_000}, ack=1))
+    old.submit(Request("subscribe", {"symbols": ["MSFT"], "heartbeat": 30}, ack=2))
+    old.submit(Request("subscribeCandles", {"symbols": ["AAPL"], "interval": "1h"}, ack=3))
+    await answered(old_connection, 3)
+    saved = old.recoverable()
+    assert saved == SavedStreams(["AAPL", "MSFT"], {"AAPL": 60_000}, [("AAPL", "1h")], 30), saved
+
+    connection = FakeConnection()
+    session = Session(services, connection)
+    opener = await session.restore(saved, {"AAPL": ResumePoint(2, last.timestamp)})
+    assert opener is not None
+    opener()
+    services.scheduler.flush_now()
+    assert session.throttles == {"AAPL": 60_000} and session.candles.keys() == [("AAPL", "1h")]
+    assert services.heartbeats.period_of(session) == 30
+    candles = [item for item in connection.sent if isinstance(item, SharedEvent) and item.name == "candle"]
+    assert len(candles) == 1, connection.sent  # the current candle, at once
+    for n in range(3, 8):
+        await publish("AAPL", float(n))
+    for n in range(1, 4):
+        await publish("MSFT", float(n))
+    services.scheduler.flush_now()
+    msft = [item.price for item in connection.sent if isinstance(item, Update) and item.symbol == "MSFT"]
+    aapl = [item.price for item in connection.sent if isinstance(item, Update) and item.symbol == "AAPL"]
+    assert msft == [1.0, 2.0, 3.0], msft
+    assert len(aapl) <= 1 and all(p == 3.0 for p in aapl), aapl  # throttled: the period has not ended
+
+
+async def test_a_saved_session_this_connection_may_not_have_starts_fresh() -> None:
+    """A throttle or heartbeat out of bounds, an unknown candle interval, or
+    more candle streams than MAX_SUBSCRIPTIONS: nothing is restored."""
+    services, _ = await stack({"MAX_SUBSCRIPTIONS": "2"})
+    for saved in (
+        SavedStreams(["AAPL"], {"AAPL": 10}, [], 0),
+        SavedStreams(["AAPL"], {}, [], 99_999),
+        SavedStreams([], {}, [("AAPL", "7m")], 0),
+        SavedStreams([], {}, [("A", "1m"), ("B", "1m"), ("C", "1m")], 0),
+    ):
+        session = Session(services, FakeConnection())
+        assert await session.restore(saved, {}) is None, saved
+        assert session.subscriptions == set() and session.candles.keys() == [] and not services.hub.rooms

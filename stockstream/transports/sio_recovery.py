@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..broker import BackendUnavailable
-from ..recovery import RecoveryState, SentLog, load_state, mark_live, positions, saved_symbols, take_saved
+from ..recovery import RecoveryState, SentLog, load_state, mark_live, positions, saved_streams, take_saved
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -64,10 +64,10 @@ async def _recover(
         saved = load_state(await take_saved(session.services.broker, pid, release))
     except BackendUnavailable:
         saved = None
-    symbols = saved_symbols(saved) if saved is not None else None
+    streams = saved_streams(saved) if saved is not None else None
     points = positions(saved, offset) if saved is not None else None
     try:
-        opener = await session.restore(symbols, points) if symbols is not None and points is not None else None
+        opener = await session.restore(streams, points) if streams is not None and points is not None else None
     except Exception:  # a recovery that fails must still leave a working, fresh session
         log.exception("session %s: recovery failed", pid)
         opener = None
@@ -88,7 +88,7 @@ async def save(session: "Session", state: RecoveryState, window: float, stats: R
         return
     if state.frozen:
         return
-    data = state.sent.to_state(session.subscriptions)
+    data = state.sent.to_state(session.recoverable())
     state.frozen = True
     try:
         await session.services.broker.sessions.save(state.pid, data, window)

@@ -148,8 +148,8 @@ class CommandStore:
             seq = await self._publish_script(keys=keys, args=args)
         if seq is None:
             return None
-        if seq == 1 and self.keys.cluster:
-            await self._announce(symbol)
+        if seq == 1:
+            await self._first_published(symbol)
         return Update(symbol, update.price, timestamp, int(seq), update.encode(int(seq)))
 
     async def snapshots(self, symbols: list[str]) -> dict[str, Update | None]:
@@ -402,16 +402,9 @@ class CommandStore:
                 self.malformed.record(self.keys.history(symbol).encode(), exc)
         return updates
 
-    async def _announce(self, symbol: str) -> None:
-        """Tell every instance that `symbol` just got its first update (a
-        cluster's `*` subscriptions cannot see new channels otherwise)."""
-        if self.on_first_update is not None:
-            await self.on_first_update(symbol)
-        try:
-            await self.client.publish(self.keys.new_symbols(), symbol)
-        except REDIS_FAILURES as exc:
-            # The update is published; other instances find the symbol by scanning.
-            log.debug("announcing new symbol %s failed: %s", symbol, exc)
+    async def _first_published(self, symbol: str) -> None:
+        """`symbol` just got its first update. Nothing to do on one Redis: a `*`
+        subscription there is a pattern, which hears new channels by itself."""
 
     async def symbols_with_price(self, limit: int) -> list[str]:
         found = set()
@@ -439,6 +432,17 @@ class ClusterCommandStore(CommandStore):
 
     def _publish_source(self) -> str:
         return CLUSTER_PUBLISH_SCRIPT
+
+    async def _first_published(self, symbol: str) -> None:
+        """Tell every instance that `symbol` just got its first update (a
+        cluster's `*` subscriptions cannot see new channels otherwise)."""
+        if self.on_first_update is not None:
+            await self.on_first_update(symbol)
+        try:
+            await self.client.publish(self.keys.new_symbols(), symbol)
+        except REDIS_FAILURES as exc:
+            # The update is published; other instances find the symbol by scanning.
+            log.debug("announcing new symbol %s failed: %s", symbol, exc)
 
     async def _mget(self, symbols: list[str]) -> list[bytes | None]:
         # MGET cannot span slots; redis-py splits it per slot.
