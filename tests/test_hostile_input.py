@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from typing import Any, Iterator
 
+import aiohttp
 import jwt
 import orjson
 import pytest
@@ -740,7 +741,19 @@ async def test_live_price_action_that_is_not_a_string(target: ServerProcess, cli
 
 
 @pytest.mark.parametrize(
-    "packet", ["", "F", "44", '42["subscribe"', "4" + "\u00e9", '42[["subscribe"],"AAPL"]', '427[{"event":1}]']
+    "packet",
+    [
+        "",
+        "F",
+        "9",
+        "7x",
+        "\u0669",
+        "44",
+        '42["subscribe"',
+        "4" + "\u00e9",
+        '42[["subscribe"],"AAPL"]',
+        '427[{"event":1}]',
+    ],
 )
 async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerProcess, packet: str) -> None:
     """A text frame no Engine.IO/Socket.IO client sends may cost the sender its
@@ -757,6 +770,26 @@ async def test_malformed_socketio_packet_is_not_a_server_error(target: ServerPro
     new = target.output().splitlines()[logged_before:]
     errors = [line for line in new if LOGGED_ERROR.search(line)]
     assert not errors, f"packet {packet!r} was logged as a server error:\n" + "\n".join(new[:12])
+    assert target.running
+
+
+@pytest.mark.parametrize("payload", ["9", "7x", "\u0669", '40\x1e9\x1e42["ping"]'])
+async def test_unknown_engineio_packet_type_over_long_polling(target: ServerProcess, payload: str) -> None:
+    """A long-polling POST holding a packet of a type Engine.IO does not have
+    (a digit past 6) is refused without a stack trace in the server's log."""
+    logged_before = len(target.output().splitlines())
+    url = target.url + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROMPT)) as http:
+        async with http.get(url) as resp:
+            sid = json.loads((await resp.text())[1:])["sid"]
+        async with http.post(f"{url}&sid={sid}", data="40") as resp:
+            assert resp.status == 200
+        async with http.post(f"{url}&sid={sid}", data=payload.encode()) as resp:
+            assert resp.status in (200, 400), resp.status
+    await asyncio.sleep(0.2)
+    new = target.output().splitlines()[logged_before:]
+    errors = [line for line in new if LOGGED_ERROR.search(line)]
+    assert not errors, f"packet {payload!r} was logged as a server error:\n" + "\n".join(new[:12])
     assert target.running
 
 

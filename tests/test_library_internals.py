@@ -23,6 +23,8 @@ from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 from socketio import async_admin, async_pubsub_manager
 
+from stockstream.transports.socketio_internals import CheckedSocket, EngineIOHooks
+
 
 def _source(module: ModuleType) -> str:
     return inspect.getsource(module)
@@ -115,6 +117,38 @@ def test_engineio_disconnect_event_names_the_sid_first() -> None:
         "AsyncSocket triggers 'disconnect' with its sid first",
         "transports/socketio_internals.py EngineIOHooks._trigger_event",
     )
+
+
+def test_engineio_connect_event_comes_after_the_socket_is_registered() -> None:
+    """`_handle_connect` builds a plain AsyncSocket, keeps it in `sockets` under
+    its sid and then triggers "connect" with that sid first: socketio_internals.py
+    turns it into a CheckedSocket there. `receive` still names the packet's type
+    by indexing `packet_names` (what CheckedSocket guards)."""
+    connect = inspect.getsource(eio_async_server.AsyncServer._handle_connect)
+    _require(
+        "self.sockets[sid] = s" in connect
+        and connect.index("self.sockets[sid] = s") < connect.index("_trigger_event('connect', sid"),
+        "AsyncServer._handle_connect registers the socket before triggering 'connect'",
+        "transports/socketio_internals.py EngineIOHooks._trigger_event",
+    )
+    _require(
+        "packet.packet_names[pkt.packet_type]" in inspect.getsource(AsyncSocket.receive),
+        "AsyncSocket.receive indexes packet_names with the packet type",
+        "transports/socketio_internals.py CheckedSocket",
+    )
+
+
+async def test_a_checked_socket_drops_a_packet_of_an_unknown_type() -> None:
+    """A packet whose type is a digit past NOOP is dropped, where a plain
+    AsyncSocket raises IndexError; known packets are received as before."""
+    server = EngineIOHooks(async_mode="aiohttp")
+    unknown = eio_packet.Packet(encoded_packet="9")
+    with pytest.raises(IndexError):
+        await AsyncSocket(server, "plain").receive(unknown)
+    checked = CheckedSocket(server, "checked")
+    await checked.receive(unknown)
+    with pytest.raises(engineio.exceptions.UnknownPacketError):
+        await checked.receive(eio_packet.Packet(encoded_packet="6"))  # NOOP: as a plain socket answers it
 
 
 def test_socketio_server_hooks() -> None:

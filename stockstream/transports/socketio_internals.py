@@ -14,7 +14,11 @@ engineio (`EngineIOHooks`):
 - `AsyncServer._trigger_event("disconnect", sid, ...)`, run by every close of
   a socket → `socket_closed(sid)`;
 - `AsyncSocket._send_ping`, started through `start_background_task` after
-  each pong as a task asleep for the ping interval → `schedule_ping(socket)`.
+  each pong as a task asleep for the ping interval → `schedule_ping(socket)`;
+- `AsyncServer.sockets` and `AsyncSocket.receive`: a packet whose type is a
+  digit past NOOP decodes, and `receive` then fails with an IndexError
+  (logged with a stack trace, per packet, at the sender's will), so each new
+  socket becomes a `CheckedSocket`, whose `receive` drops such a packet.
 
 python-socketio (`SocketIOHooks`):
 - `AsyncServer._engineio_server_class` → the `engineio_server_class` attribute;
@@ -39,6 +43,7 @@ from typing import Any, Callable
 
 import engineio
 import socketio
+from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
@@ -46,6 +51,17 @@ from socketio import packet as sio_packet
 def socket_of(handler: Any) -> AsyncSocket:
     """The Engine.IO socket whose WebSocket handler engineio hands over."""
     return handler.__self__ if hasattr(handler, "__self__") else handler.args[0]
+
+
+class CheckedSocket(AsyncSocket):
+    """An Engine.IO socket that drops a packet of an unknown type, as engineio
+    drops other packets it has no use for. (Raising an EngineIOError instead
+    would have engineio close the long-polling session and hold the POST
+    until the client's next poll takes what is queued.)"""
+
+    async def receive(self, pkt: eio_packet.Packet) -> None:
+        if 0 <= pkt.packet_type < len(eio_packet.packet_names):
+            await super().receive(pkt)
 
 
 class EngineIOHooks(engineio.AsyncServer):
@@ -71,7 +87,11 @@ class EngineIOHooks(engineio.AsyncServer):
         return False
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "disconnect" and args:
+        if event == "connect" and args:
+            socket = self.sockets.get(args[0])
+            if type(socket) is AsyncSocket:
+                socket.__class__ = CheckedSocket  # the same object, checking what it receives
+        elif event == "disconnect" and args:
             self.socket_closed(args[0])
         return await super()._trigger_event(event, *args, **kwargs)
 
