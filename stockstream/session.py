@@ -52,6 +52,11 @@ log = logging.getLogger("stockstream.session")
 # How long a subscribe may wait for the backend before answering `unavailable`.
 BACKEND_TIMEOUT = 5.0
 BACKEND_DOWN = ClientError(ErrorCode.UNAVAILABLE, "the price backend is unavailable; retry shortly")
+# Requests past REQUEST_BURST are refused, but each still waits for its
+# turn to be answered in order. A connection holding this many unanswered
+# ones (while one waits on the backend) sends without reading its answers:
+# it is closed, so a flood cannot grow the list without bound.
+MAX_WAITING_REQUESTS = 1000
 # The subscription to every symbol (it counts as one subscription).
 WILDCARD = "*"
 # Symbols per snapshot read when a `*` subscription starts.
@@ -276,6 +281,9 @@ class Session:
     def submit(self, request: Request) -> None:
         """Queue a request; requests run one at a time in arrival order."""
         if self.closed:
+            return
+        if len(self._requests) >= MAX_WAITING_REQUESTS:
+            self.close_soon(ClientError(ErrorCode.RATE_LIMITED, "too many requests waiting for an answer"))
             return
         if not self._bucket.take() or len(self._requests) >= self.settings.request_burst:
             request.refused = ClientError(ErrorCode.RATE_LIMITED, "too many requests; slow down")

@@ -14,7 +14,7 @@ from stockstream.errors import ClientError, ErrorCode
 from stockstream.hub import Hub
 from stockstream.outbox import FlushScheduler
 from stockstream.recovery import SavedStreams
-from stockstream.session import Request, Services, Session, StreamStarts
+from stockstream.session import MAX_WAITING_REQUESTS, Request, Services, Session, StreamStarts
 from stockstream.shared_events import SharedEvent
 from stockstream.updates import CheckedUpdate, ResumePoint, Update
 
@@ -352,3 +352,21 @@ async def test_a_saved_session_this_connection_may_not_have_starts_fresh() -> No
         session = Session(services, FakeConnection())
         assert await session.restore(saved, {}) is None, saved
         assert session.subscriptions == set() and session.candles.keys() == [] and not services.hub.rooms
+
+
+async def test_a_flood_of_requests_nobody_waits_for_closes_the_connection() -> None:
+    """Requests past REQUEST_BURST are refused in order; a connection that
+    piles up MAX_WAITING_REQUESTS unanswered ones is closed with rate_limited
+    instead of growing the list without bound."""
+    services, _ = await stack()
+    connection = FakeConnection()
+    session = Session(services, connection)
+    for n in range(MAX_WAITING_REQUESTS + 50):  # no await: none is answered meanwhile
+        session.submit(Request("ping", None, ack=n))
+    assert len(session._requests) == MAX_WAITING_REQUESTS
+    for _ in range(200):
+        if session.closed:
+            break
+        await asyncio.sleep(0.005)
+    assert session.closed and session._requests == []
+    assert connection.log[-1] == ("error", "rate_limited"), connection.log[-3:]
