@@ -10,10 +10,15 @@ import sys
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from stockstream.broker.redis.broker import RedisBroker
+from stockstream.config import Settings
+from stockstream.updates import CheckedUpdate
 from tests.support.servers import REPO_ROOT, server_environment
-from tests.support.waiting import eventually, free_port
+from tests.support.waiting import eventually, free_port, now_ms
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -146,3 +151,55 @@ async def test_quick_start_serves_live_prices_without_redis() -> None:
         _, stderr = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0
     assert b"embedded in-process backend" in stderr
+
+
+@pytest.mark.parametrize("layout", ["redis", "cluster"])
+async def test_a_publish_sent_again_after_a_lost_reply_is_published_once(
+    request: pytest.FixtureRequest, layout: str
+) -> None:
+    """redis-py sends a command again when its connection fails, even when only
+    the reply was lost. The publish script run twice with the same arguments
+    (what such a retry is) stores, counts, records and publishes the update
+    once, and the second run answers the first one's seq."""
+    cluster = layout == "cluster"
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    broker = RedisBroker(url, Settings.from_env({"REDIS_URL": url, "REDIS_CLUSTER": str(cluster).lower()}))
+    keys = broker.keys
+    script = broker.store._publish_script
+    answers: list[Any] = []
+
+    async def executed_then_sent_again(keys: list[str], args: list[Any]) -> Any:
+        answers.append(await script(keys=keys, args=args))  # its reply lost on the way back
+        answers.append(await script(keys=keys, args=args))
+        return answers[-1]
+
+    broker.store._publish_script = executed_then_sent_again  # type: ignore[assignment]  # the retry is the point
+    raw = aioredis.Redis.from_url(url) if not cluster else None
+    pubsub = raw.pubsub() if raw is not None else None
+    try:
+        if pubsub is not None:
+            await pubsub.subscribe(keys.channel("RTRY"))
+            await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        first = await broker.publish(CheckedUpdate({"symbol": "RTRY", "price": 1.5, "timestamp": now_ms()}))
+        assert first is not None and first.seq == 1 and answers == [1, 1], answers
+        broker.store._publish_script = script  # type: ignore[assignment]  # back to the plain script
+        second = await broker.publish(CheckedUpdate({"symbol": "RTRY", "price": 2.5, "timestamp": now_ms()}))
+        assert second is not None and second.seq == 2
+        store = AsyncRedisCluster.from_url(url) if cluster else aioredis.Redis.from_url(url)
+        try:
+            assert int(await store.get(keys.seq("RTRY"))) == 2
+            entries = await store.xrange(keys.history("RTRY"))
+            assert [json.loads(fields[b"u"])["seq"] for _, fields in entries] == [1, 2], entries
+        finally:
+            await store.aclose()
+        if pubsub is not None:
+            published = []
+            while (message := await pubsub.get_message(timeout=0.5)) is not None:
+                published.append(json.loads(message["data"])["seq"])
+            assert published == [1, 2], published
+    finally:
+        if pubsub is not None:
+            await pubsub.aclose()
+        if raw is not None:
+            await raw.aclose()
+        await broker.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable
 from typing import Any, Callable, Iterable, cast
@@ -32,11 +33,24 @@ log = logging.getLogger("stockstream.redis")
 
 # Why Lua: the snapshot, the sequence number, the history entry and the publish
 # must happen together, or a reader could see one without the others.
+#
+# ARGV[5] is a token drawn for each publish. redis-py sends a command again
+# when its connection fails, even when the reply was all that was lost (a
+# cluster failover, a dropped connection); the history entry keeps the token
+# (field `p`), so the script run again finds its own entry the newest and
+# returns its seq instead of publishing the update a second time.
 PUBLISH_SCRIPT = """
+local newest = nil
+if tonumber(ARGV[3]) > 0 then
+  newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  if newest and newest[2][3] == 'p' and newest[2][4] == ARGV[5] then
+    return tonumber(string.match(newest[1], '-(%d+)$'))
+  end
+end
 if KEYS[4] then
   local last = tonumber(redis.call('GET', KEYS[4]) or '-1')
-  if tonumber(ARGV[5]) <= last then return false end
-  redis.call('SET', KEYS[4], ARGV[5])
+  if tonumber(ARGV[6]) <= last then return false end
+  redis.call('SET', KEYS[4], ARGV[6])
 end
 local seq = redis.call('INCR', KEYS[2])
 local msg = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. '}'
@@ -46,14 +60,13 @@ if tonumber(ARGV[3]) > 0 then
   -- recorder added in the same millisecond, moves this one to a later id
   -- (an XADD error here would leave the snapshot written but nothing published).
   local ms = tonumber(ARGV[2])
-  local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
   if newest then
     local newest_ms, newest_n = string.match(newest[1], '^(%d+)-(%d+)$')
     newest_ms = tonumber(newest_ms)
     if newest_ms > ms then ms = newest_ms end
     if ms == newest_ms and tonumber(newest_n) >= seq then ms = ms + 1 end
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', ms, seq), 'u', msg)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', ms, seq), 'u', msg, 'p', ARGV[5])
   redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[4])
 end
 redis.call('PUBLISH', KEYS[1], msg)
@@ -140,7 +153,7 @@ class CommandStore:
         body = update.encode()
         horizon = max(0, int(time.time() * 1000 - self._settings.history_max_age * 1000))
         keys = [self.keys.channel(symbol), self.keys.seq(symbol), self.keys.history(symbol)]
-        args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon]
+        args: list[Any] = [body, timestamp, self._settings.history_max_entries, horizon, secrets.token_hex(8)]
         if dedupe is not None:
             keys.append(self.keys.dedupe(symbol, dedupe[0]))
             args.append(dedupe[1])
