@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .broker import BackendUnavailable
-from .commands.arguments import add_redis_argument
+from .commands.arguments import add_flag, add_redis_argument
 from .commands.arguments import setting_type as _setting_type
 from .commands.extras import MissingExtra, require
 from .config import Settings, SettingsError
@@ -32,25 +32,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", type=_setting_type("host"), help="interface to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=_setting_type("port"), help="port (PORT, default 5000)")
     add_redis_argument(parser)
-    parser.add_argument(
-        "--simulate",
-        action="store_const",
-        const=True,
-        default=None,
-        help="also run the built-in price simulator (SIMULATE)",
-    )
+    add_flag(parser, "--simulate", "also run the built-in price simulator (SIMULATE)")
     parser.add_argument(
         "--simulate-rate",
         type=_setting_type("simulate_rate"),
         help="simulated updates per second per symbol (SIMULATE_RATE)",
     )
-    parser.add_argument(
-        "--require-auth",
-        action="store_const",
-        const=True,
-        default=None,
-        help="refuse subscribes before authentication (REQUIRE_AUTH)",
-    )
+    add_flag(parser, "--require-auth", "refuse subscribes before authentication (REQUIRE_AUTH)")
     parser.add_argument("--log-level", type=_setting_type("log_level"), help="debug, info, warning, error (LOG_LEVEL)")
 
 

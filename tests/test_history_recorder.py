@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 import redis.asyncio as aioredis
@@ -227,30 +227,38 @@ async def test_a_replay_across_a_recording_gap_is_not_complete(redis_url: str) -
         await client.aclose()
 
 
-async def test_a_replay_resumes_after_exactly_the_named_update_of_a_burst(redis_url: str) -> None:
-    """Third-party updates sharing one millisecond: a replay after the third
-    of them (named by timestamp and digest) holds exactly the ones after it."""
-    from stockstream.updates import parse_update
-
+@contextlib.asynccontextmanager
+async def recording(redis_url: str) -> AsyncIterator[tuple[Any, RawRedisPublisher, aioredis.Redis]]:
+    """An instance whose history recorder leads, a third-party publisher and a
+    plain client of the same Redis: (the instance's broker, publisher, client)."""
     raw = RawRedisPublisher(redis_url)
     client = aioredis.from_url(redis_url)
     try:
         async with running_app(redis_url, serve=False) as (app, _):
             broker = broker_of(app)
             await eventually(lambda: leaders([broker]), 5, "a recorder")
-            ts = now_ms()
-            burst = [{"symbol": "BST", "price": 1.0, "timestamp": ts, "n": n} for n in range(1, 7)]
-            for update in burst:
-                await raw.set_and_publish(update)
-            await eventually(
-                lambda: _len_at_least(lambda: client.xrange("stock:BST:history"), 6), 5, "the burst in history"
-            )
-            point = parse_update(orjson.dumps(burst[2]), "BST")
-            replay = await broker.replay_after_update("BST", ts, point.digest or "")
-            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [4, 5, 6]
+            yield broker, raw, client
     finally:
         await raw.close()
         await client.aclose()
+
+
+async def test_a_replay_resumes_after_exactly_the_named_update_of_a_burst(redis_url: str) -> None:
+    """Third-party updates sharing one millisecond: a replay after the third
+    of them (named by timestamp and digest) holds exactly the ones after it."""
+    from stockstream.updates import parse_update
+
+    async with recording(redis_url) as (broker, raw, client):
+        ts = now_ms()
+        burst = [{"symbol": "BST", "price": 1.0, "timestamp": ts, "n": n} for n in range(1, 7)]
+        for update in burst:
+            await raw.set_and_publish(update)
+        await eventually(
+            lambda: _len_at_least(lambda: client.xrange("stock:BST:history"), 6), 5, "the burst in history"
+        )
+        point = parse_update(orjson.dumps(burst[2]), "BST")
+        replay = await broker.replay_after_update("BST", ts, point.digest or "")
+        assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [4, 5, 6]
 
 
 async def test_a_replay_waits_for_the_recorder_to_reach_the_latest_update(redis_url: str) -> None:
@@ -259,26 +267,18 @@ async def test_a_replay_waits_for_the_recorder_to_reach_the_latest_update(redis_
     and then holds it, instead of saying history does not reach back."""
     from stockstream.updates import parse_update
 
-    raw = RawRedisPublisher(redis_url)
-    client = aioredis.from_url(redis_url)
-    try:
-        async with running_app(redis_url, serve=False) as (app, _):
-            broker = broker_of(app)
-            await eventually(lambda: leaders([broker]), 5, "a recorder")
-            first = await raw.publish("LAG", 1.0, n=1)
-            await raw.publish("LAG", 1.0, n=2)
-            await eventually(
-                lambda: _len_at_least(lambda: client.xrange("stock:LAG:history"), 2), 5, "two updates in history"
-            )
-            third = {"symbol": "LAG", "price": 1.0, "timestamp": now_ms(), "n": 3}
-            await raw.store_only(third)
-            point = parse_update(orjson.dumps(first), "LAG")
-            replaying = asyncio.create_task(broker.replay_after_update("LAG", point.timestamp, point.digest or ""))
-            await asyncio.sleep(0.2)
-            assert not replaying.done(), "the replay must wait for the recorder"
-            await raw.publish_only("LAG", third)
-            replay = await asyncio.wait_for(replaying, 5)
-            assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [2, 3]
-    finally:
-        await raw.close()
-        await client.aclose()
+    async with recording(redis_url) as (broker, raw, client):
+        first = await raw.publish("LAG", 1.0, n=1)
+        await raw.publish("LAG", 1.0, n=2)
+        await eventually(
+            lambda: _len_at_least(lambda: client.xrange("stock:LAG:history"), 2), 5, "two updates in history"
+        )
+        third = {"symbol": "LAG", "price": 1.0, "timestamp": now_ms(), "n": 3}
+        await raw.store_only(third)
+        point = parse_update(orjson.dumps(first), "LAG")
+        replaying = asyncio.create_task(broker.replay_after_update("LAG", point.timestamp, point.digest or ""))
+        await asyncio.sleep(0.2)
+        assert not replaying.done(), "the replay must wait for the recorder"
+        await raw.publish_only("LAG", third)
+        replay = await asyncio.wait_for(replaying, 5)
+        assert replay.complete and [u.to_dict()["n"] for u in replay.updates] == [2, 3]

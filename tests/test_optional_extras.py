@@ -48,16 +48,21 @@ def run_without(
     blocked: tuple[str, ...], argv: list[str], tmp_path: Path
 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     report = tmp_path / "modules.json"
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_WITHOUT, ",".join(blocked), str(report), *argv],
-        cwd=tmp_path,
+    done = run_python([RUN_WITHOUT, ",".join(blocked), str(report), *argv], tmp_path)
+    return done, set(json.loads(report.read_text()))
+
+
+def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -c args[0] args[1:]` in a server's environment, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", *args],
+        cwd=cwd,
         env=server_environment(),
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    return done, set(json.loads(report.read_text()))
 
 
 def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -88,15 +93,7 @@ def test_the_server_loads_neither_the_benchmark_nor_kafka(tmp_path: Path) -> Non
         "create_app(Settings.from_env())\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env=server_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_python([probe], tmp_path)
     assert done.returncode == 0, done.stderr
     modules = set(json.loads(done.stdout.splitlines()[-1]))
     assert "stockstream.node" in modules

@@ -20,16 +20,15 @@ def setting_type(name: str) -> Callable[[str], Any]:
     return parse
 
 
+def add_flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
+    """A switch that turns its setting on; left out, the environment decides."""
+    parser.add_argument(option, action="store_const", const=True, default=None, help=help)
+
+
 def add_redis_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
         type=setting_type("redis_url"),
         help="Redis URL (REDIS_URL); without it and REDIS_HOST: the embedded backend",
     )
-    parser.add_argument(
-        "--redis-cluster",
-        action="store_const",
-        const=True,
-        default=None,
-        help="the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)",
-    )
+    add_flag(parser, "--redis-cluster", "the Redis URL names a node of a Redis Cluster (REDIS_CLUSTER)")
